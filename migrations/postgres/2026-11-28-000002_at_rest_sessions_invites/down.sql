@@ -1,0 +1,17 @@
+DROP TABLE IF EXISTS sessions;
+DROP INDEX IF EXISTS server_invites_token_hash;
+ALTER TABLE server_invites DROP COLUMN IF EXISTS created_by;
+ALTER TABLE server_invites DROP COLUMN IF EXISTS revoked_at;
+ALTER TABLE server_invites DROP COLUMN IF EXISTS uses;
+ALTER TABLE server_invites DROP COLUMN IF EXISTS max_uses;
+ALTER TABLE server_invites DROP COLUMN IF EXISTS token_hash;
+DROP INDEX IF EXISTS channel_key_envelopes_device;
+DROP INDEX IF EXISTS broadcast_messages_sent_at;
+DROP INDEX IF EXISTS user_profiles_updated_at;
+DROP INDEX IF EXISTS channels_created_at;
+DROP INDEX IF EXISTS channel_messages_channel_time;
+ALTER TABLE channel_messages DROP COLUMN IF EXISTS client_message_id;
+DROP INDEX IF EXISTS devices_user_id_key_hash;
+ALTER TABLE devices DROP COLUMN IF EXISTS public_key_hash;
+ALTER TABLE users DROP COLUMN IF EXISTS disabled_at;
+ALTER TABLE users DROP COLUMN IF EXISTS username;

@@ -1,0 +1,10 @@
+DROP TABLE sessions;
+DROP TABLE server_invites;
+DROP TABLE directory_key_envelopes;
+DROP TABLE user_profiles;
+DROP TABLE channel_key_envelopes;
+DROP TABLE channel_messages;
+DROP TABLE channels;
+DROP TABLE broadcast_messages;
+DROP TABLE devices;
+DROP TABLE users;

@@ -1,0 +1,456 @@
+//! The database actor: sole owner of the connection pool, the field cipher and the keyed-hash keys
+//! (the [`Store`]). Every storage call, field encryption and HMAC-indexed lookup is a message to it.
+//!
+//! Messages handled: one request message per service operation (see [`db_requests!`] below; each
+//! runs concurrently with the others as its own future), [`PersistChannelMessage`] (group commit),
+//! [`AttachFanout`] and [`Drain`].
+//!
+//! Bounds and overflow policy:
+//! - mailbox capacity `DIALTONE_DB_MAILBOX`: request senders ([`DbHandle::call`]) wait for room (HTTP
+//!   requests feel the backpressure) up to `DIALTONE_DB_TIMEOUT_MS` × 4, then get `503`;
+//!   [`DbHandle::persist`] never waits: a full mailbox refuses the message with `rate_limited`;
+//! - at most `DIALTONE_DB_MAX_INFLIGHT` operations run at once; when all slots are taken the actor
+//!   stops draining its mailbox until one frees, so the mailbox bound is real;
+//! - at most `DIALTONE_DB_MAX_PENDING` channel messages wait for a group commit; beyond it new ones
+//!   are refused with `rate_limited` (the sender was never acknowledged, so nothing is lost).
+//!
+//! Group commit: channel messages queue in `pending`; one batch (≤ `DIALTONE_DB_BATCH_MAX`) commits
+//! at a time, in one transaction, and the next batch forms while it commits. Only after the commit
+//! is the batch handed to the hub for fan-out (the echo is the acknowledgement), in commit order.
+//! `sent_at` is assigned here, strictly increasing, so history order equals commit order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use super::{Outbound, SessionHandle};
+use crate::db::models::MessageRow;
+use crate::db::types::Time;
+use crate::metrics::{MailboxMeter, Metrics};
+use crate::protocol::rest::{
+    Channel, ChannelKeyEnvelope, ChannelKeysUpload, CreateDeviceRequest, CreateInviteRequest,
+    Device, DeviceKeysResponse, DirectoryKeyEnvelope, DirectoryKeysUpload, InviteResponse, LoginRequest,
+    MessagesResponse, Profile, RegisterRequest, User,
+};
+use crate::protocol::ws::{Event, error_code};
+use crate::service::auth::{self, AuthContext, SignedIn};
+use crate::service::channels::{self, PageRequest};
+use crate::service::invites::{self, InviteInfo};
+use crate::service::messages::{self, BroadcastRequest, StoredBroadcast};
+use crate::service::rekey::{self, RekeyReport};
+use crate::service::{ServiceError, ServiceResult, Store, devices, keys, users};
+
+/// Limits of the database actor.
+#[derive(Debug, Clone)]
+pub struct DbActorConfig {
+    pub mailbox: usize,
+    pub max_inflight: usize,
+    pub batch_max: usize,
+    pub max_pending: usize,
+    /// How long a caller waits for its answer before `503`.
+    pub call_timeout: Duration,
+}
+
+pub struct DbActor {
+    store: Arc<Store>,
+    config: DbActorConfig,
+    inflight: Arc<Semaphore>,
+    mailbox: MailboxMeter,
+    metrics: Arc<Metrics>,
+    pending: VecDeque<PersistChannelMessage>,
+    flushing: bool,
+    last_sent_at: DateTime<Utc>,
+    fanout: Option<(Recipient<CommittedBatch>, MailboxMeter)>,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl DbActor {
+    /// Start the actor on its own arbiter (thread) and return its handle.
+    pub fn start(store: Store, config: DbActorConfig, metrics: Arc<Metrics>) -> DbHandle {
+        let arbiter = Arbiter::new();
+        let mailbox = metrics.mailbox("db");
+        let cfg = config.clone();
+        let meter = mailbox.clone();
+        let addr = DbActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            ctx.set_mailbox_capacity(cfg.mailbox);
+            DbActor {
+                store: Arc::new(store),
+                inflight: Arc::new(Semaphore::new(cfg.max_inflight)),
+                config: cfg,
+                mailbox: meter,
+                metrics,
+                pending: VecDeque::new(),
+                flushing: false,
+                last_sent_at: DateTime::<Utc>::MIN_UTC,
+                fanout: None,
+                drain_waiters: Vec::new(),
+            }
+        });
+        DbHandle {
+            addr,
+            meter: mailbox,
+            timeout: config.call_timeout,
+        }
+    }
+
+    /// Wait for an in-flight slot. When none is free the actor stops taking messages from its
+    /// mailbox until one is, so senders feel the mailbox bound instead of piling up futures.
+    fn admit(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = Option<OwnedSemaphorePermit>> + 'static {
+        if self.inflight.available_permits() == 0 {
+            let sem = self.inflight.clone();
+            ctx.wait(
+                async move {
+                    let _ = sem.acquire().await;
+                }
+                .into_actor(self),
+            );
+        }
+        let sem = self.inflight.clone();
+        async move { sem.acquire_owned().await.ok() }
+    }
+
+    /// A `sent_at` strictly after the previous one, at PostgreSQL's microsecond precision.
+    fn next_sent_at(&mut self) -> Time {
+        let now = Utc::now()
+            .duration_trunc(TimeDelta::microseconds(1))
+            .unwrap_or_else(|_| Utc::now());
+        let t = if now > self.last_sent_at {
+            now
+        } else {
+            self.last_sent_at + TimeDelta::microseconds(1)
+        };
+        self.last_sent_at = t;
+        Time(t)
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let n = self.pending.len().min(self.config.batch_max);
+        if n == 0 {
+            self.flushing = false;
+            for waiter in self.drain_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            return;
+        }
+        self.flushing = true;
+        let mut rows = Vec::with_capacity(n);
+        let mut origins = HashMap::with_capacity(n);
+        for msg in self.pending.drain(..n).collect::<Vec<_>>() {
+            let row = MessageRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                channel_id: msg.channel_id,
+                sender_id: msg.sender_id,
+                sender_name_enc: msg.sender_name_enc,
+                body: msg.body,
+                sent_at: self.next_sent_at(),
+                client_message_id: msg.client_message_id,
+            };
+            origins.insert(row.id.clone(), msg.origin);
+            rows.push(row);
+        }
+        let store = self.store.clone();
+        let started = Instant::now();
+        ctx.spawn(
+            async move { messages::commit_batch(&store, rows).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.finish_batch(result, origins, started);
+                    act.flush(ctx);
+                }),
+        );
+    }
+
+    fn finish_batch(
+        &mut self,
+        result: ServiceResult<messages::Committed>,
+        mut origins: HashMap<String, SessionHandle>,
+        started: Instant,
+    ) {
+        match result {
+            Ok(committed) => {
+                let n = committed.rows.len();
+                self.metrics
+                    .db_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.db_batch_size.observe(n as f64);
+                self.metrics.messages_persisted.inc_by(n as u64);
+                for row in committed.missing_channel {
+                    if let Some(origin) = origins.remove(&row.id) {
+                        self.metrics.messages_rejected.inc();
+                        reject(&origin, &row, error_code::CHANNEL_NOT_FOUND, "channel not found");
+                    }
+                }
+                if n == 0 {
+                    return;
+                }
+                let batch: Vec<CommittedMessage> = committed
+                    .rows
+                    .into_iter()
+                    .filter_map(|row| {
+                        let origin = origins.remove(&row.id)?;
+                        Some(CommittedMessage { row, origin })
+                    })
+                    .collect();
+                match &self.fanout {
+                    // do_send: committed messages are never dropped; the volume in flight is bounded
+                    // upstream by DIALTONE_DB_MAX_PENDING.
+                    Some((hub, meter)) => {
+                        meter.queued();
+                        hub.do_send(CommittedBatch(batch));
+                    }
+                    None => tracing::error!("group commit finished with no fan-out attached"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = origins.len(), "group commit failed; senders told to retry");
+                self.metrics.messages_rejected.inc_by(origins.len() as u64);
+                for origin in origins.values() {
+                    origin.outbound.do_send(Outbound::Event(Box::new(Event::error(
+                        error_code::SERVER_ERROR,
+                        "message not saved; please retry",
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+fn reject(origin: &SessionHandle, row: &MessageRow, code: &'static str, message: &str) {
+    origin.outbound.do_send(Outbound::Event(Box::new(
+        Event::error(code, message)
+            .for_request(Some(row.channel_id.clone()), row.client_message_id.clone()),
+    )));
+}
+
+impl Actor for DbActor {
+    type Context = Context<Self>;
+}
+
+/// Cheap, cloneable access to the database actor.
+#[derive(Clone)]
+pub struct DbHandle {
+    addr: Addr<DbActor>,
+    meter: MailboxMeter,
+    timeout: Duration,
+}
+
+impl DbHandle {
+    /// Send a request and wait for its result; an overloaded or stopped actor is `Busy`.
+    pub async fn call<M, T>(&self, msg: M) -> ServiceResult<T>
+    where
+        M: Message<Result = ServiceResult<T>> + Send + 'static,
+        T: Send + 'static,
+        DbActor: Handler<M>,
+    {
+        self.meter.queued();
+        match self.addr.send(msg).timeout(self.timeout).await {
+            Ok(result) => result,
+            Err(MailboxError::Timeout) => Err(ServiceError::Busy("database busy; retry later")),
+            Err(MailboxError::Closed) => Err(ServiceError::Busy("server shutting down")),
+        }
+    }
+
+    /// Queue a channel message for group commit without waiting. `Err` when the actor's mailbox is
+    /// full or closed (the caller answers `rate_limited`).
+    pub fn persist(&self, msg: PersistChannelMessage) -> Result<(), ServiceError> {
+        self.meter.queued();
+        self.addr.try_send(msg).map_err(|_| {
+            self.meter.handled();
+            ServiceError::Busy("server busy; retry later")
+        })
+    }
+
+    /// Route committed batches to the broker.
+    pub fn attach_fanout(&self, fanout: Recipient<CommittedBatch>, meter: MailboxMeter) {
+        self.addr.do_send(AttachFanout(fanout, meter));
+    }
+
+    /// Resolve once every queued message is committed (or rejected) and no operation runs.
+    pub async fn drain(&self) {
+        let _ = self.addr.send(Drain).await;
+    }
+}
+
+/// A channel message waiting for its group commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PersistChannelMessage {
+    pub channel_id: String,
+    pub sender_id: String,
+    pub sender_name_enc: String,
+    pub body: String,
+    pub client_message_id: Option<String>,
+    /// Who gets errors, and the echo if it is not subscribed to the channel.
+    pub origin: SessionHandle,
+}
+
+/// One committed message with the session that sent it.
+pub struct CommittedMessage {
+    pub row: MessageRow,
+    pub origin: SessionHandle,
+}
+
+/// A committed batch, in commit order, for fan-out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CommittedBatch(pub Vec<CommittedMessage>);
+
+impl Handler<PersistChannelMessage> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PersistChannelMessage, ctx: &mut Context<Self>) {
+        self.mailbox.handled();
+        if self.pending.len() >= self.config.max_pending {
+            self.metrics.messages_rejected.inc();
+            msg.origin.outbound.do_send(Outbound::Event(Box::new(
+                Event::error(error_code::RATE_LIMITED, "server busy; retry later")
+                    .for_request(Some(msg.channel_id.clone()), msg.client_message_id.clone()),
+            )));
+            return;
+        }
+        self.pending.push_back(msg);
+        if !self.flushing {
+            self.flush(ctx);
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AttachFanout(Recipient<CommittedBatch>, MailboxMeter);
+
+impl Handler<AttachFanout> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachFanout, _: &mut Context<Self>) {
+        self.fanout = Some((msg.0, msg.1));
+    }
+}
+
+/// Wait until the group-commit queue is empty and nothing is in flight (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drain;
+
+impl Handler<Drain> for DbActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if !self.flushing && self.pending.is_empty() {
+            let _ = tx.send(());
+        } else {
+            self.drain_waiters.push(tx);
+        }
+        let sem = self.inflight.clone();
+        let all = u32::try_from(self.config.max_inflight).unwrap_or(u32::MAX);
+        Box::pin(async move {
+            let _ = rx.await;
+            let _ = sem.acquire_many(all).await;
+        })
+    }
+}
+
+/// Declares one request message per service operation, with its handler: the operation runs as a
+/// future of its own (operations overlap; the in-flight bound applies).
+macro_rules! db_requests {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $out:ty => |$store:ident, $msg:ident| $body:expr;
+    )*) => {$(
+        $(#[$doc])*
+        pub struct $name { $(pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = ServiceResult<$out>;
+        }
+
+        impl Handler<$name> for DbActor {
+            type Result = ResponseFuture<ServiceResult<$out>>;
+
+            #[allow(unused_variables)]
+            fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
+                self.mailbox.handled();
+                let store = self.store.clone();
+                let permit = self.admit(ctx);
+                Box::pin(async move {
+                    let _permit = permit.await;
+                    let $store: &Store = &store;
+                    $body.await
+                })
+            }
+        }
+    )*};
+}
+
+db_requests! {
+    /// `POST /auth/register`.
+    Register { req: RegisterRequest } -> SignedIn => |s, m| auth::register(s, m.req);
+    /// `POST /auth/login`.
+    Login { req: LoginRequest } -> SignedIn => |s, m| auth::login(s, m.req);
+    /// Resolve a bearer token.
+    Authenticate { token: String } -> AuthContext => |s, m| auth::authenticate(s, &m.token);
+    /// `POST /auth/logout`.
+    Logout { session_id: String } -> () => |s, m| auth::logout(s, &m.session_id);
+    /// Periodic cleanup of expired sessions.
+    PurgeExpiredSessions {} -> usize => |s, m| auth::purge_expired_sessions(s);
+    /// `POST /users` (admin).
+    CreatePlaceholderUser { username: String } -> User => |s, m| users::create_placeholder(s, &m.username);
+    /// Admin: every user, decrypted usernames.
+    ListUsers {} -> Vec<User> => |s, m| users::list(s);
+    /// Admin: disable/enable; returns revoked session ids.
+    SetUserDisabled { user_id: String, disabled: bool } -> Vec<String> => |s, m| users::set_disabled(s, &m.user_id, m.disabled);
+    /// Admin: promote/demote.
+    SetUserAdmin { user_id: String, is_admin: bool } -> () => |s, m| users::set_admin(s, &m.user_id, m.is_admin);
+    /// `POST /users/profiles`.
+    UpsertProfile { ctx: AuthContext, name_enc: String } -> () => |s, m| users::upsert_profile(s, &m.ctx, m.name_enc);
+    /// `GET /users/profiles`.
+    ListProfiles { ctx: AuthContext } -> Vec<Profile> => |s, m| users::profiles(s, &m.ctx);
+    /// The `admins` half of `POST /presence`.
+    AdminFlags { user_ids: Vec<String> } -> BTreeMap<String, bool> => |s, m| users::admin_flags(s, m.user_ids);
+    /// `POST /devices`: the device and whether it is new.
+    CreateDevice { ctx: AuthContext, req: CreateDeviceRequest } -> (Device, bool) => |s, m| devices::create(s, &m.ctx, m.req);
+    /// `GET /devices`.
+    ListOwnDevices { ctx: AuthContext } -> Vec<Device> => |s, m| devices::list_own(s, &m.ctx);
+    /// `GET /devices/keys`.
+    DeviceKeys { ctx: AuthContext, user_id: Option<String>, all: bool } -> DeviceKeysResponse => |s, m| devices::keys(s, &m.ctx, m.user_id, m.all);
+    /// `DELETE /devices/{id}`: returns revoked session ids.
+    DeleteDevice { ctx: AuthContext, device_id: String } -> Vec<String> => |s, m| devices::delete(s, &m.ctx, &m.device_id);
+    /// `GET /channels`.
+    ListChannels {} -> Vec<Channel> => |s, m| channels::list(s);
+    /// Every channel id (broker start).
+    ChannelIds {} -> Vec<String> => |s, m| channels::ids(s);
+    /// `POST /channels`.
+    CreateChannel { ctx: AuthContext, name_enc: String } -> Channel => |s, m| channels::create(s, &m.ctx, m.name_enc);
+    /// `PATCH /channels`.
+    RenameChannel { ctx: AuthContext, channel_id: String, name_enc: String } -> Channel => |s, m| channels::rename(s, &m.ctx, &m.channel_id, m.name_enc);
+    /// `DELETE /channels`: returns the deleted id.
+    DeleteChannel { ctx: AuthContext, channel_id: String } -> String => |s, m| channels::delete(s, &m.ctx, &m.channel_id);
+    /// `GET /channels/messages` and `sync`.
+    History { channel_id: String, page: PageRequest } -> MessagesResponse => |s, m| channels::history(s, &m.channel_id, m.page);
+    /// `GET /channels/keys`.
+    GetChannelKey { ctx: AuthContext, channel_id: String } -> ChannelKeyEnvelope => |s, m| keys::channel_key(s, &m.ctx, &m.channel_id);
+    /// `POST /channels/keys`.
+    UploadChannelKeys { ctx: AuthContext, req: ChannelKeysUpload } -> () => |s, m| keys::upload_channel_keys(s, &m.ctx, m.req);
+    /// `GET /directory/keys`.
+    GetDirectoryKey { ctx: AuthContext } -> Option<DirectoryKeyEnvelope> => |s, m| keys::directory_key(s, &m.ctx);
+    /// `POST /directory/keys`.
+    UploadDirectoryKeys { ctx: AuthContext, req: DirectoryKeysUpload } -> () => |s, m| keys::upload_directory_keys(s, &m.ctx, m.req);
+    /// Mint an invite (sent by the admin actor).
+    MintInvite { req: CreateInviteRequest, created_by: Option<String> } -> InviteResponse => |s, m| invites::mint(s, m.req, m.created_by);
+    /// Admin: every invite.
+    ListInvites {} -> Vec<InviteInfo> => |s, m| invites::list(s);
+    /// Admin: revoke an invite.
+    RevokeInvite { id: String } -> () => |s, m| invites::revoke(s, &m.id);
+    /// `message.broadcast`: persist before fan-out.
+    StoreBroadcast { req: BroadcastRequest } -> StoredBroadcast => |s, m| messages::store_broadcast(s, m.req);
+    /// `dialtone rekey`.
+    Rekey {} -> RekeyReport => |s, m| rekey::run(s);
+    /// `GET /ready`: does the database answer?
+    Ping {} -> () => |s, m| async move { s.pool.ping().await.map_err(ServiceError::from) };
+}

@@ -1,0 +1,103 @@
+//! Queries on `channel_messages`: group-committed inserts and cursor-paged history.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::models::MessageRow;
+use super::schema::channel_messages as m;
+use super::types::Time;
+use super::{Db, DbResult};
+use crate::dispatch;
+
+/// Insert many messages in one statement (the group commit's batch).
+pub async fn insert_batch(db: &mut Db<'_>, rows: &[MessageRow]) -> DbResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match db {
+        Db::Postgres(c) => {
+            diesel::insert_into(m::table)
+                .values(rows)
+                .execute(&mut **c)
+                .await?;
+        }
+        // diesel implements SQLite's multi-row INSERT for its synchronous connection only, so the
+        // statement runs on the wrapper's blocking thread (inside the same transaction).
+        Db::Sqlite(c) => {
+            let owned = rows.to_vec();
+            c.spawn_blocking(move |conn| {
+                diesel::RunQueryDsl::execute(diesel::insert_into(m::table).values(&owned), conn)
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a page starts: history is ordered by `(sent_at, id)`.
+#[derive(Debug, Clone)]
+pub enum Cursor {
+    /// The newest messages.
+    Latest,
+    /// Strictly older than this position.
+    Before(Time, String),
+    /// Strictly newer than this position.
+    After(Time, String),
+}
+
+/// The position of `message_id` within `channel_id`, if it is there.
+pub async fn position(
+    db: &mut Db<'_>,
+    channel_id: &str,
+    message_id: &str,
+) -> DbResult<Option<(Time, String)>> {
+    Ok(dispatch!(db, |c| m::table
+        .filter(m::id.eq(message_id))
+        .filter(m::channel_id.eq(channel_id))
+        .select((m::sent_at, m::id))
+        .first(c)
+        .await
+        .optional())?)
+}
+
+/// Up to `limit` messages from `cursor`, in ascending time order, and whether more exist beyond
+/// them in the paging direction.
+pub async fn page(
+    db: &mut Db<'_>,
+    channel_id: &str,
+    cursor: &Cursor,
+    limit: i64,
+) -> DbResult<(Vec<MessageRow>, bool)> {
+    let fetch = limit + 1;
+    let mut rows: Vec<MessageRow> = match cursor {
+        Cursor::Latest => dispatch!(db, |c| m::table
+            .filter(m::channel_id.eq(channel_id))
+            .order((m::sent_at.desc(), m::id.desc()))
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c)
+            .await)?,
+        Cursor::Before(t, id) => dispatch!(db, |c| m::table
+            .filter(m::channel_id.eq(channel_id))
+            .filter(m::sent_at.lt(*t).or(m::sent_at.eq(*t).and(m::id.lt(id))))
+            .order((m::sent_at.desc(), m::id.desc()))
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c)
+            .await)?,
+        Cursor::After(t, id) => dispatch!(db, |c| m::table
+            .filter(m::channel_id.eq(channel_id))
+            .filter(m::sent_at.gt(*t).or(m::sent_at.eq(*t).and(m::id.gt(id))))
+            .order((m::sent_at.asc(), m::id.asc()))
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c)
+            .await)?,
+    };
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    if !matches!(cursor, Cursor::After(..)) {
+        rows.reverse();
+    }
+    Ok((rows, has_more))
+}

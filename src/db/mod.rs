@@ -1,0 +1,304 @@
+//! Storage: the only module that speaks SQL.
+//!
+//! One logical schema ([`schema`]) on two backends: PostgreSQL (diesel-async, deadpool, optional
+//! TLS) and the embedded SQLite store (diesel's SQLite through `SyncConnectionWrapper`). Every query
+//! is written once and compiled per backend by [`dispatch!`]; the few statements that differ
+//! (advisory locks) sit in explicit `match` arms on [`Db`]. Cross-backend column types live in
+//! [`types`]. Migrations are diesel-CLI compatible, embedded, and applied at start ([`migrate`]).
+
+pub mod broadcasts;
+pub mod channels;
+pub mod devices;
+pub mod invites;
+pub mod keys;
+pub mod messages;
+pub mod migrate;
+pub mod models;
+pub mod profiles;
+pub mod schema;
+pub mod sessions;
+pub mod tls;
+pub mod types;
+pub mod users;
+
+use deadpool::Runtime;
+use diesel::ConnectionError;
+use diesel::SqliteConnection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use crate::config::{DbConfig, DbUrl};
+
+/// The SQLite connection type behind the async interface.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Storage errors. Display text may contain SQL error details: it goes to logs, never to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached (pool timeout, connect failure, closed connection).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("query failed: {0}")]
+    Query(DieselError),
+    #[error("database setup failed: {0}")]
+    Setup(String),
+}
+
+impl From<DieselError> for DbError {
+    fn from(e: DieselError) -> Self {
+        match &e {
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+                DbError::Unavailable(e.to_string())
+            }
+            _ => DbError::Query(e),
+        }
+    }
+}
+
+impl DbError {
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+        )
+    }
+
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::ForeignKeyViolation,
+                _
+            ))
+        )
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Which backend a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A connection pool on either backend.
+#[derive(Clone)]
+pub enum Pool {
+    Postgres(DeadPool<AsyncPgConnection>),
+    Sqlite(DeadPool<SqliteConn>),
+}
+
+/// A pooled connection, returned to the pool on drop.
+pub enum Conn {
+    Postgres(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteConn>),
+}
+
+/// A borrowed connection (pooled or inside a transaction): what every query function takes.
+pub enum Db<'c> {
+    Postgres(&'c mut AsyncPgConnection),
+    Sqlite(&'c mut SqliteConn),
+}
+
+/// Run one query body against whichever backend `$db` is; the body is compiled once per backend.
+///
+/// ```ignore
+/// dispatch!(db, |c| users::table.find(id).first::<UserRow>(c).await.optional())
+/// ```
+#[macro_export]
+macro_rules! dispatch {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Postgres($c) => {
+                let $c: &mut ::diesel_async::AsyncPgConnection = &mut **$c;
+                $body
+            }
+            $crate::db::Db::Sqlite($c) => {
+                let $c: &mut $crate::db::SqliteConn = &mut **$c;
+                $body
+            }
+        }
+    };
+}
+
+impl Db<'_> {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Postgres(_) => Backend::Postgres,
+            Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Reborrow for a nested call.
+    pub fn reborrow(&mut self) -> Db<'_> {
+        match self {
+            Db::Postgres(c) => Db::Postgres(c),
+            Db::Sqlite(c) => Db::Sqlite(c),
+        }
+    }
+
+    /// Serialize this transaction against every other holder of `key` until it ends.
+    ///
+    /// PostgreSQL takes a transaction-scoped advisory lock; SQLite write transactions are already
+    /// exclusive (`BEGIN IMMEDIATE`), so nothing is needed there.
+    pub async fn lock_exclusive(&mut self, key: i64) -> DbResult<()> {
+        match self {
+            Db::Postgres(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_xact_lock({key})"))
+                    .await?;
+            }
+            Db::Sqlite(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Advisory lock keys (arbitrary constants, fixed forever).
+pub mod locks {
+    /// Held while migrations run, so two servers starting at once do not race.
+    pub const MIGRATIONS: i64 = 0x6469_616c_746f_6e01;
+    /// Held by registrations: the first user becomes admin exactly once; invite uses are counted
+    /// exactly.
+    pub const REGISTRATION: i64 = 0x6469_616c_746f_6e02;
+}
+
+impl Conn {
+    pub fn db(&mut self) -> Db<'_> {
+        match self {
+            Conn::Postgres(c) => Db::Postgres(c),
+            Conn::Sqlite(c) => Db::Sqlite(c),
+        }
+    }
+
+    /// Run `f` in a write transaction: committed if it returns `Ok`, rolled back otherwise.
+    ///
+    /// SQLite uses `BEGIN IMMEDIATE` so concurrent writers queue on the busy timeout instead of
+    /// failing on a lock upgrade.
+    pub async fn transaction<R, F>(&mut self, f: F) -> DbResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(Db<'c>) -> BoxFuture<'c, DbResult<R>> + Send + 'static,
+    {
+        match self {
+            Conn::Postgres(c) => {
+                let c: &mut AsyncPgConnection = c;
+                c.transaction(async move |c| f(Db::Postgres(c)).await)
+                    .await
+            }
+            Conn::Sqlite(c) => {
+                let c: &mut SqliteConn = c;
+                c.immediate_transaction(async move |c| f(Db::Sqlite(c)).await)
+                    .await
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// Build the pool for `config.url`. Connections open lazily; use [`Pool::ping`] to check.
+    pub fn new(config: &DbConfig) -> DbResult<Self> {
+        match &config.url {
+            DbUrl::Postgres(url) => {
+                let target = tls::PgTarget::parse(url)?;
+                let mut mgr_config = ManagerConfig::<AsyncPgConnection>::default();
+                mgr_config.recycling_method = RecyclingMethod::Fast;
+                let setup_target = target.clone();
+                mgr_config.custom_setup = Box::new(move |_url| {
+                    let target = setup_target.clone();
+                    async move { target.connect().await }.boxed()
+                });
+                let mgr = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    target.url_for_driver(),
+                    mgr_config,
+                );
+                let pool = DeadPool::builder(mgr)
+                    .max_size(config.pool_size)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(config.timeout))
+                    .create_timeout(Some(config.timeout))
+                    .recycle_timeout(Some(config.timeout))
+                    .build()
+                    .map_err(|e| DbError::Setup(e.to_string()))?;
+                Ok(Pool::Postgres(pool))
+            }
+            DbUrl::Sqlite(path) => {
+                let path = path.display().to_string();
+                let mut mgr_config = ManagerConfig::<SqliteConn>::default();
+                mgr_config.recycling_method = RecyclingMethod::Fast;
+                mgr_config.custom_setup = Box::new(|url| {
+                    let url = url.to_owned();
+                    async move { open_sqlite(&url).await }.boxed()
+                });
+                let mgr =
+                    AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, mgr_config);
+                let pool = DeadPool::builder(mgr)
+                    // SQLite has one writer at a time; a few connections serve concurrent reads.
+                    .max_size(config.pool_size.min(8))
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(config.timeout))
+                    .create_timeout(Some(config.timeout))
+                    .recycle_timeout(Some(config.timeout))
+                    .build()
+                    .map_err(|e| DbError::Setup(e.to_string()))?;
+                Ok(Pool::Sqlite(pool))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Check out a connection, waiting at most the configured timeout.
+    pub async fn get(&self) -> DbResult<Conn> {
+        match self {
+            Pool::Postgres(p) => p.get().await.map(Conn::Postgres),
+            Pool::Sqlite(p) => p.get().await.map(Conn::Sqlite),
+        }
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// `SELECT 1`: does the database answer?
+    pub async fn ping(&self) -> DbResult<()> {
+        let mut conn = self.get().await?;
+        match conn.db() {
+            Db::Postgres(c) => c.batch_execute("SELECT 1").await?,
+            Db::Sqlite(c) => c.batch_execute("SELECT 1").await?,
+        }
+        Ok(())
+    }
+
+    /// (in use, idle) connection counts, for metrics.
+    pub fn status(&self) -> (usize, usize) {
+        let s = match self {
+            Pool::Postgres(p) => p.status(),
+            Pool::Sqlite(p) => p.status(),
+        };
+        (s.size.saturating_sub(s.available), s.available)
+    }
+}
+
+/// SQLite pragmas applied to every connection: WAL for concurrent readers, enforced foreign keys,
+/// and a busy timeout so writers queue instead of failing.
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; \
+     PRAGMA busy_timeout = 10000;";
+
+async fn open_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
+    let mut conn = SqliteConn::establish(path).await?;
+    conn.batch_execute(SQLITE_PRAGMAS)
+        .await
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}

@@ -1,0 +1,139 @@
+//! Row types. Encrypted columns hold their stored (`enc:v1:`) form here: decryption happens in the
+//! service layer, through the database actor's field cipher.
+
+use diesel::prelude::*;
+
+use super::schema::*;
+use super::types::{Json, Time};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = users)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct UserRow {
+    pub id: String,
+    pub username_hash: String,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub is_trusted: bool,
+    pub created_at: Time,
+    pub username: Option<String>,
+    pub disabled_at: Option<Time>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = devices)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct DeviceRow {
+    pub id: String,
+    pub user_id: String,
+    pub public_key: String,
+    pub created_at: Time,
+    pub last_seen_at: Option<Time>,
+    pub public_key_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = sessions)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct SessionRow {
+    pub id: String,
+    pub token_hash: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub created_at: Time,
+    pub expires_at: Time,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = server_invites)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct InviteRow {
+    pub id: String,
+    pub created_at: Time,
+    pub expires_at: Time,
+    pub consumed_at: Option<Time>,
+    pub consumed_by: Option<String>,
+    pub token_hash: Option<String>,
+    pub max_uses: i32,
+    pub uses: i32,
+    pub revoked_at: Option<Time>,
+    pub created_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = channels)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ChannelRow {
+    pub id: String,
+    pub name_enc: String,
+    pub created_by: Option<String>,
+    pub created_at: Time,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = channel_messages)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct MessageRow {
+    pub id: String,
+    pub channel_id: String,
+    pub sender_id: String,
+    pub sender_name_enc: String,
+    pub body: String,
+    pub sent_at: Time,
+    pub client_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = channel_key_envelopes)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ChannelEnvelopeRow {
+    pub channel_id: String,
+    pub device_id: String,
+    pub sender_device_id: String,
+    pub sender_public_key: String,
+    pub envelope: String,
+    pub created_at: Time,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = directory_key_envelopes)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct DirectoryEnvelopeRow {
+    pub device_id: String,
+    pub sender_device_id: String,
+    pub sender_public_key: String,
+    pub envelope: String,
+    pub created_at: Time,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = user_profiles)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ProfileRow {
+    pub user_id: String,
+    pub name_enc: String,
+    pub updated_at: Time,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = broadcast_messages)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct BroadcastRow {
+    pub id: String,
+    pub sender_id: String,
+    pub sender_public_key: String,
+    pub sender_name_enc: String,
+    pub body: String,
+    pub key_envelopes: Json,
+    pub sent_at: Time,
+}

@@ -1,0 +1,163 @@
+//! PostgreSQL connection targets, with TLS when the URL asks for it.
+//!
+//! `sslmode=require`, `verify-ca` and `verify-full` connect over rustls and always verify the
+//! server certificate and host name (system roots plus `sslrootcert=PATH` when given): dialtone
+//! never accepts an unverified database certificate. `disable`, `allow`, `prefer` or no `sslmode`
+//! connect in plain text (a local socket or a trusted network).
+
+use std::sync::Arc;
+
+use diesel::{ConnectionError, ConnectionResult};
+use diesel_async::AsyncPgConnection;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{DbError, DbResult};
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct PgTarget {
+    url: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PgTarget {
+    /// Parse a `postgres://` URL, taking out the TLS parameters the driver does not understand.
+    pub fn parse(url: &str) -> DbResult<Self> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut sslmode = None;
+        let mut rootcert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "sslmode" => sslmode = Some(v.to_owned()),
+                "sslrootcert" => rootcert = Some(percent_decode(v)),
+                _ => rest.push(pair.to_owned()),
+            }
+        }
+        let want_tls = match sslmode.as_deref() {
+            None | Some("disable" | "allow" | "prefer") => false,
+            Some("require" | "verify-ca" | "verify-full") => true,
+            Some(other) => {
+                return Err(DbError::Setup(format!(
+                    "DIALTONE_DB_URL: unsupported sslmode `{other}` (use disable, require, verify-ca or verify-full)"
+                )));
+            }
+        };
+        rest.push(format!("sslmode={}", if want_tls { "require" } else { "disable" }));
+        let url = format!("{base}?{}", rest.join("&"));
+        let tls = if want_tls {
+            Some(Arc::new(client_config(rootcert.as_deref())?))
+        } else {
+            None
+        };
+        Ok(Self { url, tls })
+    }
+
+    /// The URL handed to tokio-postgres (TLS parameters normalized).
+    pub fn url_for_driver(&self) -> &str {
+        &self.url
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Open one connection.
+    pub async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
+        let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(e.to_string());
+        match &self.tls {
+            None => {
+                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(bad)?;
+                AsyncPgConnection::try_from_client_and_connection(client, conn).await
+            }
+            Some(cfg) => {
+                let tls = MakeRustlsConnect::new((**cfg).clone());
+                let (client, conn) = tokio_postgres::connect(&self.url, tls)
+                    .await
+                    .map_err(bad)?;
+                AsyncPgConnection::try_from_client_and_connection(client, conn).await
+            }
+        }
+    }
+}
+
+fn client_config(rootcert: Option<&str>) -> DbResult<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system store with a few unparsable entries should not stop the others from loading.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = rootcert {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| DbError::Setup(format!("DIALTONE_DB_URL: sslrootcert {path}: {e}")))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| DbError::Setup(format!("DIALTONE_DB_URL: sslrootcert {path}: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DbError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_urls_stay_plain() {
+        let t = PgTarget::parse("postgres://u@localhost/db").unwrap();
+        assert!(!t.uses_tls());
+        assert_eq!(t.url_for_driver(), "postgres://u@localhost/db?sslmode=disable");
+    }
+
+    #[test]
+    fn verify_full_requires_tls_and_keeps_other_params() {
+        let t = PgTarget::parse("postgres://u@db.example/x?application_name=d&sslmode=verify-full")
+            .unwrap();
+        assert!(t.uses_tls());
+        assert_eq!(
+            t.url_for_driver(),
+            "postgres://u@db.example/x?application_name=d&sslmode=require"
+        );
+    }
+
+    #[test]
+    fn bad_sslmode_and_missing_rootcert_are_errors() {
+        assert!(PgTarget::parse("postgres://h/x?sslmode=sometimes").is_err());
+        let e = PgTarget::parse("postgres://h/x?sslmode=require&sslrootcert=%2Fnope%2Fca.pem")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("/nope/ca.pem"), "{e}");
+    }
+}

@@ -1,0 +1,128 @@
+//! The one mapping from errors to HTTP responses.
+//!
+//! Every error body is `{"error": "<human message>", "code": "<snake_case>"}`. 5xx bodies never
+//! carry internal details: they say `internal error` (or that the database is unavailable) and the
+//! details go to the log.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::db::DbError;
+use crate::protocol::rest::ErrorBody;
+use crate::service::ServiceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// Malformed request (JSON, query string, headers).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("request body too large (limit 1 MiB)")]
+    PayloadTooLarge,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("server is at its connection limit; retry later")]
+    TooManyConnections,
+}
+
+impl AppError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code: "invalid_request",
+            message: message.into(),
+        }
+    }
+
+    /// Status, code and public message.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use ServiceError as S;
+        match self {
+            AppError::Service(e) => match e {
+                S::Invalid(m) => (StatusCode::BAD_REQUEST, "invalid_request", m.clone()),
+                S::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized".into()),
+                S::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired", "token expired".into()),
+                S::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).into()),
+                S::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+                S::Conflict(m) => (StatusCode::CONFLICT, "conflict", (*m).into()),
+                S::InviteUsed => (StatusCode::GONE, "invite_used", e.to_string()),
+                S::InviteExpired => (StatusCode::GONE, "invite_expired", e.to_string()),
+                S::InviteRevoked => (StatusCode::GONE, "invite_revoked", e.to_string()),
+                S::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", (*m).into()),
+                S::Db(DbError::Unavailable(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "database unavailable; retry later".into(),
+                ),
+                S::Db(_) | S::Crypto(_) | S::Internal(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
+                }
+            },
+            AppError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),
+            AppError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", self.to_string()),
+            AppError::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            AppError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", self.to_string())
+            }
+            AppError::TooManyConnections => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                self.to_string(),
+            ),
+        }
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code, error) = self.parts();
+        if status.is_server_error() {
+            // The details (SQL errors, crypto failures) are for the log only.
+            tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        }
+        HttpResponse::build(status).json(ErrorBody {
+            error,
+            code: code.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_of(e: AppError) -> (u16, serde_json::Value) {
+        let res = e.error_response();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().try_into_bytes().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn error_json_shape() {
+        let (status, json) = body_of(ServiceError::InviteUsed.into());
+        assert_eq!(status, 410);
+        assert_eq!(json, serde_json::json!({"error": "invite already used", "code": "invite_used"}));
+        let (status, json) = body_of(ServiceError::TokenExpired.into());
+        assert_eq!(status, 401);
+        assert_eq!(json["error"], "token expired");
+    }
+
+    #[test]
+    fn internal_errors_leak_nothing() {
+        let e = ServiceError::Db(DbError::Setup("SELECT secret FROM users; password=hunter2".into()));
+        let (status, json) = body_of(e.into());
+        assert_eq!(status, 500);
+        assert_eq!(json, serde_json::json!({"error": "internal error", "code": "internal"}));
+        let (status, json) = body_of(ServiceError::Db(DbError::Unavailable("connection refused 10.0.0.5".into())).into());
+        assert_eq!(status, 503);
+        assert!(!json["error"].as_str().unwrap().contains("10.0.0.5"));
+    }
+}

@@ -1,0 +1,132 @@
+//! HTTP edge: routes, shared state, and the mapping of every REST endpoint (SPEC §3–4) onto the
+//! actors. Handlers validate nothing themselves beyond the wire shape: they send a message and
+//! translate the answer.
+
+pub mod admin;
+pub mod auth;
+pub mod channels;
+pub mod devices;
+pub mod extract;
+pub mod health;
+pub mod keys;
+pub mod users;
+
+use std::sync::Arc;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{HttpResponse, Resource, web};
+
+use crate::actors::admin::AdminHandle;
+use crate::actors::db::DbHandle;
+use crate::actors::hub::{HubHandle, Notice};
+use crate::config::{Secret, WsConfig};
+use crate::error::AppError;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: DbHandle,
+    pub hub: HubHandle,
+    pub admin: AdminHandle,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Secret<String>,
+    pub ws: Arc<WsConfig>,
+}
+
+impl AppState {
+    /// The notifier seam: REST changes that WebSocket clients must hear about.
+    pub fn notify(&self, notice: Notice) {
+        self.hub.tell(notice);
+    }
+}
+
+/// A resource whose unmatched methods answer 405 with the JSON error body.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, AppError> {
+    Err(AppError::MethodNotAllowed)
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound)
+}
+
+/// Register every route, the body limit, the query-string error policy and the 404 fallback.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(extract::MAX_BODY))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            AppError::bad_request(format!("invalid query string: {e}")).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            AppError::bad_request(format!("invalid path: {e}")).into()
+        }))
+        .service(resource("/health").route(web::get().to(health::health)))
+        .service(resource("/ready").route(web::get().to(health::ready)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/auth/register").route(web::post().to(auth::register)))
+        .service(resource("/auth/login").route(web::post().to(auth::login)))
+        .service(resource("/auth/logout").route(web::post().to(auth::logout)))
+        .service(resource("/users").route(web::post().to(users::create)))
+        .service(
+            resource("/users/profiles")
+                .route(web::get().to(users::profiles))
+                .route(web::post().to(users::upsert_profile)),
+        )
+        .service(
+            resource("/devices")
+                .route(web::get().to(devices::list_own))
+                .route(web::post().to(devices::create)),
+        )
+        .service(resource("/devices/keys").route(web::get().to(devices::keys)))
+        .service(resource("/devices/{id}").route(web::delete().to(devices::delete)))
+        .service(
+            resource("/channels")
+                .route(web::get().to(channels::list))
+                .route(web::post().to(channels::create))
+                .route(web::patch().to(channels::rename))
+                .route(web::delete().to(channels::delete)),
+        )
+        .service(resource("/channels/messages").route(web::get().to(channels::history)))
+        .service(
+            resource("/channels/keys")
+                .route(web::get().to(keys::get_channel_key))
+                .route(web::post().to(keys::upload_channel_keys)),
+        )
+        .service(
+            resource("/directory/keys")
+                .route(web::get().to(keys::get_directory_key))
+                .route(web::post().to(keys::upload_directory_keys)),
+        )
+        .service(resource("/presence").route(web::post().to(users::presence)))
+        .service(resource("/server/invites").route(web::post().to(admin::mint_invite)))
+        .service(resource("/admin/invites").route(web::get().to(admin::list_invites)))
+        .service(resource("/admin/invites/{id}").route(web::delete().to(admin::revoke_invite)))
+        .service(resource("/admin/users").route(web::get().to(admin::list_users)))
+        .service(resource("/admin/users/{id}/{action}").route(web::post().to(admin::user_action)))
+        .service(resource("/admin/stats").route(web::get().to(admin::stats)))
+        .service(resource("/ws").route(web::get().to(crate::ws::upgrade)))
+        .default_service(web::to(not_found));
+}
+
+/// Count every response by status (middleware body).
+pub fn count_status<S, B>(
+    metrics: Arc<Metrics>,
+) -> impl Fn(actix_web::dev::ServiceRequest, &S) -> futures_util::future::LocalBoxFuture<'static, Result<ServiceResponse<B>, actix_web::Error>>
++ Clone
+where
+    S: Service<actix_web::dev::ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: 'static,
+{
+    move |req, srv| {
+        let fut = srv.call(req);
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            let res = fut.await?;
+            metrics.http_response(res.status().as_u16());
+            Ok(res)
+        })
+    }
+}

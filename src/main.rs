@@ -1,0 +1,149 @@
+//! `dialtone`: the server binary (thin: everything lives in the library).
+//!
+//! Subcommands: `serve` (default), `migrate`, `invite`, `rekey`.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dialtone::config::{Config, Loaded};
+use dialtone::protocol::rest::CreateInviteRequest;
+use dialtone::server::{self, Storage};
+
+#[derive(Parser)]
+#[command(name = "dialtone", version, about = "Self-hosted end-to-end encrypted chat server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Mint an invite straight through the database and print its token.
+    Invite {
+        /// Lifetime in seconds (default DIALTONE_INVITE_TTL_SECS).
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// How many registrations it allows.
+        #[arg(long, default_value_t = 1)]
+        max_uses: u32,
+    },
+    /// Re-encrypt every encrypted column under DIALTONE_CHANNEL_KEY (old keys in
+    /// DIALTONE_CHANNEL_KEY_PREVIOUS) and print the counts.
+    Rekey,
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let loaded = match Config::from_env() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dialtone: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(loaded).await,
+            Command::Migrate => {
+                Storage::open(&loaded.config).await?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::Invite {
+                expires_in,
+                max_uses,
+            } => {
+                let storage = Storage::open(&loaded.config).await?;
+                let invite = storage
+                    .mint_invite(CreateInviteRequest {
+                        expires_in_seconds: expires_in,
+                        max_uses: Some(max_uses),
+                    })
+                    .await?;
+                println!("{}", invite.token);
+                eprintln!("expires {}; {} use(s)", invite.expires_at, invite.max_uses);
+                Ok(())
+            }
+            Command::Rekey => {
+                let storage = Storage::open(&loaded.config).await?;
+                let report = storage.db.call(dialtone::actors::db::Rekey {}).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                if report.failed() > 0 {
+                    anyhow::bail!("{} value(s) could not be decrypted; see the log", report.failed());
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dialtone: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+    let Loaded { config, first_run } = loaded;
+    let listener = TcpListener::bind(config.listen_addr)
+        .with_context(|| format!("DIALTONE_LISTEN_ADDR: cannot listen on {}", config.listen_addr))?;
+    let data_dir = config.data_dir.clone();
+    let admin_token = config.admin_token.expose().clone();
+    let generated = config.generated_secrets;
+    let running = server::start(config, listener).await?;
+    let scheme = if running.tls_fingerprint.is_some() { "https" } else { "http" };
+    let port = running.local_addr.port();
+    println!("dialtone is running at {scheme}://localhost:{port} (listening on {})", running.local_addr);
+    if let Some(fp) = &running.tls_fingerprint {
+        println!("TLS certificate SHA-256 fingerprint: {fp}");
+    }
+    if generated {
+        println!("secrets: {}", data_dir.join("secrets.env").display());
+    }
+    if first_run {
+        let invite = running.storage.mint_invite(CreateInviteRequest::default()).await?;
+        println!();
+        println!("First run: secrets generated into {}", data_dir.display());
+        println!("  admin token : {admin_token}");
+        println!("  first invite: {}   (expires {})", invite.token, invite.expires_at);
+        println!("The first user to register becomes the admin.");
+    }
+    running.serve_until(shutdown_signal()).await
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

@@ -1,0 +1,278 @@
+//! REST request and response bodies (SPEC §4).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Every error response: `{"error": "<human message>", "code": "<snake_case>"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+}
+
+/// `{"status": "ok"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusOk {
+    pub status: String,
+}
+
+impl StatusOk {
+    pub fn ok() -> Self {
+        Self {
+            status: "ok".to_owned(),
+        }
+    }
+}
+
+// ---- registration and sessions ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub password: String,
+    pub public_key: String,
+    pub invite_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    pub public_key: String,
+    /// Sent by dialtone v1 clients; accepted and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_token: Option<String>,
+}
+
+/// Response of register (201) and login (200).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthResponse {
+    pub token: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub expires_at: String,
+    pub username: String,
+    pub device_public_key: String,
+    pub is_admin: bool,
+    pub is_trusted: bool,
+}
+
+// ---- users, profiles ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub username: String,
+}
+
+/// A user as the admin sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub is_admin: bool,
+    pub is_trusted: bool,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
+    #[serde(default)]
+    pub has_password: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    pub name_enc: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Profile {
+    pub user_id: String,
+    pub name_enc: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProfilesResponse {
+    pub profiles: Vec<Profile>,
+}
+
+// ---- devices ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeviceRequest {
+    pub user_id: String,
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub user_id: String,
+    pub public_key: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevicesResponse {
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceKey {
+    /// Present in `?all=1` listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub device_id: String,
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceKeysResponse {
+    /// The requested user, or `""` for `?all=1`.
+    pub user_id: String,
+    pub keys: Vec<DeviceKey>,
+}
+
+// ---- channels and history ----
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    pub name_enc: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelsResponse {
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannelRequest {
+    pub name_enc: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannelRequest {
+    pub channel_id: String,
+    pub name_enc: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelResponse {
+    pub channel: Channel,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelMessage {
+    pub id: String,
+    pub channel_id: String,
+    pub sender_id: String,
+    pub sender_name_enc: String,
+    pub body: String,
+    pub sent_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessagesResponse {
+    pub channel_id: String,
+    /// Ascending time order.
+    pub messages: Vec<ChannelMessage>,
+    /// [ext] More messages exist beyond this page in the paging direction.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+// ---- key envelopes ----
+
+/// An envelope as uploaded. `channel_id` may be repeated inside each envelope by v1 clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeUpload {
+    pub device_id: String,
+    pub sender_device_id: String,
+    pub sender_public_key: String,
+    pub envelope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelKeysUpload {
+    pub channel_id: String,
+    pub envelopes: Vec<EnvelopeUpload>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryKeysUpload {
+    pub envelopes: Vec<EnvelopeUpload>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelKeyEnvelope {
+    pub channel_id: String,
+    pub device_id: String,
+    pub sender_device_id: String,
+    pub sender_public_key: String,
+    pub envelope: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirectoryKeyEnvelope {
+    pub device_id: String,
+    pub sender_device_id: String,
+    pub sender_public_key: String,
+    pub envelope: String,
+    pub created_at: String,
+}
+
+// ---- presence ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceRequest {
+    pub user_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PresenceResponse {
+    pub statuses: BTreeMap<String, bool>,
+    pub admins: BTreeMap<String, bool>,
+}
+
+// ---- invites ----
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInviteRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InviteResponse {
+    pub token: String,
+    pub expires_at: String,
+    /// [ext] Id for listing and revoking; not the token.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub max_uses: u32,
+}

@@ -1,0 +1,268 @@
+//! Server assembly: migrations, the actors, the HTTPS listener, graceful shutdown.
+//!
+//! [`run`] is the whole server on a bound listener until `shutdown` resolves; `dialtone serve` and
+//! the integration tests both call it. It must run inside an actix `System`.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+
+use crate::actors::admin::AdminActor;
+use crate::actors::db::{ChannelIds, CommittedBatch, DbActor, DbActorConfig, DbHandle, MintInvite, PurgeExpiredSessions};
+use crate::actors::hub::{Hub, HubHandle, Quiesce, Shutdown};
+use crate::config::Config;
+use crate::crypto::field::FieldCipher;
+use crate::crypto::keyed_hash::KeyedHasher;
+use crate::db::{Pool, migrate};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::protocol::rest::{CreateInviteRequest, InviteResponse};
+use crate::service::{ServiceResult, Settings, Store};
+use crate::tls;
+
+/// How often expired sessions are deleted.
+const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The storage half of the server: migrations applied, database actor running.
+pub struct Storage {
+    pub db: DbHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Storage {
+    /// Apply migrations and start the database actor. Used by `serve` and by the `invite`,
+    /// `rekey` and `migrate` commands.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let applied = migrate::run(&config.db.url)
+            .await
+            .context("applying database migrations")?;
+        if !applied.is_empty() {
+            tracing::info!(versions = ?applied, "migrations applied");
+        }
+        let pool = Pool::new(&config.db).context("DIALTONE_DB_URL")?;
+        let previous: Vec<&[u8]> = config
+            .channel_keys_previous
+            .iter()
+            .map(|k| k.expose().as_slice())
+            .collect();
+        let cipher = FieldCipher::new(config.channel_key.expose(), &previous);
+        let hasher = KeyedHasher::new(
+            config.username_pepper.expose(),
+            config.channel_key.expose(),
+            &previous,
+        );
+        tracing::info!(key_id = cipher.current_key_id(), backend = ?pool.backend(), "storage ready");
+        let store = Store::new(
+            pool,
+            cipher,
+            hasher,
+            Settings {
+                session_ttl: config.session_ttl,
+                invite_ttl: config.invite_ttl,
+            },
+        );
+        let metrics = Metrics::new();
+        let db = DbActor::start(
+            store,
+            DbActorConfig {
+                mailbox: config.db.mailbox,
+                max_inflight: config.db.max_inflight,
+                batch_max: config.db.batch_max,
+                max_pending: config.db.max_pending,
+                call_timeout: config.db.timeout * 4,
+            },
+            metrics.clone(),
+        );
+        Ok(Self { db, metrics })
+    }
+
+    /// Mint an invite through the database actor (first run, `dialtone invite`).
+    pub async fn mint_invite(&self, req: CreateInviteRequest) -> ServiceResult<InviteResponse> {
+        self.db
+            .call(MintInvite {
+                req,
+                created_by: None,
+            })
+            .await
+    }
+}
+
+/// A started server.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub tls_fingerprint: Option<String>,
+    pub storage: Storage,
+    hub: HubHandle,
+    server: actix_web::dev::Server,
+    metrics_server: Option<actix_web::dev::Server>,
+}
+
+/// Start everything on `listener`; serve with [`Running::serve_until`].
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    tls::install_crypto_provider();
+    raise_fd_limit();
+    let storage = Storage::open(&config).await?;
+    let db = storage.db.clone();
+    let metrics = storage.metrics.clone();
+
+    let channel_ids = db
+        .call(ChannelIds {})
+        .await
+        .context("loading channels (is the database reachable?)")?;
+    let hub = Hub::start(
+        channel_ids,
+        config.broker.channel_arbiters,
+        config.broker.channel_mailbox,
+        config.broker.hub_mailbox,
+        metrics.clone(),
+    );
+    db.attach_fanout(hub.recipient::<CommittedBatch>(), hub.meter());
+    let admin = AdminActor::start(db.clone(), hub.clone(), metrics.clone());
+
+    let purge_db = db.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(SESSION_PURGE_EVERY).await;
+            match purge_db.call(PurgeExpiredSessions {}).await {
+                Ok(n) if n > 0 => tracing::info!(sessions = n, "expired sessions purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+        }
+    });
+
+    let tls = tls::load(&config.tls)?;
+    let local_addr = listener.local_addr()?;
+    let state = web::Data::new(AppState {
+        db,
+        hub: hub.clone(),
+        admin,
+        metrics: metrics.clone(),
+        admin_token: config.admin_token.clone(),
+        ws: Arc::new(config.ws.clone()),
+    });
+    let app_metrics = metrics.clone();
+    let workers = config.workers.max(1);
+    let builder = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap_fn(http::count_status(app_metrics.clone()))
+            .configure(http::configure)
+    })
+    .workers(workers)
+    .max_connections(config.max_connections.div_ceil(workers))
+    .client_request_timeout(Duration::from_secs(10))
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .disable_signals();
+    let (builder, tls_fingerprint) = match tls {
+        Some(tls) => {
+            if tls.self_signed {
+                tracing::warn!(
+                    fingerprint = %tls.fingerprint,
+                    "serving a self-signed development certificate; set DIALTONE_TLS_CERT and DIALTONE_TLS_KEY for production"
+                );
+            }
+            (
+                builder.listen_rustls_0_23(listener, tls.config)?,
+                Some(tls.fingerprint),
+            )
+        }
+        None => {
+            tracing::warn!("TLS disabled (DIALTONE_INSECURE_HTTP): serving plain HTTP on loopback");
+            (builder.listen(listener)?, None)
+        }
+    };
+    let server = builder.run();
+
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let m = metrics.clone();
+            let server = HttpServer::new(move || {
+                let m = m.clone();
+                App::new().route(
+                    "/metrics",
+                    web::get().to(move || {
+                        let m = m.clone();
+                        async move {
+                            actix_web::HttpResponse::Ok()
+                                .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                                .body(m.render())
+                        }
+                    }),
+                )
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(addr)
+            .with_context(|| format!("DIALTONE_METRICS_ADDR: cannot bind {addr}"))?
+            .run();
+            tracing::info!(%addr, "metrics listener");
+            Some(server)
+        }
+        None => None,
+    };
+
+    tracing::info!(%local_addr, tls = tls_fingerprint.is_some(), workers, "dialtone listening");
+    Ok(Running {
+        local_addr,
+        tls_fingerprint,
+        storage,
+        hub,
+        server,
+        metrics_server,
+    })
+}
+
+impl Running {
+    /// Serve until `shutdown` resolves (or the server fails), then shut down gracefully: refuse new
+    /// sends, commit what is queued and fan it out, close every socket with 1001, stop.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let metrics_handle = self.metrics_server.as_ref().map(|s| s.handle());
+        if let Some(ms) = self.metrics_server {
+            actix_web::rt::spawn(ms);
+        }
+        // The server future runs the accept loop's command queue: it must keep being polled
+        // while the shutdown steps below talk to it.
+        let mut server = actix_web::rt::spawn(self.server);
+        tokio::select! {
+            result = &mut server => {
+                return result.context("HTTP server task failed")?.context("HTTP server failed");
+            }
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: draining in-flight messages");
+        handle.pause().await;
+        let _ = self.hub.ask(Quiesce).await;
+        self.storage.db.drain().await;
+        let _ = self.hub.ask(Shutdown).await;
+        if let Some(m) = metrics_handle {
+            m.stop(true).await;
+        }
+        handle.stop(true).await;
+        server
+            .await
+            .context("HTTP server task failed")?
+            .context("HTTP server failed")?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Start and serve until `shutdown` (mini-redis style entry point).
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    start(config, listener).await?.serve_until(shutdown).await
+}
+
+/// Sockets are files: lift the soft open-file limit to the hard one.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}

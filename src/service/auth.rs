@@ -1,0 +1,280 @@
+//! Registration, login, sessions.
+
+use chrono::Utc;
+use futures_util::FutureExt;
+
+use super::validate::{check_password, normalize_username, public_key};
+use super::{ServiceError, ServiceResult, Store, blocking, new_id};
+use crate::crypto::field::Column;
+use crate::crypto::password::{self, Verdict};
+use crate::crypto::token::{generate_token, token_hash};
+use crate::db::models::{DeviceRow, SessionRow, UserRow};
+use crate::db::types::Time;
+use crate::db::{self, locks};
+use crate::protocol::rest::{AuthResponse, LoginRequest, RegisterRequest};
+
+/// An authenticated request's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthContext {
+    pub session_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub is_admin: bool,
+    pub is_trusted: bool,
+    pub expires_at: Time,
+}
+
+/// Result of a login or registration.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub response: AuthResponse,
+    /// Set when this created a device (announced as `device.joined`).
+    pub new_device: bool,
+}
+
+/// `POST /auth/register`: one transaction; a duplicate username leaves the invite unconsumed.
+pub async fn register(store: &Store, req: RegisterRequest) -> ServiceResult<SignedIn> {
+    let username = normalize_username(&req.username)?;
+    check_password(&req.password)?;
+    let public_key = public_key(&req.public_key)?;
+    if req.invite_token.trim().is_empty() {
+        return Err(ServiceError::invalid("invite_token is required"));
+    }
+    let password = req.password;
+    let password_hash = blocking(move || password::hash_password(&password)).await??;
+
+    let now = Time::now();
+    let user_id = new_id();
+    let device_id = new_id();
+    let token = generate_token();
+    let expires_at = expiry(now, store.settings.session_ttl);
+    let user = UserRow {
+        id: user_id.clone(),
+        username_hash: store.hasher().username_hash(&username),
+        password_hash: Some(password_hash),
+        is_admin: false,
+        is_trusted: true,
+        created_at: now,
+        username: Some(store.cipher().encrypt(Column::UsersUsername, &user_id, &username)),
+        disabled_at: None,
+    };
+    let device = DeviceRow {
+        id: device_id.clone(),
+        user_id: user_id.clone(),
+        public_key: store
+            .cipher()
+            .encrypt(Column::DevicesPublicKey, &device_id, &public_key),
+        created_at: now,
+        last_seen_at: Some(now),
+        public_key_hash: Some(store.hasher().device_key_hash(&public_key)),
+    };
+    let session = SessionRow {
+        id: new_id(),
+        token_hash: token_hash(&token),
+        user_id: user_id.clone(),
+        device_id: device_id.clone(),
+        created_at: now,
+        expires_at,
+    };
+    let invite_hash = token_hash(req.invite_token.trim());
+
+    let mut conn = store.pool.get().await?;
+    let outcome: Result<bool, Refusal> = conn
+        .transaction(move |mut db| {
+            async move {
+                // Serializes registrations: invite uses are counted exactly and only the very first
+                // user becomes admin, however many register at once.
+                db.lock_exclusive(locks::REGISTRATION).await?;
+                let Some(invite) = db::invites::find_by_hash(&mut db, &invite_hash).await? else {
+                    return Ok(Err(Refusal::InviteUnknown));
+                };
+                if invite.revoked_at.is_some() {
+                    return Ok(Err(Refusal::InviteRevoked));
+                }
+                if invite.uses >= invite.max_uses {
+                    return Ok(Err(Refusal::InviteUsed));
+                }
+                if invite.expires_at <= now {
+                    return Ok(Err(Refusal::InviteExpired));
+                }
+                if db::users::find_by_hash(&mut db, &user.username_hash).await?.is_some() {
+                    return Ok(Err(Refusal::UsernameTaken));
+                }
+                let is_admin = !db::users::any_exist(&mut db).await?;
+                let user = UserRow { is_admin, ..user };
+                db::users::insert(&mut db, &user).await?;
+                db::devices::insert(&mut db, &device).await?;
+                db::invites::record_use(&mut db, &invite, &user.id, now).await?;
+                db::sessions::insert(&mut db, &session).await?;
+                Ok(Ok(is_admin))
+            }
+            .boxed()
+        })
+        .await?;
+    let is_admin = outcome.map_err(ServiceError::from)?;
+    tracing::info!(user_id = %user_id, device_id = %device_id, is_admin, "user registered");
+    Ok(SignedIn {
+        response: AuthResponse {
+            token,
+            user_id,
+            device_id,
+            expires_at: expires_at.wire(),
+            username,
+            device_public_key: public_key,
+            is_admin,
+            is_trusted: true,
+        },
+        new_device: true,
+    })
+}
+
+/// Why a registration transaction declined (it commits nothing).
+enum Refusal {
+    InviteUnknown,
+    InviteRevoked,
+    InviteUsed,
+    InviteExpired,
+    UsernameTaken,
+}
+
+impl From<Refusal> for ServiceError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::InviteUnknown => ServiceError::NotFound("invite"),
+            Refusal::InviteRevoked => ServiceError::InviteRevoked,
+            Refusal::InviteUsed => ServiceError::InviteUsed,
+            Refusal::InviteExpired => ServiceError::InviteExpired,
+            Refusal::UsernameTaken => ServiceError::Conflict("username already taken"),
+        }
+    }
+}
+
+/// `POST /auth/login`: a wrong username and a wrong password take the same time and answer alike.
+pub async fn login(store: &Store, req: LoginRequest) -> ServiceResult<SignedIn> {
+    let public_key = public_key(&req.public_key)?;
+    let username = normalize_username(&req.username).ok();
+    let mut conn = store.pool.get().await?;
+    let user = match &username {
+        Some(u) => {
+            let hash = store.hasher().username_hash(u);
+            db::users::find_by_hash(&mut conn.db(), &hash).await?
+        }
+        None => None,
+    };
+    let password = req.password;
+    let (user, username) = match (user, username) {
+        (Some(user), Some(username)) if user.password_hash.is_some() => (user, username),
+        _ => {
+            blocking(move || password::burn_verification(&password)).await?;
+            return Err(ServiceError::Unauthorized);
+        }
+    };
+    let stored = user.password_hash.clone().unwrap_or_default();
+    let check_pw = password.clone();
+    let verdict = blocking(move || password::verify_password(&check_pw, &stored)).await?;
+    let Verdict::Valid { needs_rehash } = verdict else {
+        return Err(ServiceError::Unauthorized);
+    };
+    if user.disabled_at.is_some() {
+        return Err(ServiceError::Forbidden("account disabled"));
+    }
+    if needs_rehash {
+        let new_hash = blocking(move || password::hash_password(&password)).await??;
+        db::users::set_password_hash(&mut conn.db(), &user.id, &new_hash).await?;
+        tracing::info!(user_id = %user.id, "password hash upgraded to argon2id");
+    }
+    // dialtone v1 kept no username column: fill it (encrypted) now, or move it to the current key.
+    let username_current = match &user.username {
+        Some(stored) => !store.open(Column::UsersUsername, &user.id, stored)?.needs_rewrite,
+        None => false,
+    };
+    if !username_current {
+        let enc = store.cipher().encrypt(Column::UsersUsername, &user.id, &username);
+        db::users::set_username(&mut conn.db(), &user.id, &enc).await?;
+    }
+
+    let now = Time::now();
+    let (device_id, new_device) =
+        match super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await? {
+            Some(device) => {
+                db::devices::touch(&mut conn.db(), &device.id, now).await?;
+                (device.id, false)
+            }
+            None => {
+                let device =
+                    super::devices::insert_device(store, &mut conn.db(), &user.id, &public_key, now)
+                        .await?;
+                (device.id, true)
+            }
+        };
+    let token = generate_token();
+    let expires_at = expiry(now, store.settings.session_ttl);
+    db::sessions::insert(
+        &mut conn.db(),
+        &SessionRow {
+            id: new_id(),
+            token_hash: token_hash(&token),
+            user_id: user.id.clone(),
+            device_id: device_id.clone(),
+            created_at: now,
+            expires_at,
+        },
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, device_id = %device_id, new_device, "user logged in");
+    Ok(SignedIn {
+        response: AuthResponse {
+            token,
+            user_id: user.id,
+            device_id,
+            expires_at: expires_at.wire(),
+            username,
+            device_public_key: public_key,
+            is_admin: user.is_admin,
+            is_trusted: user.is_trusted,
+        },
+        new_device,
+    })
+}
+
+/// Resolve a bearer token to its session.
+pub async fn authenticate(store: &Store, token: &str) -> ServiceResult<AuthContext> {
+    let mut conn = store.pool.get().await?;
+    let Some((session, user)) =
+        db::sessions::find_with_user(&mut conn.db(), &token_hash(token)).await?
+    else {
+        return Err(ServiceError::Unauthorized);
+    };
+    if session.expires_at <= Time::now() {
+        return Err(ServiceError::TokenExpired);
+    }
+    if user.disabled_at.is_some() {
+        return Err(ServiceError::Unauthorized);
+    }
+    Ok(AuthContext {
+        session_id: session.id,
+        user_id: user.id,
+        device_id: session.device_id,
+        is_admin: user.is_admin,
+        is_trusted: user.is_trusted,
+        expires_at: session.expires_at,
+    })
+}
+
+/// `POST /auth/logout`: revoke one session.
+pub async fn logout(store: &Store, session_id: &str) -> ServiceResult<()> {
+    let mut conn = store.pool.get().await?;
+    db::sessions::delete(&mut conn.db(), session_id).await?;
+    Ok(())
+}
+
+/// Delete expired sessions; returns how many.
+pub async fn purge_expired_sessions(store: &Store) -> ServiceResult<usize> {
+    let mut conn = store.pool.get().await?;
+    Ok(db::sessions::delete_expired(&mut conn.db(), Time::now()).await?)
+}
+
+fn expiry(now: Time, ttl: std::time::Duration) -> Time {
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+    Time(now.0.checked_add_signed(ttl).unwrap_or(Utc::now()))
+}

@@ -1,0 +1,161 @@
+//! Channels (admin writes, any-user reads) and message history.
+
+use super::auth::AuthContext;
+use super::validate::{self, MAX_NAME_ENC};
+use super::{ServiceError, ServiceResult, Store, new_id};
+use crate::db::messages::Cursor;
+use crate::db::models::{ChannelRow, MessageRow};
+use crate::db::types::Time;
+use crate::db;
+use crate::protocol::rest::{Channel, ChannelMessage, MessagesResponse};
+
+/// Default and largest page of `GET /channels/messages` and `sync`.
+pub const DEFAULT_PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = 500;
+
+pub fn wire(row: ChannelRow) -> Channel {
+    Channel {
+        id: row.id,
+        name_enc: row.name_enc,
+        created_by: row.created_by.unwrap_or_default(),
+        created_at: row.created_at.wire(),
+    }
+}
+
+pub fn wire_message(row: MessageRow) -> ChannelMessage {
+    ChannelMessage {
+        id: row.id,
+        channel_id: row.channel_id,
+        sender_id: row.sender_id,
+        sender_name_enc: row.sender_name_enc,
+        body: row.body,
+        sent_at: row.sent_at.wire(),
+        client_message_id: row.client_message_id,
+    }
+}
+
+fn require_admin(ctx: &AuthContext) -> ServiceResult<()> {
+    if ctx.is_admin {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden("admin only"))
+    }
+}
+
+pub async fn list(store: &Store) -> ServiceResult<Vec<Channel>> {
+    let mut conn = store.pool.get().await?;
+    Ok(db::channels::list(&mut conn.db())
+        .await?
+        .into_iter()
+        .map(wire)
+        .collect())
+}
+
+/// Every channel id (the broker's registry at start).
+pub async fn ids(store: &Store) -> ServiceResult<Vec<String>> {
+    let mut conn = store.pool.get().await?;
+    Ok(db::channels::list_ids(&mut conn.db()).await?)
+}
+
+pub async fn create(store: &Store, ctx: &AuthContext, name_enc: String) -> ServiceResult<Channel> {
+    require_admin(ctx)?;
+    validate::ciphertext("name_enc", &name_enc, MAX_NAME_ENC)?;
+    let row = ChannelRow {
+        id: new_id(),
+        name_enc,
+        created_by: Some(ctx.user_id.clone()),
+        created_at: Time::now(),
+    };
+    let mut conn = store.pool.get().await?;
+    db::channels::insert(&mut conn.db(), &row).await?;
+    tracing::info!(channel_id = %row.id, "channel created");
+    Ok(wire(row))
+}
+
+pub async fn rename(
+    store: &Store,
+    ctx: &AuthContext,
+    channel_id: &str,
+    name_enc: String,
+) -> ServiceResult<Channel> {
+    require_admin(ctx)?;
+    let channel_id = channel_id_or_404(channel_id)?;
+    validate::ciphertext("name_enc", &name_enc, MAX_NAME_ENC)?;
+    let mut conn = store.pool.get().await?;
+    db::channels::rename(&mut conn.db(), &channel_id, &name_enc)
+        .await?
+        .map(wire)
+        .ok_or(ServiceError::NotFound("channel"))
+}
+
+pub async fn delete(store: &Store, ctx: &AuthContext, channel_id: &str) -> ServiceResult<String> {
+    require_admin(ctx)?;
+    let channel_id = channel_id_or_404(channel_id)?;
+    let mut conn = store.pool.get().await?;
+    if !db::channels::delete(&mut conn.db(), &channel_id).await? {
+        return Err(ServiceError::NotFound("channel"));
+    }
+    tracing::info!(channel_id = %channel_id, "channel deleted");
+    Ok(channel_id)
+}
+
+/// An id that is not even a UUID cannot name a channel: 404 like any unknown channel.
+fn channel_id_or_404(raw: &str) -> ServiceResult<String> {
+    if raw.trim().is_empty() {
+        return Err(ServiceError::invalid("channel_id is required"));
+    }
+    validate::id("channel_id", raw).map_err(|_| ServiceError::NotFound("channel"))
+}
+
+/// Which page of history.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: Option<i64>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// `GET /channels/messages` and `sync`: ascending time order.
+pub async fn history(store: &Store, channel_id: &str, page: PageRequest) -> ServiceResult<MessagesResponse> {
+    let channel_id = channel_id_or_404(channel_id)?;
+    let limit = match page.limit {
+        None => DEFAULT_PAGE,
+        Some(n) if n >= 1 => n.min(MAX_PAGE),
+        Some(_) => return Err(ServiceError::invalid("limit must be a positive number")),
+    };
+    let mut conn = store.pool.get().await?;
+    let mut db = conn.db();
+    if !db::channels::exists(&mut db, &channel_id).await? {
+        return Err(ServiceError::NotFound("channel"));
+    }
+    let cursor = match (page.before, page.after) {
+        (Some(_), Some(_)) => {
+            return Err(ServiceError::invalid("use either before or after, not both"));
+        }
+        (Some(id), None) => {
+            let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
+            Cursor::Before(t, id)
+        }
+        (None, Some(id)) => {
+            let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
+            Cursor::After(t, id)
+        }
+        (None, None) => Cursor::Latest,
+    };
+    let (rows, has_more) = db::messages::page(&mut db, &channel_id, &cursor, limit).await?;
+    Ok(MessagesResponse {
+        channel_id,
+        messages: rows.into_iter().map(wire_message).collect(),
+        has_more,
+    })
+}
+
+async fn cursor_position(
+    db: &mut db::Db<'_>,
+    channel_id: &str,
+    message_id: &str,
+) -> ServiceResult<(Time, String)> {
+    db::messages::position(db, channel_id, message_id.trim())
+        .await?
+        .ok_or_else(|| ServiceError::invalid("cursor message is not in this channel"))
+}

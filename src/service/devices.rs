@@ -1,0 +1,203 @@
+//! Devices and their public keys (encrypted at rest, looked up by keyed hash).
+
+use super::auth::AuthContext;
+use super::validate;
+use super::{ServiceError, ServiceResult, Store, new_id};
+use crate::crypto::field::Column;
+use crate::db::models::DeviceRow;
+use crate::db::types::Time;
+use crate::db::{self, Db};
+use crate::protocol::rest::{CreateDeviceRequest, Device, DeviceKey, DeviceKeysResponse};
+
+/// A device with its decrypted public key.
+pub struct OpenDevice {
+    pub row: DeviceRow,
+    pub public_key: String,
+}
+
+/// Decrypt a device's key; a legacy plaintext (or old-key) value is re-encrypted and its hash
+/// filled right away — the lazy half of SPEC §6.
+pub async fn open(store: &Store, db: &mut Db<'_>, row: DeviceRow) -> ServiceResult<OpenDevice> {
+    let opened = store.open(Column::DevicesPublicKey, &row.id, &row.public_key)?;
+    let hash_current = row.public_key_hash.as_deref()
+        == Some(store.hasher().device_key_hash(&opened.plaintext).as_str());
+    if opened.needs_rewrite || !hash_current {
+        let enc = store
+            .cipher()
+            .encrypt(Column::DevicesPublicKey, &row.id, &opened.plaintext);
+        let hash = store.hasher().device_key_hash(&opened.plaintext);
+        db::devices::set_key(db, &row.id, &enc, &hash).await?;
+        if opened.legacy {
+            tracing::info!(device_id = %row.id, "legacy plaintext device key encrypted");
+        }
+        return Ok(OpenDevice {
+            row: DeviceRow {
+                public_key: enc,
+                public_key_hash: Some(hash),
+                ..row
+            },
+            public_key: opened.plaintext,
+        });
+    }
+    Ok(OpenDevice {
+        row,
+        public_key: opened.plaintext,
+    })
+}
+
+/// The user's device with this (canonical) public key, upgrading legacy rows first so their hash
+/// exists for the lookup.
+pub async fn find_by_key(
+    store: &Store,
+    db: &mut Db<'_>,
+    user_id: &str,
+    public_key: &str,
+) -> ServiceResult<Option<DeviceRow>> {
+    for legacy in db::devices::legacy_for_user(db, user_id).await? {
+        open(store, db, legacy).await?;
+    }
+    let hashes = store.hasher().device_key_hashes(public_key);
+    match db::devices::find_by_key_hash(db, user_id, &hashes).await? {
+        Some(row) if row.public_key_hash.as_deref() != hashes.first().map(String::as_str) => {
+            // Found under a previous key's hash: move it to the current key now.
+            Ok(Some(open(store, db, row).await?.row))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Insert a new device (key encrypted, hash filled).
+pub async fn insert_device(
+    store: &Store,
+    db: &mut Db<'_>,
+    user_id: &str,
+    public_key: &str,
+    now: Time,
+) -> ServiceResult<DeviceRow> {
+    let id = new_id();
+    let row = DeviceRow {
+        public_key: store.cipher().encrypt(Column::DevicesPublicKey, &id, public_key),
+        public_key_hash: Some(store.hasher().device_key_hash(public_key)),
+        id,
+        user_id: user_id.to_owned(),
+        created_at: now,
+        last_seen_at: Some(now),
+    };
+    db::devices::insert(db, &row).await?;
+    Ok(row)
+}
+
+fn wire(d: &OpenDevice) -> Device {
+    Device {
+        id: d.row.id.clone(),
+        user_id: d.row.user_id.clone(),
+        public_key: d.public_key.clone(),
+        created_at: d.row.created_at.wire(),
+        last_seen_at: d.row.last_seen_at.map(|t| t.wire()),
+    }
+}
+
+/// `POST /devices`: register a key for the caller; an existing key returns its device.
+/// Returns the device and whether it is new.
+pub async fn create(
+    store: &Store,
+    ctx: &AuthContext,
+    req: CreateDeviceRequest,
+) -> ServiceResult<(Device, bool)> {
+    if req.user_id.trim() != ctx.user_id {
+        return Err(ServiceError::Forbidden("devices can only be added to your own account"));
+    }
+    let public_key = validate::public_key(&req.public_key)?;
+    let mut conn = store.pool.get().await?;
+    let mut db = conn.db();
+    if let Some(row) = find_by_key(store, &mut db, &ctx.user_id, &public_key).await? {
+        let device = open(store, &mut db, row).await?;
+        return Ok((wire(&device), false));
+    }
+    let row = insert_device(store, &mut db, &ctx.user_id, &public_key, Time::now()).await?;
+    tracing::info!(user_id = %ctx.user_id, device_id = %row.id, "device added");
+    Ok((
+        wire(&OpenDevice {
+            row,
+            public_key,
+        }),
+        true,
+    ))
+}
+
+/// `GET /devices`: the caller's devices.
+pub async fn list_own(store: &Store, ctx: &AuthContext) -> ServiceResult<Vec<Device>> {
+    let mut conn = store.pool.get().await?;
+    let mut db = conn.db();
+    let rows = db::devices::list_for_user(&mut db, &ctx.user_id).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(wire(&open(store, &mut db, row).await?));
+    }
+    Ok(out)
+}
+
+/// `GET /devices/keys`: the caller's keys (`user_id` = self), or every device's (`all`).
+pub async fn keys(
+    store: &Store,
+    ctx: &AuthContext,
+    user_id: Option<String>,
+    all: bool,
+) -> ServiceResult<DeviceKeysResponse> {
+    let mut conn = store.pool.get().await?;
+    let mut db = conn.db();
+    if all {
+        let rows = db::devices::list_all(&mut db).await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            let d = open(store, &mut db, row).await?;
+            keys.push(DeviceKey {
+                user_id: Some(d.row.user_id),
+                device_id: d.row.id,
+                public_key: d.public_key,
+            });
+        }
+        return Ok(DeviceKeysResponse {
+            user_id: String::new(),
+            keys,
+        });
+    }
+    let user_id = user_id
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| ctx.user_id.clone());
+    if user_id != ctx.user_id {
+        return Err(ServiceError::Forbidden(
+            "only your own device keys, or all of them with ?all=1",
+        ));
+    }
+    let rows = db::devices::list_for_user(&mut db, &user_id).await?;
+    let mut keys = Vec::with_capacity(rows.len());
+    for row in rows {
+        let d = open(store, &mut db, row).await?;
+        keys.push(DeviceKey {
+            user_id: None,
+            device_id: d.row.id,
+            public_key: d.public_key,
+        });
+    }
+    Ok(DeviceKeysResponse { user_id, keys })
+}
+
+/// `DELETE /devices/{id}`: remove one of the caller's devices with its sessions and the envelopes
+/// addressed to it. Returns the revoked session ids (their sockets are closed).
+pub async fn delete(store: &Store, ctx: &AuthContext, device_id: &str) -> ServiceResult<Vec<String>> {
+    let device_id = validate::id("device id", device_id).map_err(|_| ServiceError::NotFound("device"))?;
+    let mut conn = store.pool.get().await?;
+    let mut db = conn.db();
+    let Some(row) = db::devices::find(&mut db, &device_id).await? else {
+        return Err(ServiceError::NotFound("device"));
+    };
+    if row.user_id != ctx.user_id {
+        return Err(ServiceError::Forbidden("not your device"));
+    }
+    let sessions = db::sessions::ids_for_device(&mut db, &device_id).await?;
+    db::devices::delete(&mut db, &device_id).await?;
+    tracing::info!(user_id = %ctx.user_id, device_id = %device_id, "device removed");
+    Ok(sessions)
+}

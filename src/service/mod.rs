@@ -1,0 +1,123 @@
+//! Business logic: registration, sessions, devices, channels, history, key envelopes, invites,
+//! group-committed message persistence and re-encryption.
+//!
+//! Runs inside the database actor (its only caller), which owns the [`Store`]: the pool, the field
+//! cipher and the keyed-hash keys. SQL lives in [`crate::db`]; this layer validates input, encrypts
+//! and hashes fields, decrypts (lazily upgrading legacy rows) and enforces authorization.
+
+pub mod auth;
+pub mod channels;
+pub mod devices;
+pub mod invites;
+pub mod keys;
+pub mod messages;
+pub mod rekey;
+pub mod users;
+pub mod validate;
+
+use std::time::Duration;
+
+use crate::crypto::CryptoError;
+use crate::crypto::field::{Column, FieldCipher};
+use crate::crypto::keyed_hash::KeyedHasher;
+use crate::db::{DbError, Pool};
+
+/// What the database actor owns.
+pub struct Store {
+    pub pool: Pool,
+    cipher: FieldCipher,
+    hasher: KeyedHasher,
+    pub settings: Settings,
+}
+
+/// Policy knobs the service layer needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub session_ttl: Duration,
+    pub invite_ttl: Duration,
+}
+
+impl Store {
+    pub fn new(pool: Pool, cipher: FieldCipher, hasher: KeyedHasher, settings: Settings) -> Self {
+        Self {
+            pool,
+            cipher,
+            hasher,
+            settings,
+        }
+    }
+
+    pub fn cipher(&self) -> &FieldCipher {
+        &self.cipher
+    }
+
+    pub fn hasher(&self) -> &KeyedHasher {
+        &self.hasher
+    }
+
+    /// Decrypt a stored field, mapping failures to a clear internal error.
+    fn open(&self, column: Column, row_id: &str, stored: &str) -> Result<crate::crypto::field::Opened, ServiceError> {
+        self.cipher.decrypt(column, row_id, stored).map_err(|e| {
+            tracing::error!(column = column.name(), row_id, error = %e, "stored field failed to decrypt");
+            ServiceError::Crypto(e)
+        })
+    }
+}
+
+/// Domain errors, mapped to HTTP statuses and WebSocket error codes at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input; the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("invite already used")]
+    InviteUsed,
+    #[error("invite expired")]
+    InviteExpired,
+    #[error("invite revoked")]
+    InviteRevoked,
+    /// Too much load right now; retry later.
+    #[error("{0}")]
+    Busy(&'static str),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        ServiceError::Invalid(msg.into())
+    }
+
+    /// The database is down (pool timeout, refused connection), as opposed to a failing query.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ServiceError::Db(DbError::Unavailable(_)))
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// A new random UUID string (ids are server-generated).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Run CPU-heavy work (password hashing) on the blocking pool, off the actor threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))
+}

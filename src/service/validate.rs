@@ -1,0 +1,101 @@
+//! Input validation shared by every endpoint and the WebSocket protocol.
+
+use super::{ServiceError, ServiceResult};
+use crate::crypto::e2e::parse_public_key;
+
+/// Largest client ciphertext for names (channel names, display names, profile names).
+pub const MAX_NAME_ENC: usize = 4096;
+/// Largest key envelope.
+pub const MAX_ENVELOPE: usize = 4096;
+/// Largest `client_message_id`.
+pub const MAX_CLIENT_MESSAGE_ID: usize = 128;
+
+/// Trim and lowercase; 2–32 characters with no whitespace or control characters inside.
+pub fn normalize_username(raw: &str) -> ServiceResult<String> {
+    let name = raw.trim().to_lowercase();
+    let len = name.chars().count();
+    if !(2..=32).contains(&len) {
+        return Err(ServiceError::invalid("username must be 2 to 32 characters"));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ServiceError::invalid(
+            "username must not contain whitespace or control characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// At least 8 bytes with a letter and a digit; at most 1024 bytes.
+pub fn check_password(password: &str) -> ServiceResult<()> {
+    if password.len() > 1024 {
+        return Err(ServiceError::invalid("password must be at most 1024 bytes"));
+    }
+    if password.len() < 8 {
+        return Err(ServiceError::invalid("password must be at least 8 bytes"));
+    }
+    if !password.chars().any(char::is_alphabetic) || !password.chars().any(|c| c.is_ascii_digit()) {
+        return Err(ServiceError::invalid(
+            "password must contain a letter and a digit",
+        ));
+    }
+    Ok(())
+}
+
+/// A device public key: standard base64 of 32 bytes. Returns the canonical encoding.
+pub fn public_key(raw: &str) -> ServiceResult<String> {
+    use base64::Engine;
+    let key = parse_public_key(raw)
+        .map_err(|_| ServiceError::invalid("public_key must be standard base64 of a 32-byte X25519 key"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key.as_bytes()))
+}
+
+/// A server-generated id: a UUID string.
+pub fn id(field: &str, raw: &str) -> ServiceResult<String> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map(|u| u.to_string())
+        .map_err(|_| ServiceError::invalid(format!("{field} must be a UUID")))
+}
+
+/// Non-empty client ciphertext of bounded size.
+pub fn ciphertext(field: &str, raw: &str, max: usize) -> ServiceResult<()> {
+    if raw.is_empty() {
+        return Err(ServiceError::invalid(format!("{field} is required")));
+    }
+    if raw.len() > max {
+        return Err(ServiceError::invalid(format!(
+            "{field} must be at most {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_normalized_and_bounded() {
+        assert_eq!(normalize_username("  Alice ").unwrap(), "alice");
+        assert!(normalize_username("a").is_err());
+        assert!(normalize_username(&"x".repeat(33)).is_err());
+        assert!(normalize_username("al ice").is_err());
+        assert!(normalize_username("al\u{7}ice").is_err());
+        assert_eq!(normalize_username("ÄLÏCE").unwrap(), "älïce");
+    }
+
+    #[test]
+    fn password_rules() {
+        assert!(check_password("abcdefg1").is_ok());
+        assert!(check_password("abcdef1").is_err());
+        assert!(check_password("abcdefgh").is_err());
+        assert!(check_password("12345678").is_err());
+        assert!(check_password(&format!("a1{}", "x".repeat(1023))).is_err());
+    }
+
+    #[test]
+    fn public_keys_are_canonical() {
+        let k = crate::crypto::e2e::DeviceKeypair::generate().public_key_b64();
+        assert_eq!(public_key(&format!(" {k} ")).unwrap(), k);
+        assert!(public_key("AAAA").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! WebSocket framing between the socket and a session actor.
+//!
+//! [`Inbound`] turns the request payload into whole messages (reassembling fragments, enforcing the
+//! size limit). [`Outbox`] is the socket's bounded outbound queue: the session actor encodes frames
+//! into it and [`OutboxBody`] — the HTTP response body — drains it, so everything queued between
+//! two socket writes goes out in one write (write coalescing).
+//!
+//! The outbox is polled by the connection, never by the actor: a peer that stops reading stalls only
+//! its own body stream, while the actor keeps running (heartbeats, mailbox) and closes the socket
+//! as a slow consumer once the outbox passes its bound. That is why sessions use a plain actix
+//! `Context` with this outbox instead of `actix-web-actors`' `WebsocketContext`, whose actor is
+//! only driven while the socket accepts writes and whose outbound buffer is unbounded.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use actix::prelude::*;
+use actix_web::error::PayloadError;
+use actix_web_actors::ws::{CloseReason, Frame, Message as WsMessage, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use actix_codec::{Decoder, Encoder};
+
+/// A whole inbound message.
+#[derive(Debug)]
+pub enum InMessage {
+    Text(Bytes),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
+/// Decodes a request payload into whole WebSocket messages.
+pub struct Inbound<S> {
+    stream: S,
+    codec: actix_http::ws::Codec,
+    buf: BytesMut,
+    eof: bool,
+    /// A fragmented message being reassembled: (is text, bytes so far).
+    partial: Option<(bool, BytesMut)>,
+    max: usize,
+}
+
+impl<S> Inbound<S> {
+    pub fn new(stream: S, max: usize) -> Self {
+        Self {
+            stream,
+            codec: actix_http::ws::Codec::new().max_size(max),
+            buf: BytesMut::new(),
+            eof: false,
+            partial: None,
+            max,
+        }
+    }
+
+    fn frame(&mut self, frame: Frame) -> Result<Option<InMessage>, ProtocolError> {
+        use actix_http::ws::Item;
+        Ok(match frame {
+            Frame::Text(b) => Some(InMessage::Text(b)),
+            Frame::Binary(_) => Some(InMessage::Binary),
+            Frame::Ping(b) => Some(InMessage::Ping(b)),
+            Frame::Pong(_) => Some(InMessage::Pong),
+            Frame::Close(reason) => Some(InMessage::Close(reason)),
+            Frame::Continuation(item) => match item {
+                Item::FirstText(b) => {
+                    self.partial = Some((true, BytesMut::from(&b[..])));
+                    None
+                }
+                Item::FirstBinary(b) => {
+                    self.partial = Some((false, BytesMut::from(&b[..])));
+                    None
+                }
+                Item::Continue(b) => {
+                    let (_, acc) = self.partial.as_mut().ok_or(ProtocolError::ContinuationNotStarted)?;
+                    acc.extend_from_slice(&b);
+                    if acc.len() > self.max {
+                        return Err(ProtocolError::Overflow);
+                    }
+                    None
+                }
+                Item::Last(b) => {
+                    let (text, mut acc) = self.partial.take().ok_or(ProtocolError::ContinuationNotStarted)?;
+                    acc.extend_from_slice(&b);
+                    if acc.len() > self.max {
+                        return Err(ProtocolError::Overflow);
+                    }
+                    Some(if text {
+                        InMessage::Text(acc.freeze())
+                    } else {
+                        InMessage::Binary
+                    })
+                }
+            },
+        })
+    }
+}
+
+impl<S> Stream for Inbound<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<InMessage, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.codec.decode(&mut this.buf) {
+                Ok(Some(frame)) => match this.frame(frame) {
+                    Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
+                    Ok(None) => continue,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                },
+                Ok(None) if this.eof => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            match Pin::new(&mut this.stream).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(ProtocolError::Io(std::io::Error::other(
+                        e.to_string(),
+                    )))));
+                }
+                Poll::Ready(None) => this.eof = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Sent to the session when the connection drops its response body (peer gone).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct PeerGone;
+
+/// A socket's outbound queue, shared (same thread) by the session actor and the response body.
+pub struct Outbox {
+    buf: BytesMut,
+    codec: actix_http::ws::Codec,
+    waker: Option<Waker>,
+    /// No more frames: the body ends once `buf` is written.
+    closing: bool,
+    /// Drop the connection now, without writing what is queued.
+    abort: bool,
+    peer_gone: Option<Recipient<PeerGone>>,
+}
+
+/// The shared handle.
+pub type SharedOutbox = Rc<RefCell<Outbox>>;
+
+impl Outbox {
+    pub fn new() -> SharedOutbox {
+        Rc::new(RefCell::new(Outbox {
+            buf: BytesMut::new(),
+            codec: actix_http::ws::Codec::new(),
+            waker: None,
+            closing: false,
+            abort: false,
+            peer_gone: None,
+        }))
+    }
+
+    /// Queue one frame. Returns the bytes now queued.
+    pub fn push(&mut self, msg: WsMessage) -> usize {
+        if self.closing || self.abort {
+            return self.buf.len();
+        }
+        if let Err(e) = self.codec.encode(msg, &mut self.buf) {
+            tracing::warn!(error = %e, "websocket frame encoding failed");
+        }
+        self.wake();
+        self.buf.len()
+    }
+
+    /// Bytes queued and not yet handed to the connection.
+    pub fn queued(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Queue a close frame (after everything already queued) and end the stream.
+    pub fn close(&mut self, reason: CloseReason) {
+        if self.closing || self.abort {
+            return;
+        }
+        let _ = self.codec.encode(WsMessage::Close(Some(reason)), &mut self.buf);
+        self.closing = true;
+        self.wake();
+    }
+
+    /// Throw away what is queued, send only a close frame, end the stream (slow consumer).
+    pub fn close_now(&mut self, reason: CloseReason) {
+        self.buf.clear();
+        self.close(reason);
+    }
+
+    /// End the stream without a close frame (the peer is gone).
+    pub fn finish(&mut self) {
+        self.closing = true;
+        self.wake();
+    }
+
+    /// Drop the connection at once (the peer stopped answering).
+    pub fn abort(&mut self) {
+        self.abort = true;
+        self.wake();
+    }
+
+    pub fn set_peer_gone(&mut self, recipient: Recipient<PeerGone>) {
+        self.peer_gone = Some(recipient);
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The HTTP response body of a WebSocket: drains the outbox.
+pub struct OutboxBody(pub SharedOutbox);
+
+impl Stream for OutboxBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut o = self.0.borrow_mut();
+        if o.abort {
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "websocket peer stopped answering",
+            ))));
+        }
+        if !o.buf.is_empty() {
+            return Poll::Ready(Some(Ok(o.buf.split().freeze())));
+        }
+        if o.closing {
+            return Poll::Ready(None);
+        }
+        o.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboxBody {
+    fn drop(&mut self) {
+        if let Ok(mut o) = self.0.try_borrow_mut() {
+            o.waker = None;
+            if let Some(r) = o.peer_gone.take() {
+                r.do_send(PeerGone);
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! `GET /ws`: authenticate before the upgrade, then hand the socket to a [`session::WsSession`].
+
+pub mod frames;
+pub mod session;
+
+use actix::Actor;
+use actix::AsyncContext;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use self::frames::{Inbound, Outbox, OutboxBody};
+use self::session::WsSession;
+use crate::actors::db::Authenticate;
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::http::extract::bearer_token;
+use crate::protocol::ws::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
+use crate::service::ServiceError;
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    /// `none`: start with no channel subscriptions.
+    #[serde(default)]
+    pub subscribe: Option<String>,
+}
+
+/// The bearer token offered as a subprotocol (`dialtone.v1, bearer.<token>`), for browsers that
+/// cannot set headers on a WebSocket.
+fn subprotocol_token(req: &HttpRequest) -> Option<String> {
+    let header = req.headers().get("sec-websocket-protocol")?.to_str().ok()?;
+    header
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+pub async fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    query: web::Query<WsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    if state.metrics.ws_connections.get() >= state.ws.max_sessions as i64 {
+        state.metrics.ws_refused_total.inc();
+        return Err(AppError::TooManyConnections);
+    }
+    let subscribe_all = match query.subscribe.as_deref() {
+        None | Some("all") => true,
+        Some("none") => false,
+        Some(_) => {
+            return Err(AppError::bad_request("subscribe must be `all` or `none`"));
+        }
+    };
+    let token = bearer_token(&req)
+        .or_else(|| subprotocol_token(&req))
+        .ok_or(ServiceError::Unauthorized)?;
+    let auth = state.db.call(Authenticate { token }).await?;
+
+    let mut response = actix_web_actors::ws::handshake_with_protocols(&req, &[SUBPROTOCOL])
+        .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let outbox = Outbox::new();
+    let inbound = Inbound::new(payload, state.ws.max_frame);
+    let session = WsSession::new(
+        auth,
+        subscribe_all,
+        state.hub.clone(),
+        state.db.clone(),
+        outbox.clone(),
+        state.ws.clone(),
+        state.metrics.clone(),
+    );
+    let mailbox = state.ws.mailbox;
+    WsSession::create(move |ctx| {
+        ctx.set_mailbox_capacity(mailbox);
+        ctx.add_stream(inbound);
+        session
+    });
+    Ok(response.streaming(OutboxBody(outbox)))
+}

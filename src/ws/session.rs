@@ -1,0 +1,505 @@
+//! The session actor: one per WebSocket.
+//!
+//! Owns: its socket's [`Outbox`], its identity ([`AuthContext`]), its send-rate bucket.
+//! Messages: [`Outbound`] (frames, single events, close orders from the hub, channel actors and
+//! the database actor), [`PeerGone`], and the inbound frame stream.
+//! Mailbox: capacity `DIALTONE_WS_MAILBOX`. Channel actors and the hub offer with `try_send`; a
+//! full mailbox closes the socket as a slow consumer (1008). Close orders bypass the bound.
+//! The outbox holds at most `DIALTONE_WS_OUTBOX_BYTES`; past that the queued frames are discarded,
+//! a 1008 close frame is sent and the socket closes — counted in metrics, never a silent drop. The
+//! client catches up with `sync` or history.
+//! Lifecycle: registers with the hub in `started`, deregisters in `stopped`, always.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
+use bytes::Bytes;
+
+use super::frames::{InMessage, PeerGone, SharedOutbox};
+use crate::actors::db::{DbHandle, History, PersistChannelMessage, StoreBroadcast};
+use crate::actors::hub::{Broadcast, Connect, Disconnect, HubHandle, Subscribe, Unsubscribe};
+use crate::actors::{Outbound, SessionHandle, SessionKey, frame};
+use crate::config::WsConfig;
+use crate::metrics::{MailboxMeter, Metrics};
+use crate::protocol::ws::{ClientFrame, Event, client_type, close_code, error_code};
+use crate::service::ServiceError;
+use crate::service::auth::AuthContext;
+use crate::service::channels::{MAX_PAGE, PageRequest};
+use crate::service::messages::{BroadcastRequest, check_channel_message};
+
+pub struct WsSession {
+    key: SessionKey,
+    auth: AuthContext,
+    subscribe_all: bool,
+    hub: HubHandle,
+    db: DbHandle,
+    outbox: SharedOutbox,
+    config: Arc<WsConfig>,
+    metrics: Arc<Metrics>,
+    mailbox: MailboxMeter,
+    handle: Option<SessionHandle>,
+    last_heard: Instant,
+    bucket: TokenBucket,
+    closing: bool,
+    /// Shutting down: sends are refused.
+    quiesced: bool,
+}
+
+impl WsSession {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        auth: AuthContext,
+        subscribe_all: bool,
+        hub: HubHandle,
+        db: DbHandle,
+        outbox: SharedOutbox,
+        config: Arc<WsConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let bucket = TokenBucket::new(config.send_rate, config.send_burst);
+        Self {
+            key: SessionKey::next(),
+            mailbox: metrics.mailbox("session"),
+            auth,
+            subscribe_all,
+            hub,
+            db,
+            outbox,
+            config,
+            metrics,
+            handle: None,
+            last_heard: Instant::now(),
+            bucket,
+            closing: false,
+            quiesced: false,
+        }
+    }
+
+    /// Write one event to this socket.
+    fn send_event(&mut self, event: &Event, ctx: &mut Context<Self>) {
+        let text = frame(event);
+        self.write(WsMessage::Text(text), ctx);
+    }
+
+    fn error(
+        &mut self,
+        code: &'static str,
+        message: impl Into<String>,
+        request: &ClientFrame,
+        ctx: &mut Context<Self>,
+    ) {
+        self.metrics.ws_error(code);
+        let event = Event::error(code, message)
+            .for_request(request.channel_id.clone(), request.client_message_id.clone());
+        self.send_event(&event, ctx);
+    }
+
+    fn write(&mut self, msg: WsMessage, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let queued = self.outbox.borrow_mut().push(msg);
+        if queued > self.config.outbox_bytes {
+            tracing::info!(session = self.key.0, queued, "slow consumer closed");
+            self.metrics.slow_consumer_closes.inc();
+            self.closing = true;
+            self.outbox
+                .borrow_mut()
+                .close_now(reason(close_code::POLICY, "slow consumer"));
+            ctx.stop();
+        }
+    }
+
+    /// Send a close frame after what is queued, then stop.
+    fn close(&mut self, code: u16, why: &str, ctx: &mut Context<Self>) {
+        if !self.closing {
+            self.closing = true;
+            self.outbox.borrow_mut().close(reason(code, why));
+        }
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        let frame: ClientFrame = match serde_json::from_slice(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("invalid frame: {e}");
+                self.error(error_code::INVALID_MESSAGE, msg, &ClientFrame::default(), ctx);
+                return;
+            }
+        };
+        let sending = matches!(
+            frame.kind.as_str(),
+            client_type::CHANNEL_MESSAGE_SEND | client_type::MESSAGE_BROADCAST
+        );
+        if sending && self.quiesced {
+            return self.error(
+                error_code::SERVER_ERROR,
+                "server shutting down; not saved, send again after reconnecting",
+                &frame,
+                ctx,
+            );
+        }
+        match frame.kind.as_str() {
+            client_type::CHANNEL_MESSAGE_SEND => self.on_channel_message(frame, ctx),
+            client_type::MESSAGE_BROADCAST => self.on_broadcast(frame, ctx),
+            client_type::MESSAGE_SEND => self.error(
+                error_code::CHANNELS_ONLY,
+                "direct messages are not supported; send to a channel",
+                &frame,
+                ctx,
+            ),
+            client_type::SUBSCRIBE => self.on_subscribe(frame, true, ctx),
+            client_type::UNSUBSCRIBE => self.on_subscribe(frame, false, ctx),
+            client_type::SYNC => self.on_sync(frame, ctx),
+            _ => {
+                let msg = format!("unsupported message type `{}`", truncate(&frame.kind, 64));
+                self.error(error_code::UNSUPPORTED_TYPE, msg, &frame, ctx);
+            }
+        }
+    }
+
+    fn on_channel_message(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let (Some(channel_id), Some(body), Some(name)) =
+            (&frame.channel_id, &frame.body, &frame.sender_name_enc)
+        else {
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "channel.message.send needs channel_id, body and sender_name_enc",
+                &frame,
+                ctx,
+            );
+        };
+        if uuid::Uuid::parse_str(channel_id).is_err() {
+            return self.error(error_code::CHANNEL_NOT_FOUND, "channel not found", &frame, ctx);
+        }
+        if let Err(e) = check_channel_message(body, name, frame.client_message_id.as_deref()) {
+            return self.error(error_code::INVALID_MESSAGE, e.to_string(), &frame, ctx);
+        }
+        if !self.bucket.take() {
+            return self.error(error_code::RATE_LIMITED, "sending too fast; slow down", &frame, ctx);
+        }
+        let Some(origin) = self.handle.clone() else {
+            return;
+        };
+        let msg = PersistChannelMessage {
+            channel_id: channel_id.clone(),
+            sender_id: self.auth.user_id.clone(),
+            sender_name_enc: name.clone(),
+            body: body.clone(),
+            client_message_id: frame.client_message_id.clone(),
+            origin,
+        };
+        if let Err(e) = self.db.persist(msg) {
+            self.metrics.messages_rejected.inc();
+            self.error(error_code::RATE_LIMITED, e.to_string(), &frame, ctx);
+        }
+    }
+
+    fn on_broadcast(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let (Some(body), Some(name), Some(public_key), Some(envelopes)) = (
+            frame.body.clone(),
+            frame.sender_name_enc.clone(),
+            frame.public_key.clone(),
+            frame.key_envelopes.clone(),
+        ) else {
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "message.broadcast needs body, sender_name_enc, public_key and key_envelopes",
+                &frame,
+                ctx,
+            );
+        };
+        if !self.bucket.take() {
+            return self.error(error_code::RATE_LIMITED, "sending too fast; slow down", &frame, ctx);
+        }
+        let req = BroadcastRequest {
+            sender_id: self.auth.user_id.clone(),
+            sender_device_id: self.auth.device_id.clone(),
+            body,
+            sender_name_enc: name,
+            public_key,
+            key_envelopes: envelopes,
+        };
+        let db = self.db.clone();
+        let hub = self.hub.clone();
+        let metrics = self.metrics.clone();
+        ctx.spawn(
+            async move {
+                let stored = db.call(StoreBroadcast { req }).await?;
+                metrics.broadcasts_persisted.inc();
+                hub.tell(Broadcast(stored));
+                Ok::<(), ServiceError>(())
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if let Err(e) = result {
+                    let (code, msg) = ws_error(&e);
+                    act.error(code, msg, &frame, ctx);
+                }
+            }),
+        );
+    }
+
+    fn on_subscribe(&mut self, frame: ClientFrame, subscribe: bool, ctx: &mut Context<Self>) {
+        let Some(channel_id) = frame.channel_id.clone() else {
+            return self.error(error_code::INVALID_MESSAGE, "channel_id is required", &frame, ctx);
+        };
+        let hub = self.hub.clone();
+        let key = self.key;
+        // Wait for the hub before reading the next frame, so a `sync` sent right after a
+        // `subscribe` cannot miss messages committed in between.
+        ctx.wait(
+            async move {
+                if subscribe {
+                    hub.ask(Subscribe { key, channel_id }).await
+                } else {
+                    hub.ask(Unsubscribe { key, channel_id }).await
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| match result {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => act.error(error_code::CHANNEL_NOT_FOUND, "channel not found", &frame, ctx),
+                Err(_) => act.error(error_code::SERVER_ERROR, "server shutting down", &frame, ctx),
+            }),
+        );
+    }
+
+    fn on_sync(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let Some(channel_id) = frame.channel_id.clone() else {
+            return self.error(error_code::INVALID_MESSAGE, "channel_id is required", &frame, ctx);
+        };
+        let db = self.db.clone();
+        let page = PageRequest {
+            limit: Some(MAX_PAGE),
+            before: None,
+            after: frame.after.clone(),
+        };
+        ctx.spawn(
+            async move { db.call(History { channel_id, page }).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(history) => {
+                        for m in history.messages {
+                            let event = Event::channel_message(
+                                m.id,
+                                m.channel_id,
+                                m.sender_id,
+                                m.sender_name_enc,
+                                m.body,
+                                m.sent_at,
+                                m.client_message_id,
+                            );
+                            act.send_event(&event, ctx);
+                        }
+                        act.send_event(&Event::sync_complete(history.channel_id, history.has_more), ctx);
+                    }
+                    Err(e) => {
+                        let (code, msg) = ws_error(&e);
+                        act.error(code, msg, &frame, ctx);
+                    }
+                }),
+        );
+    }
+}
+
+/// Map a service error to a WebSocket error code and message (internal details stay in the log).
+fn ws_error(e: &ServiceError) -> (&'static str, String) {
+    match e {
+        ServiceError::Invalid(m) => (error_code::INVALID_MESSAGE, m.clone()),
+        ServiceError::NotFound("channel") => (error_code::CHANNEL_NOT_FOUND, "channel not found".into()),
+        ServiceError::NotFound(what) => (error_code::INVALID_MESSAGE, format!("{what} not found")),
+        ServiceError::Busy(m) => (error_code::RATE_LIMITED, (*m).to_owned()),
+        ServiceError::Forbidden(m) => (error_code::INVALID_MESSAGE, (*m).to_owned()),
+        other => {
+            tracing::error!(error = %other, "websocket request failed");
+            (error_code::SERVER_ERROR, "internal error".into())
+        }
+    }
+}
+
+fn reason(code: u16, why: &str) -> CloseReason {
+    CloseReason {
+        code: CloseCode::from(code),
+        description: Some(why.to_owned()),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+impl Actor for WsSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.ws_connections.inc();
+        self.metrics.ws_sessions_total.inc();
+        let handle = SessionHandle {
+            key: self.key,
+            outbound: ctx.address().recipient(),
+            meter: self.mailbox.clone(),
+        };
+        self.handle = Some(handle.clone());
+        self.outbox
+            .borrow_mut()
+            .set_peer_gone(ctx.address().recipient());
+        self.hub.tell(Connect {
+            handle,
+            user_id: self.auth.user_id.clone(),
+            device_id: self.auth.device_id.clone(),
+            db_session_id: self.auth.session_id.clone(),
+            subscribe_all: self.subscribe_all,
+        });
+
+        let ping_every = self.config.ping_interval;
+        let idle = self.config.idle_timeout;
+        ctx.run_interval(ping_every, move |act, ctx| {
+            if act.last_heard.elapsed() > idle {
+                tracing::debug!(session = act.key.0, "idle timeout");
+                // The peer is not reading either: do not wait for a close handshake.
+                act.closing = true;
+                act.outbox.borrow_mut().abort();
+                ctx.stop();
+                return;
+            }
+            act.write(WsMessage::Ping(Bytes::new()), ctx);
+        });
+
+        let left = (self.auth.expires_at.0 - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        ctx.run_later(left, |act, ctx| {
+            act.close(close_code::NORMAL, "session expired", ctx);
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if !self.closing {
+            self.outbox.borrow_mut().finish();
+        }
+        self.hub.tell(Disconnect(self.key));
+        self.metrics.ws_connections.dec();
+    }
+}
+
+impl Handler<Outbound> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, ctx: &mut Context<Self>) {
+        match msg {
+            Outbound::Frames(frames) => {
+                self.mailbox.handled();
+                for f in frames.iter() {
+                    self.write(WsMessage::Text(f.clone()), ctx);
+                }
+            }
+            Outbound::Event(event) => {
+                if let Some(code) = &event.code {
+                    let code: &'static str = match code.as_str() {
+                        error_code::CHANNEL_NOT_FOUND => error_code::CHANNEL_NOT_FOUND,
+                        error_code::RATE_LIMITED => error_code::RATE_LIMITED,
+                        _ => error_code::SERVER_ERROR,
+                    };
+                    self.metrics.ws_error(code);
+                }
+                self.send_event(&event, ctx);
+            }
+            Outbound::Close { code, reason } => self.close(code, reason, ctx),
+            Outbound::Quiesce => self.quiesced = true,
+        }
+    }
+}
+
+impl Handler<PeerGone> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: PeerGone, ctx: &mut Context<Self>) {
+        self.closing = true;
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Result<InMessage, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<InMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(InMessage::Text(bytes)) => self.on_text(bytes, ctx),
+            Ok(InMessage::Binary) => {
+                self.metrics.ws_error(error_code::INVALID_MESSAGE);
+                self.send_event(
+                    &Event::error(error_code::INVALID_MESSAGE, "binary frames are not supported; send JSON text"),
+                    ctx,
+                );
+            }
+            Ok(InMessage::Ping(payload)) => self.write(WsMessage::Pong(payload), ctx),
+            Ok(InMessage::Pong) => {}
+            Ok(InMessage::Close(_)) => self.close(close_code::NORMAL, "bye", ctx),
+            Err(ProtocolError::Overflow) => {
+                self.close(close_code::TOO_BIG, "frame too large", ctx);
+            }
+            Err(e) => {
+                tracing::debug!(session = self.key.0, error = %e, "websocket protocol error");
+                self.close(1002, "protocol error", ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Token bucket for the per-socket send rate.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_burst_then_limits() {
+        let mut b = TokenBucket::new(1, 3);
+        assert!(b.take() && b.take() && b.take());
+        assert!(!b.take());
+        let mut unlimited = TokenBucket::new(0, 1);
+        assert!((0..1000).all(|_| unlimited.take()));
+    }
+}
