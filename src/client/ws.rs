@@ -1,0 +1,248 @@
+//! WebSocket client for the dialtone v1 event protocol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::tls::{Trust, client_config};
+use super::{ClientError, ClientResult};
+use crate::protocol::ws::{BEARER_SUBPROTOCOL_PREFIX, ClientFrame, Event, SUBPROTOCOL};
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct WsOptions {
+    /// `https://host:port` (the `/ws` path is added) or a full `wss://…/ws` URL.
+    pub base_url: String,
+    pub token: String,
+    pub trust: Trust,
+    /// Start with no channel subscriptions (`/ws?subscribe=none`).
+    pub subscribe_none: bool,
+    /// Send the token as the browser-style subprotocol `dialtone.v1, bearer.<token>` instead of an
+    /// `Authorization` header.
+    pub token_in_subprotocol: bool,
+}
+
+impl WsOptions {
+    pub fn new(base_url: &str, token: &str, trust: Trust) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            token: token.to_owned(),
+            trust,
+            subscribe_none: false,
+            token_in_subprotocol: false,
+        }
+    }
+
+    fn url(&self) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        let base = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            base.to_owned()
+        };
+        let base = if base.ends_with("/ws") { base } else { format!("{base}/ws") };
+        if self.subscribe_none {
+            format!("{base}?subscribe=none")
+        } else {
+            base
+        }
+    }
+}
+
+/// What arrives on the socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Event(Box<Event>),
+    /// The server closed the socket.
+    Closed { code: u16, reason: String },
+}
+
+/// A connected event stream.
+pub struct WsClient {
+    sink: WsSender,
+    stream: WsReceiver,
+    /// The subprotocol the server accepted, if any.
+    pub protocol: Option<String>,
+}
+
+/// The sending half.
+pub struct WsSender(SplitSink<Stream, Message>);
+/// The receiving half.
+pub struct WsReceiver(SplitStream<Stream>);
+
+impl WsClient {
+    pub async fn connect(opts: &WsOptions) -> ClientResult<Self> {
+        let mut request = opts
+            .url()
+            .into_client_request()
+            .map_err(|e| ClientError::Config(format!("WebSocket URL: {e}")))?;
+        let header = |v: String| {
+            HeaderValue::from_str(&v).map_err(|_| ClientError::Config("token is not a valid header value".into()))
+        };
+        if opts.token_in_subprotocol {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                header(format!("{SUBPROTOCOL}, {BEARER_SUBPROTOCOL_PREFIX}{}", opts.token))?,
+            );
+        } else {
+            request
+                .headers_mut()
+                .insert("Authorization", header(format!("Bearer {}", opts.token))?);
+        }
+        let connector = if opts.base_url.starts_with("http://") || opts.base_url.starts_with("ws://") {
+            Connector::Plain
+        } else {
+            Connector::Rustls(Arc::new(client_config(&opts.trust)?))
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(16 << 20))
+            .max_frame_size(Some(16 << 20));
+        let (ws, response) =
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector))
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(res) => ClientError::Api {
+                        status: res.status().as_u16(),
+                        code: String::new(),
+                        message: res
+                            .body()
+                            .as_ref()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default(),
+                    },
+                    other => ClientError::Transport(other.to_string()),
+                })?;
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (sink, stream) = ws.split();
+        Ok(Self {
+            sink: WsSender(sink),
+            stream: WsReceiver(stream),
+            protocol,
+        })
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) -> ClientResult<()> {
+        self.sink.send(frame).await
+    }
+
+    /// Send any message (tests send malformed frames this way).
+    pub async fn send_raw(&mut self, msg: Message) -> ClientResult<()> {
+        self.sink.send_raw(msg).await
+    }
+
+    /// The next event or close; `None` when the connection ended without a close frame.
+    pub async fn next(&mut self) -> ClientResult<Option<Incoming>> {
+        self.stream.next().await
+    }
+
+    /// [`WsClient::next`] with a deadline.
+    pub async fn next_within(&mut self, limit: Duration) -> ClientResult<Option<Incoming>> {
+        tokio::time::timeout(limit, self.next())
+            .await
+            .map_err(|_| ClientError::Timeout("no WebSocket event".into()))?
+    }
+
+    /// Wait (up to `limit`) for the first event of `kind`, skipping others.
+    pub async fn expect_event(&mut self, kind: &str, limit: Duration) -> ClientResult<Event> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await? {
+                Some(Incoming::Event(e)) if e.kind == kind => return Ok(*e),
+                Some(Incoming::Event(_)) => continue,
+                Some(Incoming::Closed { code, reason }) => {
+                    return Err(ClientError::Transport(format!(
+                        "closed ({code} {reason}) while waiting for {kind}"
+                    )));
+                }
+                None => return Err(ClientError::Transport(format!("connection ended while waiting for {kind}"))),
+            }
+        }
+    }
+
+    pub async fn close(&mut self) -> ClientResult<()> {
+        self.sink.close().await
+    }
+
+    pub fn split(self) -> (WsSender, WsReceiver) {
+        (self.sink, self.stream)
+    }
+}
+
+impl WsSender {
+    pub async fn send(&mut self, frame: &ClientFrame) -> ClientResult<()> {
+        let text = serde_json::to_string(frame).map_err(|e| ClientError::Config(e.to_string()))?;
+        self.send_raw(Message::text(text)).await
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) -> ClientResult<()> {
+        self.0
+            .send(msg)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    pub async fn close(&mut self) -> ClientResult<()> {
+        self.0
+            .close()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+}
+
+impl WsReceiver {
+    /// The next event or close; pings are answered by the library.
+    pub async fn next(&mut self) -> ClientResult<Option<Incoming>> {
+        loop {
+            let Some(msg) = self.0.next().await else {
+                return Ok(None);
+            };
+            match msg {
+                Ok(Message::Text(text)) => {
+                    let event: Event = serde_json::from_str(text.as_str())
+                        .map_err(|e| ClientError::Decode(format!("event: {e}")))?;
+                    return Ok(Some(Incoming::Event(Box::new(event))));
+                }
+                Ok(Message::Close(frame)) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return Ok(Some(Incoming::Closed { code, reason }));
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Ok(None),
+                Err(e) => return Err(ClientError::Transport(e.to_string())),
+            }
+        }
+    }
+
+    /// The next raw text frame (the load generator parses only what it needs).
+    pub async fn next_text(&mut self) -> ClientResult<Option<tungstenite::Utf8Bytes>> {
+        loop {
+            match self.0.next().await {
+                None => return Ok(None),
+                Some(Ok(Message::Text(t))) => return Ok(Some(t)),
+                Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(_)) => continue,
+                Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => return Ok(None),
+                Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+            }
+        }
+    }
+}
