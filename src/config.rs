@@ -101,8 +101,15 @@ pub struct WsConfig {
     pub idle_timeout: Duration,
     /// Largest inbound frame (and reassembled message); larger → close 1009.
     pub max_frame: usize,
-    /// Bytes queued for one socket before it is closed as a slow consumer (1008).
+    /// Soft bound of one socket's outbound queue: a socket whose queue stays above it for
+    /// `outbox_grace` is closed as a slow consumer (1008).
     pub outbox_bytes: usize,
+    /// Hard bound: a queue above it closes the socket at once.
+    pub outbox_hard_bytes: usize,
+    /// How long a queue may stay above the soft bound (a burst is fine, a stalled reader is not).
+    pub outbox_grace: Duration,
+    /// How long a closing socket waits for the peer's close frame before the connection is dropped.
+    pub close_timeout: Duration,
     /// Session actor mailbox capacity; a channel that finds it full closes the socket (1008).
     pub mailbox: usize,
     /// Sustained `channel.message.send`/`message.broadcast` per socket per second (0 = unlimited).
@@ -301,12 +308,21 @@ impl Config {
             idle_timeout: Duration::from_secs(env.num("DIALTONE_WS_IDLE_SECS", 60, 2, 86_400)?),
             max_frame: env.num("DIALTONE_WS_MAX_FRAME", 64 * 1024, 1024, 16 << 20)?,
             outbox_bytes: env.num("DIALTONE_WS_OUTBOX_BYTES", 1 << 20, 1024, 1 << 30)?,
+            outbox_hard_bytes: env.num("DIALTONE_WS_OUTBOX_HARD_BYTES", 16 << 20, 1024, 1 << 31)?,
+            outbox_grace: Duration::from_millis(env.num("DIALTONE_WS_OUTBOX_GRACE_MS", 2000, 1, 600_000)?),
+            close_timeout: Duration::from_secs(env.num("DIALTONE_WS_CLOSE_TIMEOUT_SECS", 10, 1, 600)?),
             mailbox: env.num("DIALTONE_WS_MAILBOX", 1024, 16, 1 << 20)?,
             send_rate: env.num("DIALTONE_WS_SEND_RATE", 100, 0, 1_000_000)?,
             send_burst: env.num("DIALTONE_WS_SEND_BURST", 200, 1, 1_000_000)?,
             max_inflight_sends: env.num("DIALTONE_WS_MAX_INFLIGHT", 512, 1, 1 << 20)?,
             max_sessions: env.num("DIALTONE_WS_MAX_SESSIONS", max_connections, 1, 10_000_000)?,
         };
+        if ws.outbox_hard_bytes < ws.outbox_bytes {
+            return Err(ConfigError::new(
+                "DIALTONE_WS_OUTBOX_HARD_BYTES",
+                "must not be smaller than DIALTONE_WS_OUTBOX_BYTES",
+            ));
+        }
         if ws.idle_timeout <= ws.ping_interval {
             return Err(ConfigError::new(
                 "DIALTONE_WS_IDLE_SECS",
@@ -335,7 +351,7 @@ impl Config {
             session_ttl: Duration::from_secs(env.num(
                 "DIALTONE_SESSION_TTL_SECS",
                 86_400,
-                60,
+                1,
                 365 * 86_400,
             )?),
             invite_ttl: Duration::from_secs(env.num(

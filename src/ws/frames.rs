@@ -141,6 +141,8 @@ pub struct Outbox {
     buf: BytesMut,
     codec: actix_http::ws::Codec,
     waker: Option<Waker>,
+    /// A close frame is queued: nothing may follow it.
+    sealed: bool,
     /// No more frames: the body ends once `buf` is written.
     closing: bool,
     /// Drop the connection now, without writing what is queued.
@@ -157,6 +159,7 @@ impl Outbox {
             buf: BytesMut::new(),
             codec: actix_http::ws::Codec::new(),
             waker: None,
+            sealed: false,
             closing: false,
             abort: false,
             peer_gone: None,
@@ -165,7 +168,7 @@ impl Outbox {
 
     /// Queue one frame. Returns the bytes now queued.
     pub fn push(&mut self, msg: WsMessage) -> usize {
-        if self.closing || self.abort {
+        if self.sealed || self.closing || self.abort {
             return self.buf.len();
         }
         if let Err(e) = self.codec.encode(msg, &mut self.buf) {
@@ -180,23 +183,23 @@ impl Outbox {
         self.buf.len()
     }
 
-    /// Queue a close frame (after everything already queued) and end the stream.
-    pub fn close(&mut self, reason: CloseReason) {
+    /// Queue a close frame after everything already queued. The stream stays open (the closing
+    /// handshake is the session's business); nothing can be queued after it.
+    pub fn push_close(&mut self, reason: CloseReason) {
         if self.closing || self.abort {
             return;
         }
         let _ = self.codec.encode(WsMessage::Close(Some(reason)), &mut self.buf);
-        self.closing = true;
+        self.sealed = true;
         self.wake();
     }
 
-    /// Throw away what is queued, send only a close frame, end the stream (slow consumer).
-    pub fn close_now(&mut self, reason: CloseReason) {
+    /// Throw away what is queued and not yet handed to the connection.
+    pub fn discard(&mut self) {
         self.buf.clear();
-        self.close(reason);
     }
 
-    /// End the stream without a close frame (the peer is gone).
+    /// End the stream once what is queued is handed over.
     pub fn finish(&mut self) {
         self.closing = true;
         self.wake();
@@ -219,6 +222,9 @@ impl Outbox {
     }
 }
 
+/// Largest piece of the outbox handed to the connection per poll.
+const MAX_CHUNK: usize = 64 * 1024;
+
 /// The HTTP response body of a WebSocket: drains the outbox.
 pub struct OutboxBody(pub SharedOutbox);
 
@@ -234,7 +240,10 @@ impl Stream for OutboxBody {
             ))));
         }
         if !o.buf.is_empty() {
-            return Poll::Ready(Some(Ok(o.buf.split().freeze())));
+            // Hand the connection at most one chunk at a time: what the socket has not taken stays
+            // here, where the session can see the backlog and bound it.
+            let n = o.buf.len().min(MAX_CHUNK);
+            return Poll::Ready(Some(Ok(o.buf.split_to(n).freeze())));
         }
         if o.closing {
             return Poll::Ready(None);

@@ -5,9 +5,11 @@
 //! the database actor), [`PeerGone`], and the inbound frame stream.
 //! Mailbox: capacity `DIALTONE_WS_MAILBOX`. Channel actors and the hub offer with `try_send`; a
 //! full mailbox closes the socket as a slow consumer (1008). Close orders bypass the bound.
-//! The outbox holds at most `DIALTONE_WS_OUTBOX_BYTES`; past that the queued frames are discarded,
-//! a 1008 close frame is sent and the socket closes — counted in metrics, never a silent drop. The
-//! client catches up with `sync` or history.
+//! Outbox bound (like Redis' output-buffer limits): a queue above `DIALTONE_WS_OUTBOX_HARD_BYTES`,
+//! or above `DIALTONE_WS_OUTBOX_BYTES` for longer than `DIALTONE_WS_OUTBOX_GRACE_MS`, means the
+//! reader is not keeping up: the queued frames are discarded, a 1008 close frame is sent and the
+//! socket closes — counted in metrics, never a silent drop. The client catches up with `sync` or
+//! history.
 //! Lifecycle: registers with the hub in `started`, deregisters in `stopped`, always.
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct WsSession {
     closing: bool,
     /// Shutting down: sends are refused.
     quiesced: bool,
+    /// A backlog check is scheduled (the outbox went over its soft bound).
+    backlog_check: bool,
 }
 
 impl WsSession {
@@ -74,6 +78,7 @@ impl WsSession {
             bucket,
             closing: false,
             quiesced: false,
+            backlog_check: false,
         }
     }
 
@@ -101,24 +106,55 @@ impl WsSession {
             return;
         }
         let queued = self.outbox.borrow_mut().push(msg);
-        if queued > self.config.outbox_bytes {
-            tracing::info!(session = self.key.0, queued, "slow consumer closed");
-            self.metrics.slow_consumer_closes.inc();
-            self.closing = true;
-            self.outbox
-                .borrow_mut()
-                .close_now(reason(close_code::POLICY, "slow consumer"));
-            ctx.stop();
+        if queued > self.config.outbox_hard_bytes {
+            self.slow_consumer(queued, ctx);
+        } else if queued > self.config.outbox_bytes && !self.backlog_check {
+            // A burst may pass the soft bound for a moment; a reader that does not catch up
+            // within the grace period is a slow consumer.
+            self.backlog_check = true;
+            ctx.run_later(self.config.outbox_grace, |act, ctx| {
+                act.backlog_check = false;
+                let queued = act.outbox.borrow().queued();
+                if queued > act.config.outbox_bytes {
+                    act.slow_consumer(queued, ctx);
+                }
+            });
         }
     }
 
-    /// Send a close frame after what is queued, then stop.
-    fn close(&mut self, code: u16, why: &str, ctx: &mut Context<Self>) {
-        if !self.closing {
-            self.closing = true;
-            self.outbox.borrow_mut().close(reason(code, why));
+    fn slow_consumer(&mut self, queued: usize, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
         }
-        ctx.stop();
+        tracing::info!(session = self.key.0, queued, "slow consumer closed");
+        self.metrics.slow_consumer_closes.inc();
+        // What is queued will never be read in time: drop it so the close frame goes next.
+        self.outbox.borrow_mut().discard();
+        self.close(close_code::POLICY, "slow consumer", ctx);
+    }
+
+    /// Start the closing handshake (RFC 6455 §7.1.2): leave the broker at once, send a close frame
+    /// after what is queued, and keep the connection until the peer answers with its close frame
+    /// (or `DIALTONE_WS_CLOSE_TIMEOUT_SECS` pass) so the close frame is not lost behind a backlog.
+    fn close(&mut self, code: u16, why: &str, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.deregister();
+        self.outbox.borrow_mut().push_close(reason(code, why));
+        ctx.run_later(self.config.close_timeout, |act, ctx| {
+            tracing::debug!(session = act.key.0, "no close reply; dropping the connection");
+            act.outbox.borrow_mut().abort();
+            ctx.stop();
+        });
+    }
+
+    /// Leave the hub (and so every channel), once.
+    fn deregister(&mut self) {
+        if self.handle.take().is_some() {
+            self.hub.tell(Disconnect(self.key));
+        }
     }
 
     fn on_text(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
@@ -369,6 +405,9 @@ impl Actor for WsSession {
                 ctx.stop();
                 return;
             }
+            if act.closing {
+                return;
+            }
             act.write(WsMessage::Ping(Bytes::new()), ctx);
         });
 
@@ -381,10 +420,8 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if !self.closing {
-            self.outbox.borrow_mut().finish();
-        }
-        self.hub.tell(Disconnect(self.key));
+        self.deregister();
+        self.outbox.borrow_mut().finish();
         self.metrics.ws_connections.dec();
     }
 }
@@ -421,7 +458,6 @@ impl Handler<PeerGone> for WsSession {
     type Result = ();
 
     fn handle(&mut self, _: PeerGone, ctx: &mut Context<Self>) {
-        self.closing = true;
         ctx.stop();
     }
 }
@@ -429,6 +465,9 @@ impl Handler<PeerGone> for WsSession {
 impl StreamHandler<Result<InMessage, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<InMessage, ProtocolError>, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
+        if self.closing && !matches!(item, Ok(InMessage::Close(_)) | Err(_)) {
+            return;
+        }
         match item {
             Ok(InMessage::Text(bytes)) => self.on_text(bytes, ctx),
             Ok(InMessage::Binary) => {
@@ -440,13 +479,21 @@ impl StreamHandler<Result<InMessage, ProtocolError>> for WsSession {
             }
             Ok(InMessage::Ping(payload)) => self.write(WsMessage::Pong(payload), ctx),
             Ok(InMessage::Pong) => {}
-            Ok(InMessage::Close(_)) => self.close(close_code::NORMAL, "bye", ctx),
+            // The peer's half of the closing handshake (or its own start of one): answer if we
+            // have not, then end the stream once our close frame is written.
+            Ok(InMessage::Close(_)) => {
+                self.close(close_code::NORMAL, "bye", ctx);
+                ctx.stop();
+            }
+            // The inbound stream cannot be trusted any more: send the close frame and end.
             Err(ProtocolError::Overflow) => {
                 self.close(close_code::TOO_BIG, "frame too large", ctx);
+                ctx.stop();
             }
             Err(e) => {
                 tracing::debug!(session = self.key.0, error = %e, "websocket protocol error");
                 self.close(1002, "protocol error", ctx);
+                ctx.stop();
             }
         }
     }
