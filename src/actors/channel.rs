@@ -183,3 +183,103 @@ impl Handler<SubscriberCount> for ChannelActor {
         self.subscribers.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::probe::{self, Sync};
+    use crate::db::models::MessageRow;
+    use crate::db::types::Time;
+
+    fn committed(channel: &str, id: &str, origin: &SessionHandle) -> CommittedMessage {
+        CommittedMessage {
+            row: MessageRow {
+                id: id.to_owned(),
+                channel_id: channel.to_owned(),
+                sender_id: "sender".to_owned(),
+                sender_name_enc: "bmFtZQ==".to_owned(),
+                body: format!("body-{id}"),
+                sent_at: Time::now(),
+                client_message_id: Some(format!("c-{id}")),
+            },
+            origin: origin.clone(),
+        }
+    }
+
+    fn ids(log: &std::sync::Mutex<probe::Log>) -> Vec<String> {
+        log.lock().unwrap().events.iter().map(|e| e.message_id.clone()).collect()
+    }
+
+    #[actix::test]
+    async fn join_fan_out_in_order_and_leave() {
+        let metrics = Metrics::new();
+        let channel = ChannelActor::new("c1".into(), metrics.clone()).start();
+        let (p1, h1, log1) = probe::spawn(&metrics);
+        let (p2, h2, log2) = probe::spawn(&metrics);
+        channel.send(Join(h1.clone())).await.unwrap();
+        channel.send(Join(h2.clone())).await.unwrap();
+        assert_eq!(channel.send(SubscriberCount).await.unwrap(), 2);
+
+        channel
+            .send(Publish(vec![committed("c1", "m1", &h1), committed("c1", "m2", &h2)]))
+            .await
+            .unwrap();
+        p1.send(Sync).await.unwrap();
+        p2.send(Sync).await.unwrap();
+        assert_eq!(ids(&log1), ["m1", "m2"]);
+        assert_eq!(ids(&log2), ["m1", "m2"]);
+        let first = log1.lock().unwrap().events[0].clone();
+        assert_eq!(first.kind, "channel.message.new");
+        assert_eq!(first.channel_id.as_deref(), Some("c1"));
+        assert_eq!(first.client_message_id.as_deref(), Some("c-m1"));
+        assert_eq!(metrics.fanout_deliveries.get(), 4);
+
+        channel.send(Leave(h1.key)).await.unwrap();
+        channel
+            .send(Publish(vec![committed("c1", "m3", &h2)]))
+            .await
+            .unwrap();
+        p1.send(Sync).await.unwrap();
+        p2.send(Sync).await.unwrap();
+        assert_eq!(ids(&log1), ["m1", "m2"], "left: nothing more");
+        assert_eq!(ids(&log2), ["m1", "m2", "m3"]);
+    }
+
+    #[actix::test]
+    async fn an_unsubscribed_sender_still_gets_its_echo() {
+        let metrics = Metrics::new();
+        let channel = ChannelActor::new("c1".into(), metrics.clone()).start();
+        let (p1, h1, log1) = probe::spawn(&metrics);
+        let (p2, h2, log2) = probe::spawn(&metrics);
+        channel.send(Join(h2.clone())).await.unwrap();
+        channel
+            .send(Publish(vec![committed("c1", "m1", &h1), committed("c1", "m2", &h2)]))
+            .await
+            .unwrap();
+        p1.send(Sync).await.unwrap();
+        p2.send(Sync).await.unwrap();
+        assert_eq!(ids(&log1), ["m1"], "only its own message");
+        assert_eq!(ids(&log2), ["m1", "m2"]);
+    }
+
+    #[actix::test]
+    async fn a_full_mailbox_is_closed_as_slow_consumer_without_stalling_others() {
+        let metrics = Metrics::new();
+        let channel = ChannelActor::new("c1".into(), metrics.clone()).start();
+        let (stalled, stalled_log) = probe::spawn_stalled(&metrics);
+        let (p, h, log) = probe::spawn(&metrics);
+        channel.send(Join(stalled.clone())).await.unwrap();
+        channel.send(Join(h.clone())).await.unwrap();
+        for i in 0..5 {
+            channel
+                .send(Publish(vec![committed("c1", &format!("m{i}"), &h)]))
+                .await
+                .unwrap();
+        }
+        p.send(Sync).await.unwrap();
+        assert_eq!(ids(&log).len(), 5, "the healthy subscriber got everything");
+        assert_eq!(metrics.slow_consumer_closes.get(), 1);
+        assert_eq!(channel.send(SubscriberCount).await.unwrap(), 1, "the stalled one was dropped");
+        assert!(stalled_log.lock().unwrap().events.is_empty());
+    }
+}

@@ -96,3 +96,85 @@ pub fn frame(event: &Event) -> ByteString {
     // Serializing a struct of strings and bools cannot fail.
     ByteString::from(serde_json::to_string(event).unwrap_or_default())
 }
+
+/// Probe actors for the actor unit tests: they record what a session would be sent.
+#[cfg(test)]
+pub(crate) mod probe {
+    use std::sync::{Arc, Mutex};
+
+    use actix::prelude::*;
+
+    use super::{Outbound, SessionHandle, SessionKey};
+    use crate::metrics::Metrics;
+    use crate::protocol::ws::Event;
+
+    /// What a probe received.
+    #[derive(Default, Debug)]
+    pub struct Log {
+        pub events: Vec<Event>,
+        pub closes: Vec<u16>,
+    }
+
+    pub struct Probe(pub Arc<Mutex<Log>>);
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Probe {
+        type Result = ();
+
+        fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
+            let mut log = self.0.lock().unwrap();
+            match msg {
+                Outbound::Frames(frames) => {
+                    for f in frames.iter() {
+                        log.events.push(serde_json::from_str(f).unwrap());
+                    }
+                }
+                Outbound::Event(e) => log.events.push(*e),
+                Outbound::Close { code, .. } => log.closes.push(code),
+                Outbound::Quiesce => {}
+            }
+        }
+    }
+
+    /// Barrier: resolves once the probe has handled everything queued before it.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    pub struct Sync;
+
+    impl Handler<Sync> for Probe {
+        type Result = ();
+        fn handle(&mut self, _: Sync, _: &mut Context<Self>) {}
+    }
+
+    /// A running probe, its handle and its log.
+    pub fn spawn(metrics: &Metrics) -> (Addr<Probe>, SessionHandle, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let addr = Probe(log.clone()).start();
+        let handle = SessionHandle {
+            key: SessionKey::next(),
+            outbound: addr.clone().recipient(),
+            meter: metrics.mailbox("session"),
+        };
+        (addr, handle, log)
+    }
+
+    /// A probe that never handles anything (its mailbox holds one message): a stalled socket.
+    pub fn spawn_stalled(metrics: &Metrics) -> (SessionHandle, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let inner = log.clone();
+        let addr = Probe::create(move |ctx| {
+            ctx.set_mailbox_capacity(1);
+            ctx.wait(futures_util::future::pending::<()>().into_actor(&Probe(inner.clone())));
+            Probe(inner)
+        });
+        let handle = SessionHandle {
+            key: SessionKey::next(),
+            outbound: addr.recipient(),
+            meter: metrics.mailbox("session"),
+        };
+        (handle, log)
+    }
+}
