@@ -116,8 +116,6 @@ pub struct WsConfig {
     pub send_rate: u32,
     /// Burst allowance above `send_rate`.
     pub send_burst: u32,
-    /// Sends of one socket awaiting their commit; more → `rate_limited`.
-    pub max_inflight_sends: usize,
     /// Concurrent WebSocket sessions; more → `503 too_many_connections` before the upgrade.
     pub max_sessions: usize,
 }
@@ -314,7 +312,6 @@ impl Config {
             mailbox: env.num("DIALTONE_WS_MAILBOX", 1024, 16, 1 << 20)?,
             send_rate: env.num("DIALTONE_WS_SEND_RATE", 100, 0, 1_000_000)?,
             send_burst: env.num("DIALTONE_WS_SEND_BURST", 200, 1, 1_000_000)?,
-            max_inflight_sends: env.num("DIALTONE_WS_MAX_INFLIGHT", 512, 1, 1 << 20)?,
             max_sessions: env.num("DIALTONE_WS_MAX_SESSIONS", max_connections, 1, 10_000_000)?,
         };
         if ws.outbox_hard_bytes < ws.outbox_bytes {

@@ -116,6 +116,7 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         println!("  first invite: {}   (expires {})", invite.token, invite.expires_at);
         println!("The first user to register becomes the admin.");
     }
+    println!("Press Ctrl-C to stop.");
     running.serve_until(shutdown_signal()).await
 }
 

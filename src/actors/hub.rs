@@ -177,7 +177,7 @@ impl Hub {
     }
 
     /// Offer one event to every session (serialized once).
-    fn to_everyone(&mut self, event: &Event) {
+    fn tell_everyone(&mut self, event: &Event) {
         let frames: Frames = Arc::from(vec![frame(event)]);
         let mut slow = Vec::new();
         for (key, entry) in &self.sessions {
@@ -326,7 +326,7 @@ impl Handler<Connect> for Hub {
         *count += 1;
         if *count == 1 {
             self.metrics.users_online.inc();
-            self.to_everyone(&Event::presence(msg.user_id, true));
+            self.tell_everyone(&Event::presence(msg.user_id, true));
         }
     }
 }
@@ -347,7 +347,7 @@ impl Handler<Disconnect> for Hub {
             if *count == 0 {
                 self.online.remove(&entry.user_id);
                 self.metrics.users_online.dec();
-                self.to_everyone(&Event::presence(entry.user_id, false));
+                self.tell_everyone(&Event::presence(entry.user_id, false));
             }
         }
     }
@@ -450,10 +450,10 @@ impl Handler<Notice> for Hub {
                 for key in auto {
                     self.join(key, &channel.id);
                 }
-                self.to_everyone(&Event::channel_updated(channel.id, channel.name_enc));
+                self.tell_everyone(&Event::channel_updated(channel.id, channel.name_enc));
             }
             Notice::ChannelUpdated(channel) => {
-                self.to_everyone(&Event::channel_updated(channel.id, channel.name_enc));
+                self.tell_everyone(&Event::channel_updated(channel.id, channel.name_enc));
             }
             Notice::ChannelDeleted(channel_id) => {
                 if let Some(Some(addr)) = self.channels.remove(&channel_id) {
@@ -462,13 +462,13 @@ impl Handler<Notice> for Hub {
                 for entry in self.sessions.values_mut() {
                     entry.channels.remove(&channel_id);
                 }
-                self.to_everyone(&Event::channel_deleted(channel_id));
+                self.tell_everyone(&Event::channel_deleted(channel_id));
             }
             Notice::ProfileUpdated { user_id } => {
-                self.to_everyone(&Event::profile_updated(user_id));
+                self.tell_everyone(&Event::profile_updated(user_id));
             }
             Notice::DeviceJoined { user_id, device_id } => {
-                self.to_everyone(&Event::device_joined(user_id, device_id));
+                self.tell_everyone(&Event::device_joined(user_id, device_id));
             }
             Notice::SessionsRevoked { session_ids } => {
                 let ids: HashSet<&str> = session_ids.iter().map(String::as_str).collect();

@@ -96,6 +96,8 @@ pub enum Pool {
 }
 
 /// A pooled connection, returned to the pool on drop.
+// Lives for one operation inside its future; boxing would cost an allocation per checkout.
+#[allow(clippy::large_enum_variant)]
 pub enum Conn {
     Postgres(Object<AsyncPgConnection>),
     Sqlite(Object<SqliteConn>),
