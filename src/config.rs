@@ -197,7 +197,8 @@ impl Config {
             admin_token: env.get("DIALTONE_ADMIN_TOKEN").map(str::to_owned),
             channel_key: env.get("DIALTONE_CHANNEL_KEY").map(str::to_owned),
         };
-        let none_set = raw.pepper.is_none() && raw.admin_token.is_none() && raw.channel_key.is_none();
+        let none_set =
+            raw.pepper.is_none() && raw.admin_token.is_none() && raw.channel_key.is_none();
         let (raw, generated, first_run) = if db_url.is_embedded() && none_set {
             let (raw, first_run) = load_or_generate_secrets(&data_dir)?;
             (raw, true, first_run)
@@ -307,8 +308,18 @@ impl Config {
             max_frame: env.num("DIALTONE_WS_MAX_FRAME", 64 * 1024, 1024, 16 << 20)?,
             outbox_bytes: env.num("DIALTONE_WS_OUTBOX_BYTES", 1 << 20, 1024, 1 << 30)?,
             outbox_hard_bytes: env.num("DIALTONE_WS_OUTBOX_HARD_BYTES", 16 << 20, 1024, 1 << 31)?,
-            outbox_grace: Duration::from_millis(env.num("DIALTONE_WS_OUTBOX_GRACE_MS", 2000, 1, 600_000)?),
-            close_timeout: Duration::from_secs(env.num("DIALTONE_WS_CLOSE_TIMEOUT_SECS", 10, 1, 600)?),
+            outbox_grace: Duration::from_millis(env.num(
+                "DIALTONE_WS_OUTBOX_GRACE_MS",
+                2000,
+                1,
+                600_000,
+            )?),
+            close_timeout: Duration::from_secs(env.num(
+                "DIALTONE_WS_CLOSE_TIMEOUT_SECS",
+                10,
+                1,
+                600,
+            )?),
             mailbox: env.num("DIALTONE_WS_MAILBOX", 1024, 16, 1 << 20)?,
             send_rate: env.num("DIALTONE_WS_SEND_RATE", 100, 0, 1_000_000)?,
             send_burst: env.num("DIALTONE_WS_SEND_BURST", 200, 1, 1_000_000)?,
@@ -529,7 +540,10 @@ struct Vars(HashMap<String, String>);
 
 impl Vars {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     fn num<T>(&self, key: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
@@ -676,10 +690,7 @@ mod tests {
         let first = Config::load(vars.clone()).unwrap();
         assert!(first.first_run);
         assert!(first.config.generated_secrets);
-        assert_eq!(
-            first.config.db.url,
-            DbUrl::Sqlite(dir.join("dialtone.db"))
-        );
+        assert_eq!(first.config.db.url, DbUrl::Sqlite(dir.join("dialtone.db")));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -707,7 +718,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dialtone-cfg-{}", uuid::Uuid::new_v4()));
         let vars: HashMap<String, String> = [
             ("DIALTONE_DATA_DIR".to_owned(), dir.display().to_string()),
-            ("DIALTONE_ADMIN_TOKEN".to_owned(), "admin-token-0123456789".to_owned()),
+            (
+                "DIALTONE_ADMIN_TOKEN".to_owned(),
+                "admin-token-0123456789".to_owned(),
+            ),
         ]
         .into();
         assert_eq!(err_of(vars).var, "DIALTONE_USERNAME_PEPPER");

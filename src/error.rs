@@ -42,10 +42,22 @@ impl AppError {
         match self {
             AppError::Service(e) => match e {
                 S::Invalid(m) => (StatusCode::BAD_REQUEST, "invalid_request", m.clone()),
-                S::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized".into()),
-                S::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired", "token expired".into()),
+                S::Unauthorized => (
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unauthorized".into(),
+                ),
+                S::TokenExpired => (
+                    StatusCode::UNAUTHORIZED,
+                    "token_expired",
+                    "token expired".into(),
+                ),
                 S::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).into()),
-                S::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+                S::NotFound(what) => (
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("{what} not found"),
+                ),
                 S::Conflict(m) => (StatusCode::CONFLICT, "conflict", (*m).into()),
                 S::InviteUsed => (StatusCode::GONE, "invite_used", e.to_string()),
                 S::InviteExpired => (StatusCode::GONE, "invite_expired", e.to_string()),
@@ -56,16 +68,26 @@ impl AppError {
                     "unavailable",
                     "database unavailable; retry later".into(),
                 ),
-                S::Db(_) | S::Crypto(_) | S::Internal(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into())
-                }
+                S::Db(_) | S::Crypto(_) | S::Internal(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                ),
             },
-            AppError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, code, message.clone()),
-            AppError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", self.to_string()),
-            AppError::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
-            AppError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", self.to_string())
+            AppError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message.clone())
             }
+            AppError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                self.to_string(),
+            ),
+            AppError::NotFound => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            AppError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                self.to_string(),
+            ),
             AppError::TooManyConnections => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_connections",
@@ -109,7 +131,10 @@ mod tests {
     fn error_json_shape() {
         let (status, json) = body_of(ServiceError::InviteUsed.into());
         assert_eq!(status, 410);
-        assert_eq!(json, serde_json::json!({"error": "invite already used", "code": "invite_used"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "invite already used", "code": "invite_used"})
+        );
         let (status, json) = body_of(ServiceError::TokenExpired.into());
         assert_eq!(status, 401);
         assert_eq!(json["error"], "token expired");
@@ -117,11 +142,18 @@ mod tests {
 
     #[test]
     fn internal_errors_leak_nothing() {
-        let e = ServiceError::Db(DbError::Setup("SELECT secret FROM users; password=hunter2".into()));
+        let e = ServiceError::Db(DbError::Setup(
+            "SELECT secret FROM users; password=hunter2".into(),
+        ));
         let (status, json) = body_of(e.into());
         assert_eq!(status, 500);
-        assert_eq!(json, serde_json::json!({"error": "internal error", "code": "internal"}));
-        let (status, json) = body_of(ServiceError::Db(DbError::Unavailable("connection refused 10.0.0.5".into())).into());
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "internal error", "code": "internal"})
+        );
+        let (status, json) = body_of(
+            ServiceError::Db(DbError::Unavailable("connection refused 10.0.0.5".into())).into(),
+        );
         assert_eq!(status, 503);
         assert!(!json["error"].as_str().unwrap().contains("10.0.0.5"));
     }

@@ -12,7 +12,11 @@ use dialtone::protocol::rest::CreateInviteRequest;
 use dialtone::server::{self, Storage};
 
 #[derive(Parser)]
-#[command(name = "dialtone", version, about = "Self-hosted end-to-end encrypted chat server")]
+#[command(
+    name = "dialtone",
+    version,
+    about = "Self-hosted end-to-end encrypted chat server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -76,7 +80,10 @@ fn main() -> ExitCode {
                 let report = storage.db.call(dialtone::actors::db::Rekey {}).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if report.failed() > 0 {
-                    anyhow::bail!("{} value(s) could not be decrypted; see the log", report.failed());
+                    anyhow::bail!(
+                        "{} value(s) could not be decrypted; see the log",
+                        report.failed()
+                    );
                 }
                 Ok(())
             }
@@ -93,15 +100,26 @@ fn main() -> ExitCode {
 
 async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let Loaded { config, first_run } = loaded;
-    let listener = TcpListener::bind(config.listen_addr)
-        .with_context(|| format!("DIALTONE_LISTEN_ADDR: cannot listen on {}", config.listen_addr))?;
+    let listener = TcpListener::bind(config.listen_addr).with_context(|| {
+        format!(
+            "DIALTONE_LISTEN_ADDR: cannot listen on {}",
+            config.listen_addr
+        )
+    })?;
     let data_dir = config.data_dir.clone();
     let admin_token = config.admin_token.expose().clone();
     let generated = config.generated_secrets;
     let running = server::start(config, listener).await?;
-    let scheme = if running.tls_fingerprint.is_some() { "https" } else { "http" };
+    let scheme = if running.tls_fingerprint.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let port = running.local_addr.port();
-    println!("dialtone is running at {scheme}://localhost:{port} (listening on {})", running.local_addr);
+    println!(
+        "dialtone is running at {scheme}://localhost:{port} (listening on {})",
+        running.local_addr
+    );
     if let Some(fp) = &running.tls_fingerprint {
         println!("TLS certificate SHA-256 fingerprint: {fp}");
     }
@@ -109,11 +127,17 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         println!("secrets: {}", data_dir.join("secrets.env").display());
     }
     if first_run {
-        let invite = running.storage.mint_invite(CreateInviteRequest::default()).await?;
+        let invite = running
+            .storage
+            .mint_invite(CreateInviteRequest::default())
+            .await?;
         println!();
         println!("First run: secrets generated into {}", data_dir.display());
         println!("  admin token : {admin_token}");
-        println!("  first invite: {}   (expires {})", invite.token, invite.expires_at);
+        println!(
+            "  first invite: {}   (expires {})",
+            invite.token, invite.expires_at
+        );
         println!("The first user to register becomes the admin.");
     }
     println!("Press Ctrl-C to stop.");
@@ -146,5 +170,8 @@ async fn shutdown_signal() {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

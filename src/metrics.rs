@@ -110,15 +110,31 @@ impl Metrics {
             ws_errors: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("ws_connections", "Open WebSocket sessions", m.ws_connections.clone());
-        registry.register("ws_sessions", "WebSocket sessions opened", m.ws_sessions_total.clone());
+        registry.register(
+            "ws_connections",
+            "Open WebSocket sessions",
+            m.ws_connections.clone(),
+        );
+        registry.register(
+            "ws_sessions",
+            "WebSocket sessions opened",
+            m.ws_sessions_total.clone(),
+        );
         registry.register(
             "ws_refused",
             "WebSocket upgrades refused at the session limit",
             m.ws_refused_total.clone(),
         );
-        registry.register("users_online", "Users with at least one open socket", m.users_online.clone());
-        registry.register("channel_actors", "Live channel actors", m.channel_actors.clone());
+        registry.register(
+            "users_online",
+            "Users with at least one open socket",
+            m.users_online.clone(),
+        );
+        registry.register(
+            "channel_actors",
+            "Live channel actors",
+            m.channel_actors.clone(),
+        );
         registry.register(
             "mailbox_depth",
             "Messages waiting in actor mailboxes, by actor kind",
@@ -180,7 +196,10 @@ impl Metrics {
     /// The depth meter of one actor kind (`db`, `hub`, `channel`, `session`, `admin`).
     pub fn mailbox(&self, actor: &'static str) -> MailboxMeter {
         MailboxMeter {
-            depth: self.mailbox_depth.get_or_create(&ActorLabel { actor }).clone(),
+            depth: self
+                .mailbox_depth
+                .get_or_create(&ActorLabel { actor })
+                .clone(),
             high: self
                 .mailbox_high_water
                 .get_or_create(&ActorLabel { actor })
@@ -189,7 +208,9 @@ impl Metrics {
     }
 
     pub fn http_response(&self, status: u16) {
-        self.http_responses.get_or_create(&StatusLabel { status }).inc();
+        self.http_responses
+            .get_or_create(&StatusLabel { status })
+            .inc();
     }
 
     pub fn ws_error(&self, code: &'static str) {

@@ -12,7 +12,9 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::actors::admin::AdminActor;
-use crate::actors::db::{ChannelIds, CommittedBatch, DbActor, DbActorConfig, DbHandle, MintInvite, PurgeExpiredSessions};
+use crate::actors::db::{
+    ChannelIds, CommittedBatch, DbActor, DbActorConfig, DbHandle, MintInvite, PurgeExpiredSessions,
+};
 use crate::actors::hub::{Hub, HubHandle, Quiesce, Shutdown};
 use crate::config::Config;
 use crate::crypto::field::FieldCipher;
@@ -190,7 +192,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
                         let m = m.clone();
                         async move {
                             actix_web::HttpResponse::Ok()
-                                .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                                .content_type(
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )
                                 .body(m.render())
                         }
                     }),
@@ -255,7 +259,11 @@ impl Running {
 }
 
 /// Start and serve until `shutdown` (mini-redis style entry point).
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     start(config, listener).await?.serve_until(shutdown).await
 }
 

@@ -37,7 +37,8 @@ pub fn load(setup: &TlsSetup) -> anyhow::Result<Option<ServerTls>> {
     let (chain, key, self_signed) = match setup {
         TlsSetup::Disabled => return Ok(None),
         TlsSetup::Files { cert, key } => {
-            let chain = read_chain(cert).with_context(|| format!("DIALTONE_TLS_CERT: {}", cert.display()))?;
+            let chain = read_chain(cert)
+                .with_context(|| format!("DIALTONE_TLS_CERT: {}", cert.display()))?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .with_context(|| format!("DIALTONE_TLS_KEY: {}", key.display()))?;
             (chain, key, false)
@@ -72,14 +73,21 @@ fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 /// The development certificate in `dir`, generated on first use.
-fn dev_certificate(dir: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn dev_certificate(
+    dir: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let cert_path = dir.join(DEV_CERT);
     let key_path = dir.join(DEV_KEY);
     if !cert_path.exists() || !key_path.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("DIALTONE_DATA_DIR: cannot create {}", dir.display()))?;
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        let generated = rcgen::generate_simple_self_signed(names).context("generating the development certificate")?;
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let generated = rcgen::generate_simple_self_signed(names)
+            .context("generating the development certificate")?;
         // A half-written pair from an interrupted start is replaced.
         let _ = std::fs::remove_file(&key_path);
         write_private_file(&key_path, generated.signing_key.serialize_pem().as_bytes())
@@ -88,8 +96,10 @@ fn dev_certificate(dir: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, 
             .with_context(|| format!("writing {}", cert_path.display()))?;
         tracing::info!(path = %cert_path.display(), "generated a self-signed development certificate");
     }
-    let chain = read_chain(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let chain =
+        read_chain(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .with_context(|| format!("reading {}", key_path.display()))?;
     Ok((chain, key))
 }
 

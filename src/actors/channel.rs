@@ -41,7 +41,13 @@ impl ChannelActor {
 }
 
 /// Offer frames to one session; `false` if it is gone or was closed as a slow consumer.
-fn offer(metrics: &Metrics, channel_id: &str, key: SessionKey, handle: &SessionHandle, frames: &Frames) -> bool {
+fn offer(
+    metrics: &Metrics,
+    channel_id: &str,
+    key: SessionKey,
+    handle: &SessionHandle,
+    frames: &Frames,
+) -> bool {
     match handle.offer(frames.clone()) {
         Offer::Queued => {
             metrics.fanout_deliveries.inc_by(frames.len() as u64);
@@ -155,7 +161,13 @@ impl Handler<Publish> for ChannelActor {
         for (m, f) in messages.iter().zip(frames) {
             if !self.subscribers.contains_key(&m.origin.key) {
                 let only: Frames = Arc::from(vec![f]);
-                offer(&self.metrics, &self.channel_id, m.origin.key, &m.origin, &only);
+                offer(
+                    &self.metrics,
+                    &self.channel_id,
+                    m.origin.key,
+                    &m.origin,
+                    &only,
+                );
             }
         }
     }
@@ -207,7 +219,12 @@ mod tests {
     }
 
     fn ids(log: &std::sync::Mutex<probe::Log>) -> Vec<String> {
-        log.lock().unwrap().events.iter().map(|e| e.message_id.clone()).collect()
+        log.lock()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.message_id.clone())
+            .collect()
     }
 
     #[actix::test]
@@ -221,7 +238,10 @@ mod tests {
         assert_eq!(channel.send(SubscriberCount).await.unwrap(), 2);
 
         channel
-            .send(Publish(vec![committed("c1", "m1", &h1), committed("c1", "m2", &h2)]))
+            .send(Publish(vec![
+                committed("c1", "m1", &h1),
+                committed("c1", "m2", &h2),
+            ]))
             .await
             .unwrap();
         p1.send(Sync).await.unwrap();
@@ -253,7 +273,10 @@ mod tests {
         let (p2, h2, log2) = probe::spawn(&metrics);
         channel.send(Join(h2.clone())).await.unwrap();
         channel
-            .send(Publish(vec![committed("c1", "m1", &h1), committed("c1", "m2", &h2)]))
+            .send(Publish(vec![
+                committed("c1", "m1", &h1),
+                committed("c1", "m2", &h2),
+            ]))
             .await
             .unwrap();
         p1.send(Sync).await.unwrap();
@@ -279,7 +302,11 @@ mod tests {
         p.send(Sync).await.unwrap();
         assert_eq!(ids(&log).len(), 5, "the healthy subscriber got everything");
         assert_eq!(metrics.slow_consumer_closes.get(), 1);
-        assert_eq!(channel.send(SubscriberCount).await.unwrap(), 1, "the stalled one was dropped");
+        assert_eq!(
+            channel.send(SubscriberCount).await.unwrap(),
+            1,
+            "the stalled one was dropped"
+        );
         assert!(stalled_log.lock().unwrap().events.is_empty());
     }
 }

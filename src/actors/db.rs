@@ -34,8 +34,8 @@ use crate::db::types::Time;
 use crate::metrics::{MailboxMeter, Metrics};
 use crate::protocol::rest::{
     Channel, ChannelKeyEnvelope, ChannelKeysUpload, CreateDeviceRequest, CreateInviteRequest,
-    Device, DeviceKeysResponse, DirectoryKeyEnvelope, DirectoryKeysUpload, InviteResponse, LoginRequest,
-    MessagesResponse, Profile, RegisterRequest, User,
+    Device, DeviceKeysResponse, DirectoryKeyEnvelope, DirectoryKeysUpload, InviteResponse,
+    LoginRequest, MessagesResponse, Profile, RegisterRequest, User,
 };
 use crate::protocol::ws::{Event, error_code};
 use crate::service::auth::{self, AuthContext, SignedIn};
@@ -100,7 +100,10 @@ impl DbActor {
 
     /// Wait for an in-flight slot. When none is free the actor stops taking messages from its
     /// mailbox until one is, so senders feel the mailbox bound instead of piling up futures.
-    fn admit(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = Option<OwnedSemaphorePermit>> + 'static {
+    fn admit(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Option<OwnedSemaphorePermit>> + 'static {
         if self.inflight.available_permits() == 0 {
             let sem = self.inflight.clone();
             ctx.wait(
@@ -182,7 +185,12 @@ impl DbActor {
                 for row in committed.missing_channel {
                     if let Some(origin) = origins.remove(&row.id) {
                         self.metrics.messages_rejected.inc();
-                        reject(&origin, &row, error_code::CHANNEL_NOT_FOUND, "channel not found");
+                        reject(
+                            &origin,
+                            &row,
+                            error_code::CHANNEL_NOT_FOUND,
+                            "channel not found",
+                        );
                     }
                 }
                 if n == 0 {
@@ -210,10 +218,12 @@ impl DbActor {
                 tracing::error!(error = %e, batch = origins.len(), "group commit failed; senders told to retry");
                 self.metrics.messages_rejected.inc_by(origins.len() as u64);
                 for origin in origins.values() {
-                    origin.outbound.do_send(Outbound::Event(Box::new(Event::error(
-                        error_code::SERVER_ERROR,
-                        "message not saved; please retry",
-                    ))));
+                    origin
+                        .outbound
+                        .do_send(Outbound::Event(Box::new(Event::error(
+                            error_code::SERVER_ERROR,
+                            "message not saved; please retry",
+                        ))));
                 }
             }
         }

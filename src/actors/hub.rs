@@ -253,12 +253,21 @@ pub enum Notice {
     ChannelCreated(Channel),
     ChannelUpdated(Channel),
     ChannelDeleted(String),
-    ProfileUpdated { user_id: String },
-    DeviceJoined { user_id: String, device_id: String },
+    ProfileUpdated {
+        user_id: String,
+    },
+    DeviceJoined {
+        user_id: String,
+        device_id: String,
+    },
     /// These login sessions were revoked (logout, device removed): close their sockets.
-    SessionsRevoked { session_ids: Vec<String> },
+    SessionsRevoked {
+        session_ids: Vec<String>,
+    },
     /// The user was disabled: close every socket of theirs.
-    UserDisabled { user_id: String },
+    UserDisabled {
+        user_id: String,
+    },
 }
 
 /// A persisted broadcast to deliver to every connected device, each with its own envelope.
@@ -301,7 +310,8 @@ impl Handler<Connect> for Hub {
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
         self.mailbox.handled();
         if self.shutting_down {
-            msg.handle.close(close_code::GOING_AWAY, "server shutting down");
+            msg.handle
+                .close(close_code::GOING_AWAY, "server shutting down");
             return;
         }
         let key = msg.handle.key;
@@ -399,7 +409,10 @@ impl Handler<CommittedBatch> for Hub {
         // Group by channel, keeping commit order within each.
         let mut by_channel: Vec<(String, Vec<CommittedMessage>)> = Vec::new();
         for m in msg.0 {
-            match by_channel.iter_mut().find(|(id, _)| *id == m.row.channel_id) {
+            match by_channel
+                .iter_mut()
+                .find(|(id, _)| *id == m.row.channel_id)
+            {
                 Some((_, list)) => list.push(m),
                 None => by_channel.push((m.row.channel_id.clone(), vec![m])),
             }
@@ -477,7 +490,9 @@ impl Handler<Notice> for Hub {
                 });
             }
             Notice::UserDisabled { user_id } => {
-                self.close_where(close_code::NORMAL, "account disabled", |e| e.user_id == user_id);
+                self.close_where(close_code::NORMAL, "account disabled", |e| {
+                    e.user_id == user_id
+                });
             }
         }
     }
@@ -503,7 +518,12 @@ impl Handler<Broadcast> for Hub {
             // Each device sees only its own envelope, so this frame is per device.
             let event = Event {
                 kind: crate::protocol::ws::event_type::MESSAGE_BROADCAST.to_owned(),
-                key_envelope: Some(b.key_envelopes.get(&entry.device_id).cloned().unwrap_or_default()),
+                key_envelope: Some(
+                    b.key_envelopes
+                        .get(&entry.device_id)
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
                 ..base.clone()
             };
             match entry.handle.offer(Arc::from(vec![frame(&event)])) {
@@ -622,7 +642,10 @@ mod tests {
         connect(&hub, &wh, "watcher");
         connect(&hub, &bh1, "bob");
         connect(&hub, &bh2, "bob");
-        let online = hub.ask(Presence(vec!["bob".into(), "nobody".into()])).await.unwrap();
+        let online = hub
+            .ask(Presence(vec!["bob".into(), "nobody".into()]))
+            .await
+            .unwrap();
         assert_eq!(online.get("bob"), Some(&true));
         assert_eq!(online.get("nobody"), Some(&false));
 
@@ -636,7 +659,11 @@ mod tests {
         watcher.send(Sync).await.unwrap();
         assert_eq!(
             presence_events(&wlog),
-            [("watcher".to_owned(), true), ("bob".to_owned(), true), ("bob".to_owned(), false)],
+            [
+                ("watcher".to_owned(), true),
+                ("bob".to_owned(), true),
+                ("bob".to_owned(), false)
+            ],
             "one event per first and last socket"
         );
         assert_eq!(metrics.users_online.get(), 1);
@@ -655,23 +682,43 @@ mod tests {
             subscribe_all: false,
         });
         assert_eq!(
-            hub.ask(Subscribe { key: h.key, channel_id: "nope".into() }).await.unwrap(),
+            hub.ask(Subscribe {
+                key: h.key,
+                channel_id: "nope".into()
+            })
+            .await
+            .unwrap(),
             Err(())
         );
         assert_eq!(
-            hub.ask(Subscribe { key: h.key, channel_id: "c1".into() }).await.unwrap(),
+            hub.ask(Subscribe {
+                key: h.key,
+                channel_id: "c1".into()
+            })
+            .await
+            .unwrap(),
             Ok(())
         );
         let stats = hub.ask(Stats).await.unwrap();
-        assert_eq!((stats.connections, stats.channels, stats.channel_actors), (1, 1, 1));
+        assert_eq!(
+            (stats.connections, stats.channels, stats.channel_actors),
+            (1, 1, 1)
+        );
 
         hub.tell(Notice::ChannelDeleted("c1".into()));
         assert_eq!(
-            hub.ask(Unsubscribe { key: h.key, channel_id: "c1".into() }).await.unwrap(),
+            hub.ask(Unsubscribe {
+                key: h.key,
+                channel_id: "c1".into()
+            })
+            .await
+            .unwrap(),
             Err(()),
             "a deleted channel is unknown"
         );
-        hub.tell(Notice::SessionsRevoked { session_ids: vec!["s".into()] });
+        hub.tell(Notice::SessionsRevoked {
+            session_ids: vec!["s".into()],
+        });
         hub.ask(Stats).await.unwrap();
         p.send(Sync).await.unwrap();
         let log = log.lock().unwrap();

@@ -23,7 +23,11 @@ pub use ws::{Incoming, WsClient, WsOptions};
 pub enum ClientError {
     /// The server answered with an error body.
     #[error("{message} ({status} {code})")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// Connection, TLS or protocol failure.
     #[error("transport: {0}")]
     Transport(String),

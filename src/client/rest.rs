@@ -118,7 +118,12 @@ impl RestClient {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> ClientResult<T> {
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> ClientResult<T> {
         Self::json(self.request(method, path).json(body)).await
     }
 
@@ -168,7 +173,10 @@ impl RestClient {
     }
 
     pub async fn profiles(&self) -> ClientResult<Vec<Profile>> {
-        Ok(self.get::<ProfilesResponse>("/users/profiles").await?.profiles)
+        Ok(self
+            .get::<ProfilesResponse>("/users/profiles")
+            .await?
+            .profiles)
     }
 
     pub async fn set_profile(&self, name_enc: &str) -> ClientResult<()> {
@@ -228,8 +236,11 @@ impl RestClient {
     }
 
     pub async fn delete_device(&self, device_id: &str) -> ClientResult<()> {
-        self.no_content(Method::DELETE, &format!("/devices/{}", urlencode(device_id)))
-            .await
+        self.no_content(
+            Method::DELETE,
+            &format!("/devices/{}", urlencode(device_id)),
+        )
+        .await
     }
 
     // ---- channels ----
@@ -292,7 +303,10 @@ impl RestClient {
     /// The channel key envelope for this session's device; `None` if there is none yet.
     pub async fn channel_key(&self, channel_id: &str) -> ClientResult<Option<ChannelKeyEnvelope>> {
         match self
-            .get(&format!("/channels/keys?channel_id={}", urlencode(channel_id)))
+            .get(&format!(
+                "/channels/keys?channel_id={}",
+                urlencode(channel_id)
+            ))
             .await
         {
             Ok(e) => Ok(Some(e)),
@@ -365,7 +379,9 @@ pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

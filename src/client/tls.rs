@@ -67,11 +67,16 @@ pub fn client_config(trust: &Trust) -> ClientResult<rustls::ClientConfig> {
 }
 
 fn parse_fingerprint(fp: &str) -> ClientResult<[u8; 32]> {
-    let hex: String = fp.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    let hex: String = fp
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
     hex::decode(&hex)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| ClientError::Config("a certificate fingerprint is 32 bytes of hex (SHA-256)".into()))
+        .ok_or_else(|| {
+            ClientError::Config("a certificate fingerprint is 32 bytes of hex (SHA-256)".into())
+        })
 }
 
 /// Trusts exactly one certificate, by SHA-256 fingerprint. Handshake signatures are still verified
@@ -107,7 +112,12 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -116,7 +126,12 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -52,7 +52,11 @@ impl WsOptions {
         } else {
             base.to_owned()
         };
-        let base = if base.ends_with("/ws") { base } else { format!("{base}/ws") };
+        let base = if base.ends_with("/ws") {
+            base
+        } else {
+            format!("{base}/ws")
+        };
         if self.subscribe_none {
             format!("{base}?subscribe=none")
         } else {
@@ -66,7 +70,10 @@ impl WsOptions {
 pub enum Incoming {
     Event(Box<Event>),
     /// The server closed the socket.
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// A connected event stream.
@@ -89,41 +96,50 @@ impl WsClient {
             .into_client_request()
             .map_err(|e| ClientError::Config(format!("WebSocket URL: {e}")))?;
         let header = |v: String| {
-            HeaderValue::from_str(&v).map_err(|_| ClientError::Config("token is not a valid header value".into()))
+            HeaderValue::from_str(&v)
+                .map_err(|_| ClientError::Config("token is not a valid header value".into()))
         };
         if opts.token_in_subprotocol {
             request.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
-                header(format!("{SUBPROTOCOL}, {BEARER_SUBPROTOCOL_PREFIX}{}", opts.token))?,
+                header(format!(
+                    "{SUBPROTOCOL}, {BEARER_SUBPROTOCOL_PREFIX}{}",
+                    opts.token
+                ))?,
             );
         } else {
             request
                 .headers_mut()
                 .insert("Authorization", header(format!("Bearer {}", opts.token))?);
         }
-        let connector = if opts.base_url.starts_with("http://") || opts.base_url.starts_with("ws://") {
-            Connector::Plain
-        } else {
-            Connector::Rustls(Arc::new(client_config(&opts.trust)?))
-        };
+        let connector =
+            if opts.base_url.starts_with("http://") || opts.base_url.starts_with("ws://") {
+                Connector::Plain
+            } else {
+                Connector::Rustls(Arc::new(client_config(&opts.trust)?))
+            };
         let config = WebSocketConfig::default()
             .max_message_size(Some(16 << 20))
             .max_frame_size(Some(16 << 20));
-        let (ws, response) =
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector))
-                .await
-                .map_err(|e| match e {
-                    tungstenite::Error::Http(res) => ClientError::Api {
-                        status: res.status().as_u16(),
-                        code: String::new(),
-                        message: res
-                            .body()
-                            .as_ref()
-                            .map(|b| String::from_utf8_lossy(b).into_owned())
-                            .unwrap_or_default(),
-                    },
-                    other => ClientError::Transport(other.to_string()),
-                })?;
+        let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            true,
+            Some(connector),
+        )
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(res) => ClientError::Api {
+                status: res.status().as_u16(),
+                code: String::new(),
+                message: res
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            other => ClientError::Transport(other.to_string()),
+        })?;
         let protocol = response
             .headers()
             .get("sec-websocket-protocol")
@@ -171,7 +187,11 @@ impl WsClient {
                         "closed ({code} {reason}) while waiting for {kind}"
                     )));
                 }
-                None => return Err(ClientError::Transport(format!("connection ended while waiting for {kind}"))),
+                None => {
+                    return Err(ClientError::Transport(format!(
+                        "connection ended while waiting for {kind}"
+                    )));
+                }
             }
         }
     }
@@ -226,7 +246,9 @@ impl WsReceiver {
                     return Ok(Some(Incoming::Closed { code, reason }));
                 }
                 Ok(_) => continue,
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Ok(None),
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Ok(None);
+                }
                 Err(e) => return Err(ClientError::Transport(e.to_string())),
             }
         }
@@ -240,7 +262,9 @@ impl WsReceiver {
                 Some(Ok(Message::Text(t))) => return Ok(Some(t)),
                 Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Ok(_)) => continue,
-                Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => return Ok(None),
+                Some(Err(
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                )) => return Ok(None),
                 Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
             }
         }

@@ -87,7 +87,11 @@ impl DeviceKeypair {
     }
 
     /// Unwrap an envelope sealed for this device by the device whose public key is `sender_b64`.
-    pub fn unwrap_from(&self, sender_b64: &str, envelope: &str) -> Result<SymmetricKey, CryptoError> {
+    pub fn unwrap_from(
+        &self,
+        sender_b64: &str,
+        envelope: &str,
+    ) -> Result<SymmetricKey, CryptoError> {
         let sender = parse_public_key(sender_b64)?;
         let pairwise = self.pairwise_key(&sender)?;
         let plain = Zeroizing::new(open(&pairwise, envelope)?);
@@ -209,10 +213,13 @@ mod tests {
         let bob = DeviceKeypair::from_secret_bytes(unhex(
             "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
         ));
-        let pairwise = alice.pairwise_key(&parse_public_key(&bob.public_key_b64()).unwrap()).unwrap();
+        let pairwise = alice
+            .pairwise_key(&parse_public_key(&bob.public_key_b64()).unwrap())
+            .unwrap();
         assert_eq!(
             *pairwise,
-            *bob.pairwise_key(&parse_public_key(&alice.public_key_b64()).unwrap()).unwrap()
+            *bob.pairwise_key(&parse_public_key(&alice.public_key_b64()).unwrap())
+                .unwrap()
         );
         let channel_key = [0x42u8; 32];
         let envelope = seal_with_nonce(&pairwise, [1u8; 12], &channel_key);
@@ -222,7 +229,8 @@ mod tests {
     }
     /// Computed independently with pyca/cryptography (OpenSSL): X25519 of the RFC 7748 keys, HKDF-SHA256
     /// with info `dialtone-e2e-v1`, AES-256-GCM with nonce 01×12 over 42×32.
-    const PINNED_ENVELOPE: &str = "AQEBAQEBAQEBAQEBgF+olXdNZ3KvQ6YMsLHaeDjSLaNbrCB9keVRSoMhmW/PjTQVQeA6yrg6ypsx14+y";
+    const PINNED_ENVELOPE: &str =
+        "AQEBAQEBAQEBAQEBgF+olXdNZ3KvQ6YMsLHaeDjSLaNbrCB9keVRSoMhmW/PjTQVQeA6yrg6ypsx14+y";
 
     #[test]
     fn low_order_peer_key_is_refused() {

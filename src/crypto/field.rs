@@ -107,7 +107,12 @@ impl FieldCipher {
     }
 
     /// Decrypt a stored value of `column` in row `row_id`; legacy plaintext passes through.
-    pub fn decrypt(&self, column: Column, row_id: &str, stored: &str) -> Result<Opened, CryptoError> {
+    pub fn decrypt(
+        &self,
+        column: Column,
+        row_id: &str,
+        stored: &str,
+    ) -> Result<Opened, CryptoError> {
         if !stored.starts_with("enc:") {
             return Ok(Opened {
                 plaintext: stored.to_owned(),
@@ -142,9 +147,16 @@ impl FieldCipher {
         let aad = aad(column, row_id);
         let plain = key
             .aead
-            .decrypt(&Nonce::from(nonce), Payload { msg: sealed, aad: &aad })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Tampered { column: col })?;
-        let plaintext = String::from_utf8(plain).map_err(|_| CryptoError::NotUtf8 { column: col })?;
+        let plaintext =
+            String::from_utf8(plain).map_err(|_| CryptoError::NotUtf8 { column: col })?;
         Ok(Opened {
             plaintext,
             needs_rewrite: key.id != self.current.id,
@@ -163,7 +175,10 @@ fn aad(column: Column, row_id: &str) -> Vec<u8> {
 
 /// The key id of a stored `enc:v1:` value, if it is one.
 pub fn key_id_of(stored: &str) -> Option<&str> {
-    stored.strip_prefix(PREFIX)?.split_once(':').map(|(id, _)| id)
+    stored
+        .strip_prefix(PREFIX)?
+        .split_once(':')
+        .map(|(id, _)| id)
 }
 
 #[cfg(test)]
@@ -199,7 +214,9 @@ mod tests {
         let enc = c.encrypt(Column::DevicesPublicKey, "row-1", "key");
         assert!(matches!(
             c.decrypt(Column::DevicesPublicKey, "row-2", &enc),
-            Err(CryptoError::Tampered { column: "devices.public_key" })
+            Err(CryptoError::Tampered {
+                column: "devices.public_key"
+            })
         ));
         assert!(matches!(
             c.decrypt(Column::UsersUsername, "row-1", &enc),
@@ -220,15 +237,26 @@ mod tests {
             c.decrypt(Column::UsersUsername, "r", &tampered),
             Err(CryptoError::Tampered { .. })
         ));
-        for junk in ["enc:v1:", "enc:v1:abcd", "enc:v2:x:y", "enc:v1:zz:%%%", "enc:v1:zz:AAAA"] {
-            assert!(c.decrypt(Column::UsersUsername, "r", junk).is_err(), "{junk}");
+        for junk in [
+            "enc:v1:",
+            "enc:v1:abcd",
+            "enc:v2:x:y",
+            "enc:v1:zz:%%%",
+            "enc:v1:zz:AAAA",
+        ] {
+            assert!(
+                c.decrypt(Column::UsersUsername, "r", junk).is_err(),
+                "{junk}"
+            );
         }
     }
 
     #[test]
     fn legacy_plaintext_passes_through_and_asks_for_rewrite() {
         let c = FieldCipher::new(&K1, &[]);
-        let o = c.decrypt(Column::DevicesPublicKey, "r", "plain-key").unwrap();
+        let o = c
+            .decrypt(Column::DevicesPublicKey, "r", "plain-key")
+            .unwrap();
         assert_eq!(o.plaintext, "plain-key");
         assert!(o.legacy && o.needs_rewrite);
     }

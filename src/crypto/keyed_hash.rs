@@ -82,6 +82,9 @@ mod tests {
         let k = "AAAA";
         assert_ne!(h1.device_key_hash(k), h1.username_hash(k));
         assert_ne!(h1.device_key_hash(k), h2.device_key_hash(k));
-        assert_eq!(h2.device_key_hashes(k), vec![h2.device_key_hash(k), h1.device_key_hash(k)]);
+        assert_eq!(
+            h2.device_key_hashes(k),
+            vec![h2.device_key_hash(k), h1.device_key_hash(k)]
+        );
     }
 }

@@ -22,8 +22,13 @@ use sha2::Sha256;
 pub enum CryptoError {
     #[error("value in {column} is not in the enc:v1 format")]
     Malformed { column: &'static str },
-    #[error("value in {column} was encrypted with unknown key id {key_id} (is its key in DIALTONE_CHANNEL_KEY_PREVIOUS?)")]
-    UnknownKey { column: &'static str, key_id: String },
+    #[error(
+        "value in {column} was encrypted with unknown key id {key_id} (is its key in DIALTONE_CHANNEL_KEY_PREVIOUS?)"
+    )]
+    UnknownKey {
+        column: &'static str,
+        key_id: String,
+    },
     #[error("value in {column} failed authentication (tampered, or moved from another row)")]
     Tampered { column: &'static str },
     #[error("decrypted value in {column} is not UTF-8")]

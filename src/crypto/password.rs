@@ -48,7 +48,8 @@ pub fn verify_password(password: &str, stored: &str) -> Verdict {
 /// password take the same time.
 pub fn burn_verification(password: &str) {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| hash_password("dialtone-dummy-password-1").unwrap_or_default());
+    let dummy =
+        DUMMY.get_or_init(|| hash_password("dialtone-dummy-password-1").unwrap_or_default());
     let _ = verify_password(password, dummy);
 }
 
@@ -62,7 +63,9 @@ mod tests {
         assert!(h.starts_with("$argon2id$"));
         assert_eq!(
             verify_password("correct horse 1", &h),
-            Verdict::Valid { needs_rehash: false }
+            Verdict::Valid {
+                needs_rehash: false
+            }
         );
         assert_eq!(verify_password("wrong horse 1", &h), Verdict::Invalid);
     }

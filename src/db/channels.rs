@@ -34,9 +34,11 @@ pub async fn find(db: &mut Db<'_>, id: &str) -> DbResult<Option<ChannelRow>> {
 }
 
 pub async fn exists(db: &mut Db<'_>, id: &str) -> DbResult<bool> {
-    Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(channels::table.find(id)))
-        .get_result::<bool>(c)
-        .await)?)
+    Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(
+        channels::table.find(id)
+    ))
+    .get_result::<bool>(c)
+    .await)?)
 }
 
 /// Those of `ids` that exist, locked against deletion until the transaction ends.

@@ -53,7 +53,11 @@ pub async fn list_for_user(db: &mut Db<'_>, user_id: &str) -> DbResult<Vec<Devic
 
 pub async fn list_all(db: &mut Db<'_>) -> DbResult<Vec<DeviceRow>> {
     Ok(dispatch!(db, |c| devices::table
-        .order((devices::user_id.asc(), devices::created_at.asc(), devices::id.asc()))
+        .order((
+            devices::user_id.asc(),
+            devices::created_at.asc(),
+            devices::id.asc()
+        ))
         .select(DeviceRow::as_select())
         .load(c)
         .await)?)
@@ -100,7 +104,11 @@ pub async fn delete(db: &mut Db<'_>, id: &str) -> DbResult<bool> {
 }
 
 /// A page of `(id, public_key)` after `after_id`, for re-encryption.
-pub async fn key_page(db: &mut Db<'_>, after_id: &str, limit: i64) -> DbResult<Vec<(String, String)>> {
+pub async fn key_page(
+    db: &mut Db<'_>,
+    after_id: &str,
+    limit: i64,
+) -> DbResult<Vec<(String, String)>> {
     Ok(dispatch!(db, |c| devices::table
         .filter(devices::id.gt(after_id))
         .order(devices::id.asc())

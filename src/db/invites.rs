@@ -27,17 +27,24 @@ pub async fn find_by_hash(db: &mut Db<'_>, token_hash: &str) -> DbResult<Option<
 }
 
 /// Count one use; the last use also marks the invite consumed (v1's `consumed_*` columns).
-pub async fn record_use(db: &mut Db<'_>, invite: &InviteRow, user_id: &str, at: Time) -> DbResult<()> {
+pub async fn record_use(
+    db: &mut Db<'_>,
+    invite: &InviteRow,
+    user_id: &str,
+    at: Time,
+) -> DbResult<()> {
     let uses = invite.uses + 1;
     let exhausted = uses >= invite.max_uses;
-    dispatch!(db, |c| diesel::update(server_invites::table.find(&invite.id))
-        .set((
-            server_invites::uses.eq(uses),
-            server_invites::consumed_at.eq(if exhausted { Some(at) } else { None }),
-            server_invites::consumed_by.eq(if exhausted { Some(user_id) } else { None }),
-        ))
-        .execute(c)
-        .await)?;
+    dispatch!(db, |c| diesel::update(
+        server_invites::table.find(&invite.id)
+    )
+    .set((
+        server_invites::uses.eq(uses),
+        server_invites::consumed_at.eq(if exhausted { Some(at) } else { None }),
+        server_invites::consumed_by.eq(if exhausted { Some(user_id) } else { None }),
+    ))
+    .execute(c)
+    .await)?;
     Ok(())
 }
 

@@ -52,7 +52,10 @@ pub async fn directory_envelope(
 }
 
 /// Insert or replace one directory envelope.
-pub async fn upsert_directory_envelope(db: &mut Db<'_>, row: &DirectoryEnvelopeRow) -> DbResult<()> {
+pub async fn upsert_directory_envelope(
+    db: &mut Db<'_>,
+    row: &DirectoryEnvelopeRow,
+) -> DbResult<()> {
     dispatch!(db, |c| diesel::insert_into(dk::table)
         .values(row)
         .on_conflict(dk::device_id)

@@ -48,19 +48,16 @@ fn run_blocking(url: &DbUrl) -> DbResult<Vec<String>> {
             let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
             conn.batch_execute(&format!("SELECT pg_advisory_lock({})", locks::MIGRATIONS))?;
             let result = apply(&mut conn, POSTGRES);
-            let unlock = conn.batch_execute(&format!(
-                "SELECT pg_advisory_unlock({})",
-                locks::MIGRATIONS
-            ));
+            let unlock =
+                conn.batch_execute(&format!("SELECT pg_advisory_unlock({})", locks::MIGRATIONS));
             let applied = result?;
             unlock?;
             Ok(applied)
         }
         DbUrl::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    DbError::Setup(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| DbError::Setup(format!("cannot create {}: {e}", dir.display())))?;
             }
             let mut conn = SqliteConnection::establish(&path.display().to_string())
                 .map_err(|e| DbError::Unavailable(e.to_string()))?;

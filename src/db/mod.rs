@@ -26,7 +26,9 @@ use diesel::ConnectionError;
 use diesel::SqliteConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
@@ -64,7 +66,10 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(
             self,
-            DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+            DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _
+            ))
         )
     }
 
@@ -181,6 +186,9 @@ impl Conn {
 
     /// Run `f` in a write transaction: committed if it returns `Ok`, rolled back otherwise.
     ///
+    /// A closure that declines (returns `Ok` with a refusal value) commits what it wrote before
+    /// declining: validate before the first write.
+    ///
     /// SQLite uses `BEGIN IMMEDIATE` so concurrent writers queue on the busy timeout instead of
     /// failing on a lock upgrade.
     pub async fn transaction<R, F>(&mut self, f: F) -> DbResult<R>
@@ -191,8 +199,7 @@ impl Conn {
         match self {
             Conn::Postgres(c) => {
                 let c: &mut AsyncPgConnection = c;
-                c.transaction(async move |c| f(Db::Postgres(c)).await)
-                    .await
+                c.transaction(async move |c| f(Db::Postgres(c)).await).await
             }
             Conn::Sqlite(c) => {
                 let c: &mut SqliteConn = c;

@@ -46,7 +46,10 @@ impl PgTarget {
                 )));
             }
         };
-        rest.push(format!("sslmode={}", if want_tls { "require" } else { "disable" }));
+        rest.push(format!(
+            "sslmode={}",
+            if want_tls { "require" } else { "disable" }
+        ));
         let url = format!("{base}?{}", rest.join("&"));
         let tls = if want_tls {
             Some(Arc::new(client_config(rootcert.as_deref())?))
@@ -77,9 +80,7 @@ impl PgTarget {
             }
             Some(cfg) => {
                 let tls = MakeRustlsConnect::new((**cfg).clone());
-                let (client, conn) = tokio_postgres::connect(&self.url, tls)
-                    .await
-                    .map_err(bad)?;
+                let (client, conn) = tokio_postgres::connect(&self.url, tls).await.map_err(bad)?;
                 AsyncPgConnection::try_from_client_and_connection(client, conn).await
             }
         }
@@ -138,7 +139,10 @@ mod tests {
     fn plain_urls_stay_plain() {
         let t = PgTarget::parse("postgres://u@localhost/db").unwrap();
         assert!(!t.uses_tls());
-        assert_eq!(t.url_for_driver(), "postgres://u@localhost/db?sslmode=disable");
+        assert_eq!(
+            t.url_for_driver(),
+            "postgres://u@localhost/db?sslmode=disable"
+        );
     }
 
     #[test]

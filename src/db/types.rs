@@ -9,10 +9,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
+use diesel::query_builder::QueryId;
 use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types::{SqlType, Text, Timestamptz};
 use diesel::sqlite::{Sqlite, SqliteValue};
-use diesel::query_builder::QueryId;
 use std::io::Write;
 
 /// SQL type of every timestamp column.

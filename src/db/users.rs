@@ -37,9 +37,11 @@ pub async fn find_by_hash(db: &mut Db<'_>, username_hash: &str) -> DbResult<Opti
 
 /// Whether any user exists (the first registered user becomes admin).
 pub async fn any_exist(db: &mut Db<'_>) -> DbResult<bool> {
-    Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(users::table.select(users::id)))
-        .get_result::<bool>(c)
-        .await)?)
+    Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(
+        users::table.select(users::id)
+    ))
+    .get_result::<bool>(c)
+    .await)?)
 }
 
 pub async fn set_username(db: &mut Db<'_>, id: &str, username_enc: &str) -> DbResult<()> {

@@ -5,7 +5,9 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::extract::{Admin, OptionalJson};
-use crate::actors::admin::{ListInvites, ListUsers, MintInvite, RevokeInvite, ServerStats, SetUserAdmin, SetUserDisabled};
+use crate::actors::admin::{
+    ListInvites, ListUsers, MintInvite, RevokeInvite, ServerStats, SetUserAdmin, SetUserDisabled,
+};
 use crate::error::AppError;
 use crate::protocol::rest::CreateInviteRequest;
 use crate::service::ServiceError;
@@ -71,10 +73,9 @@ pub async fn user_action(
                 .await?
         }
         _ => {
-            return Err(ServiceError::invalid(
-                "action must be disable, enable, promote or demote",
-            )
-            .into());
+            return Err(
+                ServiceError::invalid("action must be disable, enable, promote or demote").into(),
+            );
         }
     }
     Ok(HttpResponse::NoContent().finish())

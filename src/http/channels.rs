@@ -8,7 +8,9 @@ use super::extract::{Auth, Json};
 use crate::actors::db::{CreateChannel, DeleteChannel, History, ListChannels, RenameChannel};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
-use crate::protocol::rest::{ChannelResponse, ChannelsResponse, CreateChannelRequest, UpdateChannelRequest};
+use crate::protocol::rest::{
+    ChannelResponse, ChannelsResponse, CreateChannelRequest, UpdateChannelRequest,
+};
 use crate::service::channels::PageRequest;
 
 pub async fn list(state: web::Data<AppState>, _: Auth) -> Result<HttpResponse, AppError> {

@@ -27,7 +27,10 @@ pub async fn create(
     Ok(HttpResponse::Created().json(device))
 }
 
-pub async fn list_own(state: web::Data<AppState>, Auth(ctx): Auth) -> Result<HttpResponse, AppError> {
+pub async fn list_own(
+    state: web::Data<AppState>,
+    Auth(ctx): Auth,
+) -> Result<HttpResponse, AppError> {
     let devices = state.db.call(ListOwnDevices { ctx }).await?;
     Ok(HttpResponse::Ok().json(DevicesResponse { devices }))
 }
@@ -68,6 +71,8 @@ pub async fn delete(
             device_id: path.into_inner(),
         })
         .await?;
-    state.notify(Notice::SessionsRevoked { session_ids: revoked });
+    state.notify(Notice::SessionsRevoked {
+        session_ids: revoked,
+    });
     Ok(HttpResponse::NoContent().finish())
 }

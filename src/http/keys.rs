@@ -39,7 +39,10 @@ pub async fn upload_channel_keys(
     Ok(HttpResponse::Created().json(StatusOk::ok()))
 }
 
-pub async fn get_directory_key(state: web::Data<AppState>, Auth(ctx): Auth) -> Result<HttpResponse, AppError> {
+pub async fn get_directory_key(
+    state: web::Data<AppState>,
+    Auth(ctx): Auth,
+) -> Result<HttpResponse, AppError> {
     Ok(match state.db.call(GetDirectoryKey { ctx }).await? {
         Some(envelope) => HttpResponse::Ok().json(envelope),
         None => HttpResponse::NoContent().finish(),

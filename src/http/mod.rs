@@ -59,9 +59,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::QueryConfig::default().error_handler(|e, _| {
             AppError::bad_request(format!("invalid query string: {e}")).into()
         }))
-        .app_data(web::PathConfig::default().error_handler(|e, _| {
-            AppError::bad_request(format!("invalid path: {e}")).into()
-        }))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| AppError::bad_request(format!("invalid path: {e}")).into()),
+        )
         .service(resource("/health").route(web::get().to(health::health)))
         .service(resource("/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
@@ -113,10 +114,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Count every response by status (middleware body).
 pub fn count_status<S, B>(
     metrics: Arc<Metrics>,
-) -> impl Fn(actix_web::dev::ServiceRequest, &S) -> futures_util::future::LocalBoxFuture<'static, Result<ServiceResponse<B>, actix_web::Error>>
-+ Clone
+) -> impl Fn(
+    actix_web::dev::ServiceRequest,
+    &S,
+) -> futures_util::future::LocalBoxFuture<
+    'static,
+    Result<ServiceResponse<B>, actix_web::Error>,
+> + Clone
 where
-    S: Service<actix_web::dev::ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: Service<
+            actix_web::dev::ServiceRequest,
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
     S::Future: 'static,
     B: 'static,
 {

@@ -8,7 +8,8 @@ use crate::actors::db::{AdminFlags, CreatePlaceholderUser, ListProfiles, UpsertP
 use crate::actors::hub::{Notice, Presence};
 use crate::error::AppError;
 use crate::protocol::rest::{
-    CreateUserRequest, PresenceRequest, PresenceResponse, ProfileRequest, ProfilesResponse, StatusOk,
+    CreateUserRequest, PresenceRequest, PresenceResponse, ProfileRequest, ProfilesResponse,
+    StatusOk,
 };
 use crate::service::ServiceError;
 use crate::service::users::MAX_PRESENCE_IDS;
@@ -27,7 +28,10 @@ pub async fn create(
     Ok(HttpResponse::Created().json(user))
 }
 
-pub async fn profiles(state: web::Data<AppState>, Auth(ctx): Auth) -> Result<HttpResponse, AppError> {
+pub async fn profiles(
+    state: web::Data<AppState>,
+    Auth(ctx): Auth,
+) -> Result<HttpResponse, AppError> {
     let profiles = state.db.call(ListProfiles { ctx }).await?;
     Ok(HttpResponse::Ok().json(ProfilesResponse { profiles }))
 }
@@ -65,6 +69,11 @@ pub async fn presence(
         .ask(Presence(req.user_ids.clone()))
         .await
         .map_err(|_| ServiceError::Busy("server shutting down"))?;
-    let admins = state.db.call(AdminFlags { user_ids: req.user_ids }).await?;
+    let admins = state
+        .db
+        .call(AdminFlags {
+            user_ids: req.user_ids,
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(PresenceResponse { statuses, admins }))
 }

@@ -266,7 +266,11 @@ impl Event {
     }
 
     /// Attach the request's correlation fields to an error.
-    pub fn for_request(mut self, channel_id: Option<String>, client_message_id: Option<String>) -> Self {
+    pub fn for_request(
+        mut self,
+        channel_id: Option<String>,
+        client_message_id: Option<String>,
+    ) -> Self {
         self.channel_id = channel_id;
         self.client_message_id = client_message_id;
         self

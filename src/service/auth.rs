@@ -55,7 +55,11 @@ pub async fn register(store: &Store, req: RegisterRequest) -> ServiceResult<Sign
         is_admin: false,
         is_trusted: true,
         created_at: now,
-        username: Some(store.cipher().encrypt(Column::UsersUsername, &user_id, &username)),
+        username: Some(
+            store
+                .cipher()
+                .encrypt(Column::UsersUsername, &user_id, &username),
+        ),
         disabled_at: None,
     };
     let device = DeviceRow {
@@ -97,7 +101,10 @@ pub async fn register(store: &Store, req: RegisterRequest) -> ServiceResult<Sign
                 if invite.expires_at <= now {
                     return Ok(Err(Refusal::InviteExpired));
                 }
-                if db::users::find_by_hash(&mut db, &user.username_hash).await?.is_some() {
+                if db::users::find_by_hash(&mut db, &user.username_hash)
+                    .await?
+                    .is_some()
+                {
                     return Ok(Err(Refusal::UsernameTaken));
                 }
                 let is_admin = !db::users::any_exist(&mut db).await?;
@@ -185,11 +192,17 @@ pub async fn login(store: &Store, req: LoginRequest) -> ServiceResult<SignedIn> 
     }
     // dialtone v1 kept no username column: fill it (encrypted) now, or move it to the current key.
     let username_current = match &user.username {
-        Some(stored) => !store.open(Column::UsersUsername, &user.id, stored)?.needs_rewrite,
+        Some(stored) => {
+            !store
+                .open(Column::UsersUsername, &user.id, stored)?
+                .needs_rewrite
+        }
         None => false,
     };
     if !username_current {
-        let enc = store.cipher().encrypt(Column::UsersUsername, &user.id, &username);
+        let enc = store
+            .cipher()
+            .encrypt(Column::UsersUsername, &user.id, &username);
         db::users::set_username(&mut conn.db(), &user.id, &enc).await?;
     }
 
@@ -201,9 +214,14 @@ pub async fn login(store: &Store, req: LoginRequest) -> ServiceResult<SignedIn> 
                 (device.id, false)
             }
             None => {
-                let device =
-                    super::devices::insert_device(store, &mut conn.db(), &user.id, &public_key, now)
-                        .await?;
+                let device = super::devices::insert_device(
+                    store,
+                    &mut conn.db(),
+                    &user.id,
+                    &public_key,
+                    now,
+                )
+                .await?;
                 (device.id, true)
             }
         };

@@ -3,10 +3,10 @@
 use super::auth::AuthContext;
 use super::validate::{self, MAX_NAME_ENC};
 use super::{ServiceError, ServiceResult, Store, new_id};
+use crate::db;
 use crate::db::messages::Cursor;
 use crate::db::models::{ChannelRow, MessageRow};
 use crate::db::types::Time;
-use crate::db;
 use crate::protocol::rest::{Channel, ChannelMessage, MessagesResponse};
 
 /// Default and largest page of `GET /channels/messages` and `sync`.
@@ -116,7 +116,11 @@ pub struct PageRequest {
 }
 
 /// `GET /channels/messages` and `sync`: ascending time order.
-pub async fn history(store: &Store, channel_id: &str, page: PageRequest) -> ServiceResult<MessagesResponse> {
+pub async fn history(
+    store: &Store,
+    channel_id: &str,
+    page: PageRequest,
+) -> ServiceResult<MessagesResponse> {
     let channel_id = channel_id_or_404(channel_id)?;
     let limit = match page.limit {
         None => DEFAULT_PAGE,
@@ -130,7 +134,9 @@ pub async fn history(store: &Store, channel_id: &str, page: PageRequest) -> Serv
     }
     let cursor = match (page.before, page.after) {
         (Some(_), Some(_)) => {
-            return Err(ServiceError::invalid("use either before or after, not both"));
+            return Err(ServiceError::invalid(
+                "use either before or after, not both",
+            ));
         }
         (Some(id), None) => {
             let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;

@@ -76,7 +76,9 @@ pub async fn insert_device(
 ) -> ServiceResult<DeviceRow> {
     let id = new_id();
     let row = DeviceRow {
-        public_key: store.cipher().encrypt(Column::DevicesPublicKey, &id, public_key),
+        public_key: store
+            .cipher()
+            .encrypt(Column::DevicesPublicKey, &id, public_key),
         public_key_hash: Some(store.hasher().device_key_hash(public_key)),
         id,
         user_id: user_id.to_owned(),
@@ -105,7 +107,9 @@ pub async fn create(
     req: CreateDeviceRequest,
 ) -> ServiceResult<(Device, bool)> {
     if req.user_id.trim() != ctx.user_id {
-        return Err(ServiceError::Forbidden("devices can only be added to your own account"));
+        return Err(ServiceError::Forbidden(
+            "devices can only be added to your own account",
+        ));
     }
     let public_key = validate::public_key(&req.public_key)?;
     let mut conn = store.pool.get().await?;
@@ -116,13 +120,7 @@ pub async fn create(
     }
     let row = insert_device(store, &mut db, &ctx.user_id, &public_key, Time::now()).await?;
     tracing::info!(user_id = %ctx.user_id, device_id = %row.id, "device added");
-    Ok((
-        wire(&OpenDevice {
-            row,
-            public_key,
-        }),
-        true,
-    ))
+    Ok((wire(&OpenDevice { row, public_key }), true))
 }
 
 /// `GET /devices`: the caller's devices.
@@ -186,8 +184,13 @@ pub async fn keys(
 
 /// `DELETE /devices/{id}`: remove one of the caller's devices with its sessions and the envelopes
 /// addressed to it. Returns the revoked session ids (their sockets are closed).
-pub async fn delete(store: &Store, ctx: &AuthContext, device_id: &str) -> ServiceResult<Vec<String>> {
-    let device_id = validate::id("device id", device_id).map_err(|_| ServiceError::NotFound("device"))?;
+pub async fn delete(
+    store: &Store,
+    ctx: &AuthContext,
+    device_id: &str,
+) -> ServiceResult<Vec<String>> {
+    let device_id =
+        validate::id("device id", device_id).map_err(|_| ServiceError::NotFound("device"))?;
     let mut conn = store.pool.get().await?;
     let mut db = conn.db();
     let Some(row) = db::devices::find(&mut db, &device_id).await? else {

@@ -2,9 +2,9 @@
 
 use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::token::{generate_token, token_hash};
+use crate::db;
 use crate::db::models::InviteRow;
 use crate::db::types::Time;
-use crate::db;
 use crate::protocol::rest::{CreateInviteRequest, InviteResponse};
 
 /// Bounds on what an admin may ask for.
@@ -24,7 +24,11 @@ pub struct InviteInfo {
 }
 
 /// Mint an invite. `created_by` is the admin user, or `None` for the admin token / CLI.
-pub async fn mint(store: &Store, req: CreateInviteRequest, created_by: Option<String>) -> ServiceResult<InviteResponse> {
+pub async fn mint(
+    store: &Store,
+    req: CreateInviteRequest,
+    created_by: Option<String>,
+) -> ServiceResult<InviteResponse> {
     let ttl = match req.expires_in_seconds {
         None => store.settings.invite_ttl.as_secs(),
         Some(s) if (1..=MAX_EXPIRES_IN).contains(&s) => s,

@@ -8,16 +8,22 @@ use futures_util::FutureExt;
 use super::auth::AuthContext;
 use super::validate::{self, MAX_ENVELOPE};
 use super::{ServiceError, ServiceResult, Store};
+use crate::db;
 use crate::db::models::{ChannelEnvelopeRow, DirectoryEnvelopeRow};
 use crate::db::types::Time;
-use crate::db;
 use crate::protocol::rest::{
-    ChannelKeyEnvelope, ChannelKeysUpload, DirectoryKeyEnvelope, DirectoryKeysUpload, EnvelopeUpload,
+    ChannelKeyEnvelope, ChannelKeysUpload, DirectoryKeyEnvelope, DirectoryKeysUpload,
+    EnvelopeUpload,
 };
 
 /// `GET /channels/keys`: the envelope addressed to the caller's device.
-pub async fn channel_key(store: &Store, ctx: &AuthContext, channel_id: &str) -> ServiceResult<ChannelKeyEnvelope> {
-    let channel_id = validate::id("channel_id", channel_id).map_err(|_| ServiceError::NotFound("channel"))?;
+pub async fn channel_key(
+    store: &Store,
+    ctx: &AuthContext,
+    channel_id: &str,
+) -> ServiceResult<ChannelKeyEnvelope> {
+    let channel_id =
+        validate::id("channel_id", channel_id).map_err(|_| ServiceError::NotFound("channel"))?;
     let mut conn = store.pool.get().await?;
     let row = db::keys::channel_envelope(&mut conn.db(), &channel_id, &ctx.device_id)
         .await?
@@ -33,7 +39,10 @@ pub async fn channel_key(store: &Store, ctx: &AuthContext, channel_id: &str) -> 
 }
 
 /// `GET /directory/keys`: `None` when the caller's device has none (204).
-pub async fn directory_key(store: &Store, ctx: &AuthContext) -> ServiceResult<Option<DirectoryKeyEnvelope>> {
+pub async fn directory_key(
+    store: &Store,
+    ctx: &AuthContext,
+) -> ServiceResult<Option<DirectoryKeyEnvelope>> {
     let mut conn = store.pool.get().await?;
     Ok(db::keys::directory_envelope(&mut conn.db(), &ctx.device_id)
         .await?
@@ -48,7 +57,11 @@ pub async fn directory_key(store: &Store, ctx: &AuthContext) -> ServiceResult<Op
 
 /// Check that every envelope claims the caller's device and its registered key; returns the
 /// canonical sender key.
-async fn check_sender(store: &Store, ctx: &AuthContext, envelopes: &[EnvelopeUpload]) -> ServiceResult<String> {
+async fn check_sender(
+    store: &Store,
+    ctx: &AuthContext,
+    envelopes: &[EnvelopeUpload],
+) -> ServiceResult<String> {
     if envelopes.is_empty() {
         return Err(ServiceError::invalid("envelopes must not be empty"));
     }
@@ -68,7 +81,9 @@ async fn check_sender(store: &Store, ctx: &AuthContext, envelopes: &[EnvelopeUpl
         let claimed = validate::public_key(&e.sender_public_key)
             .map_err(|_| ServiceError::Forbidden("sender_public_key is not this device's key"))?;
         if claimed != registered {
-            return Err(ServiceError::Forbidden("sender_public_key is not this device's key"));
+            return Err(ServiceError::Forbidden(
+                "sender_public_key is not this device's key",
+            ));
         }
     }
     Ok(registered)
@@ -90,8 +105,13 @@ impl From<Missing> for ServiceError {
 }
 
 /// `POST /channels/keys`.
-pub async fn upload_channel_keys(store: &Store, ctx: &AuthContext, req: ChannelKeysUpload) -> ServiceResult<()> {
-    let channel_id = validate::id("channel_id", &req.channel_id).map_err(|_| ServiceError::NotFound("channel"))?;
+pub async fn upload_channel_keys(
+    store: &Store,
+    ctx: &AuthContext,
+    req: ChannelKeysUpload,
+) -> ServiceResult<()> {
+    let channel_id = validate::id("channel_id", &req.channel_id)
+        .map_err(|_| ServiceError::NotFound("channel"))?;
     for e in &req.envelopes {
         if let Some(inner) = &e.channel_id
             && inner.trim() != channel_id
@@ -120,6 +140,7 @@ pub async fn upload_channel_keys(store: &Store, ctx: &AuthContext, req: ChannelK
     let outcome: Result<(), Missing> = conn
         .transaction(move |mut db| {
             async move {
+                // Check everything before writing anything: a refusal commits nothing.
                 if !db::channels::exists(&mut db, &channel_id).await? {
                     return Ok(Err(Missing::Channel));
                 }
@@ -127,6 +148,8 @@ pub async fn upload_channel_keys(store: &Store, ctx: &AuthContext, req: ChannelK
                     if db::devices::find(&mut db, &row.device_id).await?.is_none() {
                         return Ok(Err(Missing::Device));
                     }
+                }
+                for row in &rows {
                     db::keys::upsert_channel_envelope(&mut db, row).await?;
                 }
                 Ok(Ok(()))
@@ -140,7 +163,11 @@ pub async fn upload_channel_keys(store: &Store, ctx: &AuthContext, req: ChannelK
 }
 
 /// `POST /directory/keys`.
-pub async fn upload_directory_keys(store: &Store, ctx: &AuthContext, req: DirectoryKeysUpload) -> ServiceResult<()> {
+pub async fn upload_directory_keys(
+    store: &Store,
+    ctx: &AuthContext,
+    req: DirectoryKeysUpload,
+) -> ServiceResult<()> {
     let sender_key = check_sender(store, ctx, &req.envelopes).await?;
     let now = Time::now();
     let rows = req
@@ -158,10 +185,13 @@ pub async fn upload_directory_keys(store: &Store, ctx: &AuthContext, req: Direct
     let outcome: Result<(), Missing> = conn
         .transaction(move |mut db| {
             async move {
+                // Check everything before writing anything: a refusal commits nothing.
                 for row in &rows {
                     if db::devices::find(&mut db, &row.device_id).await?.is_none() {
                         return Ok(Err(Missing::Device));
                     }
+                }
+                for row in &rows {
                     db::keys::upsert_directory_envelope(&mut db, row).await?;
                 }
                 Ok(Ok(()))

@@ -7,9 +7,9 @@ use futures_util::FutureExt;
 use super::validate::{self, MAX_NAME_ENC};
 use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
+use crate::db;
 use crate::db::models::{BroadcastRow, MessageRow};
 use crate::db::types::{Json, Time};
-use crate::db;
 use crate::protocol::ws::MAX_BODY_BYTES;
 
 /// Outcome of one group commit.
@@ -40,8 +40,9 @@ pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult
                     .await?
                     .into_iter()
                     .collect();
-                let (ok, missing): (Vec<_>, Vec<_>) =
-                    rows.into_iter().partition(|r| existing.contains(&r.channel_id));
+                let (ok, missing): (Vec<_>, Vec<_>) = rows
+                    .into_iter()
+                    .partition(|r| existing.contains(&r.channel_id));
                 db::messages::insert_batch(&mut db, &ok).await?;
                 Ok(Committed {
                     rows: ok,
@@ -55,7 +56,11 @@ pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult
 }
 
 /// Validate the fields of a `channel.message.send`.
-pub fn check_channel_message(body: &str, sender_name_enc: &str, client_message_id: Option<&str>) -> ServiceResult<()> {
+pub fn check_channel_message(
+    body: &str,
+    sender_name_enc: &str,
+    client_message_id: Option<&str>,
+) -> ServiceResult<()> {
     if body.is_empty() {
         return Err(ServiceError::invalid("body is required"));
     }
@@ -100,7 +105,10 @@ pub struct StoredBroadcast {
 }
 
 /// Persist a `message.broadcast` (sender name and key encrypted at rest).
-pub async fn store_broadcast(store: &Store, req: BroadcastRequest) -> ServiceResult<StoredBroadcast> {
+pub async fn store_broadcast(
+    store: &Store,
+    req: BroadcastRequest,
+) -> ServiceResult<StoredBroadcast> {
     check_channel_message(&req.body, &req.sender_name_enc, None)?;
     let public_key = validate::public_key(&req.public_key)?;
     if req.key_envelopes.is_empty() {
@@ -114,7 +122,11 @@ pub async fn store_broadcast(store: &Store, req: BroadcastRequest) -> ServiceRes
     let device = db::devices::find(&mut db, &req.sender_device_id)
         .await?
         .ok_or(ServiceError::Unauthorized)?;
-    if super::devices::open(store, &mut db, device).await?.public_key != public_key {
+    if super::devices::open(store, &mut db, device)
+        .await?
+        .public_key
+        != public_key
+    {
         return Err(ServiceError::invalid("public_key is not this device's key"));
     }
     let id = new_id();
@@ -123,12 +135,16 @@ pub async fn store_broadcast(store: &Store, req: BroadcastRequest) -> ServiceRes
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     let row = BroadcastRow {
         sender_id: req.sender_id.clone(),
-        sender_public_key: store
-            .cipher()
-            .encrypt(Column::BroadcastSenderPublicKey, &id, &public_key),
-        sender_name_enc: store
-            .cipher()
-            .encrypt(Column::BroadcastSenderName, &id, &req.sender_name_enc),
+        sender_public_key: store.cipher().encrypt(
+            Column::BroadcastSenderPublicKey,
+            &id,
+            &public_key,
+        ),
+        sender_name_enc: store.cipher().encrypt(
+            Column::BroadcastSenderName,
+            &id,
+            &req.sender_name_enc,
+        ),
         body: req.body.clone(),
         key_envelopes: Json(envelopes_json),
         sent_at,

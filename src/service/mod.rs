@@ -56,7 +56,12 @@ impl Store {
     }
 
     /// Decrypt a stored field, mapping failures to a clear internal error.
-    fn open(&self, column: Column, row_id: &str, stored: &str) -> Result<crate::crypto::field::Opened, ServiceError> {
+    fn open(
+        &self,
+        column: Column,
+        row_id: &str,
+        stored: &str,
+    ) -> Result<crate::crypto::field::Opened, ServiceError> {
         self.cipher.decrypt(column, row_id, stored).map_err(|e| {
             tracing::error!(column = column.name(), row_id, error = %e, "stored field failed to decrypt");
             ServiceError::Crypto(e)

@@ -99,11 +99,16 @@ pub async fn run(store: &Store) -> ServiceResult<RekeyReport> {
         let Some(last) = page.last() else { break };
         after = last.0.clone();
         for (id, stored) in page {
-            let outcome = match store.cipher().decrypt(Column::DevicesPublicKey, &id, &stored) {
+            let outcome = match store
+                .cipher()
+                .decrypt(Column::DevicesPublicKey, &id, &stored)
+            {
                 Ok(o) => {
                     // The hash key is derived from the channel key, so it rotates too.
                     let enc = if o.needs_rewrite {
-                        store.cipher().encrypt(Column::DevicesPublicKey, &id, &o.plaintext)
+                        store
+                            .cipher()
+                            .encrypt(Column::DevicesPublicKey, &id, &o.plaintext)
                     } else {
                         stored
                     };

@@ -6,9 +6,9 @@ use super::auth::AuthContext;
 use super::validate::{self, MAX_NAME_ENC, normalize_username};
 use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
+use crate::db;
 use crate::db::models::{ProfileRow, UserRow};
 use crate::db::types::Time;
-use crate::db;
 use crate::protocol::rest::{Profile, User};
 
 /// `POST /users` (admin): a password-less placeholder user.
@@ -21,7 +21,11 @@ pub async fn create_placeholder(store: &Store, username: &str) -> ServiceResult<
         is_admin: false,
         is_trusted: false,
         created_at: Time::now(),
-        username: Some(store.cipher().encrypt(Column::UsersUsername, &id, &username)),
+        username: Some(
+            store
+                .cipher()
+                .encrypt(Column::UsersUsername, &id, &username),
+        ),
         disabled_at: None,
         id,
     };
@@ -56,7 +60,11 @@ pub async fn list(store: &Store) -> ServiceResult<Vec<User>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let username = match &row.username {
-            Some(stored) => store.open(Column::UsersUsername, &row.id, stored)?.plaintext,
+            Some(stored) => {
+                store
+                    .open(Column::UsersUsername, &row.id, stored)?
+                    .plaintext
+            }
             None => String::new(),
         };
         out.push(wire(&row, username));
@@ -65,7 +73,11 @@ pub async fn list(store: &Store) -> ServiceResult<Vec<User>> {
 }
 
 /// Disable or enable a user. Disabling revokes every session; returns their ids.
-pub async fn set_disabled(store: &Store, user_id: &str, disabled: bool) -> ServiceResult<Vec<String>> {
+pub async fn set_disabled(
+    store: &Store,
+    user_id: &str,
+    disabled: bool,
+) -> ServiceResult<Vec<String>> {
     let mut conn = store.pool.get().await?;
     let at = disabled.then(Time::now);
     if !db::users::set_disabled(&mut conn.db(), user_id, at).await? {
@@ -76,7 +88,12 @@ pub async fn set_disabled(store: &Store, user_id: &str, disabled: bool) -> Servi
     } else {
         Vec::new()
     };
-    tracing::info!(user_id, disabled, sessions_revoked = revoked.len(), "user status changed");
+    tracing::info!(
+        user_id,
+        disabled,
+        sessions_revoked = revoked.len(),
+        "user status changed"
+    );
     Ok(revoked)
 }
 
@@ -91,7 +108,11 @@ pub async fn set_admin(store: &Store, user_id: &str, is_admin: bool) -> ServiceR
 }
 
 /// `POST /users/profiles`.
-pub async fn upsert_profile(store: &Store, ctx: &AuthContext, name_enc: String) -> ServiceResult<()> {
+pub async fn upsert_profile(
+    store: &Store,
+    ctx: &AuthContext,
+    name_enc: String,
+) -> ServiceResult<()> {
     require_trusted(ctx)?;
     validate::ciphertext("name_enc", &name_enc, MAX_NAME_ENC)?;
     let mut conn = store.pool.get().await?;
@@ -134,7 +155,10 @@ fn require_trusted(ctx: &AuthContext) -> ServiceResult<()> {
 pub const MAX_PRESENCE_IDS: usize = 1000;
 
 /// The `admins` half of `POST /presence`: every asked id, true when it is an admin.
-pub async fn admin_flags(store: &Store, user_ids: Vec<String>) -> ServiceResult<BTreeMap<String, bool>> {
+pub async fn admin_flags(
+    store: &Store,
+    user_ids: Vec<String>,
+) -> ServiceResult<BTreeMap<String, bool>> {
     if user_ids.len() > MAX_PRESENCE_IDS {
         return Err(ServiceError::invalid(format!(
             "user_ids may hold at most {MAX_PRESENCE_IDS} ids"

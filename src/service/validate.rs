@@ -44,8 +44,9 @@ pub fn check_password(password: &str) -> ServiceResult<()> {
 /// A device public key: standard base64 of 32 bytes. Returns the canonical encoding.
 pub fn public_key(raw: &str) -> ServiceResult<String> {
     use base64::Engine;
-    let key = parse_public_key(raw)
-        .map_err(|_| ServiceError::invalid("public_key must be standard base64 of a 32-byte X25519 key"))?;
+    let key = parse_public_key(raw).map_err(|_| {
+        ServiceError::invalid("public_key must be standard base64 of a 32-byte X25519 key")
+    })?;
     Ok(base64::engine::general_purpose::STANDARD.encode(key.as_bytes()))
 }
 

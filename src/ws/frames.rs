@@ -17,11 +17,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use actix::prelude::*;
+use actix_codec::{Decoder, Encoder};
 use actix_web::error::PayloadError;
 use actix_web_actors::ws::{CloseReason, Frame, Message as WsMessage, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use actix_codec::{Decoder, Encoder};
 
 /// A whole inbound message.
 #[derive(Debug)]
@@ -74,7 +74,10 @@ impl<S> Inbound<S> {
                     None
                 }
                 Item::Continue(b) => {
-                    let (_, acc) = self.partial.as_mut().ok_or(ProtocolError::ContinuationNotStarted)?;
+                    let (_, acc) = self
+                        .partial
+                        .as_mut()
+                        .ok_or(ProtocolError::ContinuationNotStarted)?;
                     acc.extend_from_slice(&b);
                     if acc.len() > self.max {
                         return Err(ProtocolError::Overflow);
@@ -82,7 +85,10 @@ impl<S> Inbound<S> {
                     None
                 }
                 Item::Last(b) => {
-                    let (text, mut acc) = self.partial.take().ok_or(ProtocolError::ContinuationNotStarted)?;
+                    let (text, mut acc) = self
+                        .partial
+                        .take()
+                        .ok_or(ProtocolError::ContinuationNotStarted)?;
                     acc.extend_from_slice(&b);
                     if acc.len() > self.max {
                         return Err(ProtocolError::Overflow);
@@ -189,7 +195,9 @@ impl Outbox {
         if self.closing || self.abort {
             return;
         }
-        let _ = self.codec.encode(WsMessage::Close(Some(reason)), &mut self.buf);
+        let _ = self
+            .codec
+            .encode(WsMessage::Close(Some(reason)), &mut self.buf);
         self.sealed = true;
         self.wake();
     }

@@ -96,8 +96,10 @@ impl WsSession {
         ctx: &mut Context<Self>,
     ) {
         self.metrics.ws_error(code);
-        let event = Event::error(code, message)
-            .for_request(request.channel_id.clone(), request.client_message_id.clone());
+        let event = Event::error(code, message).for_request(
+            request.channel_id.clone(),
+            request.client_message_id.clone(),
+        );
         self.send_event(&event, ctx);
     }
 
@@ -144,7 +146,10 @@ impl WsSession {
         self.deregister();
         self.outbox.borrow_mut().push_close(reason(code, why));
         ctx.run_later(self.config.close_timeout, |act, ctx| {
-            tracing::debug!(session = act.key.0, "no close reply; dropping the connection");
+            tracing::debug!(
+                session = act.key.0,
+                "no close reply; dropping the connection"
+            );
             act.outbox.borrow_mut().abort();
             ctx.stop();
         });
@@ -162,7 +167,12 @@ impl WsSession {
             Ok(f) => f,
             Err(e) => {
                 let msg = format!("invalid frame: {e}");
-                self.error(error_code::INVALID_MESSAGE, msg, &ClientFrame::default(), ctx);
+                self.error(
+                    error_code::INVALID_MESSAGE,
+                    msg,
+                    &ClientFrame::default(),
+                    ctx,
+                );
                 return;
             }
         };
@@ -209,13 +219,23 @@ impl WsSession {
             );
         };
         if uuid::Uuid::parse_str(channel_id).is_err() {
-            return self.error(error_code::CHANNEL_NOT_FOUND, "channel not found", &frame, ctx);
+            return self.error(
+                error_code::CHANNEL_NOT_FOUND,
+                "channel not found",
+                &frame,
+                ctx,
+            );
         }
         if let Err(e) = check_channel_message(body, name, frame.client_message_id.as_deref()) {
             return self.error(error_code::INVALID_MESSAGE, e.to_string(), &frame, ctx);
         }
         if !self.bucket.take() {
-            return self.error(error_code::RATE_LIMITED, "sending too fast; slow down", &frame, ctx);
+            return self.error(
+                error_code::RATE_LIMITED,
+                "sending too fast; slow down",
+                &frame,
+                ctx,
+            );
         }
         let Some(origin) = self.handle.clone() else {
             return;
@@ -249,7 +269,12 @@ impl WsSession {
             );
         };
         if !self.bucket.take() {
-            return self.error(error_code::RATE_LIMITED, "sending too fast; slow down", &frame, ctx);
+            return self.error(
+                error_code::RATE_LIMITED,
+                "sending too fast; slow down",
+                &frame,
+                ctx,
+            );
         }
         let req = BroadcastRequest {
             sender_id: self.auth.user_id.clone(),
@@ -281,7 +306,12 @@ impl WsSession {
 
     fn on_subscribe(&mut self, frame: ClientFrame, subscribe: bool, ctx: &mut Context<Self>) {
         let Some(channel_id) = frame.channel_id.clone() else {
-            return self.error(error_code::INVALID_MESSAGE, "channel_id is required", &frame, ctx);
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "channel_id is required",
+                &frame,
+                ctx,
+            );
         };
         let hub = self.hub.clone();
         let key = self.key;
@@ -298,15 +328,30 @@ impl WsSession {
             .into_actor(self)
             .map(move |result, act, ctx| match result {
                 Ok(Ok(())) => {}
-                Ok(Err(())) => act.error(error_code::CHANNEL_NOT_FOUND, "channel not found", &frame, ctx),
-                Err(_) => act.error(error_code::SERVER_ERROR, "server shutting down", &frame, ctx),
+                Ok(Err(())) => act.error(
+                    error_code::CHANNEL_NOT_FOUND,
+                    "channel not found",
+                    &frame,
+                    ctx,
+                ),
+                Err(_) => act.error(
+                    error_code::SERVER_ERROR,
+                    "server shutting down",
+                    &frame,
+                    ctx,
+                ),
             }),
         );
     }
 
     fn on_sync(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         let Some(channel_id) = frame.channel_id.clone() else {
-            return self.error(error_code::INVALID_MESSAGE, "channel_id is required", &frame, ctx);
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "channel_id is required",
+                &frame,
+                ctx,
+            );
         };
         let db = self.db.clone();
         let page = PageRequest {
@@ -331,7 +376,10 @@ impl WsSession {
                             );
                             act.send_event(&event, ctx);
                         }
-                        act.send_event(&Event::sync_complete(history.channel_id, history.has_more), ctx);
+                        act.send_event(
+                            &Event::sync_complete(history.channel_id, history.has_more),
+                            ctx,
+                        );
                     }
                     Err(e) => {
                         let (code, msg) = ws_error(&e);
@@ -346,7 +394,9 @@ impl WsSession {
 fn ws_error(e: &ServiceError) -> (&'static str, String) {
     match e {
         ServiceError::Invalid(m) => (error_code::INVALID_MESSAGE, m.clone()),
-        ServiceError::NotFound("channel") => (error_code::CHANNEL_NOT_FOUND, "channel not found".into()),
+        ServiceError::NotFound("channel") => {
+            (error_code::CHANNEL_NOT_FOUND, "channel not found".into())
+        }
         ServiceError::NotFound(what) => (error_code::INVALID_MESSAGE, format!("{what} not found")),
         ServiceError::Busy(m) => (error_code::RATE_LIMITED, (*m).to_owned()),
         ServiceError::Forbidden(m) => (error_code::INVALID_MESSAGE, (*m).to_owned()),
@@ -473,7 +523,10 @@ impl StreamHandler<Result<InMessage, ProtocolError>> for WsSession {
             Ok(InMessage::Binary) => {
                 self.metrics.ws_error(error_code::INVALID_MESSAGE);
                 self.send_event(
-                    &Event::error(error_code::INVALID_MESSAGE, "binary frames are not supported; send JSON text"),
+                    &Event::error(
+                        error_code::INVALID_MESSAGE,
+                        "binary frames are not supported; send JSON text",
+                    ),
                     ctx,
                 );
             }
@@ -526,7 +579,8 @@ impl TokenBucket {
             return true;
         }
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
