@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(loaded).await,
             Command::Migrate => {
-                Storage::open(&loaded.config).await?;
+                Storage::open(&loaded.config).await?.close().await;
                 println!("migrations applied");
                 Ok(())
             }
@@ -71,13 +71,16 @@ fn main() -> ExitCode {
                         max_uses: Some(max_uses),
                     })
                     .await?;
+                storage.close().await;
                 println!("{}", invite.token);
                 eprintln!("expires {}; {} use(s)", invite.expires_at, invite.max_uses);
                 Ok(())
             }
             Command::Rekey => {
                 let storage = Storage::open(&loaded.config).await?;
-                let report = storage.db.call(dialtone::actors::db::Rekey {}).await?;
+                let report = storage.db.call(dialtone::actors::db::Rekey {}).await;
+                storage.close().await;
+                let report = report?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if report.failed() > 0 {
                     anyhow::bail!(

@@ -33,6 +33,7 @@ const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
 pub struct Storage {
     pub db: DbHandle,
     pub metrics: Arc<Metrics>,
+    arbiter: Option<actix::Arbiter>,
 }
 
 impl Storage {
@@ -68,7 +69,7 @@ impl Storage {
             },
         );
         let metrics = Metrics::new();
-        let db = DbActor::start(
+        let (db, arbiter) = DbActor::start(
             store,
             DbActorConfig {
                 mailbox: config.db.mailbox,
@@ -79,7 +80,19 @@ impl Storage {
             },
             metrics.clone(),
         );
-        Ok(Self { db, metrics })
+        Ok(Self {
+            db,
+            metrics,
+            arbiter: Some(arbiter),
+        })
+    }
+
+    /// Stop the database actor and wait until its thread (and so its pool) is gone.
+    pub async fn close(mut self) {
+        if let Some(arbiter) = self.arbiter.take() {
+            arbiter.stop();
+            let _ = tokio::task::spawn_blocking(move || arbiter.join()).await;
+        }
     }
 
     /// Mint an invite through the database actor (first run, `dialtone invite`).
@@ -253,6 +266,8 @@ impl Running {
             .await
             .context("HTTP server task failed")?
             .context("HTTP server failed")?;
+        self.hub.stop_arbiters();
+        self.storage.close().await;
         tracing::info!("shutdown complete");
         Ok(())
     }

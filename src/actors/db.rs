@@ -70,8 +70,13 @@ pub struct DbActor {
 }
 
 impl DbActor {
-    /// Start the actor on its own arbiter (thread) and return its handle.
-    pub fn start(store: Store, config: DbActorConfig, metrics: Arc<Metrics>) -> DbHandle {
+    /// Start the actor on its own arbiter (thread); returns its handle and the arbiter, which the
+    /// owner stops (closing the pool) at shutdown.
+    pub fn start(
+        store: Store,
+        config: DbActorConfig,
+        metrics: Arc<Metrics>,
+    ) -> (DbHandle, Arbiter) {
         let arbiter = Arbiter::new();
         let mailbox = metrics.mailbox("db");
         let cfg = config.clone();
@@ -91,11 +96,14 @@ impl DbActor {
                 drain_waiters: Vec::new(),
             }
         });
-        DbHandle {
-            addr,
-            meter: mailbox,
-            timeout: config.call_timeout,
-        }
+        (
+            DbHandle {
+                addr,
+                meter: mailbox,
+                timeout: config.call_timeout,
+            },
+            arbiter,
+        )
     }
 
     /// Wait for an in-flight slot. When none is free the actor stops taking messages from its

@@ -54,6 +54,7 @@ pub struct Hub {
 pub struct HubHandle {
     addr: Addr<Hub>,
     meter: MailboxMeter,
+    arbiters: Vec<ArbiterHandle>,
 }
 
 impl HubHandle {
@@ -77,6 +78,13 @@ impl HubHandle {
     {
         self.meter.queued();
         self.addr.send(msg).await
+    }
+
+    /// Stop the channel actors' threads (after shutdown).
+    pub fn stop_arbiters(&self) {
+        for a in &self.arbiters {
+            a.stop();
+        }
     }
 
     /// The hub's mailbox meter, for senders that hold a bare recipient.
@@ -103,9 +111,10 @@ impl Hub {
         hub_mailbox: usize,
         metrics: Arc<Metrics>,
     ) -> HubHandle {
-        let arbiters = (0..channel_arbiters.max(1))
+        let arbiters: Vec<ArbiterHandle> = (0..channel_arbiters.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
+        let handles = arbiters.clone();
         let meter = metrics.mailbox("hub");
         let hub = Hub {
             sessions: HashMap::new(),
@@ -123,7 +132,11 @@ impl Hub {
             ctx.set_mailbox_capacity(hub_mailbox);
             hub
         });
-        HubHandle { addr, meter }
+        HubHandle {
+            addr,
+            meter,
+            arbiters: handles,
+        }
     }
 
     /// The channel's actor, started on the next arbiter if it is not running.

@@ -299,10 +299,11 @@ impl Pool {
 
 /// SQLite pragmas applied to every connection: WAL for concurrent readers, enforced foreign keys,
 /// and a busy timeout so writers queue instead of failing.
-pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
+/// The busy timeout comes first: switching to WAL needs a lock another process may hold briefly.
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; \
+     PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; \
-     PRAGMA foreign_keys = ON; \
-     PRAGMA busy_timeout = 10000;";
+     PRAGMA foreign_keys = ON;";
 
 async fn open_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(path).await?;

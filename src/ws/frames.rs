@@ -12,6 +12,7 @@
 //! only driven while the socket accepts writes and whose outbound buffer is unbounded.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -145,6 +146,9 @@ pub struct PeerGone;
 /// A socket's outbound queue, shared (same thread) by the session actor and the response body.
 pub struct Outbox {
     buf: BytesMut,
+    /// Length of each frame in `buf`, in order: the connection is handed whole frames only, so
+    /// discarding the queue never cuts a frame in half.
+    frame_lens: VecDeque<usize>,
     codec: actix_http::ws::Codec,
     waker: Option<Waker>,
     /// A close frame is queued: nothing may follow it.
@@ -163,6 +167,7 @@ impl Outbox {
     pub fn new() -> SharedOutbox {
         Rc::new(RefCell::new(Outbox {
             buf: BytesMut::new(),
+            frame_lens: VecDeque::new(),
             codec: actix_http::ws::Codec::new(),
             waker: None,
             sealed: false,
@@ -177,9 +182,13 @@ impl Outbox {
         if self.sealed || self.closing || self.abort {
             return self.buf.len();
         }
+        let before = self.buf.len();
         if let Err(e) = self.codec.encode(msg, &mut self.buf) {
             tracing::warn!(error = %e, "websocket frame encoding failed");
+            self.buf.truncate(before);
+            return before;
         }
+        self.frame_lens.push_back(self.buf.len() - before);
         self.wake();
         self.buf.len()
     }
@@ -195,9 +204,11 @@ impl Outbox {
         if self.closing || self.abort {
             return;
         }
-        let _ = self
-            .codec
-            .encode(WsMessage::Close(Some(reason)), &mut self.buf);
+        let before = self.buf.len();
+        match self.codec.encode(WsMessage::Close(Some(reason)), &mut self.buf) {
+            Ok(()) => self.frame_lens.push_back(self.buf.len() - before),
+            Err(_) => self.buf.truncate(before),
+        }
         self.sealed = true;
         self.wake();
     }
@@ -205,6 +216,20 @@ impl Outbox {
     /// Throw away what is queued and not yet handed to the connection.
     pub fn discard(&mut self) {
         self.buf.clear();
+        self.frame_lens.clear();
+    }
+
+    /// Take whole frames, up to `MAX_CHUNK` bytes (at least one frame), for the connection.
+    fn take_chunk(&mut self) -> Bytes {
+        let mut n = 0;
+        while let Some(&len) = self.frame_lens.front() {
+            if n > 0 && n + len > MAX_CHUNK {
+                break;
+            }
+            n += len;
+            self.frame_lens.pop_front();
+        }
+        self.buf.split_to(n).freeze()
     }
 
     /// End the stream once what is queued is handed over.
@@ -247,11 +272,10 @@ impl Stream for OutboxBody {
                 "websocket peer stopped answering",
             ))));
         }
-        if !o.buf.is_empty() {
-            // Hand the connection at most one chunk at a time: what the socket has not taken stays
-            // here, where the session can see the backlog and bound it.
-            let n = o.buf.len().min(MAX_CHUNK);
-            return Poll::Ready(Some(Ok(o.buf.split_to(n).freeze())));
+        if !o.frame_lens.is_empty() {
+            // Hand the connection one chunk at a time: what the socket has not taken stays here,
+            // where the session can see the backlog and bound it.
+            return Poll::Ready(Some(Ok(o.take_chunk())));
         }
         if o.closing {
             return Poll::Ready(None);
@@ -269,5 +293,54 @@ impl Drop for OutboxBody {
                 r.do_send(PeerGone);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytestring::ByteString;
+
+    fn text(n: usize) -> WsMessage {
+        WsMessage::Text(ByteString::from("x".repeat(n)))
+    }
+
+    #[test]
+    fn chunks_are_whole_frames_and_drain_everything() {
+        let outbox = Outbox::new();
+        let mut o = outbox.borrow_mut();
+        let mut total = 0;
+        for n in [10, 40_000, 30_000, 70_000, 5] {
+            total = o.push(text(n));
+        }
+        let mut handed = 0;
+        let mut chunks = 0;
+        while !o.buf.is_empty() {
+            let c = o.take_chunk();
+            assert!(!c.is_empty());
+            handed += c.len();
+            chunks += 1;
+        }
+        assert_eq!(handed, total);
+        assert!(o.frame_lens.is_empty());
+        assert_eq!(chunks, 4);
+    }
+
+    #[test]
+    fn discard_keeps_frames_whole() {
+        let outbox = Outbox::new();
+        let mut o = outbox.borrow_mut();
+        o.push(text(50_000));
+        o.push(text(50_000));
+        let first = o.take_chunk();
+        assert_eq!(first.len(), 50_000 + 4);
+        o.discard();
+        o.push_close(CloseReason {
+            code: actix_web_actors::ws::CloseCode::Policy,
+            description: None,
+        });
+        let close = o.take_chunk();
+        assert_eq!(&close[..2], &[0x88, 0x02], "a whole close frame, unmasked");
+        assert!(o.buf.is_empty());
     }
 }
