@@ -42,6 +42,11 @@ enum Command {
     Rekey,
 }
 
+/// mimalloc returns freed memory to the system: with glibc's allocator, every blocking thread that
+/// ever hashed a password (argon2id, 19 MiB) kept that much resident for good.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -129,13 +134,28 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     if generated {
         println!("secrets: {}", data_dir.join("secrets.env").display());
     }
-    if first_run {
+    // Until someone registers, a zero-config server prints the admin token and a fresh invite on
+    // every start: a first start that failed after generating the secrets loses nothing.
+    let nobody_yet = generated
+        && !running
+            .storage
+            .db
+            .call(dialtone::actors::db::AnyUsers {})
+            .await?;
+    if nobody_yet {
         let invite = running
             .storage
             .mint_invite(CreateInviteRequest::default())
             .await?;
         println!();
-        println!("First run: secrets generated into {}", data_dir.display());
+        if first_run {
+            println!("First run: secrets generated into {}", data_dir.display());
+        } else {
+            println!(
+                "No user has registered yet (secrets in {}).",
+                data_dir.display()
+            );
+        }
         println!("  admin token : {admin_token}");
         println!(
             "  first invite: {}   (expires {})",

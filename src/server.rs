@@ -169,6 +169,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             .configure(http::configure)
     })
     .workers(workers)
+    // Events are small and latency-sensitive; the outbox already coalesces what is queued into
+    // one write, so Nagle would only add delayed-ACK stalls.
+    .tcp_nodelay(true)
     .max_connections(config.max_connections.div_ceil(workers))
     .client_request_timeout(Duration::from_secs(10))
     .client_disconnect_timeout(Duration::from_secs(5))

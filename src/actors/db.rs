@@ -419,6 +419,8 @@ db_requests! {
     PurgeExpiredSessions {} -> usize => |s, m| auth::purge_expired_sessions(s);
     /// `POST /users` (admin).
     CreatePlaceholderUser { username: String } -> User => |s, m| users::create_placeholder(s, &m.username);
+    /// Whether any user exists.
+    AnyUsers {} -> bool => |s, m| users::any_exist(s);
     /// Admin: every user, decrypted usernames.
     ListUsers {} -> Vec<User> => |s, m| users::list(s);
     /// Admin: disable/enable; returns revoked session ids.

@@ -8,15 +8,30 @@
 //! - [`rest::RestClient`]: every REST endpoint;
 //! - [`ws::WsClient`]: the event stream;
 //! - [`tls::Trust`]: system roots, a CA file, or a pinned certificate fingerprint (self-signed
-//!   development servers).
+//!   development servers);
+//! - [`chat::Chat`]: the end-to-end layer — a device signed in with its [`keystore::KeyStore`],
+//!   encrypting and decrypting messages, broadcasts, channel and profile names, distributing
+//!   channel and directory keys, and following the live stream ([`tail`]) across reconnects;
+//! - [`sealing`]: the E2E encoding of each relayed field, as pure functions.
 
+pub mod chat;
+pub mod keystore;
 pub mod rest;
+pub mod sealing;
+pub mod tail;
 pub mod tls;
 pub mod ws;
 
+pub use chat::{
+    ChannelInfo, Chat, ChatError, ChatResult, History, KeyRef, LoginOutcome, ServerSpec,
+    ShareReport,
+};
+pub use keystore::{KeyStore, KeyStoreError, Profile};
 pub use rest::RestClient;
+pub use sealing::{ChatMessage, SkippedDevice};
+pub use tail::{ChatEvent, FollowOptions};
 pub use tls::Trust;
-pub use ws::{Incoming, WsClient, WsOptions};
+pub use ws::{ConnectAs, Incoming, WsClient, WsConnector, WsOptions};
 
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]

@@ -91,7 +91,7 @@ impl RestClient {
         let res = req
             .send()
             .await
-            .map_err(|e| ClientError::Transport(format!("{e:#}")))?;
+            .map_err(|e| ClientError::Transport(error_chain(&e)))?;
         if res.status().is_success() {
             return Ok(res);
         }
@@ -372,6 +372,22 @@ impl RestClient {
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
+}
+
+/// An error with its causes: reqwest's own message ("error sending request for url …") hides the
+/// useful part (connection refused, certificate mismatch) in its sources.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// Percent-encode a query or path component.

@@ -12,8 +12,10 @@ use sha2::{Digest, Sha256};
 
 use super::{ClientError, ClientResult};
 
-/// How the client decides to trust the server's certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the client decides to trust the server's certificate. Serializable: the CLI keeps it in its
+/// key store profile so later commands need no trust flags.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Trust {
     /// The operating system's root certificates (a server with a public certificate).
     SystemRoots,

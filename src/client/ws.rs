@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -30,6 +32,8 @@ pub struct WsOptions {
     /// Send the token as the browser-style subprotocol `dialtone.v1, bearer.<token>` instead of an
     /// `Authorization` header.
     pub token_in_subprotocol: bool,
+    /// Local address to connect from (load tests spread connections over 127.0.0.x).
+    pub local_addr: Option<IpAddr>,
 }
 
 impl WsOptions {
@@ -40,6 +44,7 @@ impl WsOptions {
             trust,
             subscribe_none: false,
             token_in_subprotocol: false,
+            local_addr: None,
         }
     }
 
@@ -62,6 +67,151 @@ impl WsOptions {
         } else {
             base
         }
+    }
+}
+
+/// Per-connection choices of [`WsConnector::connect`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectAs<'a> {
+    pub token: &'a str,
+    pub subscribe_none: bool,
+    pub token_in_subprotocol: bool,
+    pub local_addr: Option<IpAddr>,
+}
+
+/// Opens many connections to one server, sharing one TLS configuration.
+#[derive(Clone)]
+pub struct WsConnector {
+    opts: WsOptions,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    host: String,
+    port: u16,
+}
+
+impl WsConnector {
+    pub fn new(base_url: &str, trust: &Trust) -> ClientResult<Self> {
+        let opts = WsOptions::new(base_url, "", trust.clone());
+        let uri: tungstenite::http::Uri = opts
+            .url()
+            .parse()
+            .map_err(|e| ClientError::Config(format!("WebSocket URL: {e}")))?;
+        let plain = uri.scheme_str() == Some("ws");
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::Config("WebSocket URL has no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if plain { 80 } else { 443 });
+        let tls = if plain {
+            None
+        } else {
+            Some(Arc::new(client_config(trust)?))
+        };
+        Ok(Self {
+            opts,
+            tls,
+            host,
+            port,
+        })
+    }
+
+    /// TCP to the first resolved address that accepts (from `local` when given).
+    async fn open_tcp(&self, local: Option<IpAddr>) -> ClientResult<TcpStream> {
+        let transport = |e: std::io::Error| ClientError::Transport(format!("connect: {e}"));
+        let targets = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(transport)?
+            .filter(|a| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4()));
+        let mut last = None;
+        for target in targets {
+            let socket = if target.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(transport)?;
+            if let Some(ip) = local {
+                socket.bind(SocketAddr::new(ip, 0)).map_err(transport)?;
+            }
+            match socket.connect(target).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true).map_err(transport)?;
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => transport(e),
+            None => ClientError::Transport(format!("cannot resolve {}", self.host)),
+        })
+    }
+
+    pub async fn connect(&self, who: &ConnectAs<'_>) -> ClientResult<WsClient> {
+        let opts = WsOptions {
+            subscribe_none: who.subscribe_none,
+            ..self.opts.clone()
+        };
+        let mut request = opts
+            .url()
+            .into_client_request()
+            .map_err(|e| ClientError::Config(format!("WebSocket URL: {e}")))?;
+        let header = |v: String| {
+            HeaderValue::from_str(&v)
+                .map_err(|_| ClientError::Config("token is not a valid header value".into()))
+        };
+        if who.token_in_subprotocol {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                header(format!(
+                    "{SUBPROTOCOL}, {BEARER_SUBPROTOCOL_PREFIX}{}",
+                    who.token
+                ))?,
+            );
+        } else {
+            request
+                .headers_mut()
+                .insert("Authorization", header(format!("Bearer {}", who.token))?);
+        }
+        let stream = self.open_tcp(who.local_addr).await?;
+        let connector = match &self.tls {
+            Some(cfg) => Connector::Rustls(cfg.clone()),
+            None => Connector::Plain,
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(16 << 20))
+            .max_frame_size(Some(16 << 20));
+        let (ws, response) = tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(config),
+            Some(connector),
+        )
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(res) => ClientError::Api {
+                status: res.status().as_u16(),
+                code: String::new(),
+                message: res
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            other => ClientError::Transport(other.to_string()),
+        })?;
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (sink, stream) = ws.split();
+        Ok(WsClient {
+            sink: WsSender(sink),
+            stream: WsReceiver(stream),
+            protocol,
+        })
     }
 }
 
@@ -91,66 +241,14 @@ pub struct WsReceiver(SplitStream<Stream>);
 
 impl WsClient {
     pub async fn connect(opts: &WsOptions) -> ClientResult<Self> {
-        let mut request = opts
-            .url()
-            .into_client_request()
-            .map_err(|e| ClientError::Config(format!("WebSocket URL: {e}")))?;
-        let header = |v: String| {
-            HeaderValue::from_str(&v)
-                .map_err(|_| ClientError::Config("token is not a valid header value".into()))
-        };
-        if opts.token_in_subprotocol {
-            request.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                header(format!(
-                    "{SUBPROTOCOL}, {BEARER_SUBPROTOCOL_PREFIX}{}",
-                    opts.token
-                ))?,
-            );
-        } else {
-            request
-                .headers_mut()
-                .insert("Authorization", header(format!("Bearer {}", opts.token))?);
-        }
-        let connector =
-            if opts.base_url.starts_with("http://") || opts.base_url.starts_with("ws://") {
-                Connector::Plain
-            } else {
-                Connector::Rustls(Arc::new(client_config(&opts.trust)?))
-            };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(16 << 20))
-            .max_frame_size(Some(16 << 20));
-        let (ws, response) = tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            Some(config),
-            true,
-            Some(connector),
-        )
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(res) => ClientError::Api {
-                status: res.status().as_u16(),
-                code: String::new(),
-                message: res
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default(),
-            },
-            other => ClientError::Transport(other.to_string()),
-        })?;
-        let protocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let (sink, stream) = ws.split();
-        Ok(Self {
-            sink: WsSender(sink),
-            stream: WsReceiver(stream),
-            protocol,
-        })
+        WsConnector::new(&opts.base_url, &opts.trust)?
+            .connect(&ConnectAs {
+                token: &opts.token,
+                subscribe_none: opts.subscribe_none,
+                token_in_subprotocol: opts.token_in_subprotocol,
+                local_addr: opts.local_addr,
+            })
+            .await
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) -> ClientResult<()> {
@@ -254,19 +352,36 @@ impl WsReceiver {
         }
     }
 
-    /// The next raw text frame (the load generator parses only what it needs).
-    pub async fn next_text(&mut self) -> ClientResult<Option<tungstenite::Utf8Bytes>> {
+    /// The next frame unparsed (the load generator reads only what it needs).
+    pub async fn next_raw(&mut self) -> ClientResult<RawIncoming> {
         loop {
             match self.0.next().await {
-                None => return Ok(None),
-                Some(Ok(Message::Text(t))) => return Ok(Some(t)),
-                Some(Ok(Message::Close(_))) => return Ok(None),
+                None => return Ok(RawIncoming::Ended),
+                Some(Ok(Message::Text(t))) => return Ok(RawIncoming::Text(t)),
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    return Ok(RawIncoming::Closed { code, reason });
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(
                     tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                )) => return Ok(None),
+                )) => return Ok(RawIncoming::Ended),
                 Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
             }
         }
     }
+}
+
+/// An unparsed frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawIncoming {
+    Text(tungstenite::Utf8Bytes),
+    Closed {
+        code: u16,
+        reason: String,
+    },
+    /// The connection ended without a close frame.
+    Ended,
 }

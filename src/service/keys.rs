@@ -89,6 +89,35 @@ async fn check_sender(
     Ok(registered)
 }
 
+/// Whether an upload may write over the target's current envelope (sent by `existing_sender`):
+/// only when there is none, when it came from one of the uploader's own devices (key rotation), or
+/// when its sender device is gone. Otherwise any member could swap another device's key for one of
+/// their own or for garbage; the existing envelope stays (first writer wins).
+async fn may_replace(
+    db: &mut db::Db<'_>,
+    existing_sender: Option<String>,
+    uploader: &str,
+) -> Result<bool, crate::db::DbError> {
+    let Some(sender) = existing_sender else {
+        return Ok(true);
+    };
+    Ok(match db::devices::find(db, &sender).await? {
+        None => true,
+        Some(device) => device.user_id == uploader,
+    })
+}
+
+async fn existing_channel(
+    db: &mut db::Db<'_>,
+    row: &ChannelEnvelopeRow,
+) -> Result<Option<String>, crate::db::DbError> {
+    Ok(
+        db::keys::channel_envelope(db, &row.channel_id, &row.device_id)
+            .await?
+            .map(|e| e.sender_device_id),
+    )
+}
+
 /// Why an upload transaction declined (it commits nothing).
 enum Missing {
     Channel,
@@ -136,6 +165,7 @@ pub async fn upload_channel_keys(
         })
         .collect::<Vec<_>>();
     let count = rows.len();
+    let uploader = ctx.user_id.clone();
     let mut conn = store.pool.get().await?;
     let outcome: Result<(), Missing> = conn
         .transaction(move |mut db| {
@@ -150,7 +180,10 @@ pub async fn upload_channel_keys(
                     }
                 }
                 for row in &rows {
-                    db::keys::upsert_channel_envelope(&mut db, row).await?;
+                    let existing = existing_channel(&mut db, row).await?;
+                    if may_replace(&mut db, existing, &uploader).await? {
+                        db::keys::upsert_channel_envelope(&mut db, row).await?;
+                    }
                 }
                 Ok(Ok(()))
             }
@@ -181,6 +214,7 @@ pub async fn upload_directory_keys(
             created_at: now,
         })
         .collect::<Vec<_>>();
+    let uploader = ctx.user_id.clone();
     let mut conn = store.pool.get().await?;
     let outcome: Result<(), Missing> = conn
         .transaction(move |mut db| {
@@ -192,7 +226,12 @@ pub async fn upload_directory_keys(
                     }
                 }
                 for row in &rows {
-                    db::keys::upsert_directory_envelope(&mut db, row).await?;
+                    let existing = db::keys::directory_envelope(&mut db, &row.device_id)
+                        .await?
+                        .map(|e| e.sender_device_id);
+                    if may_replace(&mut db, existing, &uploader).await? {
+                        db::keys::upsert_directory_envelope(&mut db, row).await?;
+                    }
                 }
                 Ok(Ok(()))
             }

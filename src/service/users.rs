@@ -52,6 +52,12 @@ fn wire(row: &UserRow, username: String) -> User {
     }
 }
 
+/// Whether anyone has registered yet (a zero-config server prints a first invite until then).
+pub async fn any_exist(store: &Store) -> ServiceResult<bool> {
+    let mut conn = store.pool.get().await?;
+    Ok(db::users::any_exist(&mut conn.db()).await?)
+}
+
 /// Every user with the decrypted username (admin view). v1 users who have not logged in since the
 /// upgrade have no stored username yet: they show as `""`.
 pub async fn list(store: &Store) -> ServiceResult<Vec<User>> {

@@ -205,7 +205,10 @@ impl Outbox {
             return;
         }
         let before = self.buf.len();
-        match self.codec.encode(WsMessage::Close(Some(reason)), &mut self.buf) {
+        match self
+            .codec
+            .encode(WsMessage::Close(Some(reason)), &mut self.buf)
+        {
             Ok(()) => self.frame_lens.push_back(self.buf.len() - before),
             Err(_) => self.buf.truncate(before),
         }

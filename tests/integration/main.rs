@@ -4,6 +4,24 @@
 //! `cargo test` runs them on PostgreSQL (`DIALTONE_TEST_DB_URL`, default the local server);
 //! `DIALTONE_TEST_BACKEND=sqlite cargo test` runs the same suite on the embedded store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
+mod at_rest;
+mod concurrency;
+mod e2e;
+mod embedded;
+mod http_conventions;
+mod load_smoke;
+mod rest_admin;
+mod rest_auth;
+mod rest_channels;
+mod rest_devices;
+mod rest_keys;
+mod rest_users;
 mod smoke;
+mod upgrade_v1;
+mod ws_events;
+mod ws_lifecycle;
+mod ws_order;

@@ -14,13 +14,25 @@ async fn register_create_channel_and_chat() {
     assert!(alice.auth.is_admin, "first user is admin");
     let channel = alice.rest.create_channel("bmFtZQ==").await.unwrap();
     let mut ws = server.ws(&alice).await;
-    ws.send(&ClientFrame::channel_message(&channel.id, "Ym9keQ==", "bmFtZQ==", Some("c1".into())))
+    ws.send(&ClientFrame::channel_message(
+        &channel.id,
+        "Ym9keQ==",
+        "bmFtZQ==",
+        Some("c1".into()),
+    ))
+    .await
+    .unwrap();
+    let echo = ws
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
         .await
         .unwrap();
-    let echo = ws.expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT).await.unwrap();
     assert_eq!(echo.body, "Ym9keQ==");
     assert_eq!(echo.client_message_id.as_deref(), Some("c1"));
-    let history = alice.rest.messages(&channel.id, &Default::default()).await.unwrap();
+    let history = alice
+        .rest
+        .messages(&channel.id, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(history.messages.len(), 1);
     assert_eq!(history.messages[0].id, echo.message_id);
     ws.close().await.unwrap();

@@ -33,15 +33,52 @@ pub enum Backend {
     Sqlite,
 }
 
+/// `DIALTONE_TEST_BACKEND=postgres|sqlite`; unset: PostgreSQL when the test server answers,
+/// otherwise the embedded SQLite store (so `cargo test` works on a machine with only Rust).
 pub fn backend() -> Backend {
-    match std::env::var("DIALTONE_TEST_BACKEND").as_deref() {
+    static CHOSEN: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| match std::env::var("DIALTONE_TEST_BACKEND").as_deref() {
         Ok("sqlite") => Backend::Sqlite,
-        _ => Backend::Postgres,
-    }
+        Ok("postgres") => Backend::Postgres,
+        Ok(other) => panic!("DIALTONE_TEST_BACKEND must be postgres or sqlite, not {other}"),
+        Err(_) => {
+            if postgres_reachable() {
+                Backend::Postgres
+            } else {
+                eprintln!(
+                    "note: no PostgreSQL at DIALTONE_TEST_DB_URL ({}); running the suite on SQLite",
+                    admin_url()
+                );
+                Backend::Sqlite
+            }
+        }
+    })
+}
+
+fn postgres_reachable() -> bool {
+    let url = admin_url();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return false;
+        };
+        rt.block_on(async {
+            let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+            matches!(
+                tokio::time::timeout(Duration::from_secs(3), connect).await,
+                Ok(Ok(_))
+            )
+        })
+    })
+    .join()
+    .unwrap_or(false)
 }
 
 fn admin_url() -> String {
-    std::env::var("DIALTONE_TEST_DB_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DIALTONE_TEST_DB_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database that exists for one test and is dropped after it.
@@ -99,7 +136,9 @@ impl TestDb {
     pub async fn execute(&self, sql: &str) {
         match self.backend {
             Backend::Postgres => {
-                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
                 tokio::spawn(conn);
                 client.batch_execute(sql).await.unwrap();
             }
@@ -121,7 +160,9 @@ impl TestDb {
     pub async fn strings(&self, sql: &str) -> Vec<Option<String>> {
         match self.backend {
             Backend::Postgres => {
-                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
                 tokio::spawn(conn);
                 client
                     .simple_query(sql)
@@ -129,7 +170,9 @@ impl TestDb {
                     .unwrap()
                     .into_iter()
                     .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+                        tokio_postgres::SimpleQueryMessage::Row(r) => {
+                            Some(r.get(0).map(str::to_owned))
+                        }
                         _ => None,
                     })
                     .collect()
@@ -164,7 +207,10 @@ impl TestDb {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.string(sql).await.and_then(|s| s.parse().ok()).unwrap_or(-1)
+        self.string(sql)
+            .await
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1)
     }
 
     /// Every value of every column of every table, as `(table, column, text)`.
@@ -188,7 +234,12 @@ impl TestDb {
                     .await;
                 let mut out = Vec::new();
                 for t in tables.into_iter().flatten() {
-                    for c in self.strings(&format!("SELECT name AS v FROM pragma_table_info('{t}')")).await.into_iter().flatten() {
+                    for c in self
+                        .strings(&format!("SELECT name AS v FROM pragma_table_info('{t}')"))
+                        .await
+                        .into_iter()
+                        .flatten()
+                    {
                         out.push((t.clone(), c));
                     }
                 }
@@ -206,7 +257,9 @@ impl TestDb {
     }
 
     async fn drop_pg(name: String) {
-        if let Ok((client, conn)) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await {
+        if let Ok((client, conn)) =
+            tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await
+        {
             tokio::spawn(conn);
             let _ = client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -220,7 +273,10 @@ impl Drop for TestDb {
         if let Some(name) = self.pg_name.take() {
             // Dropped from a plain thread: the test's runtime may be shutting down.
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     rt.block_on(TestDb::drop_pg(name));
                 }
             })
@@ -230,7 +286,9 @@ impl Drop for TestDb {
 }
 
 fn replace_db_name(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let slash = base.rfind('/').expect("database URL has a path");
     let mut out = format!("{}/{name}", &base[..slash]);
     if let Some(q) = query {
@@ -248,7 +306,8 @@ pub struct ServerSettings {
 
 impl ServerSettings {
     pub fn new(db: &TestDb, data_dir: &std::path::Path) -> Self {
-        let key = base64::engine::general_purpose::STANDARD.encode(dialtone::crypto::random_bytes(32));
+        let key =
+            base64::engine::general_purpose::STANDARD.encode(dialtone::crypto::random_bytes(32));
         let vars = [
             ("DIALTONE_DB_URL", db.url.as_str()),
             ("DIALTONE_DATA_DIR", &data_dir.display().to_string()),
@@ -299,6 +358,7 @@ impl TestServer {
 
     /// Start on an existing database (prepared by the test).
     pub async fn start_on(db: TestDb, tweak: impl FnOnce(&mut ServerSettings)) -> Self {
+        init_logging();
         let data = tempfile::tempdir().expect("tempdir");
         let mut settings = ServerSettings::new(&db, data.path());
         tweak(&mut settings);
@@ -343,11 +403,12 @@ impl TestServer {
                     .await
             })
         });
-        let fingerprint = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
-            .await
-            .unwrap()
-            .expect("server did not start in time")
-            .unwrap_or_else(|e| panic!("server failed to start: {e}"));
+        let fingerprint =
+            tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("server did not start in time")
+                .unwrap_or_else(|e| panic!("server failed to start: {e}"));
         self.base_url = format!("https://localhost:{port}");
         self.fingerprint = fingerprint;
         self.shutdown = Some(stop_tx);
@@ -445,7 +506,9 @@ impl TestServer {
     }
 
     pub async fn ws(&self, user: &TestUser) -> WsClient {
-        WsClient::connect(&self.ws_options(&user.auth.token)).await.expect("ws connect")
+        WsClient::connect(&self.ws_options(&user.auth.token))
+            .await
+            .expect("ws connect")
     }
 }
 
@@ -458,6 +521,13 @@ impl Drop for TestServer {
             let _ = t.join();
         }
     }
+}
+
+/// `DIALTONE_TEST_LOG=<filter>` prints the servers' logs (e.g. `dialtone=debug`); a
+/// [`LogCapture`] records them.
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_log_subscriber);
 }
 
 pub fn password(name: &str) -> String {
@@ -488,7 +558,10 @@ impl TestUser {
 
 /// Assert an API error's status (and code).
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(r: Result<T, dialtone::client::ClientError>, status: u16) -> dialtone::client::ClientError {
+pub fn assert_status<T: std::fmt::Debug>(
+    r: Result<T, dialtone::client::ClientError>,
+    status: u16,
+) -> dialtone::client::ClientError {
     match r {
         Ok(v) => panic!("expected HTTP {status}, got success: {v:?}"),
         Err(e) => {
@@ -496,4 +569,375 @@ pub fn assert_status<T: std::fmt::Debug>(r: Result<T, dialtone::client::ClientEr
             e
         }
     }
+}
+
+impl TestServer {
+    /// Stop (if running), adjust the settings with `tweak`, and start again on the same database
+    /// and data directory (new port) — e.g. with another `DIALTONE_CHANNEL_KEY` after a rekey.
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut ServerSettings)) {
+        self.stop().await.expect("clean shutdown");
+        tweak(&mut self.settings);
+        self.admin_token = self.settings.vars["DIALTONE_ADMIN_TOKEN"].clone();
+        self.boot().await;
+    }
+}
+
+/// hex HMAC-SHA256(pepper, username): the `users.username_hash` of dialtone v1 (SPEC §6), computed
+/// independently of the server.
+pub fn username_hash(pepper: &str, normalized_username: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(pepper.as_bytes()).expect("HMAC takes any key length");
+    mac.update(normalized_username.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The `<key id>` of a stored `enc:v1:<key id>:<b64>` value; `None` for anything else.
+pub fn enc_key_id(stored: &str) -> Option<&str> {
+    let rest = stored.strip_prefix("enc:v1:")?;
+    let (id, body) = rest.split_once(':')?;
+    (!id.is_empty() && !body.is_empty()).then_some(id)
+}
+
+/// Wait until the server has fully set up `ws`'s session (registered with the hub), by a round
+/// trip: an unsupported frame type must come back as an `error` event.
+pub async fn ws_ready(ws: &mut WsClient) {
+    ws.send(&dialtone::protocol::ws::ClientFrame {
+        kind: "test.ready.probe".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("send probe");
+    let e = ws
+        .expect_event(dialtone::protocol::ws::event_type::ERROR, WAIT)
+        .await
+        .expect("probe answered");
+    assert_eq!(e.code.as_deref(), Some("unsupported_type"), "{e:?}");
+}
+
+// ---- Helpers shared by the REST suites (rest_*, http_conventions) ----
+
+/// Assert an API error's status and `code`.
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(
+    r: Result<T, dialtone::client::ClientError>,
+    status: u16,
+    code: &str,
+) -> dialtone::client::ClientError {
+    let e = assert_status(r, status);
+    assert_eq!(e.code(), Some(code), "unexpected error code: {e}");
+    e
+}
+
+/// Send a raw request: the status and the body as JSON (`Null` when empty, a JSON string holding
+/// the text when the body is not JSON).
+pub async fn send_raw(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("response body");
+    let body = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    (status, body)
+}
+
+/// The keys of a JSON object, sorted (panics if `v` is not an object).
+#[track_caller]
+pub fn json_keys(v: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("expected a JSON object, got {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Assert that a JSON error body is exactly `{"error": <non-empty>, "code": <code>}`.
+#[track_caller]
+pub fn assert_error_body(body: &serde_json::Value, code: &str) {
+    assert_eq!(json_keys(body), ["code", "error"], "error body: {body}");
+    assert_eq!(body["code"], code, "error body: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|s| !s.is_empty()),
+        "error message must be a non-empty string: {body}"
+    );
+}
+
+/// Assert `s` is a UUID string (canonical hyphenated form).
+#[track_caller]
+pub fn assert_uuid(s: &str) {
+    let parsed = uuid::Uuid::parse_str(s).unwrap_or_else(|e| panic!("{s:?} is not a UUID: {e}"));
+    assert_eq!(
+        parsed.hyphenated().to_string(),
+        s.to_ascii_lowercase(),
+        "{s:?} is not a hyphenated UUID"
+    );
+}
+
+/// Assert `s` is an RFC 3339 UTC time ending in `Z`; returns it parsed.
+#[track_caller]
+pub fn assert_utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+    assert!(s.ends_with('Z'), "{s:?} does not end in Z");
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{s:?} is not RFC 3339: {e}"));
+    assert_eq!(t.offset().local_minus_utc(), 0, "{s:?} is not UTC");
+    t.with_timezone(&chrono::Utc)
+}
+
+/// Poll `check` until it returns true; panic with `what` after [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Read until the server closes the socket; returns the close code (`None`: the connection ended
+/// without a close frame). Other events before the close are skipped. Panics after [`WAIT`].
+pub async fn wait_closed(ws: &mut WsClient) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_within(left).await {
+            Ok(Some(dialtone::client::Incoming::Closed { code, .. })) => return Some(code),
+            Ok(Some(dialtone::client::Incoming::Event(_))) => continue,
+            Ok(None) => return None,
+            Err(dialtone::client::ClientError::Transport(_)) => return None,
+            Err(e) => panic!("socket was not closed: {e}"),
+        }
+    }
+}
+
+/// Send `n` channel messages as `user` over one WebSocket (client_message_id `m0`, `m1`, …) and
+/// wait for every echo; returns the echoes in arrival order.
+pub async fn send_messages(
+    server: &TestServer,
+    user: &TestUser,
+    channel_id: &str,
+    n: usize,
+) -> Vec<dialtone::protocol::ws::Event> {
+    use dialtone::protocol::ws::{ClientFrame, event_type};
+    let mut ws = server.ws(user).await;
+    let mut echoes = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    for start in (0..n).step_by(100) {
+        let end = (start + 100).min(n);
+        for i in start..end {
+            let body = base64::engine::general_purpose::STANDARD.encode(format!("message {i}"));
+            ws.send(&ClientFrame::channel_message(
+                channel_id,
+                body,
+                "bmFtZQ==",
+                Some(format!("m{i}")),
+            ))
+            .await
+            .expect("send channel message");
+        }
+        while echoes.len() < end {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match ws.next_within(left).await.expect("echo") {
+                Some(dialtone::client::Incoming::Event(e))
+                    if e.kind == event_type::CHANNEL_MESSAGE_NEW =>
+                {
+                    if e.channel_id.as_deref() == Some(channel_id) {
+                        echoes.push(*e);
+                    }
+                }
+                Some(dialtone::client::Incoming::Event(e)) if e.kind == event_type::ERROR => {
+                    panic!("server refused a message: {e:?}")
+                }
+                Some(dialtone::client::Incoming::Event(_)) => {}
+                other => panic!("socket ended while waiting for echoes: {other:?}"),
+            }
+        }
+    }
+    let _ = ws.close().await;
+    echoes
+}
+
+/// Run the real `dialtone rekey` binary on a (stopped) server's database and data directory, with
+/// the server's settings but `DIALTONE_CHANNEL_KEY = key` and `DIALTONE_CHANNEL_KEY_PREVIOUS =
+/// previous`. Returns (exit code, stdout, stderr).
+pub async fn run_rekey(
+    server: &TestServer,
+    key: &str,
+    previous: Option<&str>,
+) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dialtone"));
+    cmd.arg("rekey").env_clear();
+    for (k, v) in &server.settings.vars {
+        cmd.env(k, v);
+    }
+    cmd.env("DIALTONE_DB_URL", &server.db.url)
+        .env("DIALTONE_DATA_DIR", &server.data_dir)
+        .env("DIALTONE_CHANNEL_KEY", key)
+        .env("RUST_LOG", "warn");
+    match previous {
+        Some(p) => cmd.env("DIALTONE_CHANNEL_KEY_PREVIOUS", p),
+        None => cmd.env_remove("DIALTONE_CHANNEL_KEY_PREVIOUS"),
+    };
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("run dialtone rekey");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The pretty-printed JSON report `dialtone rekey` prints on stdout (log lines may surround it).
+pub fn rekey_report(stdout: &str) -> serde_json::Value {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "{")
+        .unwrap_or_else(|| panic!("no JSON report in: {stdout}"));
+    let end = lines
+        .iter()
+        .rposition(|l| *l == "}")
+        .unwrap_or_else(|| panic!("no JSON report in: {stdout}"));
+    serde_json::from_str(&lines[start..=end].join("\n"))
+        .unwrap_or_else(|e| panic!("bad report ({e}): {stdout}"))
+}
+
+/// One column's counts in a rekey report.
+#[track_caller]
+pub fn assert_rekey_counts(
+    report: &serde_json::Value,
+    column: &str,
+    rewritten: u64,
+    already_current: u64,
+) {
+    assert_eq!(
+        report[column],
+        serde_json::json!({"rewritten": rewritten, "already_current": already_current, "failed": 0}),
+        "{column} in {report:#}"
+    );
+}
+
+/// POST a JSON body with `rest`'s credentials; the exact status and the body as JSON (a non-JSON
+/// body becomes a JSON string).
+pub async fn post_json(
+    rest: &RestClient,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> (u16, serde_json::Value) {
+    let res = rest
+        .request(reqwest::Method::POST, path)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("response body");
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json)
+}
+
+// ---- Capturing the servers' logs (e2e: no plaintext in the log) ----
+
+/// Buffers that currently receive the servers' logs, see [`LogCapture`].
+static LOG_CAPTURES: std::sync::Mutex<Vec<std::sync::Weak<std::sync::Mutex<Vec<u8>>>>> =
+    std::sync::Mutex::new(Vec::new());
+/// How many [`LogCapture`]s are live (the capture layer is idle at zero).
+static LOG_CAPTURING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Records every `dialtone` log line at `debug` and above, from every thread, while alive.
+///
+/// A server's log comes from many threads (HTTP workers, the database actor's arbiter, the
+/// channel arbiters), so a thread-local default subscriber would miss most of it: the process-wide
+/// subscriber ([`install_log_subscriber`]) copies each line into every live capture. Servers of
+/// tests running in parallel are recorded too — harmless for "this text never appears" checks.
+pub struct LogCapture {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl LogCapture {
+    pub fn start() -> Self {
+        init_logging();
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        LOG_CAPTURES
+            .lock()
+            .unwrap()
+            .push(std::sync::Arc::downgrade(&buf));
+        LOG_CAPTURING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self { buf }
+    }
+
+    /// Everything recorded so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        LOG_CAPTURING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut all) = LOG_CAPTURES.lock() {
+            all.retain(|w| {
+                w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), std::sync::Arc::as_ptr(&self.buf))
+            });
+        }
+    }
+}
+
+/// Writes one formatted line into every live capture.
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(all) = LOG_CAPTURES.lock() {
+            for buf in all.iter().filter_map(std::sync::Weak::upgrade) {
+                if let Ok(mut b) = buf.lock() {
+                    b.extend_from_slice(bytes);
+                }
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One process-wide subscriber: prints per `DIALTONE_TEST_LOG`, and feeds [`LogCapture`]s.
+fn install_log_subscriber() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let print = std::env::var("DIALTONE_TEST_LOG").ok().map(|filter| {
+        tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(tracing_subscriber::EnvFilter::new(filter))
+    });
+    let capture = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(|| CaptureWriter)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            LOG_CAPTURING.load(std::sync::atomic::Ordering::Relaxed) > 0
+                && meta.target().starts_with("dialtone")
+                && *meta.level() <= tracing::Level::DEBUG
+        }));
+    let _ = tracing_subscriber::registry()
+        .with(print)
+        .with(capture)
+        .try_init();
 }

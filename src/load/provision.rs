@@ -1,0 +1,137 @@
+//! Provisioning through the dialtone v1 REST API: users from one invite (admin token), channels
+//! with real E2E-encrypted names. Or, for servers provisioned another way, tokens from a file and
+//! channel ids from the command line.
+
+use std::path::Path;
+
+use futures_util::{StreamExt, stream};
+
+use super::LoadError;
+use crate::client::RestClient;
+use crate::client::rest::Credentials;
+use crate::crypto::e2e::{DeviceKeypair, SymmetricKey, generate_key, seal};
+use crate::crypto::random_bytes;
+use crate::protocol::rest::{CreateInviteRequest, RegisterRequest};
+
+/// One account the load uses (a token backs any number of sockets).
+#[derive(Debug, Clone)]
+pub struct LoadUser {
+    pub user_id: String,
+    pub token: String,
+}
+
+/// One channel and the key its payloads are sealed with.
+#[derive(Clone)]
+pub struct LoadChannel {
+    pub id: String,
+    pub key: SymmetricKey,
+}
+
+pub struct Provisioned {
+    pub users: Vec<LoadUser>,
+    pub channels: Vec<LoadChannel>,
+}
+
+/// Register `users` accounts through one invite and create `channels` channels.
+pub async fn through_api(
+    rest: &RestClient,
+    admin_token: &str,
+    users: usize,
+    channels: usize,
+) -> Result<Provisioned, LoadError> {
+    let admin = rest.with_credentials(Credentials::AdminToken(admin_token.to_owned()));
+    let invite = admin
+        .mint_invite(&CreateInviteRequest {
+            expires_in_seconds: Some(3600),
+            max_uses: Some(users.max(1) as u32),
+        })
+        .await
+        .map_err(|e| LoadError::Provision(format!("minting an invite: {e}")))?;
+    let run = hex::encode(random_bytes(3));
+    let password = format!("Ld1-{}", hex::encode(random_bytes(12)));
+    // Registration hashes a password (argon2id) on the server: a few at a time.
+    let registered: Vec<Result<LoadUser, LoadError>> = stream::iter(0..users)
+        .map(|i| {
+            let rest = rest.clone();
+            let token = invite.token.clone();
+            let password = password.clone();
+            let run = run.clone();
+            async move {
+                let keys = DeviceKeypair::generate();
+                let auth = rest
+                    .register(&RegisterRequest {
+                        username: format!("load{run}u{i}"),
+                        password,
+                        public_key: keys.public_key_b64(),
+                        invite_token: token,
+                    })
+                    .await
+                    .map_err(|e| LoadError::Provision(format!("registering user {i}: {e}")))?;
+                Ok(LoadUser {
+                    user_id: auth.user_id,
+                    token: auth.token,
+                })
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let users: Vec<LoadUser> = registered.into_iter().collect::<Result<_, _>>()?;
+    let channels = if channels == 0 {
+        Vec::new()
+    } else {
+        let creator = users
+            .first()
+            .ok_or_else(|| LoadError::Provision("channels need at least one user".into()))?;
+        // dialtone: promote the creator (channel writes are admin-only); a server without this
+        // endpoint may have made it admin already (first user).
+        let _ = admin.admin_user_action(&creator.user_id, "promote").await;
+        let as_creator = rest.with_token(&creator.token);
+        let mut out = Vec::with_capacity(channels);
+        for i in 0..channels {
+            let key = generate_key();
+            let name = seal(&key, format!("load {run} #{i}").as_bytes());
+            let channel = as_creator
+                .create_channel(&name)
+                .await
+                .map_err(|e| LoadError::Provision(format!("creating channel {i}: {e}")))?;
+            out.push(LoadChannel {
+                id: channel.id,
+                key,
+            });
+        }
+        out
+    };
+    Ok(Provisioned { users, channels })
+}
+
+/// Tokens (one per line, `#` comments allowed) and existing channel ids.
+pub fn from_file(path: &Path, channel_ids: &[String]) -> Result<Provisioned, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::Provision(format!("{}: {e}", path.display())))?;
+    let users: Vec<LoadUser> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|token| LoadUser {
+            user_id: String::new(),
+            token: token.to_owned(),
+        })
+        .collect();
+    if users.is_empty() {
+        return Err(LoadError::Provision(format!(
+            "{}: no tokens in the file",
+            path.display()
+        )));
+    }
+    Ok(Provisioned {
+        users,
+        channels: channel_ids
+            .iter()
+            .map(|id| LoadChannel {
+                id: id.clone(),
+                key: generate_key(),
+            })
+            .collect(),
+    })
+}

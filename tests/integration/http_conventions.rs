@@ -1,0 +1,488 @@
+//! HTTP conventions of SPEC §3: body limit (413), malformed and unknown-field JSON (400), any
+//! Content-Type, 405/404 with JSON bodies, the exact error shape, `/health` and `/ready`, RFC 3339
+//! UTC times and UUID ids.
+
+use dialtone::crypto::e2e::{DeviceKeypair, generate_key};
+use dialtone::protocol::rest::{
+    ChannelKeysUpload, CreateInviteRequest, EnvelopeUpload, LoginRequest,
+};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::*;
+
+const MIB: usize = 1 << 20;
+
+/// A register body of exactly `len` bytes (the username is padded).
+fn register_body_of_len(len: usize) -> String {
+    let skeleton = r#"{"username":"","password":"abcdefg1","public_key":"x","invite_token":"x"}"#;
+    let pad = "a".repeat(len - skeleton.len());
+    let body = format!(
+        r#"{{"username":"{pad}","password":"abcdefg1","public_key":"x","invite_token":"x"}}"#
+    );
+    assert_eq!(body.len(), len);
+    body
+}
+
+fn is_snake_case(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('_').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+/// Send and check the response is an error with exactly `{error, code}`, JSON-typed.
+async fn error_response(req: reqwest::RequestBuilder, status: u16) -> serde_json::Value {
+    let res = req.send().await.expect("request");
+    assert_eq!(res.status().as_u16(), status, "status");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?}"
+    );
+    let text = res.text().await.unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(json_keys(&body), ["code", "error"], "error body {body}");
+    let code = body["code"].as_str().expect("code is a string");
+    assert!(is_snake_case(code), "code {code:?} is not snake_case");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error message: {body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn body_over_1_mib_is_413() {
+    let server = TestServer::start().await;
+    let body = register_body_of_len(MIB + 1);
+    let req = server
+        .rest()
+        .request(Method::POST, "/auth/register")
+        .header("Content-Type", "application/json")
+        .body(body);
+    let err = error_response(req, 413).await;
+    assert_eq!(err["code"], "payload_too_large");
+
+    // Far larger bodies too.
+    let big = register_body_of_len(4 * MIB);
+    let req = server
+        .rest()
+        .request(Method::POST, "/auth/register")
+        .body(big);
+    error_response(req, 413).await;
+    assert_eq!(server.db.count("SELECT count(*) AS v FROM users").await, 0);
+}
+
+#[tokio::test]
+async fn body_of_exactly_1_mib_is_read() {
+    let server = TestServer::start().await;
+    // Parsed (and refused for its content), not refused for its size.
+    let req = server
+        .rest()
+        .request(Method::POST, "/auth/register")
+        .header("Content-Type", "application/json")
+        .body(register_body_of_len(MIB));
+    let err = error_response(req, 400).await;
+    assert_eq!(err["code"], "invalid_request", "{err}");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_invalid_json() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    for body in [
+        r#"{"username":"#,
+        "not json",
+        r#"{"username":"alice",}"#,
+        "[]",
+        "null",
+        "42",
+    ] {
+        let req = server
+            .rest()
+            .request(Method::POST, "/auth/login")
+            .header("Content-Type", "application/json")
+            .body(body);
+        let err = error_response(req, 400).await;
+        assert_eq!(err["code"], "invalid_json", "body {body:?}");
+    }
+    // Wrong field types are malformed too.
+    let req = alice
+        .rest
+        .request(Method::POST, "/channels")
+        .json(&json!({"name_enc": 12}));
+    error_response(req, 400).await;
+    // An authenticated endpoint with a required body and none.
+    let req = alice.rest.request(Method::POST, "/channels");
+    error_response(req, 400).await;
+    assert_eq!(alice.rest.channels().await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn unknown_fields_are_400() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let keys = DeviceKeypair::generate();
+    let invite = server.invite().await;
+    let req = server
+        .rest()
+        .request(Method::POST, "/auth/register")
+        .json(&json!({
+            "username": "bob",
+            "password": "pw-bob-12345",
+            "public_key": keys.public_key_b64(),
+            "invite_token": invite,
+            "is_admin": true,
+        }));
+    error_response(req, 400).await;
+    let req = alice
+        .rest
+        .request(Method::POST, "/channels")
+        .json(&json!({"name_enc": "bmFtZQ==", "created_by": "someone"}));
+    error_response(req, 400).await;
+    let req = alice
+        .rest
+        .request(Method::POST, "/presence")
+        .json(&json!({"user_ids": [], "extra": 1}));
+    error_response(req, 400).await;
+    assert_eq!(
+        server.db.count("SELECT count(*) AS v FROM users").await,
+        1,
+        "bob was not registered"
+    );
+    assert_eq!(
+        server.db.count("SELECT count(*) AS v FROM channels").await,
+        0
+    );
+    // The invite is still unused.
+    let bob = server
+        .rest()
+        .register(&dialtone::protocol::rest::RegisterRequest {
+            username: "bob".into(),
+            password: "pw-bob-12345".into(),
+            public_key: keys.public_key_b64(),
+            invite_token: invite,
+        })
+        .await
+        .unwrap();
+    assert!(!bob.is_admin);
+}
+
+#[tokio::test]
+async fn any_content_type_is_accepted() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let login = serde_json::to_vec(&LoginRequest {
+        username: "alice".into(),
+        password: password("alice"),
+        public_key: alice.keys.public_key_b64(),
+        invite_token: None,
+    })
+    .unwrap();
+    // No Content-Type at all.
+    let res = server
+        .rest()
+        .request(Method::POST, "/auth/login")
+        .body(login.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let auth: dialtone::protocol::rest::AuthResponse = res.json().await.unwrap();
+    assert_eq!(auth.user_id, alice.id());
+    // Another Content-Type.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+    ] {
+        let (status, body) = send_raw(
+            server
+                .rest()
+                .request(Method::POST, "/auth/login")
+                .header("Content-Type", ct)
+                .body(login.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "content type {ct}: {body}");
+        assert_eq!(body["user_id"], alice.id());
+    }
+    // An authenticated write without a Content-Type.
+    let (status, body) = send_raw(
+        alice
+            .rest
+            .request(Method::POST, "/channels")
+            .body(r#"{"name_enc":"bmFtZQ=="}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "body: {body}");
+    assert_eq!(body["channel"]["name_enc"], "bmFtZQ==");
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_a_json_body() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let cases = [
+        (Method::PUT, "/channels"),
+        (Method::GET, "/auth/login"),
+        (Method::GET, "/auth/register"),
+        (Method::DELETE, "/health"),
+        (Method::POST, "/devices/keys"),
+        (Method::PUT, "/users/profiles"),
+        (Method::GET, "/presence"),
+        (Method::GET, "/server/invites"),
+        (Method::PATCH, "/channels/messages"),
+    ];
+    for (method, path) in cases {
+        for client in [server.rest(), alice.rest.clone()] {
+            let req = client
+                .request(method.clone(), path)
+                .header("Content-Type", "application/json");
+            let err = error_response(req, 405).await;
+            assert_eq!(err["code"], "method_not_allowed", "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_with_a_json_body() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let cases = [
+        (Method::GET, "/nope"),
+        (Method::POST, "/auth/nope"),
+        (Method::GET, "/channels/nope"),
+        (Method::GET, "/admin"),
+        (Method::DELETE, "/users/123"),
+        (Method::GET, "/"),
+    ];
+    for (method, path) in cases {
+        for client in [server.rest(), alice.rest.clone()] {
+            let err = error_response(client.request(method.clone(), path), 404).await;
+            assert_eq!(err["code"], "not_found", "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_error_body_is_exactly_error_and_code() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let rest = server.rest();
+    // 400
+    error_response(rest.request(Method::POST, "/auth/login").body("{"), 400).await;
+    error_response(
+        rest.request(Method::POST, "/auth/register").json(&json!({
+            "username": "x", "password": "abcdefg1", "public_key": "x", "invite_token": "x"
+        })),
+        400,
+    )
+    .await;
+    // 401
+    error_response(rest.request(Method::GET, "/channels"), 401).await;
+    error_response(
+        rest.request(Method::POST, "/auth/login")
+            .json(&LoginRequest {
+                username: "alice".into(),
+                password: "wrong-password-1".into(),
+                public_key: alice.keys.public_key_b64(),
+                invite_token: None,
+            }),
+        401,
+    )
+    .await;
+    // 403
+    error_response(
+        bob.rest
+            .request(Method::POST, "/channels")
+            .json(&json!({"name_enc": "eA=="})),
+        403,
+    )
+    .await;
+    // 404
+    error_response(
+        alice.rest.request(
+            Method::GET,
+            &format!("/channels/messages?channel_id={}", uuid::Uuid::new_v4()),
+        ),
+        404,
+    )
+    .await;
+    // 405
+    error_response(rest.request(Method::PUT, "/channels"), 405).await;
+    // 409
+    let invite = server.invite().await;
+    error_response(
+        rest.request(Method::POST, "/auth/register").json(&json!({
+            "username": "bob", "password": "abcdefg1",
+            "public_key": DeviceKeypair::generate().public_key_b64(), "invite_token": invite
+        })),
+        409,
+    )
+    .await;
+    // 410
+    let used = server.invite().await;
+    server
+        .rest()
+        .register(&dialtone::protocol::rest::RegisterRequest {
+            username: "carol".into(),
+            password: "abcdefg1".into(),
+            public_key: DeviceKeypair::generate().public_key_b64(),
+            invite_token: used.clone(),
+        })
+        .await
+        .unwrap();
+    let body = error_response(
+        rest.request(Method::POST, "/auth/register").json(&json!({
+            "username": "dave", "password": "abcdefg1",
+            "public_key": DeviceKeypair::generate().public_key_b64(), "invite_token": used
+        })),
+        410,
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"error": "invite already used", "code": "invite_used"})
+    );
+    // 413
+    error_response(
+        rest.request(Method::POST, "/auth/login")
+            .body(vec![b' '; MIB + 10]),
+        413,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn health_and_ready() {
+    let server = TestServer::start().await;
+    let res = server
+        .rest()
+        .request(Method::GET, "/health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.text().await.unwrap(), "ok");
+    let res = server
+        .rest()
+        .request(Method::GET, "/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    server.rest().health().await.unwrap();
+    server.rest().ready().await.unwrap();
+}
+
+#[tokio::test]
+async fn times_are_rfc3339_utc_and_ids_are_uuids() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let mut times: Vec<String> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+
+    times.push(alice.auth.expires_at.clone());
+    ids.extend([alice.auth.user_id.clone(), alice.auth.device_id.clone()]);
+
+    let invite = server
+        .admin()
+        .mint_invite(&CreateInviteRequest::default())
+        .await
+        .unwrap();
+    times.push(invite.expires_at.clone());
+    ids.push(invite.id.clone());
+
+    let channel = alice.rest.create_channel("bmFtZQ==").await.unwrap();
+    times.push(channel.created_at.clone());
+    ids.extend([channel.id.clone(), channel.created_by.clone()]);
+
+    let echo = send_messages(&server, &alice, &channel.id, 1)
+        .await
+        .remove(0);
+    times.push(echo.sent_at.clone());
+    ids.push(echo.message_id.clone());
+    let history = bob
+        .rest
+        .messages(&channel.id, &Default::default())
+        .await
+        .unwrap();
+    for m in &history.messages {
+        times.push(m.sent_at.clone());
+        ids.extend([m.id.clone(), m.sender_id.clone(), m.channel_id.clone()]);
+    }
+
+    alice.rest.set_profile("YWxpY2U=").await.unwrap();
+    for p in bob.rest.profiles().await.unwrap() {
+        times.push(p.updated_at);
+        ids.push(p.user_id);
+    }
+
+    let laptop = alice
+        .rest
+        .add_device(alice.id(), &DeviceKeypair::generate().public_key_b64())
+        .await
+        .unwrap();
+    times.push(laptop.created_at.clone());
+    ids.push(laptop.id.clone());
+    for d in alice.rest.devices().await.unwrap() {
+        times.push(d.created_at);
+        times.extend(d.last_seen_at);
+        ids.push(d.id);
+    }
+
+    let key = generate_key();
+    alice
+        .rest
+        .upload_channel_keys(&ChannelKeysUpload {
+            channel_id: channel.id.clone(),
+            envelopes: vec![EnvelopeUpload {
+                device_id: bob.device().to_owned(),
+                sender_device_id: alice.device().to_owned(),
+                sender_public_key: alice.keys.public_key_b64(),
+                envelope: alice
+                    .keys
+                    .wrap_for(&bob.keys.public_key_b64(), &key)
+                    .unwrap(),
+                channel_id: None,
+            }],
+        })
+        .await
+        .unwrap();
+    let env = bob.rest.channel_key(&channel.id).await.unwrap().unwrap();
+    times.push(env.created_at);
+    ids.extend([env.device_id, env.sender_device_id]);
+
+    let users = server.admin().admin_users().await.unwrap();
+    for u in users {
+        times.push(u.created_at);
+        ids.push(u.id);
+    }
+
+    let now = chrono::Utc::now();
+    for t in &times {
+        let parsed = assert_utc(t);
+        assert!(
+            parsed.timestamp() > now.timestamp() - 3600
+                && parsed.timestamp() < now.timestamp() + 366 * 86_400,
+            "{t} is not a plausible time"
+        );
+    }
+    for id in &ids {
+        assert_uuid(id);
+    }
+    assert!(times.len() >= 12 && ids.len() >= 15);
+}

@@ -1,0 +1,102 @@
+//! A short, bounded run of the load generator against a test server: it provisions, connects,
+//! delivers and reports (seconds, not minutes; it asserts that messages flowed, not a speed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone::load::{self, Live, Options, Scenario, Target};
+
+use crate::support::*;
+
+fn target(server: &TestServer) -> Target {
+    Target {
+        base_url: server.base_url.clone(),
+        trust: server.trust(),
+        admin_token: Some(server.admin_token.clone()),
+        tokens_file: None,
+        channel_ids: Vec::new(),
+    }
+}
+
+fn options() -> Options {
+    Options {
+        users: 3,
+        server_pid: Some(std::process::id()),
+        source_ips: load::loopback_sources("https://localhost", 2),
+        drain: Duration::from_millis(500),
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_smoke_run_delivers_and_reports() {
+    let server = TestServer::start().await;
+    let scenario = Scenario::Fanout {
+        channels: 2,
+        members: 4,
+        rate: 40.0,
+        publishers: 1,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        size: 64,
+    };
+    let report = load::run(
+        &target(&server),
+        &scenario,
+        &options(),
+        Arc::new(Live::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.connections, 8);
+    assert!(report.sent > 0);
+    assert!(report.delivered > 0, "{}", report.table());
+    assert_eq!(report.latency.count, report.delivered);
+    assert_eq!(report.errors.send_failures, 0);
+    assert_eq!(report.errors.error_events, 0, "{:?}", report.notes);
+    assert!(report.server_figures.mailbox_depth.contains_key("db"));
+    assert!(report.server_figures.rss_before_bytes.is_some());
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["scenario"], "fanout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persist_and_churn_smoke_runs() {
+    let server = TestServer::start().await;
+    let persist = Scenario::Persist {
+        senders: 2,
+        window: 4,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        size: 32,
+    };
+    let report = load::run(
+        &target(&server),
+        &persist,
+        &options(),
+        Arc::new(Live::default()),
+    )
+    .await
+    .unwrap();
+    assert!(report.persisted_per_sec > 0.0, "{}", report.table());
+    let stored = server
+        .db
+        .count("SELECT count(*) AS v FROM channel_messages")
+        .await;
+    assert!(stored as u64 >= report.delivered);
+
+    let churn = Scenario::Churn {
+        workers: 2,
+        duration: Duration::from_secs(1),
+    };
+    let report = load::run(
+        &target(&server),
+        &churn,
+        &options(),
+        Arc::new(Live::default()),
+    )
+    .await
+    .unwrap();
+    assert!(report.cycles_per_sec > 0.0, "{}", report.table());
+    assert_eq!(report.connect_failures, 0);
+}

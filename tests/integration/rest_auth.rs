@@ -1,0 +1,657 @@
+//! Registration, login, logout and bearer authentication (SPEC §3 auth, §4 "Registration and sessions").
+
+use base64::Engine;
+use dialtone::client::rest::Credentials;
+use dialtone::crypto::e2e::DeviceKeypair;
+use dialtone::protocol::rest::{CreateInviteRequest, LoginRequest, RegisterRequest};
+use reqwest::Method;
+
+use crate::support::*;
+
+const AUTH_FIELDS: [&str; 8] = [
+    "device_id",
+    "device_public_key",
+    "expires_at",
+    "is_admin",
+    "is_trusted",
+    "token",
+    "user_id",
+    "username",
+];
+
+fn register_req(username: &str, password: &str, public_key: &str, invite: &str) -> RegisterRequest {
+    RegisterRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        public_key: public_key.to_owned(),
+        invite_token: invite.to_owned(),
+    }
+}
+
+fn login_req(username: &str, password: &str, keys: &DeviceKeypair) -> LoginRequest {
+    LoginRequest {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        public_key: keys.public_key_b64(),
+        invite_token: None,
+    }
+}
+
+/// Register `name` with a fresh key and the standard test password through `invite`.
+async fn register(
+    server: &TestServer,
+    name: &str,
+    invite: &str,
+) -> Result<dialtone::protocol::rest::AuthResponse, dialtone::client::ClientError> {
+    let keys = DeviceKeypair::generate();
+    server
+        .rest()
+        .register(&register_req(
+            name,
+            &password(name),
+            &keys.public_key_b64(),
+            invite,
+        ))
+        .await
+}
+
+async fn invite_with(server: &TestServer, req: CreateInviteRequest) -> String {
+    server
+        .admin()
+        .mint_invite(&req)
+        .await
+        .expect("mint invite")
+        .token
+}
+
+#[tokio::test]
+async fn register_answers_201_with_every_field() {
+    let server = TestServer::start().await;
+    let keys = DeviceKeypair::generate();
+    let invite = server.invite().await;
+    let before = chrono::Utc::now();
+    let (status, body) = send_raw(server.rest().request(Method::POST, "/auth/register").json(
+        &register_req("alice", "pw-alice-12345", &keys.public_key_b64(), &invite),
+    ))
+    .await;
+    assert_eq!(status, 201, "body: {body}");
+    assert_eq!(json_keys(&body), AUTH_FIELDS, "body: {body}");
+
+    let token = body["token"].as_str().unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .expect("token is base64url");
+    assert_eq!(raw.len(), 32, "token is 32 random bytes");
+    let user_id = body["user_id"].as_str().unwrap();
+    let device_id = body["device_id"].as_str().unwrap();
+    assert_uuid(user_id);
+    assert_uuid(device_id);
+    assert_ne!(user_id, device_id);
+    let expires = assert_utc(body["expires_at"].as_str().unwrap());
+    let ttl = expires - before;
+    assert!(
+        ttl > chrono::Duration::hours(23)
+            && ttl <= chrono::Duration::hours(24) + chrono::Duration::minutes(1),
+        "session TTL is 24 h, got {ttl}"
+    );
+    assert_eq!(body["username"], "alice");
+    assert_eq!(body["device_public_key"], keys.public_key_b64());
+    assert_eq!(body["is_admin"], true);
+    assert_eq!(body["is_trusted"], true);
+
+    // The token is a live session on the device just created.
+    let me = server.rest().with_token(token);
+    let devices = me.devices().await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].id, device_id);
+    assert_eq!(devices[0].user_id, user_id);
+    assert_eq!(devices[0].public_key, keys.public_key_b64());
+}
+
+#[tokio::test]
+async fn username_is_trimmed_and_lowercased() {
+    let server = TestServer::start().await;
+    let keys = DeviceKeypair::generate();
+    let invite = server.invite().await;
+    let auth = server
+        .rest()
+        .register(&register_req(
+            "  MiXeD_Case ",
+            "pw-mixed-12345",
+            &keys.public_key_b64(),
+            &invite,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(auth.username, "mixed_case");
+
+    // Login normalizes the same way.
+    for name in ["mixed_case", "MIXED_CASE", "\tMixed_Case  "] {
+        let again = server
+            .rest()
+            .login(&login_req(name, "pw-mixed-12345", &keys))
+            .await
+            .unwrap();
+        assert_eq!(again.user_id, auth.user_id, "login as {name:?}");
+        assert_eq!(again.username, "mixed_case");
+    }
+
+    // The normalized name is taken: another spelling of it is a duplicate.
+    let invite = server.invite().await;
+    assert_error(
+        register(&server, " MIXED_case", &invite).await,
+        409,
+        "conflict",
+    );
+
+    // Non-ASCII letters are lowercased too.
+    let invite = server.invite().await;
+    let auth = register(&server, "ÄBÇ", &invite).await.unwrap();
+    assert_eq!(auth.username, "äbç");
+}
+
+#[tokio::test]
+async fn username_length_and_characters_are_checked() {
+    let server = TestServer::start().await;
+    let invite = invite_with(
+        &server,
+        CreateInviteRequest {
+            max_uses: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
+    let too_long = "x".repeat(33);
+    let bad = [
+        "",
+        "a",
+        "   a   ",
+        too_long.as_str(),
+        "al ice",
+        "al\tice",
+        "al\u{a0}ice",
+        "al\u{7}ice",
+        "al\nice",
+        "al\u{0}ice",
+    ];
+    for name in bad {
+        let e = assert_error(
+            register(&server, name, &invite).await,
+            400,
+            "invalid_request",
+        );
+        assert!(!e.to_string().is_empty());
+    }
+    // Refused registrations did not use the invite; the boundaries are accepted.
+    let two = register(&server, "ab", &invite).await.unwrap();
+    assert_eq!(two.username, "ab");
+    let max = "y".repeat(32);
+    let long = register(&server, &max, &invite).await.unwrap();
+    assert_eq!(long.username, max);
+    // 32 characters, 64 bytes: length is counted in characters.
+    let wide = "é".repeat(32);
+    let wide_user = register(&server, &wide, &invite).await.unwrap();
+    assert_eq!(wide_user.username, wide);
+}
+
+#[tokio::test]
+async fn password_rules_are_enforced() {
+    let server = TestServer::start().await;
+    let keys = DeviceKeypair::generate();
+    let invite = invite_with(
+        &server,
+        CreateInviteRequest {
+            max_uses: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let too_long = format!("a1{}", "x".repeat(1023)); // 1025 bytes
+    let bad = [
+        "",
+        "abcdef1",
+        "abcdefgh",
+        "12345678",
+        "        ",
+        too_long.as_str(),
+    ];
+    for (i, pw) in bad.into_iter().enumerate() {
+        let r = server
+            .rest()
+            .register(&register_req(
+                &format!("user{i}"),
+                pw,
+                &keys.public_key_b64(),
+                &invite,
+            ))
+            .await;
+        assert_error(r, 400, "invalid_request");
+    }
+    // Boundaries: exactly 8 bytes, exactly 1024 bytes.
+    let eight = server
+        .rest()
+        .register(&register_req(
+            "eight",
+            "abcdefg1",
+            &keys.public_key_b64(),
+            &invite,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(eight.username, "eight");
+    let max = format!("a1{}", "x".repeat(1022));
+    assert_eq!(max.len(), 1024);
+    let long = server
+        .rest()
+        .register(&register_req(
+            "longpw",
+            &max,
+            &DeviceKeypair::generate().public_key_b64(),
+            &invite,
+        ))
+        .await
+        .unwrap();
+    // The password really is the one stored.
+    let again = server
+        .rest()
+        .login(&LoginRequest {
+            username: "longpw".into(),
+            password: max.clone(),
+            public_key: long.device_public_key.clone(),
+            invite_token: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.user_id, long.user_id);
+}
+
+#[tokio::test]
+async fn public_key_must_be_base64_of_32_bytes() {
+    let server = TestServer::start().await;
+    let invite = server.invite().await;
+    let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+    let short = b64(31);
+    let long = b64(33);
+    let hex64 = "ab".repeat(32);
+    let bad = [
+        "",
+        "not base64 at all!!",
+        "AAAA",
+        short.as_str(),
+        long.as_str(),
+        hex64.as_str(),
+    ];
+    for key in bad {
+        let r = server
+            .rest()
+            .register(&register_req("alice", "pw-alice-12345", key, &invite))
+            .await;
+        assert_error(r, 400, "invalid_request");
+    }
+    // The invite is still good for a valid key.
+    let ok = register(&server, "alice", &invite).await.unwrap();
+    assert_eq!(ok.username, "alice");
+}
+
+#[tokio::test]
+async fn unknown_invite_is_404() {
+    let server = TestServer::start().await;
+    let e = assert_error(
+        register(&server, "alice", "no-such-invite-token").await,
+        404,
+        "not_found",
+    );
+    assert!(e.to_string().contains("invite"), "{e}");
+    // A well-formed but never minted token is unknown too.
+    let fake = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32]);
+    assert_error(register(&server, "alice", &fake).await, 404, "not_found");
+    assert_eq!(server.db.count("SELECT count(*) AS v FROM users").await, 0);
+}
+
+#[tokio::test]
+async fn used_invite_is_410_invite_used() {
+    let server = TestServer::start().await;
+    let invite = server.invite().await;
+    register(&server, "alice", &invite).await.unwrap();
+    let e = assert_error(register(&server, "bob", &invite).await, 410, "invite_used");
+    match e {
+        dialtone::client::ClientError::Api { message, .. } => {
+            assert_eq!(message, "invite already used")
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert_eq!(server.db.count("SELECT count(*) AS v FROM users").await, 1);
+}
+
+#[tokio::test]
+async fn expired_invite_is_410_invite_expired() {
+    let server = TestServer::start().await;
+    let invite = server
+        .admin()
+        .mint_invite(&CreateInviteRequest {
+            expires_in_seconds: Some(1),
+            max_uses: None,
+        })
+        .await
+        .unwrap();
+    let expires = assert_utc(&invite.expires_at);
+    // Wait until the expiry has passed (not an assertion: the server decides).
+    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default()
+        + std::time::Duration::from_millis(200);
+    tokio::time::sleep(wait).await;
+    let e = assert_error(
+        register(&server, "alice", &invite.token).await,
+        410,
+        "invite_expired",
+    );
+    match e {
+        dialtone::client::ClientError::Api { message, .. } => assert_eq!(message, "invite expired"),
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert_eq!(server.db.count("SELECT count(*) AS v FROM users").await, 0);
+}
+
+#[tokio::test]
+async fn duplicate_username_is_409_and_keeps_the_invite() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let invite = server.invite().await;
+    assert_error(register(&server, "alice", &invite).await, 409, "conflict");
+    assert_error(
+        register(&server, "  ALICE ", &invite).await,
+        409,
+        "conflict",
+    );
+    assert_eq!(server.db.count("SELECT count(*) AS v FROM users").await, 1);
+    assert_eq!(
+        server.db.count("SELECT count(*) AS v FROM devices").await,
+        1
+    );
+    // The same invite still registers someone else.
+    let bob = register(&server, "bob", &invite).await.unwrap();
+    assert_eq!(bob.username, "bob");
+    assert_ne!(bob.user_id, alice.id());
+    // ...and now it is used.
+    assert_error(
+        register(&server, "carol", &invite).await,
+        410,
+        "invite_used",
+    );
+}
+
+#[tokio::test]
+async fn first_user_is_admin_and_everyone_is_trusted() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    assert!(alice.auth.is_admin);
+    assert!(!bob.auth.is_admin);
+    assert!(!carol.auth.is_admin);
+    for u in [&alice, &bob, &carol] {
+        assert!(u.auth.is_trusted, "{} is trusted", u.name);
+    }
+    // Login reports the same flags.
+    let bob2 = server.new_device(&bob).await;
+    assert!(!bob2.auth.is_admin);
+    assert!(bob2.auth.is_trusted);
+    let alice2 = server.new_device(&alice).await;
+    assert!(alice2.auth.is_admin);
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM users WHERE is_admin")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn login_answers_200_with_the_register_shape() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let (status, body) = send_raw(
+        server
+            .rest()
+            .request(Method::POST, "/auth/login")
+            .json(&login_req("alice", &password("alice"), &alice.keys)),
+    )
+    .await;
+    assert_eq!(status, 200, "body: {body}");
+    assert_eq!(json_keys(&body), AUTH_FIELDS, "body: {body}");
+    assert_eq!(body["user_id"], alice.id());
+    assert_eq!(body["device_id"], alice.device());
+    assert_eq!(body["username"], "alice");
+    assert_eq!(body["device_public_key"], alice.keys.public_key_b64());
+    assert_eq!(body["is_admin"], true);
+    assert_eq!(body["is_trusted"], true);
+    assert_utc(body["expires_at"].as_str().unwrap());
+    let token = body["token"].as_str().unwrap();
+    assert_ne!(token, alice.token(), "a login is a new session");
+    // Both sessions work.
+    server.rest().with_token(token).devices().await.unwrap();
+    alice.rest.devices().await.unwrap();
+}
+
+#[tokio::test]
+async fn login_accepts_and_ignores_a_v1_invite_token() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let invite = server.invite().await;
+    for extra in ["garbage-token", invite.as_str()] {
+        let auth = server
+            .rest()
+            .login(&LoginRequest {
+                invite_token: Some(extra.to_owned()),
+                ..login_req("alice", &password("alice"), &alice.keys)
+            })
+            .await
+            .unwrap();
+        assert_eq!(auth.user_id, alice.id());
+        assert_eq!(auth.device_id, alice.device());
+    }
+    // The invite sent along was not consumed.
+    let bob = register(&server, "bob", &invite).await.unwrap();
+    assert_eq!(bob.username, "bob");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_are_401_alike() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let wrong_pw = assert_error(
+        server
+            .rest()
+            .login(&login_req("alice", "pw-wrong-99999", &alice.keys))
+            .await,
+        401,
+        "unauthorized",
+    );
+    let unknown = assert_error(
+        server
+            .rest()
+            .login(&login_req("mallory", "pw-alice-12345", &alice.keys))
+            .await,
+        401,
+        "unauthorized",
+    );
+    assert_eq!(
+        wrong_pw.to_string(),
+        unknown.to_string(),
+        "the two failures must look the same"
+    );
+    // An invalid username is just an unknown user, not a validation error.
+    assert_error(
+        server
+            .rest()
+            .login(&login_req("x", "pw-alice-12345", &alice.keys))
+            .await,
+        401,
+        "unauthorized",
+    );
+    // A password-less placeholder user cannot log in with any password.
+    server.admin().create_user("ghost").await.unwrap();
+    assert_error(
+        server
+            .rest()
+            .login(&login_req("ghost", "pw-ghost-12345", &alice.keys))
+            .await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        server
+            .rest()
+            .login(&login_req("ghost", "", &alice.keys))
+            .await,
+        401,
+        "unauthorized",
+    );
+    // Failed logins created no devices.
+    assert_eq!(
+        server.db.count("SELECT count(*) AS v FROM devices").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn login_reuses_the_device_of_a_known_key() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let same = server
+        .rest()
+        .login(&login_req("alice", &password("alice"), &alice.keys))
+        .await
+        .unwrap();
+    assert_eq!(same.device_id, alice.device());
+
+    let laptop = DeviceKeypair::generate();
+    let second = server
+        .rest()
+        .login(&login_req("alice", &password("alice"), &laptop))
+        .await
+        .unwrap();
+    assert_ne!(second.device_id, alice.device());
+    assert_uuid(&second.device_id);
+    assert_eq!(second.device_public_key, laptop.public_key_b64());
+
+    let third = server
+        .rest()
+        .login(&login_req("alice", &password("alice"), &laptop))
+        .await
+        .unwrap();
+    assert_eq!(third.device_id, second.device_id);
+
+    let mut ids: Vec<String> = alice
+        .rest
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    ids.sort();
+    let mut want = vec![alice.device().to_owned(), second.device_id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn logout_revokes_the_session_and_closes_its_socket() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let other = server.new_device(&alice).await;
+    let mut ws = server.ws(&alice).await;
+    alice.rest.devices().await.unwrap();
+
+    let (status, body) = send_raw(alice.rest.request(Method::POST, "/auth/logout")).await;
+    assert_eq!(status, 204, "body: {body}");
+    assert_eq!(body, serde_json::Value::Null, "204 has no body");
+
+    assert_error(alice.rest.devices().await, 401, "unauthorized");
+    assert_error(alice.rest.channels().await, 401, "unauthorized");
+    assert_error(alice.rest.logout().await, 401, "unauthorized");
+    wait_closed(&mut ws).await;
+    // The WebSocket cannot be reopened with the revoked token.
+    let e = dialtone::client::WsClient::connect(&server.ws_options(alice.token()))
+        .await
+        .err()
+        .expect("revoked token must not upgrade");
+    assert_eq!(e.status(), Some(401), "{e}");
+    // Another session of the same user is untouched.
+    other.rest.devices().await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_or_garbage_bearer_is_401() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    assert_error(server.rest().channels().await, 401, "unauthorized");
+    let garbage = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 32]);
+    for token in ["garbage", garbage.as_str(), &format!("{}x", alice.token())] {
+        assert_error(
+            server.rest().with_token(token).channels().await,
+            401,
+            "unauthorized",
+        );
+    }
+    for header in [
+        format!("Basic {}", alice.token()),
+        alice.token().to_owned(),
+        "Bearer".to_owned(),
+        "Bearer ".to_owned(),
+    ] {
+        let (status, body) = send_raw(
+            server
+                .rest()
+                .request(Method::GET, "/channels")
+                .header("Authorization", &header),
+        )
+        .await;
+        assert_eq!(status, 401, "Authorization: {header:?} → {body}");
+        assert_error_body(&body, "unauthorized");
+    }
+    // An admin token is not a session token.
+    let as_bearer = server
+        .rest()
+        .with_credentials(Credentials::Bearer(server.admin_token.clone()));
+    assert_error(as_bearer.channels().await, 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    alice.rest.create_channel("bmFtZQ==").await.unwrap();
+    for scheme in ["bearer", "BEARER", "BeArEr", "Bearer"] {
+        let (status, body) = send_raw(
+            server
+                .rest()
+                .request(Method::GET, "/channels")
+                .header("Authorization", format!("{scheme} {}", alice.token())),
+        )
+        .await;
+        assert_eq!(status, 200, "scheme {scheme}: {body}");
+        assert_eq!(body["channels"].as_array().map(Vec::len), Some(1));
+    }
+}
+
+#[tokio::test]
+async fn expired_session_is_401_token_expired() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    server
+        .db
+        .execute(&format!(
+            "UPDATE sessions SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE user_id = '{}'",
+            bob.id()
+        ))
+        .await;
+    let e = assert_error(bob.rest.channels().await, 401, "token_expired");
+    match e {
+        dialtone::client::ClientError::Api { message, .. } => assert_eq!(message, "token expired"),
+        other => panic!("unexpected error {other:?}"),
+    }
+    alice.rest.channels().await.unwrap();
+}

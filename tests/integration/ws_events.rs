@@ -1,0 +1,554 @@
+//! WebSocket event protocol (SPEC §5): every event type and every error code, with the socket
+//! staying usable after each bad frame.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dialtone::client::{Incoming, WsClient};
+use dialtone::protocol::ws::{ClientFrame, Event, error_code, event_type};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+async fn expect_error(ws: &mut WsClient, code: &str) -> Event {
+    let e = ws.expect_event(event_type::ERROR, WAIT).await.unwrap();
+    assert_eq!(
+        e.code.as_deref(),
+        Some(code),
+        "unexpected error event {e:?}"
+    );
+    assert!(e.message.as_deref().is_some_and(|m| !m.is_empty()));
+    e
+}
+
+/// Send a valid message and get its echo: proves the socket still works.
+async fn still_usable(ws: &mut WsClient, channel: &str) {
+    ws.send(&ClientFrame::channel_message(
+        channel,
+        "b2s=",
+        "bmFtZQ==",
+        Some("probe".into()),
+    ))
+    .await
+    .unwrap();
+    let echo = ws
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(echo.client_message_id.as_deref(), Some("probe"));
+}
+
+#[tokio::test]
+async fn message_echo_reaches_every_subscriber_after_commit() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let channel = alice.rest.create_channel("Y2hhbg==").await.unwrap();
+    let mut a = server.ws(&alice).await;
+    let mut b = server.ws(&bob).await;
+
+    a.send(&ClientFrame::channel_message(
+        &channel.id,
+        "Ym9keQ==",
+        "YWxpY2U=",
+        Some("m-1".into()),
+    ))
+    .await
+    .unwrap();
+    let echo = a
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+        .await
+        .unwrap();
+    // The echo is the acknowledgement: the row is already committed.
+    let stored = server
+        .db
+        .string(&format!(
+            "SELECT body AS v FROM channel_messages WHERE id = '{}'",
+            echo.message_id
+        ))
+        .await;
+    assert_eq!(stored.as_deref(), Some("Ym9keQ=="));
+    assert_eq!(echo.channel_id.as_deref(), Some(channel.id.as_str()));
+    assert_eq!(echo.sender, alice.id());
+    assert_eq!(echo.sender_name_enc.as_deref(), Some("YWxpY2U="));
+    assert_eq!(echo.client_message_id.as_deref(), Some("m-1"));
+    assert!(echo.sent_at.ends_with('Z'));
+    assert_eq!(echo.sender_name, "", "v1 field present and empty");
+
+    let got = b
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got, echo);
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_socket_stays_open() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("Y2hhbg==").await.unwrap();
+    let mut ws = server.ws(&alice).await;
+
+    ws.send_raw(Message::text("this is not json"))
+        .await
+        .unwrap();
+    expect_error(&mut ws, error_code::INVALID_MESSAGE).await;
+    still_usable(&mut ws, &channel.id).await;
+
+    ws.send_raw(Message::text(format!(
+        r#"{{"type":"channel.message.send","channel_id":"{}","body":123,"sender_name_enc":"x"}}"#,
+        channel.id
+    )))
+    .await
+    .unwrap();
+    expect_error(&mut ws, error_code::INVALID_MESSAGE).await;
+    still_usable(&mut ws, &channel.id).await;
+
+    let oversize = "A".repeat(16_385);
+    ws.send(&ClientFrame::channel_message(
+        &channel.id,
+        oversize,
+        "bmFtZQ==",
+        Some("big".into()),
+    ))
+    .await
+    .unwrap();
+    let e = expect_error(&mut ws, error_code::INVALID_MESSAGE).await;
+    assert_eq!(
+        e.client_message_id.as_deref(),
+        Some("big"),
+        "errors carry the request's correlation id"
+    );
+    still_usable(&mut ws, &channel.id).await;
+
+    ws.send_raw(Message::text(
+        r#"{"type":"channel.message.send","body":"eA=="}"#,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut ws, error_code::INVALID_MESSAGE).await;
+
+    ws.send_raw(Message::text(format!(
+        r#"{{"type":"channel.message.send","channel_id":"{}","body":"eA=="}}"#,
+        channel.id
+    )))
+    .await
+    .unwrap();
+    expect_error(&mut ws, error_code::INVALID_MESSAGE).await;
+
+    ws.send_raw(Message::text(r#"{"type":"teleport"}"#))
+        .await
+        .unwrap();
+    expect_error(&mut ws, error_code::UNSUPPORTED_TYPE).await;
+
+    ws.send_raw(Message::text(
+        r#"{"type":"message.send","recipient_id":"x","body":"eA=="}"#,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut ws, error_code::CHANNELS_ONLY).await;
+
+    ws.send_raw(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    expect_error(&mut ws, error_code::INVALID_MESSAGE).await;
+
+    let missing = uuid::Uuid::new_v4().to_string();
+    ws.send(&ClientFrame::channel_message(
+        &missing,
+        "eA==",
+        "bmFtZQ==",
+        Some("lost".into()),
+    ))
+    .await
+    .unwrap();
+    let e = expect_error(&mut ws, error_code::CHANNEL_NOT_FOUND).await;
+    assert_eq!(e.channel_id.as_deref(), Some(missing.as_str()));
+    assert_eq!(e.client_message_id.as_deref(), Some("lost"));
+
+    ws.send(&ClientFrame::subscribe(&missing)).await.unwrap();
+    expect_error(&mut ws, error_code::CHANNEL_NOT_FOUND).await;
+
+    still_usable(&mut ws, &channel.id).await;
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM channel_messages")
+            .await,
+        4,
+        "only the four valid probes were stored"
+    );
+}
+
+#[tokio::test]
+async fn sending_too_fast_is_rate_limited() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_WS_SEND_RATE", "1")
+            .set("DIALTONE_WS_SEND_BURST", "2");
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("Y2hhbg==").await.unwrap();
+    let mut ws = server.ws(&alice).await;
+    for i in 0..3 {
+        ws.send(&ClientFrame::channel_message(
+            &channel.id,
+            "eA==",
+            "bg==",
+            Some(format!("r{i}")),
+        ))
+        .await
+        .unwrap();
+    }
+    let e = expect_error(&mut ws, error_code::RATE_LIMITED).await;
+    assert_eq!(e.client_message_id.as_deref(), Some("r2"));
+}
+
+#[tokio::test]
+async fn broadcast_delivers_each_device_only_its_envelope() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    let mut a = server.ws(&alice).await;
+    let mut b = server.ws(&bob).await;
+    let mut c = server.ws(&carol).await;
+
+    let envelopes: BTreeMap<String, String> = [
+        (alice.device().to_owned(), "ZW52LWFsaWNl".to_owned()),
+        (bob.device().to_owned(), "ZW52LWJvYg==".to_owned()),
+    ]
+    .into();
+    a.send(&ClientFrame::broadcast(
+        "Ym9keQ==",
+        "YWxpY2U=",
+        alice.keys.public_key_b64(),
+        envelopes,
+    ))
+    .await
+    .unwrap();
+
+    let ea = a
+        .expect_event(event_type::MESSAGE_BROADCAST, WAIT)
+        .await
+        .unwrap();
+    let eb = b
+        .expect_event(event_type::MESSAGE_BROADCAST, WAIT)
+        .await
+        .unwrap();
+    let ec = c
+        .expect_event(event_type::MESSAGE_BROADCAST, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(ea.key_envelope.as_deref(), Some("ZW52LWFsaWNl"));
+    assert_eq!(eb.key_envelope.as_deref(), Some("ZW52LWJvYg=="));
+    assert_eq!(
+        ec.key_envelope.as_deref(),
+        Some(""),
+        "a device without an envelope gets none of the others'"
+    );
+    for e in [&ea, &eb, &ec] {
+        assert_eq!(e.body, "Ym9keQ==");
+        assert_eq!(e.sender, alice.id());
+        assert_eq!(e.sender_name_enc.as_deref(), Some("YWxpY2U="));
+        assert_eq!(
+            e.sender_public_key.as_deref(),
+            Some(alice.keys.public_key_b64().as_str())
+        );
+        assert_eq!(e.message_id, ea.message_id);
+    }
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM broadcast_messages")
+            .await,
+        1
+    );
+
+    // A broadcast claiming someone else's key is refused.
+    let forged: BTreeMap<String, String> = [(bob.device().to_owned(), "eA==".to_owned())].into();
+    a.send(&ClientFrame::broadcast(
+        "Ym9keQ==",
+        "YWxpY2U=",
+        bob.keys.public_key_b64(),
+        forged,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut a, error_code::INVALID_MESSAGE).await;
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM broadcast_messages")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn rest_changes_reach_websocket_clients() {
+    let server = TestServer::start().await;
+    let admin = server.user("admin").await;
+    let bob = server.user("bob").await;
+    let mut b = server.ws(&bob).await;
+
+    let channel = admin.rest.create_channel("bmV3").await.unwrap();
+    let e = b
+        .expect_event(event_type::CHANNEL_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(e.channel_id.as_deref(), Some(channel.id.as_str()));
+    assert_eq!(e.channel_name_enc.as_deref(), Some("bmV3"));
+
+    // Default sessions are subscribed to channels created after they connected.
+    let mut a = server.ws(&admin).await;
+    a.send(&ClientFrame::channel_message(
+        &channel.id,
+        "aGk=",
+        "bg==",
+        None,
+    ))
+    .await
+    .unwrap();
+    let m = b
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(m.body, "aGk=");
+
+    admin
+        .rest
+        .rename_channel(&channel.id, "cmVuYW1lZA==")
+        .await
+        .unwrap();
+    let e = b
+        .expect_event(event_type::CHANNEL_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(e.channel_name_enc.as_deref(), Some("cmVuYW1lZA=="));
+
+    bob.rest.set_profile("cHJvZmlsZQ==").await.unwrap();
+    let e = a
+        .expect_event(event_type::USER_PROFILE_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(e.sender, bob.id());
+
+    let bob2 = server.new_device(&bob).await;
+    let e = a
+        .expect_event(event_type::DEVICE_JOINED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(e.sender, bob.id());
+    assert_eq!(e.device_id.as_deref(), Some(bob2.device()));
+
+    admin.rest.delete_channel(&channel.id).await.unwrap();
+    let e = b
+        .expect_event(event_type::CHANNEL_DELETED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(e.channel_id.as_deref(), Some(channel.id.as_str()));
+    a.send(&ClientFrame::channel_message(
+        &channel.id,
+        "aGk=",
+        "bg==",
+        None,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut a, error_code::CHANNEL_NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn presence_follows_first_and_last_socket() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let mut a = server.ws(&alice).await;
+
+    // Alice's own socket announces her first.
+    let e = a
+        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((e.sender.as_str(), e.online), (alice.id(), Some(true)));
+
+    let mut b1 = server.ws(&bob).await;
+    let e = a
+        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((e.sender.as_str(), e.online), (bob.id(), Some(true)));
+    let mut b2 = server.ws(&bob).await;
+    b1.close().await.unwrap();
+    // Bob is still online through b2: the next presence event must be about his last socket.
+    b2.close().await.unwrap();
+    let e = a
+        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((e.sender.as_str(), e.online), (bob.id(), Some(false)));
+    let statuses = alice
+        .rest
+        .presence(&[bob.id().to_owned()])
+        .await
+        .unwrap()
+        .statuses;
+    assert_eq!(statuses.get(bob.id()), Some(&false));
+}
+
+#[tokio::test]
+async fn unsubscribe_and_subscribe_none() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let a_chan = alice.rest.create_channel("YQ==").await.unwrap();
+    let b_chan = alice.rest.create_channel("Yg==").await.unwrap();
+    let mut sender = server.ws(&alice).await;
+
+    let mut opts = server.ws_options(bob.token());
+    opts.subscribe_none = true;
+    let mut quiet = WsClient::connect(&opts).await.unwrap();
+    quiet
+        .send(&ClientFrame::subscribe(&b_chan.id))
+        .await
+        .unwrap();
+    let mut listener = server.ws(&bob).await;
+    listener
+        .send(&ClientFrame::unsubscribe(&a_chan.id))
+        .await
+        .unwrap();
+
+    // Unsubscribe/subscribe are applied in order with later frames: a sync round trip proves
+    // both sockets' requests have been processed.
+    for ws in [&mut quiet, &mut listener] {
+        ws.send(&ClientFrame::sync(&b_chan.id, None)).await.unwrap();
+        ws.expect_event(event_type::SYNC_COMPLETE, WAIT)
+            .await
+            .unwrap();
+    }
+
+    sender
+        .send(&ClientFrame::channel_message(
+            &a_chan.id, "aW4gYQ==", "bg==", None,
+        ))
+        .await
+        .unwrap();
+    sender
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+        .await
+        .unwrap();
+    sender
+        .send(&ClientFrame::channel_message(
+            &b_chan.id, "aW4gYg==", "bg==", None,
+        ))
+        .await
+        .unwrap();
+    for ws in [&mut quiet, &mut listener] {
+        let e = ws
+            .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            e.channel_id.as_deref(),
+            Some(b_chan.id.as_str()),
+            "only channel b arrives"
+        );
+        // Nothing from channel a follows either.
+        match ws.next_within(Duration::from_millis(500)).await {
+            Err(_) => {}
+            Ok(Some(Incoming::Event(e))) if e.kind != event_type::CHANNEL_MESSAGE_NEW => {}
+            other => panic!("unexpected after unsubscribe: {other:?}"),
+        }
+    }
+
+    // Unsubscribing from an unknown channel is an error; the socket stays usable.
+    listener
+        .send(&ClientFrame::unsubscribe(uuid::Uuid::new_v4().to_string()))
+        .await
+        .unwrap();
+    expect_error(&mut listener, error_code::CHANNEL_NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn sync_catches_up_after_a_reconnect() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let channel = alice.rest.create_channel("Yw==").await.unwrap();
+    let mut a = server.ws(&alice).await;
+
+    let mut b = server.ws(&bob).await;
+    a.send(&ClientFrame::channel_message(
+        &channel.id,
+        "Zmlyc3Q=",
+        "bg==",
+        None,
+    ))
+    .await
+    .unwrap();
+    let last_seen = b
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+        .await
+        .unwrap();
+    let own_echo = a
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(own_echo.message_id, last_seen.message_id);
+    b.close().await.unwrap();
+    drop(b);
+
+    let mut missed = Vec::new();
+    for i in 0..5 {
+        a.send(&ClientFrame::channel_message(
+            &channel.id,
+            format!("bWlzc2Vk{i}"),
+            "bg==",
+            None,
+        ))
+        .await
+        .unwrap();
+        missed.push(
+            a.expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
+                .await
+                .unwrap()
+                .message_id,
+        );
+    }
+
+    let mut opts = server.ws_options(bob.token());
+    opts.subscribe_none = true;
+    let mut b = WsClient::connect(&opts).await.unwrap();
+    b.send(&ClientFrame::sync(
+        &channel.id,
+        Some(last_seen.message_id.clone()),
+    ))
+    .await
+    .unwrap();
+    let mut replayed = Vec::new();
+    loop {
+        match b.next_within(WAIT).await.unwrap() {
+            Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
+                replayed.push(e.message_id)
+            }
+            Some(Incoming::Event(e)) if e.kind == event_type::SYNC_COMPLETE => {
+                assert_eq!(e.has_more, Some(false));
+                break;
+            }
+            Some(Incoming::Event(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(replayed, missed);
+
+    b.send(&ClientFrame::sync(
+        &channel.id,
+        Some("not-a-message".into()),
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut b, error_code::INVALID_MESSAGE).await;
+    b.send(&ClientFrame::sync(uuid::Uuid::new_v4().to_string(), None))
+        .await
+        .unwrap();
+    expect_error(&mut b, error_code::CHANNEL_NOT_FOUND).await;
+}
