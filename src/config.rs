@@ -125,7 +125,7 @@ pub struct WsConfig {
 pub struct BrokerConfig {
     pub hub_mailbox: usize,
     pub channel_mailbox: usize,
-    /// Arbiters (threads) the channel actors are spread over.
+    /// Arbiters (threads) the channel actors are spread over; 0 = on the hub's thread.
     pub channel_arbiters: usize,
 }
 
@@ -293,9 +293,11 @@ impl Config {
             max_pending: env.num("DIALTONE_DB_MAX_PENDING", 50_000, 1, 10_000_000)?,
         };
 
+        // One core is left to the hub, channel actors and database actor threads: on small
+        // machines that measured better than one worker per core (BENCHMARKS.md).
         let workers = env.num(
             "DIALTONE_WORKERS",
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             1,
             256,
         )?;
@@ -340,7 +342,7 @@ impl Config {
         let broker = BrokerConfig {
             hub_mailbox: env.num("DIALTONE_HUB_MAILBOX", 65_536, 16, 1 << 24)?,
             channel_mailbox: env.num("DIALTONE_CHANNEL_MAILBOX", 16_384, 16, 1 << 24)?,
-            channel_arbiters: env.num("DIALTONE_CHANNEL_ARBITERS", 1, 1, 64)?,
+            channel_arbiters: env.num("DIALTONE_CHANNEL_ARBITERS", 0, 0, 64)?,
         };
         let metrics_addr = env
             .get("DIALTONE_METRICS_ADDR")

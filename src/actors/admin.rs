@@ -257,7 +257,7 @@ impl Handler<ServerStats> for AdminActor {
                 .ask(Stats)
                 .await
                 .map_err(|_| ServiceError::Busy("server shutting down"))?;
-            let mailboxes = ["db", "hub", "channel", "session", "admin"]
+            let mailboxes = ["db", "hub", "channel", "shard", "admin"]
                 .into_iter()
                 .map(|kind| {
                     let m = metrics.mailbox(kind);

@@ -6,24 +6,24 @@
 //! Mailbox: capacity `DIALTONE_CHANNEL_MAILBOX`; its only sender is the hub, which uses `do_send`
 //! because a committed message may never be dropped — the volume in flight is bounded upstream
 //! (`DIALTONE_DB_MAX_PENDING` messages, one Join/Leave per session and channel).
-//! Fan-out: each event is serialized once and the same bytes are offered to every subscriber with
-//! `try_send`; a subscriber whose mailbox is full is closed with 1008 (slow consumer) and counted —
-//! never silently skipped, and never waited for, so one slow socket cannot stall the others.
+//! Fan-out: each event is serialized once and the same bytes go, in one message per worker-thread
+//! delivery shard, to every subscriber. Nothing here waits for a socket: each socket's backlog is
+//! bounded by its outbox, which closes a slow consumer with 1008 (counted) without holding anyone
+//! else back.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::db::CommittedMessage;
-use super::{Frames, Offer, SessionHandle, SessionKey, frame};
+use super::{Frames, SessionHandle, SessionKey, ShardGroups, frame};
 use crate::metrics::{MailboxMeter, Metrics};
-use crate::protocol::ws::{Event, close_code};
+use crate::protocol::ws::Event;
 
 pub struct ChannelActor {
     channel_id: String,
-    subscribers: HashMap<SessionKey, SessionHandle>,
+    subscribers: ShardGroups,
     metrics: Arc<Metrics>,
     mailbox: MailboxMeter,
 }
@@ -33,33 +33,10 @@ impl ChannelActor {
         let mailbox = metrics.mailbox("channel");
         Self {
             channel_id,
-            subscribers: HashMap::new(),
+            subscribers: ShardGroups::default(),
             metrics,
             mailbox,
         }
-    }
-}
-
-/// Offer frames to one session; `false` if it is gone or was closed as a slow consumer.
-fn offer(
-    metrics: &Metrics,
-    channel_id: &str,
-    key: SessionKey,
-    handle: &SessionHandle,
-    frames: &Frames,
-) -> bool {
-    match handle.offer(frames.clone()) {
-        Offer::Queued => {
-            metrics.fanout_deliveries.inc_by(frames.len() as u64);
-            true
-        }
-        Offer::Full => {
-            tracing::info!(channel_id, session = key.0, "slow consumer closed");
-            metrics.slow_consumer_closes.inc();
-            handle.close(close_code::POLICY, "slow consumer");
-            false
-        }
-        Offer::Gone => false,
     }
 }
 
@@ -110,7 +87,7 @@ impl Handler<Join> for ChannelActor {
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
         self.mailbox.handled();
-        self.subscribers.insert(msg.0.key, msg.0);
+        self.subscribers.insert(&msg.0);
     }
 }
 
@@ -119,7 +96,7 @@ impl Handler<Leave> for ChannelActor {
 
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
         self.mailbox.handled();
-        self.subscribers.remove(&msg.0);
+        self.subscribers.remove(msg.0);
     }
 }
 
@@ -145,31 +122,16 @@ impl Handler<Publish> for ChannelActor {
             })
             .collect();
         let shared: Frames = Arc::from(frames.clone());
-
-        let dropped: Vec<SessionKey> = self
-            .subscribers
-            .iter()
-            .filter(|(key, handle)| !offer(&self.metrics, &self.channel_id, **key, handle, &shared))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in dropped {
-            self.subscribers.remove(&key);
-        }
+        self.subscribers.deliver(&shared);
 
         // The echo is the sender's acknowledgement: a sender that is not subscribed still gets
         // its own messages.
         for (m, f) in messages.iter().zip(frames) {
-            if !self.subscribers.contains_key(&m.origin.key) {
-                let only: Frames = Arc::from(vec![f]);
-                offer(
-                    &self.metrics,
-                    &self.channel_id,
-                    m.origin.key,
-                    &m.origin,
-                    &only,
-                );
+            if !self.subscribers.contains(&m.origin.key) {
+                m.origin.send_frames(Arc::from(vec![f]));
             }
         }
+        tracing::trace!(channel_id = %self.channel_id, messages = messages.len(), "fanned out");
     }
 }
 
@@ -252,7 +214,6 @@ mod tests {
         assert_eq!(first.kind, "channel.message.new");
         assert_eq!(first.channel_id.as_deref(), Some("c1"));
         assert_eq!(first.client_message_id.as_deref(), Some("c-m1"));
-        assert_eq!(metrics.fanout_deliveries.get(), 4);
 
         channel.send(Leave(h1.key)).await.unwrap();
         channel
@@ -286,27 +247,28 @@ mod tests {
     }
 
     #[actix::test]
-    async fn a_full_mailbox_is_closed_as_slow_consumer_without_stalling_others() {
+    async fn one_message_per_shard_not_per_session() {
         let metrics = Metrics::new();
         let channel = ChannelActor::new("c1".into(), metrics.clone()).start();
-        let (stalled, stalled_log) = probe::spawn_stalled(&metrics);
         let (p, h, log) = probe::spawn(&metrics);
-        channel.send(Join(stalled.clone())).await.unwrap();
-        channel.send(Join(h.clone())).await.unwrap();
-        for i in 0..5 {
-            channel
-                .send(Publish(vec![committed("c1", &format!("m{i}"), &h)]))
-                .await
-                .unwrap();
+        // Three sessions on the probe's shard (only the probe's own key is logged).
+        let mut others = Vec::new();
+        for _ in 0..2 {
+            let mut other = h.clone();
+            other.key = SessionKey::next();
+            others.push(other);
         }
+        channel.send(Join(h.clone())).await.unwrap();
+        for o in &others {
+            channel.send(Join(o.clone())).await.unwrap();
+        }
+        assert_eq!(channel.send(SubscriberCount).await.unwrap(), 3);
+        channel
+            .send(Publish(vec![committed("c1", "m1", &h)]))
+            .await
+            .unwrap();
         p.send(Sync).await.unwrap();
-        assert_eq!(ids(&log).len(), 5, "the healthy subscriber got everything");
-        assert_eq!(metrics.slow_consumer_closes.get(), 1);
-        assert_eq!(
-            channel.send(SubscriberCount).await.unwrap(),
-            1,
-            "the stalled one was dropped"
-        );
-        assert!(stalled_log.lock().unwrap().events.is_empty());
+        // Per-session delivery would hand this shard three messages (m1 three times).
+        assert_eq!(ids(&log), ["m1"], "one Deliver carrying all three keys");
     }
 }

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 
 use super::channel::{ChannelActor, Flush, Join, Leave, Publish, Retire};
 use super::db::{CommittedBatch, CommittedMessage};
-use super::{Frames, Offer, SessionHandle, SessionKey, frame};
+use super::{Frames, SessionHandle, SessionKey, ShardGroups, frame};
 use crate::metrics::{MailboxMeter, Metrics};
 use crate::protocol::rest::Channel;
 use crate::protocol::ws::{Event, close_code};
@@ -38,6 +38,8 @@ struct SessionEntry {
 
 pub struct Hub {
     sessions: HashMap<SessionKey, SessionEntry>,
+    /// Every session, grouped by delivery shard (events for everyone).
+    everyone: ShardGroups,
     online: HashMap<String, u32>,
     channels: HashMap<String, Option<Addr<ChannelActor>>>,
     arbiters: Vec<ArbiterHandle>,
@@ -111,13 +113,14 @@ impl Hub {
         hub_mailbox: usize,
         metrics: Arc<Metrics>,
     ) -> HubHandle {
-        let arbiters: Vec<ArbiterHandle> = (0..channel_arbiters.max(1))
+        let arbiters: Vec<ArbiterHandle> = (0..channel_arbiters)
             .map(|_| Arbiter::new().handle())
             .collect();
         let handles = arbiters.clone();
         let meter = metrics.mailbox("hub");
         let hub = Hub {
             sessions: HashMap::new(),
+            everyone: ShardGroups::default(),
             online: HashMap::new(),
             channels: channel_ids.into_iter().map(|id| (id, None)).collect(),
             arbiters,
@@ -145,15 +148,21 @@ impl Hub {
         if let Some(addr) = slot.as_ref().filter(|a| a.connected()) {
             return Some(addr.clone());
         }
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-        self.next_arbiter += 1;
         let id = channel_id.to_owned();
         let metrics = self.metrics.clone();
         let cap = self.channel_mailbox;
-        let addr = ChannelActor::start_in_arbiter(arbiter, move |ctx| {
+        let build = move |ctx: &mut Context<ChannelActor>| {
             ctx.set_mailbox_capacity(cap);
             ChannelActor::new(id, metrics)
-        });
+        };
+        // No channel arbiters: channel actors share the hub's thread (no hop between them).
+        let addr = if self.arbiters.is_empty() {
+            ChannelActor::create(build)
+        } else {
+            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+            self.next_arbiter += 1;
+            ChannelActor::start_in_arbiter(arbiter, build)
+        };
         *slot = Some(addr.clone());
         Some(addr)
     }
@@ -190,29 +199,10 @@ impl Hub {
     }
 
     /// Offer one event to every session (serialized once).
+    /// One event to every session: serialized once, one message per delivery shard.
     fn tell_everyone(&mut self, event: &Event) {
         let frames: Frames = Arc::from(vec![frame(event)]);
-        let mut slow = Vec::new();
-        for (key, entry) in &self.sessions {
-            match entry.handle.offer(frames.clone()) {
-                Offer::Queued => {
-                    self.metrics.fanout_deliveries.inc();
-                }
-                Offer::Full => slow.push(*key),
-                Offer::Gone => {}
-            }
-        }
-        for key in slow {
-            self.close_slow(key);
-        }
-    }
-
-    fn close_slow(&mut self, key: SessionKey) {
-        if let Some(entry) = self.sessions.get(&key) {
-            tracing::info!(session = key.0, "slow consumer closed");
-            self.metrics.slow_consumer_closes.inc();
-            entry.handle.close(close_code::POLICY, "slow consumer");
-        }
+        self.everyone.deliver(&frames);
     }
 
     fn close_where(&self, code: u16, reason: &'static str, pred: impl Fn(&SessionEntry) -> bool) {
@@ -328,6 +318,7 @@ impl Handler<Connect> for Hub {
             return;
         }
         let key = msg.handle.key;
+        self.everyone.insert(&msg.handle);
         self.sessions.insert(
             key,
             SessionEntry {
@@ -362,6 +353,7 @@ impl Handler<Disconnect> for Hub {
         let Some(entry) = self.sessions.remove(&msg.0) else {
             return;
         };
+        self.everyone.remove(msg.0);
         for channel_id in &entry.channels {
             self.leave(msg.0, channel_id);
         }
@@ -449,9 +441,7 @@ impl Handler<CommittedBatch> for Hub {
                             row.sent_at.wire(),
                             row.client_message_id.clone(),
                         ));
-                        if m.origin.offer(Arc::from(vec![f])) == Offer::Full {
-                            self.close_slow(m.origin.key);
-                        }
+                        m.origin.send_frames(Arc::from(vec![f]));
                     }
                 }
             }
@@ -526,8 +516,7 @@ impl Handler<Broadcast> for Hub {
             sender_public_key: Some(b.sender_public_key.clone()),
             ..Event::default()
         };
-        let mut slow = Vec::new();
-        for (key, entry) in &self.sessions {
+        for entry in self.sessions.values() {
             // Each device sees only its own envelope, so this frame is per device.
             let event = Event {
                 kind: crate::protocol::ws::event_type::MESSAGE_BROADCAST.to_owned(),
@@ -539,16 +528,7 @@ impl Handler<Broadcast> for Hub {
                 ),
                 ..base.clone()
             };
-            match entry.handle.offer(Arc::from(vec![frame(&event)])) {
-                Offer::Queued => {
-                    self.metrics.fanout_deliveries.inc();
-                }
-                Offer::Full => slow.push(*key),
-                Offer::Gone => {}
-            }
-        }
-        for key in slow {
-            self.close_slow(key);
+            entry.handle.send_frames(Arc::from(vec![frame(&event)]));
         }
     }
 }

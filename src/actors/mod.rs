@@ -17,6 +17,7 @@ pub mod channel;
 pub mod db;
 pub mod hub;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,18 +41,46 @@ impl SessionKey {
 /// JSON text frames serialized once and shared by every recipient.
 pub type Frames = Arc<[ByteString]>;
 
-/// Everything a session actor is sent.
+/// Everything a session actor is sent. Fan-out frames do not come this way (see [`Deliver`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Outbound {
-    /// Pre-serialized events to write.
-    Frames(Frames),
-    /// One event for this socket only (errors, sync replies).
+    /// One event for this socket only (errors).
     Event(Box<Event>),
     /// Close the socket with this code and reason.
     Close { code: u16, reason: &'static str },
     /// The server is shutting down: refuse new sends (what is queued still commits).
     Quiesce,
+    /// The socket's outbound queue passed its soft bound (`hard: false`) or its hard bound.
+    Backlog { hard: bool },
+}
+
+/// Frames for some of the sessions living on one worker thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub frames: Frames,
+    pub keys: Arc<[SessionKey]>,
+}
+
+/// The delivery shard of one worker thread. Fan-out sends one [`Deliver`] per shard, not one
+/// message per session: the shard writes into its sessions' outboxes on their own thread, so a
+/// message to 100 subscribers costs two cross-thread messages on a two-worker server, not 100.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub id: usize,
+    pub deliver: Recipient<Deliver>,
+    pub meter: MailboxMeter,
+}
+
+impl ShardHandle {
+    /// Queue frames for these sessions. `do_send`: committed messages are never dropped; the
+    /// volume is bounded upstream (`DIALTONE_DB_MAX_PENDING`), and each socket's own backlog is
+    /// bounded by its outbox (slow consumers are closed there).
+    pub fn deliver(&self, frames: Frames, keys: Arc<[SessionKey]>) {
+        self.meter.queued();
+        self.deliver.do_send(Deliver { frames, keys });
+    }
 }
 
 /// How channel actors and the hub reach one session.
@@ -59,36 +88,89 @@ pub enum Outbound {
 pub struct SessionHandle {
     pub key: SessionKey,
     pub outbound: Recipient<Outbound>,
-    /// Depth meter of the session mailboxes (`session` kind).
-    pub meter: MailboxMeter,
+    pub shard: ShardHandle,
 }
 
 impl SessionHandle {
-    /// Queue frames without waiting; `false` if the session's mailbox is full or gone. A full mailbox
-    /// means the socket cannot keep up: the caller closes it as a slow consumer.
-    pub fn offer(&self, frames: Frames) -> Offer {
-        match self.outbound.try_send(Outbound::Frames(frames)) {
-            Ok(()) => {
-                self.meter.queued();
-                Offer::Queued
-            }
-            Err(actix::prelude::SendError::Full(_)) => Offer::Full,
-            Err(actix::prelude::SendError::Closed(_)) => Offer::Gone,
-        }
+    /// Frames for this session alone.
+    pub fn send_frames(&self, frames: Frames) {
+        self.shard.deliver(frames, Arc::from([self.key]));
     }
 
-    /// Close the socket. Bypasses the mailbox bound: a close must get through to a full mailbox.
+    /// Close the socket. `do_send` bypasses the mailbox bound: a close must always get through.
     pub fn close(&self, code: u16, reason: &'static str) {
         self.outbound.do_send(Outbound::Close { code, reason });
     }
 }
 
-/// Result of [`SessionHandle::offer`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    Queued,
-    Full,
-    Gone,
+/// Sessions grouped by their delivery shard, for one fan-out message per shard.
+#[derive(Default)]
+pub struct ShardGroups {
+    groups: HashMap<usize, ShardGroup>,
+    members: HashMap<SessionKey, usize>,
+}
+
+struct ShardGroup {
+    shard: ShardHandle,
+    keys: Vec<SessionKey>,
+    /// `keys` as shared by every fan-out until the membership changes.
+    shared: Option<Arc<[SessionKey]>>,
+}
+
+impl ShardGroups {
+    pub fn insert(&mut self, handle: &SessionHandle) {
+        if self.members.insert(handle.key, handle.shard.id).is_some() {
+            return;
+        }
+        let group = self
+            .groups
+            .entry(handle.shard.id)
+            .or_insert_with(|| ShardGroup {
+                shard: handle.shard.clone(),
+                keys: Vec::new(),
+                shared: None,
+            });
+        group.keys.push(handle.key);
+        group.shared = None;
+    }
+
+    pub fn remove(&mut self, key: SessionKey) -> bool {
+        let Some(id) = self.members.remove(&key) else {
+            return false;
+        };
+        if let Some(group) = self.groups.get_mut(&id) {
+            group.keys.retain(|k| *k != key);
+            group.shared = None;
+            if group.keys.is_empty() {
+                self.groups.remove(&id);
+            }
+        }
+        true
+    }
+
+    pub fn contains(&self, key: &SessionKey) -> bool {
+        self.members.contains_key(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Send `frames` to every member, one message per shard; returns the number of sessions.
+    pub fn deliver(&mut self, frames: &Frames) -> usize {
+        for group in self.groups.values_mut() {
+            let keys = group
+                .shared
+                .get_or_insert_with(|| Arc::from(group.keys.as_slice()))
+                .clone();
+            group.shard.deliver(frames.clone(), keys);
+        }
+        self.members.len()
+    }
 }
 
 /// Serialize one event into a shareable text frame.
@@ -104,7 +186,7 @@ pub(crate) mod probe {
 
     use actix::prelude::*;
 
-    use super::{Outbound, SessionHandle, SessionKey};
+    use super::{Deliver, Outbound, SessionHandle, SessionKey, ShardHandle};
     use crate::metrics::Metrics;
     use crate::protocol::ws::Event;
 
@@ -115,7 +197,11 @@ pub(crate) mod probe {
         pub closes: Vec<u16>,
     }
 
-    pub struct Probe(pub Arc<Mutex<Log>>);
+    /// One session that is also its own delivery shard.
+    pub struct Probe {
+        key: SessionKey,
+        log: Arc<Mutex<Log>>,
+    }
 
     impl Actor for Probe {
         type Context = Context<Self>;
@@ -125,16 +211,23 @@ pub(crate) mod probe {
         type Result = ();
 
         fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
-            let mut log = self.0.lock().unwrap();
+            let mut log = self.log.lock().unwrap();
             match msg {
-                Outbound::Frames(frames) => {
-                    for f in frames.iter() {
-                        log.events.push(serde_json::from_str(f).unwrap());
-                    }
-                }
                 Outbound::Event(e) => log.events.push(*e),
                 Outbound::Close { code, .. } => log.closes.push(code),
-                Outbound::Quiesce => {}
+                Outbound::Quiesce | Outbound::Backlog { .. } => {}
+            }
+        }
+    }
+
+    impl Handler<Deliver> for Probe {
+        type Result = ();
+
+        fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+            assert!(msg.keys.contains(&self.key), "delivered to the wrong shard");
+            let mut log = self.log.lock().unwrap();
+            for f in msg.frames.iter() {
+                log.events.push(serde_json::from_str(f).unwrap());
             }
         }
     }
@@ -152,29 +245,21 @@ pub(crate) mod probe {
     /// A running probe, its handle and its log.
     pub fn spawn(metrics: &Metrics) -> (Addr<Probe>, SessionHandle, Arc<Mutex<Log>>) {
         let log = Arc::new(Mutex::new(Log::default()));
-        let addr = Probe(log.clone()).start();
+        let key = SessionKey::next();
+        let addr = Probe {
+            key,
+            log: log.clone(),
+        }
+        .start();
         let handle = SessionHandle {
-            key: SessionKey::next(),
+            key,
             outbound: addr.clone().recipient(),
-            meter: metrics.mailbox("session"),
+            shard: ShardHandle {
+                id: key.0 as usize,
+                deliver: addr.clone().recipient(),
+                meter: metrics.mailbox("shard"),
+            },
         };
         (addr, handle, log)
-    }
-
-    /// A probe that never handles anything (its mailbox holds one message): a stalled socket.
-    pub fn spawn_stalled(metrics: &Metrics) -> (SessionHandle, Arc<Mutex<Log>>) {
-        let log = Arc::new(Mutex::new(Log::default()));
-        let inner = log.clone();
-        let addr = Probe::create(move |ctx| {
-            ctx.set_mailbox_capacity(1);
-            ctx.wait(futures_util::future::pending::<()>().into_actor(&Probe(inner.clone())));
-            Probe(inner)
-        });
-        let handle = SessionHandle {
-            key: SessionKey::next(),
-            outbound: addr.recipient(),
-            meter: metrics.mailbox("session"),
-        };
-        (handle, log)
     }
 }

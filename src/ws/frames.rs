@@ -153,6 +153,8 @@ pub struct Outbox {
     waker: Option<Waker>,
     /// A close frame is queued: nothing may follow it.
     sealed: bool,
+    /// Backlog already reported to the session: 1 = soft bound, 2 = hard bound.
+    backlog_reported: u8,
     /// No more frames: the body ends once `buf` is written.
     closing: bool,
     /// Drop the connection now, without writing what is queued.
@@ -171,6 +173,7 @@ impl Outbox {
             codec: actix_http::ws::Codec::new(),
             waker: None,
             sealed: false,
+            backlog_reported: 0,
             closing: false,
             abort: false,
             peer_gone: None,
@@ -191,6 +194,22 @@ impl Outbox {
         self.frame_lens.push_back(self.buf.len() - before);
         self.wake();
         self.buf.len()
+    }
+
+    /// Record that the backlog passed the soft (`hard: false`) or hard bound; `true` the first
+    /// time at that level, so the session is told once.
+    pub fn report_backlog(&mut self, hard: bool) -> bool {
+        let level = if hard { 2 } else { 1 };
+        if self.backlog_reported >= level {
+            return false;
+        }
+        self.backlog_reported = level;
+        true
+    }
+
+    /// The session has looked at the backlog: report again when it grows past a bound.
+    pub fn clear_backlog_report(&mut self) {
+        self.backlog_reported = 0;
     }
 
     /// Bytes queued and not yet handed to the connection.

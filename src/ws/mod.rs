@@ -2,6 +2,7 @@
 
 pub mod frames;
 pub mod session;
+pub mod shard;
 
 use actix::Actor;
 use actix::AsyncContext;

@@ -1,10 +1,12 @@
 //! The session actor: one per WebSocket.
 //!
 //! Owns: its socket's [`Outbox`], its identity ([`AuthContext`]), its send-rate bucket.
-//! Messages: [`Outbound`] (frames, single events, close orders from the hub, channel actors and
-//! the database actor), [`PeerGone`], and the inbound frame stream.
-//! Mailbox: capacity `DIALTONE_WS_MAILBOX`. Channel actors and the hub offer with `try_send`; a
-//! full mailbox closes the socket as a slow consumer (1008). Close orders bypass the bound.
+//! Messages: [`Outbound`] (its own error events, close orders, backlog reports), [`PeerGone`], and
+//! the inbound frame stream. Fan-out frames do not pass through this mailbox: the thread's delivery
+//! shard ([`super::shard`]) writes them straight into the outbox.
+//! Mailbox: capacity `DIALTONE_WS_MAILBOX`; its senders use `do_send` (one error per refused send,
+//! one close, one backlog report per bound crossed), so what it holds is bounded by the socket's
+//! own traffic.
 //! Outbox bound (like Redis' output-buffer limits): a queue above `DIALTONE_WS_OUTBOX_HARD_BYTES`,
 //! or above `DIALTONE_WS_OUTBOX_BYTES` for longer than `DIALTONE_WS_OUTBOX_GRACE_MS`, means the
 //! reader is not keeping up: the queued frames are discarded, a 1008 close frame is sent and the
@@ -20,11 +22,12 @@ use actix_web_actors::ws::{CloseCode, CloseReason, Message as WsMessage, Protoco
 use bytes::Bytes;
 
 use super::frames::{InMessage, PeerGone, SharedOutbox};
+use super::shard::{self, Sink};
 use crate::actors::db::{DbHandle, History, PersistChannelMessage, StoreBroadcast};
 use crate::actors::hub::{Broadcast, Connect, Disconnect, HubHandle, Subscribe, Unsubscribe};
 use crate::actors::{Outbound, SessionHandle, SessionKey, frame};
 use crate::config::WsConfig;
-use crate::metrics::{MailboxMeter, Metrics};
+use crate::metrics::Metrics;
 use crate::protocol::ws::{ClientFrame, Event, client_type, close_code, error_code};
 use crate::service::ServiceError;
 use crate::service::auth::AuthContext;
@@ -40,7 +43,6 @@ pub struct WsSession {
     outbox: SharedOutbox,
     config: Arc<WsConfig>,
     metrics: Arc<Metrics>,
-    mailbox: MailboxMeter,
     handle: Option<SessionHandle>,
     last_heard: Instant,
     bucket: TokenBucket,
@@ -65,7 +67,6 @@ impl WsSession {
         let bucket = TokenBucket::new(config.send_rate, config.send_burst);
         Self {
             key: SessionKey::next(),
-            mailbox: metrics.mailbox("session"),
             auth,
             subscribe_all,
             hub,
@@ -109,19 +110,32 @@ impl WsSession {
         }
         let queued = self.outbox.borrow_mut().push(msg);
         if queued > self.config.outbox_hard_bytes {
-            self.slow_consumer(queued, ctx);
-        } else if queued > self.config.outbox_bytes && !self.backlog_check {
-            // A burst may pass the soft bound for a moment; a reader that does not catch up
-            // within the grace period is a slow consumer.
-            self.backlog_check = true;
-            ctx.run_later(self.config.outbox_grace, |act, ctx| {
-                act.backlog_check = false;
-                let queued = act.outbox.borrow().queued();
-                if queued > act.config.outbox_bytes {
-                    act.slow_consumer(queued, ctx);
-                }
-            });
+            self.on_backlog(true, ctx);
+        } else if queued > self.config.outbox_bytes {
+            self.on_backlog(false, ctx);
         }
+    }
+
+    /// The outbox passed its hard bound (close now) or its soft bound: a burst may pass it for a
+    /// moment, but a reader that has not caught up within the grace period is a slow consumer.
+    fn on_backlog(&mut self, hard: bool, ctx: &mut Context<Self>) {
+        if hard {
+            let queued = self.outbox.borrow().queued();
+            return self.slow_consumer(queued, ctx);
+        }
+        if self.backlog_check {
+            return;
+        }
+        self.backlog_check = true;
+        ctx.run_later(self.config.outbox_grace, |act, ctx| {
+            act.backlog_check = false;
+            let queued = act.outbox.borrow().queued();
+            if queued > act.config.outbox_bytes {
+                act.slow_consumer(queued, ctx);
+            } else {
+                act.outbox.borrow_mut().clear_backlog_report();
+            }
+        });
     }
 
     fn slow_consumer(&mut self, queued: usize, ctx: &mut Context<Self>) {
@@ -427,11 +441,21 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.ws_connections.inc();
         self.metrics.ws_sessions_total.inc();
+        let outbound: Recipient<Outbound> = ctx.address().recipient();
         let handle = SessionHandle {
             key: self.key,
-            outbound: ctx.address().recipient(),
-            meter: self.mailbox.clone(),
+            outbound: outbound.clone(),
+            shard: shard::local(&self.metrics),
         };
+        shard::register(
+            self.key,
+            Sink {
+                outbox: self.outbox.clone(),
+                session: outbound,
+                soft_limit: self.config.outbox_bytes,
+                hard_limit: self.config.outbox_hard_bytes,
+            },
+        );
         self.handle = Some(handle.clone());
         self.outbox
             .borrow_mut()
@@ -471,6 +495,7 @@ impl Actor for WsSession {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.deregister();
+        shard::unregister(self.key);
         self.outbox.borrow_mut().finish();
         self.metrics.ws_connections.dec();
     }
@@ -481,12 +506,6 @@ impl Handler<Outbound> for WsSession {
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Context<Self>) {
         match msg {
-            Outbound::Frames(frames) => {
-                self.mailbox.handled();
-                for f in frames.iter() {
-                    self.write(WsMessage::Text(f.clone()), ctx);
-                }
-            }
             Outbound::Event(event) => {
                 if let Some(code) = &event.code {
                     let code: &'static str = match code.as_str() {
@@ -500,6 +519,7 @@ impl Handler<Outbound> for WsSession {
             }
             Outbound::Close { code, reason } => self.close(code, reason, ctx),
             Outbound::Quiesce => self.quiesced = true,
+            Outbound::Backlog { hard } => self.on_backlog(hard, ctx),
         }
     }
 }

@@ -488,7 +488,7 @@ async fn admin_stats_shape() {
     let stats = admin.admin_stats().await.unwrap();
     assert!(stats["connections"].is_u64(), "{stats}");
     let mailboxes = stats["mailboxes"].as_object().expect("mailboxes object");
-    for kind in ["db", "hub", "channel", "session", "admin"] {
+    for kind in ["db", "hub", "channel", "shard", "admin"] {
         let m = mailboxes
             .get(kind)
             .unwrap_or_else(|| panic!("mailbox {kind} missing: {stats}"));
