@@ -61,6 +61,13 @@ pub async fn upgrade(
 
     let mut response = actix_web_actors::ws::handshake_with_protocols(&req, &[SUBPROTOCOL])
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    // Take the slot atomically (the check above only spares the database when obviously full):
+    // concurrent upgrades cannot overshoot the limit. The session gives it back when it stops.
+    if state.metrics.ws_connections.inc() >= state.ws.max_sessions as i64 {
+        state.metrics.ws_connections.dec();
+        state.metrics.ws_refused_total.inc();
+        return Err(AppError::TooManyConnections);
+    }
     let outbox = Outbox::new();
     let inbound = Inbound::new(payload, state.ws.max_frame);
     let session = WsSession::new(

@@ -439,7 +439,7 @@ impl Actor for WsSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.metrics.ws_connections.inc();
+        // The connection slot (`ws_connections`) was taken by the upgrade handler.
         self.metrics.ws_sessions_total.inc();
         let outbound: Recipient<Outbound> = ctx.address().recipient();
         let handle = SessionHandle {
