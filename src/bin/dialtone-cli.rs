@@ -55,7 +55,8 @@ enum Command {
     Register {
         #[arg(long)]
         username: String,
-        #[arg(long, value_name = "TOKEN")]
+        // Tokens are base64url and may start with `-`.
+        #[arg(long, value_name = "TOKEN", allow_hyphen_values = true)]
         invite: String,
     },
     /// Log in: the same device again, or a new device when this profile has no key store yet.
@@ -823,6 +824,23 @@ mod tests {
             line(&m, Some("#general"), true),
             "[not a time] #general bob\\u{7}: a\n    b"
         );
+    }
+
+    #[test]
+    fn invite_tokens_may_start_with_a_hyphen() {
+        let cli = Cli::try_parse_from([
+            "dialtone-cli",
+            "register",
+            "--username",
+            "bob",
+            "--invite",
+            "-a3rjLN5i9tz6-d1fJvc48",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Register { invite, .. } => assert_eq!(invite, "-a3rjLN5i9tz6-d1fJvc48"),
+            _ => panic!("not register"),
+        }
     }
 
     #[test]

@@ -48,7 +48,9 @@ struct TargetArgs {
         long,
         env = "DIALTONE_ADMIN_TOKEN",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        // Tokens are base64url and may start with `-`.
+        allow_hyphen_values = true
     )]
     admin_token: Option<String>,
     /// Session tokens, one per line, instead of provisioning (other servers).
@@ -78,6 +80,9 @@ struct TargetArgs {
     /// No progress bar.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Worker processes to split the sockets over (0: as many as the open-file limit requires).
+    #[arg(long, default_value_t = 0, global = true)]
+    processes: usize,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +128,16 @@ enum ScenarioCmd {
         warmup: f64,
         #[arg(long, default_value_t = 128)]
         size: usize,
+    },
+    /// (internal) One worker process of a split run.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        index: usize,
+        #[arg(long)]
+        of: usize,
     },
     /// Connect/disconnect loop.
     Churn {
@@ -194,6 +209,7 @@ fn main() -> ExitCode {
             workers,
             duration: secs(duration),
         },
+        ScenarioCmd::Worker { plan, index, of } => return worker(&plan, index, of),
     };
     let options = Options {
         source_ips: if t.source_ips.is_empty() {
@@ -219,7 +235,20 @@ fn main() -> ExitCode {
     };
     let live = Arc::new(Live::default());
     let progress = (!t.quiet).then(|| spawn_progress(&runtime, live.clone()));
-    let result = runtime.block_on(load::run(&target, &scenario, &options, live));
+    let processes = if t.processes == 0 {
+        load::processes_needed(&scenario)
+    } else {
+        t.processes
+    };
+    let result = runtime.block_on(async {
+        if processes <= 1 {
+            return load::run(&target, &scenario, &options, live).await;
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| load::LoadError::Config(format!("cannot find this program: {e}")))?;
+        let plan = load::provision(&target, &scenario, &options, &live).await?;
+        load::workers::run_split(&plan, processes, &exe, live).await
+    });
     if let Some(p) = progress {
         p.finish_and_clear();
     }
@@ -239,6 +268,27 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("dialtone-load: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A worker process: run its share, report on stdout.
+fn worker(plan: &std::path::Path, index: usize, of: usize) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dialtone-load worker {index}: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(load::workers::run_worker(plan, index, of)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dialtone-load worker {index}: {e}");
             ExitCode::from(1)
         }
     }

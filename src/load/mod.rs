@@ -14,6 +14,7 @@ pub mod pacing;
 pub mod probe;
 pub mod provision;
 pub mod stats;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use self::pacing::Pacer;
@@ -46,7 +48,7 @@ pub enum LoadError {
 }
 
 /// The server under test.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub base_url: String,
     pub trust: Trust,
@@ -59,7 +61,7 @@ pub struct Target {
 }
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Scenario {
     Fanout {
         channels: usize,
@@ -101,7 +103,7 @@ impl Scenario {
         }
     }
 
-    fn parameters(&self) -> BTreeMap<String, String> {
+    pub fn parameters(&self) -> BTreeMap<String, String> {
         let d = |d: &Duration| format!("{}s", d.as_secs_f64());
         let kv = |pairs: Vec<(&str, String)>| {
             pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
@@ -150,7 +152,7 @@ impl Scenario {
 }
 
 /// How to run it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Options {
     /// Local addresses connections are spread over (empty: the system's choice).
     pub source_ips: Vec<IpAddr>,
@@ -304,25 +306,77 @@ async fn read_loop(me: usize, mut rx: WsReceiver, ctx: Arc<ReadCtx>) {
     }
 }
 
-/// Run a scenario to its report.
+/// Everything a run needs after provisioning: what worker processes receive.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub target: Target,
+    pub scenario: Scenario,
+    pub options: Options,
+    pub provisioned: Provisioned,
+}
+
+impl Scenario {
+    /// Sockets this scenario opens.
+    pub fn sockets(&self) -> usize {
+        match self {
+            Scenario::Fanout {
+                channels, members, ..
+            } => channels * members,
+            Scenario::Connections { connections, .. } => *connections,
+            Scenario::Persist { senders, .. } => *senders,
+            Scenario::Churn { workers, .. } => *workers,
+        }
+    }
+
+    /// The share of worker `index` of `of` (channels, connections, senders or workers are split;
+    /// a fan-out share keeps its channels' members and its part of the rate).
+    pub fn slice(&self, index: usize, of: usize) -> Scenario {
+        let of = of.max(1);
+        let share = |n: usize| n / of + usize::from(index < n % of);
+        let mut s = self.clone();
+        match &mut s {
+            Scenario::Fanout { channels, rate, .. } => {
+                let mine = share(*channels);
+                *rate *= mine as f64 / (*channels).max(1) as f64;
+                *channels = mine;
+            }
+            Scenario::Connections { connections, .. } => *connections = share(*connections),
+            Scenario::Persist { senders, .. } => *senders = share(*senders),
+            Scenario::Churn { workers, .. } => *workers = share(*workers),
+        }
+        s
+    }
+}
+
+/// How many worker processes `scenario` needs: one unless its sockets exceed what one process may
+/// open (its open-file limit, raised to the hard limit, minus a reserve).
+pub fn processes_needed(scenario: &Scenario) -> usize {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    let per_process = soft.saturating_sub(200).max(64) as usize;
+    scenario.sockets().div_ceil(per_process).max(1)
+}
+
+/// Provision and run a scenario in this process.
 pub async fn run(
     target: &Target,
     scenario: &Scenario,
     options: &Options,
     live: Arc<Live>,
 ) -> Result<Report, LoadError> {
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let plan = provision(target, scenario, options, &live).await?;
+    execute(&plan, 0, 1, live, true).await
+}
+
+/// Provision users and channels for `scenario`.
+pub async fn provision(
+    target: &Target,
+    scenario: &Scenario,
+    options: &Options,
+    live: &Live,
+) -> Result<Plan, LoadError> {
     let rest = RestClient::new(&target.base_url, &target.trust)
         .map_err(|e| LoadError::Config(e.to_string()))?;
-    let connector = WsConnector::new(&target.base_url, &target.trust)
-        .map_err(|e| LoadError::Config(e.to_string()))?;
-    let metrics_client = target
-        .admin_token
-        .as_ref()
-        .map(|t| rest.with_credentials(Credentials::AdminToken(t.clone())));
-    let probe = ServerProbe::new(options.server_pid, metrics_client);
-    check_fd_budget(scenario)?;
-
     live.set_phase("provisioning");
     let channels_needed = match scenario {
         Scenario::Fanout { channels, .. } => *channels,
@@ -346,12 +400,59 @@ pub async fn run(
             provisioned.channels.len()
         )));
     }
+    Ok(Plan {
+        target: target.clone(),
+        scenario: scenario.clone(),
+        options: options.clone(),
+        provisioned,
+    })
+}
+
+/// Run share `index` of `of` of a provisioned plan. `measure_server`: read the server's RSS, CPU
+/// and metrics (the parent does it when the load is split over processes).
+pub async fn execute(
+    plan: &Plan,
+    index: usize,
+    of: usize,
+    live: Arc<Live>,
+    measure_server: bool,
+) -> Result<Report, LoadError> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let target = &plan.target;
+    let scenario = plan.scenario.slice(index, of);
+    let options = &plan.options;
+    let rest = RestClient::new(&target.base_url, &target.trust)
+        .map_err(|e| LoadError::Config(e.to_string()))?;
+    let connector = WsConnector::new(&target.base_url, &target.trust)
+        .map_err(|e| LoadError::Config(e.to_string()))?;
+    let metrics_client = target
+        .admin_token
+        .as_ref()
+        .filter(|_| measure_server)
+        .map(|t| rest.with_credentials(Credentials::AdminToken(t.clone())));
+    let probe = ServerProbe::new(
+        options.server_pid.filter(|_| measure_server),
+        metrics_client,
+    );
+    check_fd_budget(&scenario)?;
+    // Each share takes its own slice of the channels (a fan-out share's channel k is global
+    // channel index + k × of), and the accounts are shared by all.
+    let mut provisioned = plan.provisioned.clone();
+    if matches!(scenario, Scenario::Fanout { .. }) && of > 1 {
+        provisioned.channels = provisioned
+            .channels
+            .iter()
+            .skip(index)
+            .step_by(of)
+            .cloned()
+            .collect();
+    }
 
     let mut report = Report {
         scenario: scenario.name().to_owned(),
         server: target.base_url.clone(),
         started_at: crate::protocol::format_time(chrono::Utc::now()),
-        parameters: scenario.parameters(),
+        parameters: plan.scenario.parameters(),
         ..Report::default()
     };
     report
@@ -365,6 +466,7 @@ pub async fn run(
             options.source_ips.len().to_string()
         },
     );
+    report.parameters.insert("processes".into(), of.to_string());
     let runner = Runner {
         connector,
         options: options.clone(),
@@ -431,7 +533,7 @@ fn check_fd_budget(scenario: &Scenario) -> Result<(), LoadError> {
     if sockets + 64 > soft {
         return Err(LoadError::Config(format!(
             "{sockets} sockets do not fit this process's open-file limit ({soft}); split the load \
-             over several processes with --slice (see the README)"
+             over worker processes (--processes)"
         )));
     }
     Ok(())

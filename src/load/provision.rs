@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use futures_util::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
 
 use super::LoadError;
 use crate::client::RestClient;
@@ -14,19 +15,21 @@ use crate::crypto::random_bytes;
 use crate::protocol::rest::{CreateInviteRequest, RegisterRequest};
 
 /// One account the load uses (a token backs any number of sockets).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadUser {
     pub user_id: String,
     pub token: String,
 }
 
 /// One channel and the key its payloads are sealed with.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoadChannel {
     pub id: String,
+    #[serde(with = "key_b64")]
     pub key: SymmetricKey,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Provisioned {
     pub users: Vec<LoadUser>,
     pub channels: Vec<LoadChannel>,
@@ -134,4 +137,27 @@ pub fn from_file(path: &Path, channel_ids: &[String]) -> Result<Provisioned, Loa
             })
             .collect(),
     })
+}
+
+/// Channel keys travel to worker processes as base64.
+mod key_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    use crate::crypto::e2e::SymmetricKey;
+
+    pub fn serialize<S: Serializer>(key: &SymmetricKey, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(key.as_slice()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SymmetricKey, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = STANDARD.decode(text).map_err(serde::de::Error::custom)?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a channel key is 32 bytes"))?;
+        Ok(Zeroizing::new(key))
+    }
 }

@@ -17,6 +17,26 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
 }
 
+/// A histogram as text (HDR V2 format, base64), for worker processes to report.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    use hdrhistogram::serialization::{Serializer, V2Serializer};
+    let mut bytes = Vec::new();
+    // Serializing into a Vec cannot fail for a valid histogram.
+    let _ = V2Serializer::new().serialize(h, &mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The inverse of [`encode_histogram`].
+pub fn decode_histogram(text: &str) -> Option<Histogram<u64>> {
+    use base64::Engine;
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    Deserializer::new().deserialize(&mut bytes.as_slice()).ok()
+}
+
 /// Latencies recorded from many tasks: sharded to keep lock contention away from the hot path.
 pub struct Latencies {
     shards: Vec<Mutex<Histogram<u64>>>,
@@ -322,6 +342,18 @@ mod tests {
             LatencySummary::of(&new_histogram()),
             LatencySummary::default()
         );
+    }
+
+    #[test]
+    fn histograms_survive_the_trip_between_processes() {
+        let lat = Latencies::default();
+        for v in [5u64, 50, 500, 5000] {
+            lat.record(0, v);
+        }
+        let h = lat.merged();
+        let back = decode_histogram(&encode_histogram(&h)).unwrap();
+        assert_eq!(LatencySummary::of(&back), LatencySummary::of(&h));
+        assert!(decode_histogram("not base64!").is_none());
     }
 
     #[test]

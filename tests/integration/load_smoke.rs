@@ -100,3 +100,52 @@ async fn persist_and_churn_smoke_runs() {
     assert!(report.cycles_per_sec > 0.0, "{}", report.table());
     assert_eq!(report.connect_failures, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_run_over_worker_processes_merges_their_results() {
+    let server = TestServer::start().await;
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_dialtone-load"));
+    let live = Arc::new(Live::default());
+    let fanout = Scenario::Fanout {
+        channels: 2,
+        members: 3,
+        rate: 20.0,
+        publishers: 1,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(300),
+        size: 32,
+    };
+    let plan = load::provision(&target(&server), &fanout, &options(), &live)
+        .await
+        .unwrap();
+    let report = load::workers::run_split(&plan, 2, exe, live.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.connections, 6,
+        "each worker opened its channel's members"
+    );
+    assert!(report.delivered > 0, "{}", report.table());
+    assert_eq!(report.latency.count, report.delivered);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("2 worker processes"))
+    );
+    assert_eq!(report.errors.error_events, 0, "{:?}", report.notes);
+
+    let connections = Scenario::Connections {
+        connections: 7,
+        hold: Duration::from_secs(1),
+    };
+    let plan = load::provision(&target(&server), &connections, &options(), &live)
+        .await
+        .unwrap();
+    let report = load::workers::run_split(&plan, 3, exe, Arc::new(Live::default()))
+        .await
+        .unwrap();
+    assert_eq!(report.connections, 7);
+    assert_eq!(report.connect_failures, 0);
+    assert!(report.server_figures.rss_per_connection_bytes.is_some());
+}
