@@ -45,7 +45,11 @@ pub fn backend() -> Backend {
             if postgres_reachable() {
                 Backend::Postgres
             } else {
-                eprintln!(
+                // Straight to the stderr handle: the test harness captures `eprintln!`, and this
+                // should be seen.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
                     "note: no PostgreSQL at DIALTONE_TEST_DB_URL ({}); running the suite on SQLite",
                     admin_url()
                 );
