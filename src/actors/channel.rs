@@ -17,9 +17,8 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::db::CommittedMessage;
-use super::{Frames, SessionHandle, SessionKey, ShardGroups, frame};
+use super::{Frames, SessionHandle, SessionKey, ShardGroups, message_frame};
 use crate::metrics::{MailboxMeter, Metrics};
-use crate::protocol::ws::Event;
 
 pub struct ChannelActor {
     channel_id: String,
@@ -106,21 +105,7 @@ impl Handler<Publish> for ChannelActor {
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         self.mailbox.handled();
         let messages = msg.0;
-        let frames: Vec<ByteString> = messages
-            .iter()
-            .map(|m| {
-                let row = &m.row;
-                frame(&Event::channel_message(
-                    row.id.clone(),
-                    row.channel_id.clone(),
-                    row.sender_id.clone(),
-                    row.sender_name_enc.clone(),
-                    row.body.clone(),
-                    row.sent_at.wire(),
-                    row.client_message_id.clone(),
-                ))
-            })
-            .collect();
+        let frames: Vec<ByteString> = messages.iter().map(|m| message_frame(&m.row)).collect();
         let shared: Frames = Arc::from(frames.clone());
         self.subscribers.deliver(&shared);
 

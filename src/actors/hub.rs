@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 
 use super::channel::{ChannelActor, Flush, Join, Leave, Publish, Retire};
 use super::db::{CommittedBatch, CommittedMessage};
-use super::{Frames, SessionHandle, SessionKey, ShardGroups, frame};
+use super::{Frames, SessionHandle, SessionKey, ShardGroups, frame, message_frame};
 use crate::metrics::{MailboxMeter, Metrics};
 use crate::protocol::rest::Channel;
 use crate::protocol::ws::{Event, close_code};
@@ -431,17 +431,7 @@ impl Handler<CommittedBatch> for Hub {
                 // No actor means no subscribers: only the senders need their echo.
                 _ => {
                     for m in messages {
-                        let row = &m.row;
-                        let f = frame(&Event::channel_message(
-                            row.id.clone(),
-                            row.channel_id.clone(),
-                            row.sender_id.clone(),
-                            row.sender_name_enc.clone(),
-                            row.body.clone(),
-                            row.sent_at.wire(),
-                            row.client_message_id.clone(),
-                        ));
-                        m.origin.send_frames(Arc::from(vec![f]));
+                        m.origin.send_frames(Arc::from(vec![message_frame(&m.row)]));
                     }
                 }
             }

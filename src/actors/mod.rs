@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix::{Message, Recipient};
 use bytestring::ByteString;
 
+use crate::db::models::MessageRow;
 use crate::metrics::MailboxMeter;
 use crate::protocol::ws::Event;
 
@@ -171,6 +172,19 @@ impl ShardGroups {
         }
         self.members.len()
     }
+}
+
+/// The `channel.message.new` frame of a committed message.
+pub fn message_frame(row: &MessageRow) -> ByteString {
+    frame(&Event::channel_message(
+        row.id.clone(),
+        row.channel_id.clone(),
+        row.sender_id.clone(),
+        row.sender_name_enc.clone(),
+        row.body.clone(),
+        row.sent_at.wire(),
+        row.client_message_id.clone(),
+    ))
 }
 
 /// Serialize one event into a shareable text frame.
