@@ -64,19 +64,9 @@ impl MailboxMeter {
         self.high.inner().fetch_max(now, Ordering::Relaxed);
     }
 
-    /// `n` messages were queued.
-    pub fn queued_n(&self, n: i64) {
-        let now = self.depth.inc_by(n) + n;
-        self.high.inner().fetch_max(now, Ordering::Relaxed);
-    }
-
     /// A message was taken out by its handler (or dropped with its mailbox).
     pub fn handled(&self) {
         self.depth.dec();
-    }
-
-    pub fn handled_n(&self, n: i64) {
-        self.depth.dec_by(n);
     }
 
     pub fn depth(&self) -> i64 {

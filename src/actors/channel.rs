@@ -14,7 +14,6 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 
 use super::db::CommittedMessage;
 use super::{Frames, SessionHandle, SessionKey, ShardGroups, message_frame};
@@ -105,15 +104,14 @@ impl Handler<Publish> for ChannelActor {
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         self.mailbox.handled();
         let messages = msg.0;
-        let frames: Vec<ByteString> = messages.iter().map(|m| message_frame(&m.row)).collect();
-        let shared: Frames = Arc::from(frames.clone());
-        self.subscribers.deliver(&shared);
+        let frames: Frames = messages.iter().map(|m| message_frame(&m.row)).collect();
+        self.subscribers.deliver(&frames);
 
         // The echo is the sender's acknowledgement: a sender that is not subscribed still gets
         // its own messages.
-        for (m, f) in messages.iter().zip(frames) {
+        for (m, f) in messages.iter().zip(frames.iter()) {
             if !self.subscribers.contains(&m.origin.key) {
-                m.origin.send_frames(Arc::from(vec![f]));
+                m.origin.send_frames(Arc::from([f.clone()]));
             }
         }
         tracing::trace!(channel_id = %self.channel_id, messages = messages.len(), "fanned out");

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use dialtone::client::Trust;
-use dialtone::load::{self, Live, Options, Scenario, Target};
+use dialtone::load::{
+    self, ChurnLoad, ConnectionsLoad, FanoutLoad, Live, Options, PersistLoad, Scenario, Target,
+};
 
 #[derive(Parser)]
 #[command(
@@ -179,7 +181,7 @@ fn main() -> ExitCode {
             duration,
             warmup,
             size,
-        } => Scenario::Fanout {
+        } => Scenario::Fanout(FanoutLoad {
             channels,
             members,
             rate,
@@ -187,28 +189,28 @@ fn main() -> ExitCode {
             duration: secs(duration),
             warmup: secs(warmup),
             size,
-        },
-        ScenarioCmd::Connections { connections, hold } => Scenario::Connections {
+        }),
+        ScenarioCmd::Connections { connections, hold } => Scenario::Connections(ConnectionsLoad {
             connections,
             hold: secs(hold),
-        },
+        }),
         ScenarioCmd::Persist {
             senders,
             window,
             duration,
             warmup,
             size,
-        } => Scenario::Persist {
+        } => Scenario::Persist(PersistLoad {
             senders,
             window,
             duration: secs(duration),
             warmup: secs(warmup),
             size,
-        },
-        ScenarioCmd::Churn { workers, duration } => Scenario::Churn {
+        }),
+        ScenarioCmd::Churn { workers, duration } => Scenario::Churn(ChurnLoad {
             workers,
             duration: secs(duration),
-        },
+        }),
         ScenarioCmd::Worker { plan, index, of } => return worker(&plan, index, of),
     };
     let options = Options {

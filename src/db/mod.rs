@@ -72,16 +72,6 @@ impl DbError {
             ))
         )
     }
-
-    pub fn is_foreign_key_violation(&self) -> bool {
-        matches!(
-            self,
-            DbError::Query(DieselError::DatabaseError(
-                DatabaseErrorKind::ForeignKeyViolation,
-                _
-            ))
-        )
-    }
 }
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -136,21 +126,6 @@ macro_rules! dispatch {
 }
 
 impl Db<'_> {
-    pub fn backend(&self) -> Backend {
-        match self {
-            Db::Postgres(_) => Backend::Postgres,
-            Db::Sqlite(_) => Backend::Sqlite,
-        }
-    }
-
-    /// Reborrow for a nested call.
-    pub fn reborrow(&mut self) -> Db<'_> {
-        match self {
-            Db::Postgres(c) => Db::Postgres(c),
-            Db::Sqlite(c) => Db::Sqlite(c),
-        }
-    }
-
     /// Serialize this transaction against every other holder of `key` until it ends.
     ///
     /// PostgreSQL takes a transaction-scoped advisory lock; SQLite write transactions are already
@@ -184,29 +159,57 @@ impl Conn {
         }
     }
 
-    /// Run `f` in a write transaction: committed if it returns `Ok`, rolled back otherwise.
-    ///
-    /// A closure that declines (returns `Ok` with a refusal value) commits what it wrote before
-    /// declining: validate before the first write.
+    /// Run `f` in a write transaction. It answers `Ok(Ok(r))` to commit, `Ok(Err(refusal))` to
+    /// decline — rolled back like an error, then handed back as `Ok(Err(refusal))` — or `Err` on a
+    /// database error (rolled back). A refusal after some writes therefore leaves nothing behind.
     ///
     /// SQLite uses `BEGIN IMMEDIATE` so concurrent writers queue on the busy timeout instead of
     /// failing on a lock upgrade.
-    pub async fn transaction<R, F>(&mut self, f: F) -> DbResult<R>
+    pub async fn transaction<R, E, F>(&mut self, f: F) -> DbResult<Result<R, E>>
     where
         R: Send + 'static,
-        F: for<'c> FnOnce(Db<'c>) -> BoxFuture<'c, DbResult<R>> + Send + 'static,
+        E: Send + 'static,
+        F: for<'c> FnOnce(Db<'c>) -> BoxFuture<'c, DbResult<Result<R, E>>> + Send + 'static,
     {
-        match self {
+        let outcome = match self {
             Conn::Postgres(c) => {
                 let c: &mut AsyncPgConnection = c;
-                c.transaction(async move |c| f(Db::Postgres(c)).await).await
+                c.transaction(async move |c| TxFail::split(f(Db::Postgres(c)).await))
+                    .await
             }
             Conn::Sqlite(c) => {
                 let c: &mut SqliteConn = c;
-                c.immediate_transaction(async move |c| f(Db::Sqlite(c)).await)
+                c.immediate_transaction(async move |c| TxFail::split(f(Db::Sqlite(c)).await))
                     .await
             }
+        };
+        match outcome {
+            Ok(r) => Ok(Ok(r)),
+            Err(TxFail::Refused(e)) => Ok(Err(e)),
+            Err(TxFail::Db(e)) => Err(e),
         }
+    }
+}
+
+/// Why a transaction closure did not commit: both roll back.
+enum TxFail<E> {
+    Db(DbError),
+    Refused(E),
+}
+
+impl<E> TxFail<E> {
+    fn split<R>(r: DbResult<Result<R, E>>) -> Result<R, TxFail<E>> {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(TxFail::Refused(e)),
+            Err(e) => Err(TxFail::Db(e)),
+        }
+    }
+}
+
+impl<E> From<DieselError> for TxFail<E> {
+    fn from(e: DieselError) -> Self {
+        TxFail::Db(e.into())
     }
 }
 

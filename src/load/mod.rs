@@ -33,7 +33,7 @@ use self::provision::{LoadChannel, LoadUser, Provisioned};
 use self::stats::{Counters, Latencies, LatencySummary, Report, ServerFigures};
 use crate::client::rest::Credentials;
 use crate::client::ws::{RawIncoming, WsReceiver, WsSender};
-use crate::client::{ConnectAs, RestClient, Trust, WsConnector};
+use crate::client::{ClientResult, ConnectAs, RestClient, Trust, WsClient, WsConnector};
 use crate::crypto::e2e::seal;
 use crate::protocol::ws::{ClientFrame, close_code};
 
@@ -60,94 +60,132 @@ pub struct Target {
     pub channel_ids: Vec<String>,
 }
 
+/// `fanout`: channels × members, publishers at a fixed open-loop rate.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct FanoutLoad {
+    pub channels: usize,
+    pub members: usize,
+    /// Messages per second, all publishers together.
+    pub rate: f64,
+    /// Publishing members per channel.
+    pub publishers: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Plaintext bytes per message (the sealed body is base64 of it plus nonce and tag).
+    pub size: usize,
+}
+
+/// `connections`: ramp to N idle sessions and hold them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ConnectionsLoad {
+    pub connections: usize,
+    pub hold: Duration,
+}
+
+/// `persist`: senders with a window of messages in flight.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PersistLoad {
+    pub senders: usize,
+    /// Messages in flight per sender.
+    pub window: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub size: usize,
+}
+
+/// `churn`: connect/disconnect loops.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ChurnLoad {
+    pub workers: usize,
+    pub duration: Duration,
+}
+
 /// What to run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum Scenario {
-    Fanout {
-        channels: usize,
-        members: usize,
-        /// Messages per second, all publishers together.
-        rate: f64,
-        /// Publishing members per channel.
-        publishers: usize,
-        duration: Duration,
-        warmup: Duration,
-        /// Plaintext bytes per message (the sealed body is base64 of it plus nonce and tag).
-        size: usize,
-    },
-    Connections {
-        connections: usize,
-        hold: Duration,
-    },
-    Persist {
-        senders: usize,
-        /// Messages in flight per sender.
-        window: usize,
-        duration: Duration,
-        warmup: Duration,
-        size: usize,
-    },
-    Churn {
-        workers: usize,
-        duration: Duration,
-    },
+    Fanout(FanoutLoad),
+    Connections(ConnectionsLoad),
+    Persist(PersistLoad),
+    Churn(ChurnLoad),
 }
 
 impl Scenario {
     pub fn name(&self) -> &'static str {
         match self {
-            Scenario::Fanout { .. } => "fanout",
-            Scenario::Connections { .. } => "connections",
-            Scenario::Persist { .. } => "persist",
-            Scenario::Churn { .. } => "churn",
+            Scenario::Fanout(_) => "fanout",
+            Scenario::Connections(_) => "connections",
+            Scenario::Persist(_) => "persist",
+            Scenario::Churn(_) => "churn",
         }
     }
 
     pub fn parameters(&self) -> BTreeMap<String, String> {
-        let d = |d: &Duration| format!("{}s", d.as_secs_f64());
-        let kv = |pairs: Vec<(&str, String)>| {
-            pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        let d = |d: Duration| format!("{}s", d.as_secs_f64());
+        let pairs: Vec<(&str, String)> = match *self {
+            Scenario::Fanout(f) => vec![
+                ("channels", f.channels.to_string()),
+                ("members", f.members.to_string()),
+                ("rate", format!("{} msg/s", f.rate)),
+                ("publishers/channel", f.publishers.to_string()),
+                ("duration", d(f.duration)),
+                ("warmup", d(f.warmup)),
+                ("size", format!("{} B", f.size)),
+            ],
+            Scenario::Connections(c) => vec![
+                ("connections", c.connections.to_string()),
+                ("hold", d(c.hold)),
+            ],
+            Scenario::Persist(p) => vec![
+                ("senders", p.senders.to_string()),
+                ("window", p.window.to_string()),
+                ("duration", d(p.duration)),
+                ("warmup", d(p.warmup)),
+                ("size", format!("{} B", p.size)),
+            ],
+            Scenario::Churn(c) => vec![
+                ("workers", c.workers.to_string()),
+                ("duration", d(c.duration)),
+            ],
         };
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// Sockets this scenario opens.
+    pub fn sockets(&self) -> usize {
         match self {
-            Scenario::Fanout {
-                channels,
-                members,
-                rate,
-                publishers,
-                duration,
-                warmup,
-                size,
-            } => kv(vec![
-                ("channels", channels.to_string()),
-                ("members", members.to_string()),
-                ("rate", format!("{rate} msg/s")),
-                ("publishers/channel", publishers.to_string()),
-                ("duration", d(duration)),
-                ("warmup", d(warmup)),
-                ("size", format!("{size} B")),
-            ]),
-            Scenario::Connections { connections, hold } => kv(vec![
-                ("connections", connections.to_string()),
-                ("hold", d(hold)),
-            ]),
-            Scenario::Persist {
-                senders,
-                window,
-                duration,
-                warmup,
-                size,
-            } => kv(vec![
-                ("senders", senders.to_string()),
-                ("window", window.to_string()),
-                ("duration", d(duration)),
-                ("warmup", d(warmup)),
-                ("size", format!("{size} B")),
-            ]),
-            Scenario::Churn { workers, duration } => kv(vec![
-                ("workers", workers.to_string()),
-                ("duration", d(duration)),
-            ]),
+            Scenario::Fanout(f) => f.channels * f.members,
+            Scenario::Connections(c) => c.connections,
+            Scenario::Persist(p) => p.senders,
+            Scenario::Churn(c) => c.workers,
         }
+    }
+
+    /// Channels the scenario needs provisioned.
+    fn channels_needed(&self) -> usize {
+        match self {
+            Scenario::Fanout(f) => f.channels,
+            Scenario::Persist(p) => p.senders,
+            Scenario::Connections(_) | Scenario::Churn(_) => 0,
+        }
+    }
+
+    /// The share of worker `index` of `of` (channels, connections, senders or workers are split;
+    /// a fan-out share keeps its channels' members and its part of the rate).
+    pub fn slice(&self, index: usize, of: usize) -> Scenario {
+        let of = of.max(1);
+        let share = |n: usize| n / of + usize::from(index < n % of);
+        let mut s = *self;
+        match &mut s {
+            Scenario::Fanout(f) => {
+                let mine = share(f.channels);
+                f.rate *= mine as f64 / f.channels.max(1) as f64;
+                f.channels = mine;
+            }
+            Scenario::Connections(c) => c.connections = share(c.connections),
+            Scenario::Persist(p) => p.senders = share(p.senders),
+            Scenario::Churn(c) => c.workers = share(c.workers),
+        }
+        s
     }
 }
 
@@ -315,39 +353,6 @@ pub struct Plan {
     pub provisioned: Provisioned,
 }
 
-impl Scenario {
-    /// Sockets this scenario opens.
-    pub fn sockets(&self) -> usize {
-        match self {
-            Scenario::Fanout {
-                channels, members, ..
-            } => channels * members,
-            Scenario::Connections { connections, .. } => *connections,
-            Scenario::Persist { senders, .. } => *senders,
-            Scenario::Churn { workers, .. } => *workers,
-        }
-    }
-
-    /// The share of worker `index` of `of` (channels, connections, senders or workers are split;
-    /// a fan-out share keeps its channels' members and its part of the rate).
-    pub fn slice(&self, index: usize, of: usize) -> Scenario {
-        let of = of.max(1);
-        let share = |n: usize| n / of + usize::from(index < n % of);
-        let mut s = self.clone();
-        match &mut s {
-            Scenario::Fanout { channels, rate, .. } => {
-                let mine = share(*channels);
-                *rate *= mine as f64 / (*channels).max(1) as f64;
-                *channels = mine;
-            }
-            Scenario::Connections { connections, .. } => *connections = share(*connections),
-            Scenario::Persist { senders, .. } => *senders = share(*senders),
-            Scenario::Churn { workers, .. } => *workers = share(*workers),
-        }
-        s
-    }
-}
-
 /// How many worker processes `scenario` needs: one unless its sockets exceed what one process may
 /// open (its open-file limit, raised to the hard limit, minus a reserve).
 pub fn processes_needed(scenario: &Scenario) -> usize {
@@ -378,11 +383,7 @@ pub async fn provision(
     let rest = RestClient::new(&target.base_url, &target.trust)
         .map_err(|e| LoadError::Config(e.to_string()))?;
     live.set_phase("provisioning");
-    let channels_needed = match scenario {
-        Scenario::Fanout { channels, .. } => *channels,
-        Scenario::Persist { senders, .. } => *senders,
-        _ => 0,
-    };
+    let channels_needed = scenario.channels_needed();
     let provisioned = match (&target.tokens_file, &target.admin_token) {
         (Some(file), _) => provision::from_file(file, &target.channel_ids)?,
         (None, Some(token)) => {
@@ -438,7 +439,7 @@ pub async fn execute(
     // Each share takes its own slice of the channels (a fan-out share's channel k is global
     // channel index + k × of), and the accounts are shared by all.
     let mut provisioned = plan.provisioned.clone();
-    if matches!(scenario, Scenario::Fanout { .. }) && of > 1 {
+    if matches!(scenario, Scenario::Fanout(_)) && of > 1 {
         provisioned.channels = provisioned
             .channels
             .iter()
@@ -474,46 +475,11 @@ pub async fn execute(
         probe,
         provisioned,
     };
-    match scenario.clone() {
-        Scenario::Fanout {
-            channels,
-            members,
-            rate,
-            publishers,
-            duration,
-            warmup,
-            size,
-        } => {
-            runner
-                .fanout(
-                    &mut report,
-                    channels,
-                    members,
-                    rate,
-                    publishers,
-                    duration,
-                    warmup,
-                    size,
-                )
-                .await?
-        }
-        Scenario::Connections { connections, hold } => {
-            runner.connections(&mut report, connections, hold).await?
-        }
-        Scenario::Persist {
-            senders,
-            window,
-            duration,
-            warmup,
-            size,
-        } => {
-            runner
-                .persist(&mut report, senders, window, duration, warmup, size)
-                .await?
-        }
-        Scenario::Churn { workers, duration } => {
-            runner.churn(&mut report, workers, duration).await?
-        }
+    match scenario {
+        Scenario::Fanout(f) => runner.fanout(&mut report, f).await?,
+        Scenario::Connections(c) => runner.connections(&mut report, c).await?,
+        Scenario::Persist(p) => runner.persist(&mut report, p).await?,
+        Scenario::Churn(c) => runner.churn(&mut report, c).await?,
     }
     report.errors = runner.live.counters.snapshot();
     Ok(report)
@@ -521,14 +487,7 @@ pub async fn execute(
 
 /// One process can hold only as many sockets as its open-file limit.
 fn check_fd_budget(scenario: &Scenario) -> Result<(), LoadError> {
-    let sockets = match scenario {
-        Scenario::Fanout {
-            channels, members, ..
-        } => channels * members,
-        Scenario::Connections { connections, .. } => *connections,
-        Scenario::Persist { senders, .. } => *senders,
-        Scenario::Churn { workers, .. } => *workers,
-    } as u64;
+    let sockets = scenario.sockets() as u64;
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
     if sockets + 64 > soft {
         return Err(LoadError::Config(format!(
@@ -562,6 +521,19 @@ impl Runner {
         &self.provisioned.channels[i % self.provisioned.channels.len()]
     }
 
+    /// Connect socket `i` as its user, from its source address.
+    async fn connect(&self, i: usize, subscribe_none: bool) -> ClientResult<WsClient> {
+        let ips = &self.options.source_ips;
+        self.connector
+            .connect(&ConnectAs {
+                token: &self.user(i).token,
+                subscribe_none,
+                token_in_subprotocol: false,
+                local_addr: (!ips.is_empty()).then(|| ips[i % ips.len()]),
+            })
+            .await
+    }
+
     /// Open `n` sockets (index-preserving; failures are `None`), each with a reader task.
     async fn open(
         &self,
@@ -570,20 +542,11 @@ impl Runner {
         ctx: &Arc<ReadCtx>,
     ) -> (Vec<Option<Conn>>, Duration) {
         let started = Instant::now();
-        let ips = &self.options.source_ips;
         let conns: Vec<Option<Conn>> = stream::iter(0..n)
             .map(|i| {
-                let token = self.user(i).token.clone();
-                let local = (!ips.is_empty()).then(|| ips[i % ips.len()]);
                 let ctx = ctx.clone();
                 async move {
-                    let who = ConnectAs {
-                        token: &token,
-                        subscribe_none,
-                        token_in_subprotocol: false,
-                        local_addr: local,
-                    };
-                    match self.connector.connect(&who).await {
+                    match self.connect(i, subscribe_none).await {
                         Ok(ws) => {
                             Counters::add(&self.live.counters.connected, 1);
                             let (tx, rx) = ws.split();
@@ -663,18 +626,16 @@ impl Runner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn fanout(
-        &self,
-        report: &mut Report,
-        channels: usize,
-        members: usize,
-        rate: f64,
-        publishers: usize,
-        duration: Duration,
-        warmup: Duration,
-        size: usize,
-    ) -> Result<(), LoadError> {
+    async fn fanout(&self, report: &mut Report, load: FanoutLoad) -> Result<(), LoadError> {
+        let FanoutLoad {
+            channels,
+            members,
+            rate,
+            publishers,
+            duration,
+            warmup,
+            size,
+        } = load;
         let publishers = publishers.clamp(1, members.max(1));
         let base = Instant::now();
         let ctx = ReadCtx::new(self.live.clone(), base);
@@ -813,9 +774,9 @@ impl Runner {
     async fn connections(
         &self,
         report: &mut Report,
-        connections: usize,
-        hold: Duration,
+        load: ConnectionsLoad,
     ) -> Result<(), LoadError> {
+        let ConnectionsLoad { connections, hold } = load;
         let ctx = ReadCtx::new(self.live.clone(), Instant::now());
         let before = self.probe.rss_bytes();
         report.server_figures.rss_before_bytes = before;
@@ -858,15 +819,14 @@ impl Runner {
         Ok(())
     }
 
-    async fn persist(
-        &self,
-        report: &mut Report,
-        senders: usize,
-        window: usize,
-        duration: Duration,
-        warmup: Duration,
-        size: usize,
-    ) -> Result<(), LoadError> {
+    async fn persist(&self, report: &mut Report, load: PersistLoad) -> Result<(), LoadError> {
+        let PersistLoad {
+            senders,
+            window,
+            duration,
+            warmup,
+            size,
+        } = load;
         let base = Instant::now();
         let ctx = ReadCtx::new(self.live.clone(), base);
         self.live.set_phase("connecting");
@@ -875,20 +835,7 @@ impl Runner {
         // Each sender has its own channel and no subscriptions: every message's only delivery is
         // its echo, the commit acknowledgement.
         let conns: Vec<_> = stream::iter(0..senders)
-            .map(|i| {
-                let token = self.user(i).token.clone();
-                let ips = &self.options.source_ips;
-                let local = (!ips.is_empty()).then(|| ips[i % ips.len()]);
-                async move {
-                    let who = ConnectAs {
-                        token: &token,
-                        subscribe_none: true,
-                        token_in_subprotocol: false,
-                        local_addr: local,
-                    };
-                    self.connector.connect(&who).await.ok()
-                }
-            })
+            .map(|i| async move { self.connect(i, true).await.ok() })
             .buffered(self.options.connect_concurrency.max(1))
             .collect()
             .await;
@@ -994,12 +941,8 @@ impl Runner {
         Ok(())
     }
 
-    async fn churn(
-        &self,
-        report: &mut Report,
-        workers: usize,
-        duration: Duration,
-    ) -> Result<(), LoadError> {
+    async fn churn(&self, report: &mut Report, load: ChurnLoad) -> Result<(), LoadError> {
+        let ChurnLoad { workers, duration } = load;
         self.live.set_phase("churning");
         let end = Instant::now() + duration;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();

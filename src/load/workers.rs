@@ -315,16 +315,17 @@ fn tempfile_dir() -> Result<std::path::PathBuf, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::{ChurnLoad, ConnectionsLoad, FanoutLoad};
 
     #[test]
     fn shares_add_up_to_the_whole() {
-        let s = Scenario::Connections {
+        let s = Scenario::Connections(ConnectionsLoad {
             connections: 19_003,
             hold: Duration::from_secs(1),
-        };
+        });
         let total: usize = (0..4).map(|i| s.slice(i, 4).sockets()).sum();
         assert_eq!(total, 19_003);
-        let f = Scenario::Fanout {
+        let f = Scenario::Fanout(FanoutLoad {
             channels: 20,
             members: 100,
             rate: 2000.0,
@@ -332,10 +333,10 @@ mod tests {
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
             size: 8,
-        };
+        });
         let rates: f64 = (0..3)
             .map(|i| match f.slice(i, 3) {
-                Scenario::Fanout { rate, .. } => rate,
+                Scenario::Fanout(f) => f.rate,
                 _ => 0.0,
             })
             .sum();
@@ -357,10 +358,10 @@ mod tests {
                 histogram: encode_histogram(&lat.merged()),
             }
         };
-        let s = Scenario::Churn {
+        let s = Scenario::Churn(ChurnLoad {
             workers: 2,
             duration: Duration::from_secs(1),
-        };
+        });
         let r = merge(&[part(5, 100), part(7, 900)], &s);
         assert_eq!(r.delivered, 12);
         assert_eq!(r.connections, 20);

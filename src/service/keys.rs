@@ -170,7 +170,7 @@ pub async fn upload_channel_keys(
     let outcome: Result<(), Missing> = conn
         .transaction(move |mut db| {
             async move {
-                // Check everything before writing anything: a refusal commits nothing.
+                // A refusal rolls back the envelopes already written: all or nothing.
                 if !db::channels::exists(&mut db, &channel_id).await? {
                     return Ok(Err(Missing::Channel));
                 }
@@ -178,8 +178,6 @@ pub async fn upload_channel_keys(
                     if db::devices::find(&mut db, &row.device_id).await?.is_none() {
                         return Ok(Err(Missing::Device));
                     }
-                }
-                for row in &rows {
                     let existing = existing_channel(&mut db, row).await?;
                     if may_replace(&mut db, existing, &uploader).await? {
                         db::keys::upsert_channel_envelope(&mut db, row).await?;
@@ -219,13 +217,11 @@ pub async fn upload_directory_keys(
     let outcome: Result<(), Missing> = conn
         .transaction(move |mut db| {
             async move {
-                // Check everything before writing anything: a refusal commits nothing.
+                // A refusal rolls back the envelopes already written: all or nothing.
                 for row in &rows {
                     if db::devices::find(&mut db, &row.device_id).await?.is_none() {
                         return Ok(Err(Missing::Device));
                     }
-                }
-                for row in &rows {
                     let existing = db::keys::directory_envelope(&mut db, &row.device_id)
                         .await?
                         .map(|e| e.sender_device_id);

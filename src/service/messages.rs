@@ -25,7 +25,7 @@ pub struct Committed {
 /// exist are returned apart; the rest commit together or not at all.
 pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult<Committed> {
     let mut conn = store.pool.get().await?;
-    let committed = conn
+    let Ok(committed) = conn
         .transaction(move |mut db| {
             async move {
                 let ids: Vec<&str> = rows
@@ -44,10 +44,10 @@ pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult
                     .into_iter()
                     .partition(|r| existing.contains(&r.channel_id));
                 db::messages::insert_batch(&mut db, &ok).await?;
-                Ok(Committed {
+                Ok(Ok::<_, std::convert::Infallible>(Committed {
                     rows: ok,
                     missing_channel: missing,
-                })
+                }))
             }
             .boxed()
         })

@@ -106,11 +106,6 @@ impl ServiceError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         ServiceError::Invalid(msg.into())
     }
-
-    /// The database is down (pool timeout, refused connection), as opposed to a failing query.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, ServiceError::Db(DbError::Unavailable(_)))
-    }
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;

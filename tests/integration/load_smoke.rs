@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone::load::{self, Live, Options, Scenario, Target};
+use dialtone::load::{
+    self, ChurnLoad, ConnectionsLoad, FanoutLoad, Live, Options, PersistLoad, Scenario, Target,
+};
 
 use crate::support::*;
 
@@ -31,7 +33,7 @@ fn options() -> Options {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_smoke_run_delivers_and_reports() {
     let server = TestServer::start().await;
-    let scenario = Scenario::Fanout {
+    let scenario = Scenario::Fanout(FanoutLoad {
         channels: 2,
         members: 4,
         rate: 40.0,
@@ -39,7 +41,7 @@ async fn fanout_smoke_run_delivers_and_reports() {
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
         size: 64,
-    };
+    });
     let report = load::run(
         &target(&server),
         &scenario,
@@ -63,13 +65,13 @@ async fn fanout_smoke_run_delivers_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persist_and_churn_smoke_runs() {
     let server = TestServer::start().await;
-    let persist = Scenario::Persist {
+    let persist = Scenario::Persist(PersistLoad {
         senders: 2,
         window: 4,
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(200),
         size: 32,
-    };
+    });
     let report = load::run(
         &target(&server),
         &persist,
@@ -85,10 +87,10 @@ async fn persist_and_churn_smoke_runs() {
         .await;
     assert!(stored as u64 >= report.delivered);
 
-    let churn = Scenario::Churn {
+    let churn = Scenario::Churn(ChurnLoad {
         workers: 2,
         duration: Duration::from_secs(1),
-    };
+    });
     let report = load::run(
         &target(&server),
         &churn,
@@ -106,7 +108,7 @@ async fn a_split_run_over_worker_processes_merges_their_results() {
     let server = TestServer::start().await;
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_dialtone-load"));
     let live = Arc::new(Live::default());
-    let fanout = Scenario::Fanout {
+    let fanout = Scenario::Fanout(FanoutLoad {
         channels: 2,
         members: 3,
         rate: 20.0,
@@ -114,7 +116,7 @@ async fn a_split_run_over_worker_processes_merges_their_results() {
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(300),
         size: 32,
-    };
+    });
     let plan = load::provision(&target(&server), &fanout, &options(), &live)
         .await
         .unwrap();
@@ -135,10 +137,10 @@ async fn a_split_run_over_worker_processes_merges_their_results() {
     );
     assert_eq!(report.errors.error_events, 0, "{:?}", report.notes);
 
-    let connections = Scenario::Connections {
+    let connections = Scenario::Connections(ConnectionsLoad {
         connections: 7,
         hold: Duration::from_secs(1),
-    };
+    });
     let plan = load::provision(&target(&server), &connections, &options(), &live)
         .await
         .unwrap();
