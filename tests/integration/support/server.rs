@@ -1,0 +1,281 @@
+//! The per-test server: real TLS on port 0, its own actix System in its own thread, and the
+//! clients and users tests drive it with.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use base64::Engine;
+use dialtone::client::rest::Credentials;
+use dialtone::client::{RestClient, Trust, WsClient, WsOptions};
+use dialtone::config::Config;
+use dialtone::crypto::e2e::DeviceKeypair;
+use dialtone::protocol::rest::{AuthResponse, CreateInviteRequest, LoginRequest, RegisterRequest};
+
+use super::db::TestDb;
+use super::logs::init_logging;
+
+/// Settings of one test server.
+#[derive(Clone)]
+pub struct ServerSettings {
+    pub vars: HashMap<String, String>,
+}
+
+impl ServerSettings {
+    pub fn new(db: &TestDb, data_dir: &std::path::Path) -> Self {
+        let key =
+            base64::engine::general_purpose::STANDARD.encode(dialtone::crypto::random_bytes(32));
+        let vars = [
+            ("DIALTONE_DB_URL", db.url.as_str()),
+            ("DIALTONE_DATA_DIR", &data_dir.display().to_string()),
+            ("DIALTONE_LISTEN_ADDR", "127.0.0.1:0"),
+            ("DIALTONE_USERNAME_PEPPER", "test-pepper-0123456789"),
+            ("DIALTONE_ADMIN_TOKEN", "test-admin-token-0123456789"),
+            ("DIALTONE_CHANNEL_KEY", &key),
+            ("DIALTONE_DB_POOL_SIZE", "4"),
+            ("DIALTONE_WORKERS", "1"),
+            ("DIALTONE_WS_SEND_RATE", "0"),
+            ("DIALTONE_SHUTDOWN_TIMEOUT_SECS", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Self { vars }
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.vars.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// A running server plus its database and data directory.
+pub struct TestServer {
+    pub base_url: String,
+    pub fingerprint: String,
+    pub admin_token: String,
+    pub db: TestDb,
+    pub data_dir: PathBuf,
+    pub settings: ServerSettings,
+    _data: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with settings adjusted by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerSettings)) -> Self {
+        let db = TestDb::create().await;
+        Self::start_on(db, tweak).await
+    }
+
+    /// Start on an existing database (prepared by the test).
+    pub async fn start_on(db: TestDb, tweak: impl FnOnce(&mut ServerSettings)) -> Self {
+        init_logging();
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut settings = ServerSettings::new(&db, data.path());
+        tweak(&mut settings);
+        let data_dir = data.path().to_owned();
+        let mut server = TestServer {
+            base_url: String::new(),
+            fingerprint: String::new(),
+            admin_token: settings.vars["DIALTONE_ADMIN_TOKEN"].clone(),
+            db,
+            data_dir,
+            settings,
+            _data: data,
+            shutdown: None,
+            thread: None,
+        };
+        server.boot().await;
+        server
+    }
+
+    async fn boot(&mut self) {
+        let config = Config::load(self.settings.vars.clone())
+            .expect("test configuration")
+            .config;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let running = match dialtone::server::start(config, listener).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                };
+                let _ = ready_tx.send(Ok(running.tls_fingerprint.clone().unwrap_or_default()));
+                running
+                    .serve_until(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+            })
+        });
+        let fingerprint =
+            tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("server did not start in time")
+                .unwrap_or_else(|e| panic!("server failed to start: {e}"));
+        self.base_url = format!("https://localhost:{port}");
+        self.fingerprint = fingerprint;
+        self.shutdown = Some(stop_tx);
+        self.thread = Some(thread);
+    }
+
+    /// Graceful shutdown; returns the server's result.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => tokio::task::spawn_blocking(move || t.join())
+                .await
+                .unwrap()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop and start again on the same database and data directory (new port).
+    pub async fn restart(&mut self) {
+        self.stop().await.expect("clean shutdown");
+        self.boot().await;
+    }
+
+    pub fn trust(&self) -> Trust {
+        Trust::Fingerprint(self.fingerprint.clone())
+    }
+
+    /// An unauthenticated REST client.
+    pub fn rest(&self) -> RestClient {
+        RestClient::new(&self.base_url, &self.trust()).unwrap()
+    }
+
+    /// A REST client using the admin token.
+    pub fn admin(&self) -> RestClient {
+        self.rest()
+            .with_credentials(Credentials::AdminToken(self.admin_token.clone()))
+    }
+
+    pub async fn invite(&self) -> String {
+        self.admin()
+            .mint_invite(&CreateInviteRequest::default())
+            .await
+            .expect("mint invite")
+            .token
+    }
+
+    /// Register a new user (with a fresh device key) through a fresh invite.
+    pub async fn user(&self, name: &str) -> TestUser {
+        let keys = DeviceKeypair::generate();
+        let invite = self.invite().await;
+        let auth = self
+            .rest()
+            .register(&RegisterRequest {
+                username: name.to_owned(),
+                password: password(name),
+                public_key: keys.public_key_b64(),
+                invite_token: invite,
+            })
+            .await
+            .expect("register");
+        TestUser {
+            rest: self.rest().with_token(&auth.token),
+            auth,
+            keys,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Log `user` in again from a new device.
+    pub async fn new_device(&self, user: &TestUser) -> TestUser {
+        let keys = DeviceKeypair::generate();
+        let auth = self
+            .rest()
+            .login(&LoginRequest {
+                username: user.name.clone(),
+                password: password(&user.name),
+                public_key: keys.public_key_b64(),
+                invite_token: None,
+            })
+            .await
+            .expect("login");
+        TestUser {
+            rest: self.rest().with_token(&auth.token),
+            auth,
+            keys,
+            name: user.name.clone(),
+        }
+    }
+
+    pub fn ws_options(&self, token: &str) -> WsOptions {
+        WsOptions::new(&self.base_url, token, self.trust())
+    }
+
+    pub async fn ws(&self, user: &TestUser) -> WsClient {
+        WsClient::connect(&self.ws_options(&user.auth.token))
+            .await
+            .expect("ws connect")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn password(name: &str) -> String {
+    format!("pw-{name}-12345")
+}
+
+/// A registered user with its device key and an authenticated client.
+pub struct TestUser {
+    pub auth: AuthResponse,
+    pub keys: DeviceKeypair,
+    pub rest: RestClient,
+    pub name: String,
+}
+
+impl TestUser {
+    pub fn id(&self) -> &str {
+        &self.auth.user_id
+    }
+
+    pub fn device(&self) -> &str {
+        &self.auth.device_id
+    }
+
+    pub fn token(&self) -> &str {
+        &self.auth.token
+    }
+}
+
+impl TestServer {
+    /// Stop (if running), adjust the settings with `tweak`, and start again on the same database
+    /// and data directory (new port) — e.g. with another `DIALTONE_CHANNEL_KEY` after a rekey.
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut ServerSettings)) {
+        self.stop().await.expect("clean shutdown");
+        tweak(&mut self.settings);
+        self.admin_token = self.settings.vars["DIALTONE_ADMIN_TOKEN"].clone();
+        self.boot().await;
+    }
+}

@@ -1,0 +1,86 @@
+//! WebSocket helpers: readiness, closes, sending and collecting echoes.
+
+use base64::Engine;
+use dialtone::client::WsClient;
+
+use super::WAIT;
+use super::server::{TestServer, TestUser};
+
+/// Wait until the server has fully set up `ws`'s session (registered with the hub), by a round
+/// trip: an unsupported frame type must come back as an `error` event.
+pub async fn ws_ready(ws: &mut WsClient) {
+    ws.send(&dialtone::protocol::ws::ClientFrame {
+        kind: "test.ready.probe".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("send probe");
+    let e = ws
+        .expect_event(dialtone::protocol::ws::event_type::ERROR, WAIT)
+        .await
+        .expect("probe answered");
+    assert_eq!(e.code.as_deref(), Some("unsupported_type"), "{e:?}");
+}
+
+/// Read until the server closes the socket; returns the close code (`None`: the connection ended
+/// without a close frame). Other events before the close are skipped. Panics after [`WAIT`].
+pub async fn wait_closed(ws: &mut WsClient) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_within(left).await {
+            Ok(Some(dialtone::client::Incoming::Closed { code, .. })) => return Some(code),
+            Ok(Some(dialtone::client::Incoming::Event(_))) => continue,
+            Ok(None) => return None,
+            Err(dialtone::client::ClientError::Transport(_)) => return None,
+            Err(e) => panic!("socket was not closed: {e}"),
+        }
+    }
+}
+
+/// Send `n` channel messages as `user` over one WebSocket (client_message_id `m0`, `m1`, …) and
+/// wait for every echo; returns the echoes in arrival order.
+pub async fn send_messages(
+    server: &TestServer,
+    user: &TestUser,
+    channel_id: &str,
+    n: usize,
+) -> Vec<dialtone::protocol::ws::Event> {
+    use dialtone::protocol::ws::{ClientFrame, event_type};
+    let mut ws = server.ws(user).await;
+    let mut echoes = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    for start in (0..n).step_by(100) {
+        let end = (start + 100).min(n);
+        for i in start..end {
+            let body = base64::engine::general_purpose::STANDARD.encode(format!("message {i}"));
+            ws.send(&ClientFrame::channel_message(
+                channel_id,
+                body,
+                "bmFtZQ==",
+                Some(format!("m{i}")),
+            ))
+            .await
+            .expect("send channel message");
+        }
+        while echoes.len() < end {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match ws.next_within(left).await.expect("echo") {
+                Some(dialtone::client::Incoming::Event(e))
+                    if e.kind == event_type::CHANNEL_MESSAGE_NEW =>
+                {
+                    if e.channel_id.as_deref() == Some(channel_id) {
+                        echoes.push(*e);
+                    }
+                }
+                Some(dialtone::client::Incoming::Event(e)) if e.kind == event_type::ERROR => {
+                    panic!("server refused a message: {e:?}")
+                }
+                Some(dialtone::client::Incoming::Event(_)) => {}
+                other => panic!("socket ended while waiting for echoes: {other:?}"),
+            }
+        }
+    }
+    let _ = ws.close().await;
+    echoes
+}
