@@ -104,8 +104,11 @@ impl ResponseError for AppError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code, error) = self.parts();
-        if status.is_server_error() {
-            // The details (SQL errors, crypto failures) are for the log only.
+        // The details (SQL errors, crypto failures) are for the log only. A 503 is a designed
+        // refusal (a limit reached, a dependency down and retried): a warning, not a fault.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(status = status.as_u16(), error = %self, "request refused");
+        } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }
         HttpResponse::build(status).json(ErrorBody {

@@ -757,6 +757,9 @@ async fn rekey_moves_every_value_to_the_new_key() {
             s.vars.remove("DIALTONE_CHANNEL_KEY_PREVIOUS");
         })
         .await;
+    server
+        .expect_error("failed to decrypt")
+        .expect_error("request failed status=500");
     let before = encrypted_values(&server).await;
     assert_internal_error(server.admin().admin_users().await);
     assert_internal_error(
@@ -783,7 +786,11 @@ fn flip_char(stored: &str) -> String {
 
 #[tokio::test]
 async fn tampered_or_moved_ciphertext_fails_cleanly() {
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
+    // Each refused value is a 500 with its cause in the log: that is the point of the test.
+    server
+        .expect_error("failed to decrypt")
+        .expect_error("request failed status=500");
     let alice = server.user("tamperalice").await;
     let bob = server.user("tamperbob").await;
     let bob_extra = DeviceKeypair::generate();

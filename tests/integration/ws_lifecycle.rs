@@ -124,11 +124,13 @@ async fn oversized_frame_closes_with_1009() {
 
 #[tokio::test]
 async fn silent_peer_is_dropped_after_the_idle_timeout() {
-    let server = TestServer::start_with(|s| {
+    let mut server = TestServer::start_with(|s| {
         s.set("DIALTONE_WS_PING_SECS", "1")
             .set("DIALTONE_WS_IDLE_SECS", "2");
     })
     .await;
+    // actix-http reports the aborted response stream (how a dead peer's connection is dropped).
+    server.expect_error("websocket peer stopped answering");
     let alice = server.user("alice").await;
     let mut ws = server.ws(&alice).await;
     // Not reading means not answering pings: after the idle timeout the server hangs up. What

@@ -94,5 +94,7 @@ fn install_log_subscriber() {
     let _ = tracing_subscriber::registry()
         .with(print)
         .with(capture)
+        .with(super::incidents::ErrorLayer)
         .try_init();
+    super::incidents::install_panic_hook();
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod asserts;
 mod db;
+mod incidents;
 mod logs;
 mod rekey;
 mod server;
@@ -19,6 +20,7 @@ mod ws;
 
 pub use asserts::*;
 pub use db::*;
+pub use incidents::*;
 pub use logs::*;
 pub use rekey::*;
 pub use server::*;

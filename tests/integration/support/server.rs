@@ -16,6 +16,7 @@ use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{AuthResponse, CreateInviteRequest, LoginRequest, RegisterRequest};
 
 use super::db::TestDb;
+use super::incidents::take_incidents;
 use super::logs::init_logging;
 
 /// Settings of one test server.
@@ -63,6 +64,10 @@ pub struct TestServer {
     _data: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The actix Systems this server has run as (one per boot): its incidents are theirs.
+    systems: Vec<usize>,
+    /// `ERROR` lines the test provokes on purpose (substrings).
+    expected_errors: Vec<String>,
 }
 
 impl TestServer {
@@ -93,6 +98,8 @@ impl TestServer {
             _data: data,
             shutdown: None,
             thread: None,
+            systems: Vec::new(),
+            expected_errors: Vec::new(),
         };
         server.boot().await;
         server
@@ -108,14 +115,16 @@ impl TestServer {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
+                let system = actix_web::rt::System::current().id();
                 let running = match dialtone::server::start(config, listener).await {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        let _ = ready_tx.send((system, Err(format!("{e:#}"))));
                         return Err(e);
                     }
                 };
-                let _ = ready_tx.send(Ok(running.tls_fingerprint.clone().unwrap_or_default()));
+                let fingerprint = running.tls_fingerprint.clone().unwrap_or_default();
+                let _ = ready_tx.send((system, Ok(fingerprint)));
                 running
                     .serve_until(async {
                         let _ = stop_rx.await;
@@ -123,29 +132,57 @@ impl TestServer {
                     .await
             })
         });
-        let fingerprint =
+        let (system, started) =
             tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
                 .await
                 .unwrap()
-                .expect("server did not start in time")
-                .unwrap_or_else(|e| panic!("server failed to start: {e}"));
+                .expect("server did not start in time");
+        self.systems.push(system);
+        let fingerprint = started.unwrap_or_else(|e| panic!("server failed to start: {e}"));
         self.base_url = format!("https://localhost:{port}");
         self.fingerprint = fingerprint;
         self.shutdown = Some(stop_tx);
         self.thread = Some(thread);
     }
 
-    /// Graceful shutdown; returns the server's result.
+    /// Declare an `ERROR` log line this test provokes on purpose (matched as a substring of the
+    /// target, message and fields); any other `ERROR` of this server fails the test.
+    pub fn expect_error(&mut self, pattern: &str) -> &mut Self {
+        self.expected_errors.push(pattern.to_owned());
+        self
+    }
+
+    /// Graceful shutdown; returns the server's result. Panics (fails the test) if a server thread
+    /// panicked or logged an `ERROR` the test did not declare.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match self.thread.take() {
+        let result = match self.thread.take() {
             Some(t) => tokio::task::spawn_blocking(move || t.join())
                 .await
                 .unwrap()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("server thread panicked"))),
             None => Ok(()),
+        };
+        self.check_incidents();
+        result
+    }
+
+    /// Fail on this server's panics and undeclared `ERROR`s so far.
+    #[track_caller]
+    pub fn check_incidents(&self) {
+        let unexpected: Vec<String> = take_incidents(&self.systems)
+            .into_iter()
+            .filter(|i| i.panic || !self.expected_errors.iter().any(|p| i.text.contains(p)))
+            .map(|i| i.text)
+            .collect();
+        if !unexpected.is_empty() && !std::thread::panicking() {
+            panic!(
+                "the server logged errors or panicked (declare provoked ERRORs with \
+                 TestServer::expect_error):\n{}",
+                unexpected.join("\n")
+            );
         }
     }
 
@@ -237,9 +274,16 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let ended = self.thread.take().map(|t| t.join());
+        if std::thread::panicking() {
+            return;
         }
+        match ended {
+            Some(Ok(Err(e))) => panic!("the server ended with an error: {e:#}"),
+            Some(Err(_)) => panic!("the server thread panicked"),
+            _ => {}
+        }
+        self.check_incidents();
     }
 }
 
