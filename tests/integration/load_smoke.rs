@@ -23,7 +23,9 @@ fn target(server: &TestServer) -> Target {
 fn options() -> Options {
     Options {
         users: 3,
-        server_pid: Some(std::process::id()),
+        // The test server runs inside this process: it has no pid of its own, so the report must
+        // leave the server's RSS and CPU out rather than measure the test process.
+        server_pid: None,
         source_ips: load::loopback_sources("https://localhost", 2),
         drain: Duration::from_millis(500),
         ..Options::default()
@@ -57,7 +59,7 @@ async fn fanout_smoke_run_delivers_and_reports() {
     assert_eq!(report.errors.send_failures, 0);
     assert_eq!(report.errors.error_events, 0, "{:?}", report.notes);
     assert!(report.server_figures.mailbox_depth.contains_key("db"));
-    assert!(report.server_figures.rss_before_bytes.is_some());
+    assert_eq!(report.server_figures.rss_before_bytes, None);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["scenario"], "fanout");
 }
@@ -85,7 +87,13 @@ async fn persist_and_churn_smoke_runs() {
         .db
         .count("SELECT count(*) AS v FROM channel_messages")
         .await;
-    assert!(stored as u64 >= report.delivered);
+    // Every echo is a commit acknowledgement; messages still in flight at the end may be stored
+    // without an echo.
+    assert!(
+        u64::try_from(stored).unwrap() >= report.delivered && report.delivered > 0,
+        "stored {stored}, delivered {}",
+        report.delivered
+    );
 
     let churn = Scenario::Churn(ChurnLoad {
         workers: 2,
@@ -149,5 +157,5 @@ async fn a_split_run_over_worker_processes_merges_their_results() {
         .unwrap();
     assert_eq!(report.connections, 7);
     assert_eq!(report.connect_failures, 0);
-    assert!(report.server_figures.rss_per_connection_bytes.is_some());
+    assert_eq!(report.server_figures.rss_per_connection_bytes, None);
 }

@@ -378,8 +378,34 @@ async fn presence_follows_first_and_last_socket() {
         .unwrap();
     assert_eq!((e.sender.as_str(), e.online), (bob.id(), Some(true)));
     let mut b2 = server.ws(&bob).await;
+    ws_ready(&mut b2).await;
     b1.close().await.unwrap();
-    // Bob is still online through b2: the next presence event must be about his last socket.
+    // Once the server has let go of b1, Bob is still online through b2: nothing is announced.
+    let admin = server.admin();
+    eventually("the server has closed b1", || {
+        let admin = admin.clone();
+        async move { admin.admin_stats().await.unwrap()["connections"] == 2 }
+    })
+    .await;
+    let statuses = alice
+        .rest
+        .presence(&[bob.id().to_owned()])
+        .await
+        .unwrap()
+        .statuses;
+    assert_eq!(statuses.get(bob.id()), Some(&true), "b2 keeps Bob online");
+    // A round trip on Alice's socket: any presence event queued before it would come first.
+    a.send(&ClientFrame {
+        kind: "test.ready.probe".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    match a.next_within(WAIT).await.unwrap() {
+        Some(Incoming::Event(e)) if e.kind == event_type::ERROR => {}
+        other => panic!("closing Bob's first of two sockets announced something: {other:?}"),
+    }
+    // Closing his last socket is what takes him offline.
     b2.close().await.unwrap();
     let e = a
         .expect_event(event_type::PRESENCE_UPDATED, WAIT)

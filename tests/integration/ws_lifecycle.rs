@@ -163,8 +163,21 @@ async fn pings_keep_a_reading_peer_alive() {
     let alice = server.user("alice").await;
     let channel = alice.rest.create_channel("Yg==").await.unwrap();
     let mut ws = server.ws(&alice).await;
-    // Reading answers the server's pings (tungstenite replies automatically).
-    let _ = ws.next_within(Duration::from_secs(4)).await;
+    // Keep reading for twice the idle timeout: reading answers the server's pings (tungstenite
+    // replies automatically), and the socket must stay open all along. A server that dropped
+    // sockets at the idle timeout regardless would close it here.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match ws.next_within(left).await {
+            Ok(Some(Incoming::Event(_))) => {}
+            Err(dialtone::client::ClientError::Timeout(_)) => break,
+            other => panic!("a reading peer was dropped: {other:?}"),
+        }
+    }
     ws.send(&ClientFrame::channel_message(
         &channel.id,
         "eA==",

@@ -146,3 +146,10 @@ pub async fn post_json(
     let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, json)
 }
+
+/// Say on the terminal (not the captured test output) that a test did not run its checks, and why.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("?").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {name}: {why}");
+}

@@ -189,11 +189,13 @@ impl TestDb {
         self.strings(sql).await.into_iter().next().flatten()
     }
 
+    /// A count query's value. Panics when the query yields no number: a failed count must never
+    /// pass for a small (or, cast to unsigned, a huge) one.
     pub async fn count(&self, sql: &str) -> i64 {
-        self.string(sql)
-            .await
+        let v = self.string(sql).await;
+        v.as_deref()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(-1)
+            .unwrap_or_else(|| panic!("count query gave {v:?}, not a number: {sql}"))
     }
 
     /// Every value of every column of every table, as `(table, column, text)`.
