@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod certs;
+mod procs;
 mod support;
 
 mod at_rest;
@@ -21,6 +23,7 @@ mod rest_devices;
 mod rest_keys;
 mod rest_users;
 mod smoke;
+mod tls_trust;
 mod upgrade_v1;
 mod ws_events;
 mod ws_lifecycle;
