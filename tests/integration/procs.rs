@@ -35,8 +35,14 @@ pub fn base_env(db_url: &str, data_dir: &std::path::Path) -> HashMap<String, Str
         ("DIALTONE_DB_URL", db_url.to_owned()),
         ("DIALTONE_DATA_DIR", data_dir.display().to_string()),
         ("DIALTONE_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("DIALTONE_USERNAME_PEPPER", "test-pepper-0123456789".to_owned()),
-        ("DIALTONE_ADMIN_TOKEN", "test-admin-token-0123456789".to_owned()),
+        (
+            "DIALTONE_USERNAME_PEPPER",
+            "test-pepper-0123456789".to_owned(),
+        ),
+        (
+            "DIALTONE_ADMIN_TOKEN",
+            "test-admin-token-0123456789".to_owned(),
+        ),
         ("DIALTONE_CHANNEL_KEY", new_key()),
         ("DIALTONE_DB_POOL_SIZE", "2".to_owned()),
         ("DIALTONE_WORKERS", "1".to_owned()),

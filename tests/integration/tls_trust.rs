@@ -182,7 +182,10 @@ async fn the_cli_refuses_a_wrong_fingerprint_or_ca_file_and_accepts_the_signing_
     let server = server_with(&leaf, dir.path()).await;
     let invite = server.invite().await;
     let ca_path = ca.write(dir.path(), "ca.pem").display().to_string();
-    let stranger_path = stranger.write(dir.path(), "stranger.pem").display().to_string();
+    let stranger_path = stranger
+        .write(dir.path(), "stranger.pem")
+        .display()
+        .to_string();
     let wrong_fp = stranger.issue(&["localhost"]).fingerprint;
 
     let cases: [(&str, Vec<&str>, &str); 2] = [
@@ -209,8 +212,14 @@ async fn the_cli_refuses_a_wrong_fingerprint_or_ca_file_and_accepts_the_signing_
     }
 
     // Nothing reached the server: the same invite still registers, under the signing CA.
-    let (code, stdout, stderr) =
-        cli_register(&server, home.path(), "trusted", &invite, &["--ca-file", &ca_path]).await;
+    let (code, stdout, stderr) = cli_register(
+        &server,
+        home.path(),
+        "trusted",
+        &invite,
+        &["--ca-file", &ca_path],
+    )
+    .await;
     assert_eq!(code, 0, "signing CA refused: {stdout}\n{stderr}");
     assert!(stdout.contains("registered trusted"), "{stdout}");
 }
