@@ -403,7 +403,7 @@ pub async fn provision(
     }
     Ok(Plan {
         target: target.clone(),
-        scenario: scenario.clone(),
+        scenario: *scenario,
         options: options.clone(),
         provisioned,
     })
