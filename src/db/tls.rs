@@ -70,7 +70,7 @@ impl PgTarget {
 
     /// Open one connection.
     pub async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
-        let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(e.to_string());
+        let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(with_causes(&e));
         match &self.tls {
             None => {
                 let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
@@ -85,6 +85,23 @@ impl PgTarget {
             }
         }
     }
+}
+
+/// An error with its causes: tokio-postgres' own text is only the kind ("error performing TLS
+/// handshake", "db error"); why (an unknown CA, a wrong host name, a `pg_hba.conf` refusal) is in
+/// the source chain.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 fn client_config(rootcert: Option<&str>) -> DbResult<rustls::ClientConfig> {
