@@ -7,11 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod certs;
+mod pg_tls;
 mod procs;
 mod support;
 
 mod at_rest;
 mod concurrency;
+mod db_tls;
 mod e2e;
 mod embedded;
 mod http_conventions;

@@ -107,6 +107,17 @@ impl TestDb {
         }
     }
 
+    /// A PostgreSQL database the test set up elsewhere (e.g. on a private instance); this handle
+    /// never drops it.
+    pub fn existing_postgres(url: impl Into<String>) -> Self {
+        TestDb {
+            url: url.into(),
+            backend: Backend::Postgres,
+            pg_name: None,
+            _dir: None,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
