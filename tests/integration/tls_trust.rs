@@ -211,15 +211,16 @@ async fn the_cli_refuses_a_wrong_fingerprint_or_ca_file_and_accepts_the_signing_
         assert!(!stdout.contains("registered"), "{args:?}: {stdout}");
     }
 
-    // Nothing reached the server: the same invite still registers, under the signing CA.
+    // Nothing reached the server and no key store was left behind: the same profile registers
+    // with the same invite, under the signing CA.
     let (code, stdout, stderr) = cli_register(
         &server,
         home.path(),
-        "trusted",
+        "pinned",
         &invite,
         &["--ca-file", &ca_path],
     )
     .await;
     assert_eq!(code, 0, "signing CA refused: {stdout}\n{stderr}");
-    assert!(stdout.contains("registered trusted"), "{stdout}");
+    assert!(stdout.contains("registered pinned"), "{stdout}");
 }
