@@ -29,6 +29,7 @@ mod rest_users;
 mod smoke;
 mod tls_trust;
 mod upgrade_v1;
+mod ws_announcements;
 mod ws_events;
 mod ws_lifecycle;
 mod ws_order;
