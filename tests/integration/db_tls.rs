@@ -111,6 +111,20 @@ async fn verify_full_with_the_signing_ca_and_host_localhost_migrates() {
     assert_eq!(users, ["0"]);
 }
 
+/// `url` options `sslmode=<each mode>&sslrootcert=<ca>` on `host` are all refused with `needle`.
+async fn assert_refused_in_every_mode(
+    pg: &TlsPostgres,
+    db: &str,
+    host: &str,
+    ca: &std::path::Path,
+    needle: &str,
+) {
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let options = format!("sslmode={mode}&sslrootcert={}", ca.display());
+        assert_refused(pg, db, &pg.url(host, db, &options), needle).await;
+    }
+}
+
 #[tokio::test]
 async fn a_host_name_the_certificate_does_not_name_is_refused() {
     let Some(pg) = instance("db_tls::a_host_name_the_certificate_does_not_name_is_refused") else {
@@ -119,19 +133,14 @@ async fn a_host_name_the_certificate_does_not_name_is_refused() {
     let db = pg.create_db().await;
     // The certificate names only `localhost`; 127.0.0.1 reaches the same server. dialtone checks
     // the host name in every TLS mode (verify-ca included).
-    for mode in ["verify-full", "verify-ca", "require"] {
-        assert_refused(
-            pg,
-            &db,
-            &pg.url(
-                "127.0.0.1",
-                &db,
-                &format!("sslmode={mode}&sslrootcert={}", pg.ca.display()),
-            ),
-            "certificate not valid for name \"127.0.0.1\"",
-        )
-        .await;
-    }
+    assert_refused_in_every_mode(
+        pg,
+        &db,
+        "127.0.0.1",
+        &pg.ca,
+        "certificate not valid for name \"127.0.0.1\"",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -140,17 +149,12 @@ async fn a_ca_that_did_not_sign_the_certificate_is_refused() {
         return;
     };
     let db = pg.create_db().await;
-    for mode in ["verify-full", "verify-ca", "require"] {
-        assert_refused(
-            pg,
-            &db,
-            &pg.url(
-                "localhost",
-                &db,
-                &format!("sslmode={mode}&sslrootcert={}", pg.stranger_ca.display()),
-            ),
-            "invalid peer certificate: UnknownIssuer",
-        )
-        .await;
-    }
+    assert_refused_in_every_mode(
+        pg,
+        &db,
+        "localhost",
+        &pg.stranger_ca,
+        "invalid peer certificate: UnknownIssuer",
+    )
+    .await;
 }

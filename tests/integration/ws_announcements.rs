@@ -1,7 +1,6 @@
 //! Server-side changes reaching WebSocket clients: REST changes announced as events, and presence
 //! following each user's first and last socket.
 
-use dialtone::client::Incoming;
 use dialtone::protocol::ws::{ClientFrame, error_code, event_type};
 
 use crate::support::*;
@@ -81,6 +80,15 @@ async fn rest_changes_reach_websocket_clients() {
     expect_error(&mut a, error_code::CHANNEL_NOT_FOUND).await;
 }
 
+/// The next presence event on `ws`: (user id, online).
+async fn next_presence(ws: &mut dialtone::client::WsClient) -> (String, Option<bool>) {
+    let e = ws
+        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
+        .await
+        .unwrap();
+    (e.sender, e.online)
+}
+
 #[tokio::test]
 async fn presence_follows_first_and_last_socket() {
     let server = TestServer::start().await;
@@ -89,18 +97,16 @@ async fn presence_follows_first_and_last_socket() {
     let mut a = server.ws(&alice).await;
 
     // Alice's own socket announces her first.
-    let e = a
-        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
-        .await
-        .unwrap();
-    assert_eq!((e.sender.as_str(), e.online), (alice.id(), Some(true)));
+    assert_eq!(
+        next_presence(&mut a).await,
+        (alice.id().to_owned(), Some(true))
+    );
 
     let mut b1 = server.ws(&bob).await;
-    let e = a
-        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
-        .await
-        .unwrap();
-    assert_eq!((e.sender.as_str(), e.online), (bob.id(), Some(true)));
+    assert_eq!(
+        next_presence(&mut a).await,
+        (bob.id().to_owned(), Some(true))
+    );
     let mut b2 = server.ws(&bob).await;
     ws_ready(&mut b2).await;
     b1.close().await.unwrap();
@@ -118,24 +124,17 @@ async fn presence_follows_first_and_last_socket() {
         .unwrap()
         .statuses;
     assert_eq!(statuses.get(bob.id()), Some(&true), "b2 keeps Bob online");
-    // A round trip on Alice's socket: any presence event queued before it would come first.
-    a.send(&ClientFrame {
-        kind: "test.ready.probe".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    match a.next_within(WAIT).await.unwrap() {
-        Some(Incoming::Event(e)) if e.kind == event_type::ERROR => {}
-        other => panic!("closing Bob's first of two sockets announced something: {other:?}"),
-    }
+    assert_nothing_queued(
+        &mut a,
+        "closing Bob's first of two sockets announced something",
+    )
+    .await;
     // Closing his last socket is what takes him offline.
     b2.close().await.unwrap();
-    let e = a
-        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
-        .await
-        .unwrap();
-    assert_eq!((e.sender.as_str(), e.online), (bob.id(), Some(false)));
+    assert_eq!(
+        next_presence(&mut a).await,
+        (bob.id().to_owned(), Some(false))
+    );
     let statuses = alice
         .rest
         .presence(&[bob.id().to_owned()])

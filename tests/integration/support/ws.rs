@@ -9,12 +9,7 @@ use super::server::{TestServer, TestUser};
 /// Wait until the server has fully set up `ws`'s session (registered with the hub), by a round
 /// trip: an unsupported frame type must come back as an `error` event.
 pub async fn ws_ready(ws: &mut WsClient) {
-    ws.send(&dialtone::protocol::ws::ClientFrame {
-        kind: "test.ready.probe".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("send probe");
+    send_probe(ws).await;
     let e = ws
         .expect_event(dialtone::protocol::ws::event_type::ERROR, WAIT)
         .await
@@ -83,4 +78,27 @@ pub async fn send_messages(
     }
     let _ = ws.close().await;
     echoes
+}
+
+fn probe_frame() -> dialtone::protocol::ws::ClientFrame {
+    dialtone::protocol::ws::ClientFrame {
+        kind: "test.ready.probe".into(),
+        ..Default::default()
+    }
+}
+
+async fn send_probe(ws: &mut WsClient) {
+    ws.send(&probe_frame()).await.expect("send probe");
+}
+
+/// Assert that nothing is queued for `ws`: after a probe round trip, the probe's answer is the very
+/// next thing the socket reads (anything the server sent before it would come first).
+pub async fn assert_nothing_queued(ws: &mut WsClient, what: &str) {
+    send_probe(ws).await;
+    match ws.next_within(WAIT).await.expect("probe answered") {
+        Some(dialtone::client::Incoming::Event(e))
+            if e.kind == dialtone::protocol::ws::event_type::ERROR
+                && e.code.as_deref() == Some("unsupported_type") => {}
+        other => panic!("{what}: {other:?}"),
+    }
 }
