@@ -36,6 +36,8 @@ pub fn verify_password(password: &str, stored: &str) -> Verdict {
     let Ok(parsed) = PasswordHash::new(stored) else {
         return Verdict::Invalid;
     };
+    #[cfg(test)]
+    tests::ARGON2_RUNS.with(|n| n.set(n.get() + 1));
     match Argon2::default().verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Verdict::Valid {
             needs_rehash: parsed.algorithm.as_str() != "argon2id",
@@ -44,18 +46,53 @@ pub fn verify_password(password: &str, stored: &str) -> Verdict {
     }
 }
 
-/// Spend the time of a real verification, for unknown users, so a wrong username and a wrong
-/// password take the same time.
-pub fn burn_verification(password: &str) {
+/// Check `password` against `stored`, or, when there is no stored hash (unknown user, account
+/// without a password), against a fixed dummy hash. Either way exactly one full verification runs,
+/// so a wrong username and a wrong password take the same time; the dummy never verifies.
+pub fn check(password: &str, stored: Option<&str>) -> Verdict {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let dummy =
-        DUMMY.get_or_init(|| hash_password("dialtone-dummy-password-1").unwrap_or_default());
-    let _ = verify_password(password, dummy);
+    match stored {
+        Some(stored) => verify_password(password, stored),
+        None => {
+            let dummy = DUMMY
+                .get_or_init(|| hash_password("dialtone-dummy-password-1").unwrap_or_default());
+            let _ = verify_password(password, dummy);
+            Verdict::Invalid
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Full argon2 verifications run on this thread (the tests call `check` directly, so no
+        /// other test's work is counted).
+        pub(super) static ARGON2_RUNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    fn argon2_runs_during(f: impl FnOnce() -> Verdict) -> (Verdict, u32) {
+        let before = ARGON2_RUNS.with(|n| n.get());
+        let verdict = f();
+        (verdict, ARGON2_RUNS.with(|n| n.get()) - before)
+    }
+
+    #[test]
+    fn an_unknown_user_costs_one_full_verification_and_never_verifies() {
+        let real = hash_password("correct horse 1").unwrap();
+        assert_eq!(
+            argon2_runs_during(|| check("wrong horse 1", Some(&real))),
+            (Verdict::Invalid, 1)
+        );
+        // The dummy's own password must not open a user-less account either.
+        for pw in ["wrong horse 1", "dialtone-dummy-password-1"] {
+            assert_eq!(
+                argon2_runs_during(|| check(pw, None)),
+                (Verdict::Invalid, 1)
+            );
+        }
+    }
 
     #[test]
     fn argon2id_round_trip() {

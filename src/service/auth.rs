@@ -169,17 +169,12 @@ pub async fn login(store: &Store, req: LoginRequest) -> ServiceResult<SignedIn> 
         None => None,
     };
     let password = req.password;
-    let (user, username) = match (user, username) {
-        (Some(user), Some(username)) if user.password_hash.is_some() => (user, username),
-        _ => {
-            blocking(move || password::burn_verification(&password)).await?;
-            return Err(ServiceError::Unauthorized);
-        }
-    };
-    let stored = user.password_hash.clone().unwrap_or_default();
+    // One verification on every path (the dummy hash stands in for a missing user or password).
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let check_pw = password.clone();
-    let verdict = blocking(move || password::verify_password(&check_pw, &stored)).await?;
-    let Verdict::Valid { needs_rehash } = verdict else {
+    let verdict = blocking(move || password::check(&check_pw, stored.as_deref())).await?;
+    let (Some(user), Some(username), Verdict::Valid { needs_rehash }) = (user, username, verdict)
+    else {
         return Err(ServiceError::Unauthorized);
     };
     if user.disabled_at.is_some() {

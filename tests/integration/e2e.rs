@@ -198,6 +198,65 @@ fn found_in<'a>(dump: &'a [(String, String, String)], needle: &str) -> Vec<(&'a 
         .collect()
 }
 
+/// Provoke the refusals whose inputs are secret: a wrong password, an unknown user, malformed
+/// registrations (bad username, password or key, on a valid invite token that is then left
+/// unused), and a malformed frame carrying text (refused: its `sender_name_enc` is empty). Returns every secret string sent.
+async fn refusals(server: &TestServer, channel_id: &str, ws: &mut WsClient) -> Vec<String> {
+    const GHOST: &str = "platypus-ghost";
+    const WRONG: &str = "pw-not-quokkas-67890";
+    const FRAME_TEXT: &str = "the bilby password is swordfish";
+    let key = e2e::DeviceKeypair::generate().public_key_b64();
+    let anon = server.rest();
+    for (who, pw) in [(ANN, WRONG), (GHOST, WRONG)] {
+        let login = serde_json::json!({"username": who, "password": pw, "public_key": key});
+        let (status, body) = post_json(&anon, "/auth/login", &login).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{body}"
+        );
+    }
+    let invite = server.invite().await;
+    for (who, pw, public_key) in [
+        (format!("{GHOST} with spaces"), password(GHOST), key.clone()),
+        (GHOST.to_owned(), "short1".to_owned(), key.clone()),
+        (
+            GHOST.to_owned(),
+            password(GHOST),
+            format!("{GHOST}-not-a-key"),
+        ),
+    ] {
+        let register = serde_json::json!({
+            "username": who, "password": pw, "public_key": public_key, "invite_token": invite,
+        });
+        let (status, body) = post_json(&anon, "/auth/register", &register).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}"
+        );
+    }
+    let frame = serde_json::json!({
+        "type": "channel.message.send", "channel_id": channel_id,
+        "body": FRAME_TEXT, "sender_name_enc": "", "client_message_id": FRAME_TEXT,
+    });
+    ws.send_raw(tokio_tungstenite::tungstenite::Message::text(
+        frame.to_string(),
+    ))
+    .await
+    .unwrap();
+    let e = next_of(ws, &[event_type::ERROR]).await;
+    assert_eq!(e.code.as_deref(), Some("invalid_message"), "{e:?}");
+    vec![
+        GHOST.to_owned(),
+        WRONG.to_owned(),
+        password(GHOST),
+        "short1".to_owned(),
+        FRAME_TEXT.to_owned(),
+        invite,
+    ]
+}
+
 #[tokio::test]
 async fn e2e_people_chat_and_the_server_never_sees_plaintext() {
     const CHANNEL: &str = "marsupial-planning";
@@ -344,6 +403,8 @@ async fn e2e_people_chat_and_the_server_never_sees_plaintext() {
         names.sort();
         assert_eq!(names, [ADMIN, ANN, BOB]);
     }
+    // Refusals log too: failed logins, validation errors, and the secrets they carry.
+    let refused = refusals(&server, &channel.id, &mut ws_ann).await;
     for ws in [&mut ws_admin, &mut ws_ann, &mut ws_bob] {
         ws.close().await.unwrap();
     }
@@ -360,20 +421,29 @@ async fn e2e_people_chat_and_the_server_never_sees_plaintext() {
         log.contains("channel key envelopes stored"),
         "the capture sees the server's debug log from every thread:\n{log}"
     );
+    assert!(
+        log.contains("TRACE") && log.contains("rustls"),
+        "the capture sees every target at TRACE:\n{log}"
+    );
     let secrets = [
         CHANNEL, RENAMED, MSG_ANN, MSG_BOB, BROADCAST, ADMIN, ANN, BOB,
     ];
+    let passwords = [ADMIN, ANN, BOB].map(password);
     for s in secrets
         .iter()
         .copied()
         .chain(tokens.iter().map(String::as_str))
+        .chain(passwords.iter().map(String::as_str))
+        .chain(refused.iter().map(String::as_str))
+        .chain([server.admin_token.as_str()])
     {
         let hits = found_in(&dump, s);
         assert!(hits.is_empty(), "{s:?} stored in plaintext in {hits:?}");
-        assert!(
-            !log.to_lowercase().contains(&s.to_lowercase()),
-            "{s:?} appears in the server log"
-        );
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_lowercase().contains(&s.to_lowercase()))
+            .collect();
+        assert!(lines.is_empty(), "{s:?} appears in the log: {lines:#?}");
     }
     // Usernames exist on the server only as enc:v1 values and keyed hashes.
     let usernames = server.db.strings("SELECT username AS v FROM users").await;

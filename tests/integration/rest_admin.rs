@@ -1,6 +1,8 @@
 //! Invites (`POST /server/invites`) and the operators' `/admin/` endpoints: invite listing and
 //! revocation, user listing, disable/enable, promote/demote, stats, and `/metrics`.
 
+use std::time::Duration;
+
 use dialtone::client::rest::Credentials;
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{CreateInviteRequest, LoginRequest, RegisterRequest};
@@ -175,6 +177,32 @@ async fn invite_expiry_is_honoured() {
     register_with(&server, "alice", &invite.token)
         .await
         .unwrap();
+
+    // An invite that has expired is refused, and the refusal uses nothing up.
+    let short = server
+        .admin()
+        .mint_invite(&CreateInviteRequest {
+            expires_in_seconds: Some(1),
+            max_uses: Some(2),
+        })
+        .await
+        .unwrap();
+    let expires = assert_utc(&short.expires_at);
+    let past = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(past + Duration::from_millis(50)).await;
+    assert_error(
+        register_with(&server, "bob", &short.token).await,
+        410,
+        "invite_expired",
+    );
+    assert_eq!(server.db.count("SELECT count(*) AS v FROM users").await, 1);
+    let (status, body) = send_raw(server.admin().request(Method::GET, "/admin/invites")).await;
+    assert_eq!(status, 200, "{body}");
+    let row = body["invites"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["id"] == short.id.as_str()))
+        .unwrap_or_else(|| panic!("the expired invite is listed: {body}"));
+    assert_eq!(row["uses"], 0, "{row}");
 }
 
 #[tokio::test]

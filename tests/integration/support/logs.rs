@@ -14,7 +14,10 @@ static LOG_CAPTURES: std::sync::Mutex<Vec<std::sync::Weak<std::sync::Mutex<Vec<u
 /// How many [`LogCapture`]s are live (the capture layer is idle at zero).
 static LOG_CAPTURING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Records every `dialtone` log line at `debug` and above, from every thread, while alive.
+/// Records every server log line of every target (dialtone, actix, rustls, diesel…) at `trace` and
+/// above, while alive. Server lines are those of threads running an actix System (HTTP workers,
+/// the database actor's arbiter, the channel arbiters); the tests' own clients run outside any
+/// System and are not recorded (tungstenite's client, for one, traces its request headers).
 ///
 /// A server's log comes from many threads (HTTP workers, the database actor's arbiter, the
 /// channel arbiters), so a thread-local default subscriber would miss most of it: the process-wide
@@ -86,10 +89,9 @@ fn install_log_subscriber() {
     let capture = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(|| CaptureWriter)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+        .with_filter(tracing_subscriber::filter::filter_fn(|_| {
             LOG_CAPTURING.load(std::sync::atomic::Ordering::Relaxed) > 0
-                && meta.target().starts_with("dialtone")
-                && *meta.level() <= tracing::Level::DEBUG
+                && actix_web::rt::System::try_current().is_some()
         }));
     let _ = tracing_subscriber::registry()
         .with(print)
