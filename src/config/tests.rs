@@ -1,0 +1,149 @@
+//! Config parsing: names of failing variables, TLS and secret rules, zero-config generation.
+
+use super::secrets::{SECRET_VARS, SECRETS_FILE};
+use super::*;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn prod_vars() -> HashMap<String, String> {
+    [
+        ("DIALTONE_DB_URL", "postgres://localhost/dialtone"),
+        ("DIALTONE_USERNAME_PEPPER", "pepper-pepper-pepper"),
+        ("DIALTONE_ADMIN_TOKEN", "admin-token-0123456789"),
+        ("DIALTONE_CHANNEL_KEY", KEY),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn err_of(vars: HashMap<String, String>) -> ConfigError {
+    match Config::load(vars) {
+        Ok(_) => panic!("config unexpectedly valid"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn valid_production_config_parses() {
+    let loaded = Config::load(prod_vars()).unwrap();
+    let c = loaded.config;
+    assert_eq!(c.listen_addr, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.channel_key.expose().len(), 32);
+    assert!(!c.generated_secrets);
+    assert!(matches!(c.tls, TlsSetup::SelfSigned { .. }));
+    assert!(!format!("{c:?}").contains("admin-token"));
+}
+
+#[test]
+fn each_missing_secret_is_named() {
+    for var in SECRET_VARS {
+        let mut vars = prod_vars();
+        vars.remove(var);
+        let e = err_of(vars);
+        assert_eq!(e.var, var);
+        assert!(e.to_string().starts_with(var));
+    }
+}
+
+#[test]
+fn bad_values_name_their_variable() {
+    let cases = [
+        ("DIALTONE_CHANNEL_KEY", "not base64!"),
+        ("DIALTONE_CHANNEL_KEY", "AAEC"),
+        ("DIALTONE_CHANNEL_KEY_PREVIOUS", "AAEC"),
+        ("DIALTONE_USERNAME_PEPPER", "short"),
+        ("DIALTONE_ADMIN_TOKEN", "short"),
+        ("DIALTONE_LISTEN_ADDR", "nonsense"),
+        ("DIALTONE_DB_URL", "mysql://x"),
+        ("DIALTONE_DB_POOL_SIZE", "many"),
+        ("DIALTONE_DB_POOL_SIZE", "0"),
+        ("DIALTONE_SESSION_TTL_SECS", "-5"),
+        ("DIALTONE_WS_IDLE_SECS", "10"),
+        ("DIALTONE_INSECURE_HTTP", "maybe"),
+        ("DIALTONE_METRICS_ADDR", "x"),
+    ];
+    for (var, value) in cases {
+        let mut vars = prod_vars();
+        vars.insert(var.to_owned(), value.to_owned());
+        let e = err_of(vars);
+        assert_eq!(e.var, var, "{var}={value} gave {e}");
+    }
+}
+
+#[test]
+fn tls_files_must_come_in_pairs() {
+    let mut vars = prod_vars();
+    vars.insert("DIALTONE_TLS_CERT".into(), "/tmp/c.pem".into());
+    assert_eq!(err_of(vars).var, "DIALTONE_TLS_KEY");
+    let mut vars = prod_vars();
+    vars.insert("DIALTONE_TLS_KEY".into(), "/tmp/k.pem".into());
+    assert_eq!(err_of(vars).var, "DIALTONE_TLS_CERT");
+}
+
+#[test]
+fn plain_http_only_on_loopback() {
+    let mut vars = prod_vars();
+    vars.insert("DIALTONE_INSECURE_HTTP".into(), "1".into());
+    assert_eq!(err_of(vars.clone()).var, "DIALTONE_INSECURE_HTTP");
+    vars.insert("DIALTONE_LISTEN_ADDR".into(), "127.0.0.1:8080".into());
+    let c = Config::load(vars).unwrap().config;
+    assert_eq!(c.tls, TlsSetup::Disabled);
+}
+
+#[test]
+fn previous_keys_parse_as_list() {
+    let mut vars = prod_vars();
+    vars.insert(
+        "DIALTONE_CHANNEL_KEY_PREVIOUS".into(),
+        format!("{KEY}, {KEY}"),
+    );
+    let c = Config::load(vars).unwrap().config;
+    assert_eq!(c.channel_keys_previous.len(), 2);
+}
+
+#[test]
+fn embedded_store_generates_and_reuses_secrets() {
+    let dir = std::env::temp_dir().join(format!("dialtone-cfg-{}", uuid::Uuid::new_v4()));
+    let vars: HashMap<String, String> =
+        [("DIALTONE_DATA_DIR".to_owned(), dir.display().to_string())].into();
+    let first = Config::load(vars.clone()).unwrap();
+    assert!(first.first_run);
+    assert!(first.config.generated_secrets);
+    assert_eq!(first.config.db.url, DbUrl::Sqlite(dir.join("dialtone.db")));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(SECRETS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let second = Config::load(vars).unwrap();
+    assert!(!second.first_run);
+    assert_eq!(
+        second.config.admin_token.expose(),
+        first.config.admin_token.expose()
+    );
+    assert_eq!(
+        second.config.channel_key.expose(),
+        first.config.channel_key.expose()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn explicit_secret_disables_generation() {
+    let dir = std::env::temp_dir().join(format!("dialtone-cfg-{}", uuid::Uuid::new_v4()));
+    let vars: HashMap<String, String> = [
+        ("DIALTONE_DATA_DIR".to_owned(), dir.display().to_string()),
+        (
+            "DIALTONE_ADMIN_TOKEN".to_owned(),
+            "admin-token-0123456789".to_owned(),
+        ),
+    ]
+    .into();
+    assert_eq!(err_of(vars).var, "DIALTONE_USERNAME_PEPPER");
+    assert!(!dir.exists());
+}
