@@ -11,6 +11,9 @@ use crate::db::DbError;
 use crate::protocol::rest::ErrorBody;
 use crate::service::ServiceError;
 
+/// What a `503` tells the client to wait before retrying.
+const RETRY_AFTER_SECS: &str = "1";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
@@ -111,7 +114,12 @@ impl ResponseError for AppError {
         } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }
-        HttpResponse::build(status).json(ErrorBody {
+        let mut res = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is a transient refusal (a queue full, a dependency down).
+            res.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        res.json(ErrorBody {
             error,
             code: code.to_owned(),
         })
@@ -159,5 +167,7 @@ mod tests {
         );
         assert_eq!(status, 503);
         assert!(!json["error"].as_str().unwrap().contains("10.0.0.5"));
+        let res = AppError::from(ServiceError::Busy("queue full")).error_response();
+        assert_eq!(res.headers().get("retry-after").unwrap(), "1");
     }
 }

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub db_commit_seconds: Histogram,
     pub http_responses: Family<StatusLabel, Counter>,
     pub ws_errors: Family<CodeLabel, Counter>,
+    pub login_failures: Counter,
+    pub password_computations: Counter,
+    pub password_queue_depth: Gauge,
+    pub password_queue_refused: Counter,
 }
 
 /// Depth counter of one actor kind's mailboxes.
@@ -98,6 +102,10 @@ impl Metrics {
             db_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             http_responses: Family::default(),
             ws_errors: Family::default(),
+            login_failures: Counter::default(),
+            password_computations: Counter::default(),
+            password_queue_depth: Gauge::default(),
+            password_queue_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -179,6 +187,26 @@ impl Metrics {
             "ws_errors",
             "WebSocket error events sent, by code",
             m.ws_errors.clone(),
+        );
+        registry.register(
+            "login_failures",
+            "Refused logins: wrong password, unknown or disabled user",
+            m.login_failures.clone(),
+        );
+        registry.register(
+            "password_computations",
+            "Password checks and hashes run (argon2/bcrypt, the dummy check included)",
+            m.password_computations.clone(),
+        );
+        registry.register(
+            "password_queue_depth",
+            "Password checks and hashes running or waiting for a worker",
+            m.password_queue_depth.clone(),
+        );
+        registry.register(
+            "password_queue_refused",
+            "Password checks and hashes refused with 503 because the queue was full",
+            m.password_queue_refused.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -15,6 +15,7 @@ use crate::actors::admin::AdminActor;
 use crate::actors::db::{
     ChannelIds, CommittedBatch, DbActor, DbActorConfig, DbHandle, MintInvite, PurgeExpiredSessions,
 };
+use crate::actors::hashing::PasswordQueue;
 use crate::actors::hub::{Hub, HubHandle, Quiesce, Shutdown};
 use crate::config::Config;
 use crate::crypto::field::FieldCipher;
@@ -152,8 +153,14 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
 
     let tls = tls::load(&config.tls)?;
     let local_addr = listener.local_addr()?;
+    let passwords = PasswordQueue::new(
+        config.passwords.workers,
+        config.passwords.queue,
+        metrics.clone(),
+    );
     let state = web::Data::new(AppState {
         db,
+        passwords,
         hub: hub.clone(),
         admin,
         metrics: metrics.clone(),

@@ -38,7 +38,7 @@ use crate::protocol::rest::{
     LoginRequest, MessagesResponse, Profile, RegisterRequest, User,
 };
 use crate::protocol::ws::{Event, error_code};
-use crate::service::auth::{self, AuthContext, SignedIn};
+use crate::service::auth::{self, AuthContext, LoginCandidate, LoginGrant, SignedIn};
 use crate::service::channels::{self, PageRequest};
 use crate::service::invites::{self, InviteInfo};
 use crate::service::messages::{self, BroadcastRequest, StoredBroadcast};
@@ -407,10 +407,14 @@ macro_rules! db_requests {
 }
 
 db_requests! {
-    /// `POST /auth/register`.
-    Register { req: RegisterRequest } -> SignedIn => |s, m| auth::register(s, m.req);
-    /// `POST /auth/login`.
-    Login { req: LoginRequest } -> SignedIn => |s, m| auth::login(s, m.req);
+    /// `POST /auth/register`, before hashing: can this registration succeed?
+    CheckRegistration { req: RegisterRequest } -> () => |s, m| async move { auth::check_registration(s, &m.req).await };
+    /// `POST /auth/register`, with the password already hashed.
+    Register { req: RegisterRequest, password_hash: String } -> SignedIn => |s, m| auth::register(s, m.req, m.password_hash);
+    /// `POST /auth/login`, before the password check.
+    FindLoginCandidate { req: LoginRequest } -> LoginCandidate => |s, m| async move { auth::login_candidate(s, &m.req).await };
+    /// `POST /auth/login`, after the password check.
+    CompleteLogin { grant: LoginGrant } -> SignedIn => |s, m| auth::complete_login(s, m.grant);
     /// Resolve a bearer token.
     Authenticate { token: String } -> AuthContext => |s, m| auth::authenticate(s, &m.token);
     /// `POST /auth/logout`.

@@ -13,8 +13,10 @@
 //! single FIFO mailbox fed by a single sender.
 
 pub mod admin;
+pub mod auth;
 pub mod channel;
 pub mod db;
+pub mod hashing;
 pub mod hub;
 
 use std::collections::HashMap;

@@ -89,6 +89,15 @@ pub struct WsConfig {
     pub max_sessions: usize,
 }
 
+/// The password queue (argon2/bcrypt work, see `actors::hashing`).
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    /// Computations at once (`DIALTONE_PASSWORD_WORKERS`, default: one per core).
+    pub workers: usize,
+    /// Computations waiting beyond those; more are refused with 503 (`DIALTONE_PASSWORD_QUEUE`).
+    pub queue: usize,
+}
+
 /// Actor mailbox sizes for the broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -118,6 +127,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub ws: WsConfig,
     pub broker: BrokerConfig,
+    pub passwords: PasswordConfig,
     /// Optional separate plain-HTTP listener for `/metrics` (loopback or a private network).
     pub metrics_addr: Option<SocketAddr>,
     /// True when the secrets came from a generated `secrets.env` (zero-config first run).
@@ -300,6 +310,11 @@ impl Config {
             channel_mailbox: env.num("DIALTONE_CHANNEL_MAILBOX", 16_384, 16, 1 << 24)?,
             channel_arbiters: env.num("DIALTONE_CHANNEL_ARBITERS", 0, 0, 64)?,
         };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let passwords = PasswordConfig {
+            workers: env.num("DIALTONE_PASSWORD_WORKERS", cores, 1, 1024)?,
+            queue: env.num("DIALTONE_PASSWORD_QUEUE", cores, 0, 1 << 16)?,
+        };
         let metrics_addr = env
             .get("DIALTONE_METRICS_ADDR")
             .map(|v| parse_addr("DIALTONE_METRICS_ADDR", v))
@@ -336,6 +351,7 @@ impl Config {
             )?),
             ws,
             broker,
+            passwords,
             metrics_addr,
             generated_secrets,
         })

@@ -4,7 +4,8 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::extract::{Auth, Json};
-use crate::actors::db::{Login, Logout, Register};
+use crate::actors::auth as flows;
+use crate::actors::db::Logout;
 use crate::actors::hub::Notice;
 use crate::error::AppError;
 use crate::protocol::rest::{LoginRequest, RegisterRequest};
@@ -23,7 +24,7 @@ pub async fn register(
     state: web::Data<AppState>,
     Json(req): Json<RegisterRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let signed_in = state.db.call(Register { req }).await?;
+    let signed_in = flows::register(&state.db, &state.passwords, req).await?;
     announce(&state, &signed_in);
     Ok(HttpResponse::Created().json(signed_in.response))
 }
@@ -32,7 +33,7 @@ pub async fn login(
     state: web::Data<AppState>,
     Json(req): Json<LoginRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let signed_in = state.db.call(Login { req }).await?;
+    let signed_in = flows::login(&state.db, &state.passwords, &state.metrics, req).await?;
     announce(&state, &signed_in);
     Ok(HttpResponse::Ok().json(signed_in.response))
 }

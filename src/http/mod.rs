@@ -18,6 +18,7 @@ use actix_web::{HttpResponse, Resource, web};
 
 use crate::actors::admin::AdminHandle;
 use crate::actors::db::DbHandle;
+use crate::actors::hashing::PasswordQueue;
 use crate::actors::hub::{HubHandle, Notice};
 use crate::config::{Secret, WsConfig};
 use crate::error::AppError;
@@ -26,6 +27,7 @@ use crate::metrics::Metrics;
 /// What every handler can reach.
 pub struct AppState {
     pub db: DbHandle,
+    pub passwords: PasswordQueue,
     pub hub: HubHandle,
     pub admin: AdminHandle,
     pub metrics: Arc<Metrics>,

@@ -4,9 +4,8 @@ use chrono::Utc;
 use futures_util::FutureExt;
 
 use super::validate::{check_password, normalize_username, public_key};
-use super::{ServiceError, ServiceResult, Store, blocking, new_id};
+use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
-use crate::crypto::password::{self, Verdict};
 use crate::crypto::token::{generate_token, token_hash};
 use crate::db::models::{DeviceRow, SessionRow, UserRow};
 use crate::db::types::Time;
@@ -32,16 +31,58 @@ pub struct SignedIn {
     pub new_device: bool,
 }
 
-/// `POST /auth/register`: one transaction; a duplicate username leaves the invite unconsumed.
-pub async fn register(store: &Store, req: RegisterRequest) -> ServiceResult<SignedIn> {
+/// The cheap half of `POST /auth/register`, run before the password is hashed: the fields are
+/// valid, the invite can be used and the username is free. [`register`] checks all of it again
+/// in its transaction; this only spares the hashing work for a request that would be refused.
+pub async fn check_registration(store: &Store, req: &RegisterRequest) -> ServiceResult<()> {
+    let (username, _) = check_register_fields(req)?;
+    let mut conn = store.pool.get().await?;
+    let invite = db::invites::find_by_hash(&mut conn.db(), &token_hash(req.invite_token.trim()))
+        .await?
+        .ok_or(Refusal::InviteUnknown)?;
+    invite_usable(&invite, Time::now())?;
+    let hash = store.hasher().username_hash(&username);
+    if db::users::find_by_hash(&mut conn.db(), &hash)
+        .await?
+        .is_some()
+    {
+        return Err(Refusal::UsernameTaken.into());
+    }
+    Ok(())
+}
+
+/// Normalized username and public key of a registration, or what is wrong with it.
+fn check_register_fields(req: &RegisterRequest) -> ServiceResult<(String, String)> {
     let username = normalize_username(&req.username)?;
     check_password(&req.password)?;
     let public_key = public_key(&req.public_key)?;
     if req.invite_token.trim().is_empty() {
         return Err(ServiceError::invalid("invite_token is required"));
     }
-    let password = req.password;
-    let password_hash = blocking(move || password::hash_password(&password)).await??;
+    Ok((username, public_key))
+}
+
+fn invite_usable(invite: &db::models::InviteRow, now: Time) -> Result<(), Refusal> {
+    if invite.revoked_at.is_some() {
+        return Err(Refusal::InviteRevoked);
+    }
+    if invite.uses >= invite.max_uses {
+        return Err(Refusal::InviteUsed);
+    }
+    if invite.expires_at <= now {
+        return Err(Refusal::InviteExpired);
+    }
+    Ok(())
+}
+
+/// `POST /auth/register`, given the password's hash (computed off the database, see
+/// `actors::hashing`): one transaction; a duplicate username leaves the invite unconsumed.
+pub async fn register(
+    store: &Store,
+    req: RegisterRequest,
+    password_hash: String,
+) -> ServiceResult<SignedIn> {
+    let (username, public_key) = check_register_fields(&req)?;
 
     let now = Time::now();
     let user_id = new_id();
@@ -92,14 +133,8 @@ pub async fn register(store: &Store, req: RegisterRequest) -> ServiceResult<Sign
                 let Some(invite) = db::invites::find_by_hash(&mut db, &invite_hash).await? else {
                     return Ok(Err(Refusal::InviteUnknown));
                 };
-                if invite.revoked_at.is_some() {
-                    return Ok(Err(Refusal::InviteRevoked));
-                }
-                if invite.uses >= invite.max_uses {
-                    return Ok(Err(Refusal::InviteUsed));
-                }
-                if invite.expires_at <= now {
-                    return Ok(Err(Refusal::InviteExpired));
+                if let Err(refusal) = invite_usable(&invite, now) {
+                    return Ok(Err(refusal));
                 }
                 if db::users::find_by_hash(&mut db, &user.username_hash)
                     .await?
@@ -156,32 +191,55 @@ impl From<Refusal> for ServiceError {
     }
 }
 
-/// `POST /auth/login`: a wrong username and a wrong password take the same time and answer alike.
-pub async fn login(store: &Store, req: LoginRequest) -> ServiceResult<SignedIn> {
-    let public_key = public_key(&req.public_key)?;
-    let username = normalize_username(&req.username).ok();
+/// What a login needs from the database before its password check (see `actors::auth`).
+#[derive(Debug, Clone)]
+pub struct LoginCandidate {
+    /// `(normalized username, user id)`, when such a user exists.
+    pub user: Option<(String, String)>,
+    /// Its stored password hash (none for a user created by an admin who never registered).
+    pub password_hash: Option<String>,
+}
+
+/// The first half of `POST /auth/login`: find the user. An unknown or malformed username is not an
+/// error here: it gets a candidate without a hash, and the password check runs on the dummy hash.
+pub async fn login_candidate(store: &Store, req: &LoginRequest) -> ServiceResult<LoginCandidate> {
+    public_key(&req.public_key)?;
+    let Ok(username) = normalize_username(&req.username) else {
+        return Ok(LoginCandidate {
+            user: None,
+            password_hash: None,
+        });
+    };
     let mut conn = store.pool.get().await?;
-    let user = match &username {
-        Some(u) => {
-            let hash = store.hasher().username_hash(u);
-            db::users::find_by_hash(&mut conn.db(), &hash).await?
-        }
-        None => None,
-    };
-    let password = req.password;
-    // One verification on every path (the dummy hash stands in for a missing user or password).
-    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let check_pw = password.clone();
-    let verdict = blocking(move || password::check(&check_pw, stored.as_deref())).await?;
-    let (Some(user), Some(username), Verdict::Valid { needs_rehash }) = (user, username, verdict)
-    else {
-        return Err(ServiceError::Unauthorized);
-    };
-    if user.disabled_at.is_some() {
-        return Err(ServiceError::Forbidden("account disabled"));
-    }
-    if needs_rehash {
-        let new_hash = blocking(move || password::hash_password(&password)).await??;
+    let hash = store.hasher().username_hash(&username);
+    let user = db::users::find_by_hash(&mut conn.db(), &hash).await?;
+    Ok(LoginCandidate {
+        password_hash: user.as_ref().and_then(|u| u.password_hash.clone()),
+        user: user.map(|u| (username, u.id)),
+    })
+}
+
+/// A login whose password checked out.
+#[derive(Debug, Clone)]
+pub struct LoginGrant {
+    pub user_id: String,
+    pub username: String,
+    pub public_key: String,
+    /// A fresh argon2id hash replacing a dialtone v1 bcrypt one.
+    pub new_hash: Option<String>,
+}
+
+/// The second half of `POST /auth/login`, after the password check: the device and the session.
+/// A user disabled (or deleted) meanwhile gets the same 401 as a wrong password.
+pub async fn complete_login(store: &Store, grant: LoginGrant) -> ServiceResult<SignedIn> {
+    let public_key = public_key(&grant.public_key)?;
+    let username = grant.username;
+    let mut conn = store.pool.get().await?;
+    let user = db::users::find(&mut conn.db(), &grant.user_id)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(ServiceError::Unauthorized)?;
+    if let Some(new_hash) = grant.new_hash {
         db::users::set_password_hash(&mut conn.db(), &user.id, &new_hash).await?;
         tracing::info!(user_id = %user.id, "password hash upgraded to argon2id");
     }

@@ -114,10 +114,3 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
-
-/// Run CPU-heavy work (password hashing) on the blocking pool, off the actor threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))
-}

@@ -19,6 +19,7 @@ mod embedded;
 mod http_conventions;
 mod listener_modes;
 mod load_smoke;
+mod password_work;
 mod process_contract;
 mod rest_admin;
 mod rest_auth;

@@ -391,8 +391,8 @@ async fn disable_and_enable_a_user() {
         .err()
         .expect("a disabled user's token must not upgrade");
     assert_eq!(e.status(), Some(401));
-    // He cannot log in again.
-    assert_error(login(&server, &bob).await, 403, "forbidden");
+    // He cannot log in again, and is told nothing a wrong password would not tell him.
+    assert_error(login(&server, &bob).await, 401, "unauthorized");
     // Others are untouched.
     carol.rest.channels().await.unwrap();
     alice.rest.channels().await.unwrap();
