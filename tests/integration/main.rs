@@ -14,6 +14,7 @@ mod support;
 mod at_rest;
 mod concurrency;
 mod db_tls;
+mod dependency_down;
 mod e2e;
 mod embedded;
 mod http_conventions;
