@@ -20,6 +20,7 @@ mod embedded;
 mod http_conventions;
 mod listener_modes;
 mod load_smoke;
+mod metrics;
 mod process_contract;
 mod rest_admin;
 mod rest_auth;
