@@ -35,7 +35,10 @@ async fn http_responses_count_exactly_the_responses_by_status() {
     // 200
     expect(200, send_raw(rest.request(Method::GET, "/health")).await);
     expect(200, send_raw(rest.request(Method::GET, "/ready")).await);
-    expect(200, send_raw(alice.rest.request(Method::GET, "/channels")).await);
+    expect(
+        200,
+        send_raw(alice.rest.request(Method::GET, "/channels")).await,
+    );
     // 401: no token, an unknown token, no admin token
     expect(401, send_raw(rest.request(Method::GET, "/channels")).await);
     expect(
