@@ -155,6 +155,9 @@ pub struct Outbox {
     sealed: bool,
     /// Backlog already reported to the session: 1 = soft bound, 2 = hard bound.
     backlog_reported: u8,
+    /// Passed its hard bound: the socket is being closed as a slow consumer, so data frames are
+    /// refused until the close frame (which still goes out).
+    overflowed: bool,
     /// No more frames: the body ends once `buf` is written.
     closing: bool,
     /// Drop the connection now, without writing what is queued.
@@ -174,6 +177,7 @@ impl Outbox {
             waker: None,
             sealed: false,
             backlog_reported: 0,
+            overflowed: false,
             closing: false,
             abort: false,
             peer_gone: None,
@@ -182,7 +186,7 @@ impl Outbox {
 
     /// Queue one frame. Returns the bytes now queued.
     pub fn push(&mut self, msg: WsMessage) -> usize {
-        if self.sealed || self.closing || self.abort {
+        if self.sealed || self.overflowed || self.closing || self.abort {
             return self.buf.len();
         }
         let before = self.buf.len();
@@ -233,6 +237,17 @@ impl Outbox {
         }
         self.sealed = true;
         self.wake();
+    }
+
+    /// The queue passed its hard bound: drop what is queued and refuse further data frames, at
+    /// once, so the bound holds even before the session gets to close the socket.
+    pub fn overflow(&mut self) {
+        self.overflowed = true;
+        self.discard();
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// Throw away what is queued and not yet handed to the connection.
@@ -346,6 +361,23 @@ mod tests {
         assert_eq!(handed, total);
         assert!(o.frame_lens.is_empty());
         assert_eq!(chunks, 4);
+    }
+
+    #[test]
+    fn an_overflowed_outbox_takes_only_its_close_frame() {
+        let outbox = Outbox::new();
+        let mut o = outbox.borrow_mut();
+        o.push(text(1000));
+        o.overflow();
+        assert_eq!(o.queued(), 0);
+        assert_eq!(o.push(text(1000)), 0, "no data frame after the overflow");
+        o.push_close(CloseReason {
+            code: actix_web_actors::ws::CloseCode::Policy,
+            description: None,
+        });
+        let close = o.take_chunk();
+        assert_eq!(&close[..2], &[0x88, 0x02]);
+        assert!(o.buf.is_empty());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Fan-out therefore costs one cross-thread message per worker thread instead of one per socket.
 //! Mailbox: fed with `do_send` by channel actors and the hub — committed messages are never dropped;
 //! the volume is bounded upstream (`DIALTONE_DB_MAX_PENDING`). Each socket's backlog is bounded by
-//! its outbox: past the soft or hard bound the shard tells the session, which closes it with 1008.
+//! its outbox: past the soft or hard bound the shard tells the session, which closes it with 1008;
+//! past the hard bound the shard also stops queuing for that socket at once ([`Sink::write`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,13 +30,26 @@ pub struct Sink {
 
 impl Sink {
     /// Queue frames; tell the session once when its backlog passes a bound.
+    ///
+    /// The hard bound is enforced here, frame by frame: the session closes the socket only when it
+    /// next runs, and until then this shard may handle every `Deliver` in its mailbox (actix drains
+    /// a mailbox in one go), so checking after a batch, or leaving the cut to the session, would
+    /// let one socket's queue grow by everything in flight.
     pub fn write(&self, frames: &[bytestring::ByteString]) {
         let mut outbox = self.outbox.borrow_mut();
+        if outbox.overflowed() {
+            return;
+        }
         let mut queued = 0;
         for f in frames {
             queued = outbox.push(WsMessage::Text(f.clone()));
+            if queued > self.hard_limit {
+                // Never to be read in time: dropped now; the session closes with 1008.
+                outbox.overflow();
+                break;
+            }
         }
-        let level = if queued > self.hard_limit {
+        let level = if outbox.overflowed() {
             Some(true)
         } else if queued > self.soft_limit {
             Some(false)
@@ -118,5 +132,60 @@ impl Handler<Deliver> for DeliveryShard {
         self.metrics
             .fanout_deliveries
             .inc_by(written * msg.frames.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frames::Outbox;
+
+    /// Counts the backlog reports a session would get.
+    #[derive(Default)]
+    struct Reports(Vec<bool>);
+
+    impl Actor for Reports {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Outbound> for Reports {
+        type Result = ();
+        fn handle(&mut self, msg: Outbound, _: &mut Context<Self>) {
+            if let Outbound::Backlog { hard } = msg {
+                self.0.push(hard);
+            }
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "Vec<bool>")]
+    struct Take;
+
+    impl Handler<Take> for Reports {
+        type Result = Vec<bool>;
+        fn handle(&mut self, _: Take, _: &mut Context<Self>) -> Vec<bool> {
+            std::mem::take(&mut self.0)
+        }
+    }
+
+    #[actix::test]
+    async fn the_hard_bound_holds_before_the_session_runs() {
+        let session = Reports::default().start();
+        let outbox = Outbox::new();
+        let sink = Sink {
+            outbox: outbox.clone(),
+            session: session.clone().recipient(),
+            soft_limit: 1024,
+            hard_limit: 4096,
+        };
+        let frame = bytestring::ByteString::from("x".repeat(500));
+        // Many deliveries in a row, as a shard draining its mailbox does, with no chance for the
+        // session to act in between.
+        for _ in 0..100 {
+            sink.write(&[frame.clone(), frame.clone(), frame.clone()]);
+            assert!(outbox.borrow().queued() <= 4096, "past the hard bound");
+        }
+        assert!(outbox.borrow().overflowed());
+        assert_eq!(session.send(Take).await.unwrap(), [false, true]);
     }
 }

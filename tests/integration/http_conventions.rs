@@ -1,6 +1,6 @@
 //! HTTP conventions of SPEC §3: body limit (413), malformed and unknown-field JSON (400), any
-//! Content-Type, 405/404 with JSON bodies, the exact error shape, `/health` and `/ready`, RFC 3339
-//! UTC times and UUID ids.
+//! Content-Type, 405/404 with JSON bodies, the exact error shape, `/health` and `/ready` with the
+//! database up (their 503 side is in `dependency_down.rs`), RFC 3339 UTC times and UUID ids.
 
 use dialtone::crypto::e2e::{DeviceKeypair, generate_key};
 use dialtone::protocol::rest::{
@@ -366,7 +366,7 @@ async fn every_error_body_is_exactly_error_and_code() {
 }
 
 #[tokio::test]
-async fn health_and_ready() {
+async fn health_and_ready_are_200_with_the_database_up() {
     let server = TestServer::start().await;
     let res = server
         .rest()

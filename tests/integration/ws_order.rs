@@ -243,3 +243,131 @@ async fn a_reader_that_stalls_is_closed_and_others_get_everything() {
     let stats = server.admin().admin_stats().await.unwrap();
     assert_eq!(stats["slow_consumer_closes"].as_u64(), Some(1));
 }
+
+/// Read `n` channel messages of `channel` from `rx` (other events skipped); their client ids.
+async fn read_messages(
+    rx: &mut dialtone::client::ws::WsReceiver,
+    who: &str,
+    n: usize,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        match tokio::time::timeout(Duration::from_secs(60), rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("{who}: nothing for 60 s after {} messages", ids.len()))
+            .unwrap()
+        {
+            Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
+                ids.push(e.client_message_id.unwrap_or_default());
+            }
+            Some(Incoming::Event(_)) => {}
+            other => panic!("{who} ended after {} messages: {other:?}", ids.len()),
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outbox_past_its_hard_bound_is_closed_with_1008_and_counted_once_per_socket() {
+    const HARD: usize = 512 * 1024;
+    let server = TestServer::start_with(|s| {
+        // Soft bound = hard bound and a grace longer than the test: only the hard bound can close.
+        s.set("DIALTONE_WS_OUTBOX_BYTES", HARD.to_string())
+            .set("DIALTONE_WS_OUTBOX_HARD_BYTES", HARD.to_string())
+            .set("DIALTONE_WS_OUTBOX_GRACE_MS", "600000")
+            .set("DIALTONE_WS_CLOSE_TIMEOUT_SECS", "120");
+    })
+    .await;
+    let admin = server.user("admin").await;
+    let channel = admin.rest.create_channel("aGFyZA==").await.unwrap();
+    let reader_user = server.user("reader").await;
+    let mut stalled = Vec::new();
+    for name in ["stalled1", "stalled2"] {
+        let user = server.user(name).await;
+        let mut ws = server.ws(&user).await;
+        ws_ready(&mut ws).await;
+        stalled.push(ws);
+    }
+    let mut reader = server.ws(&reader_user).await;
+    ws_ready(&mut reader).await;
+    let (_reader_tx, mut reader_rx) = reader.split();
+    let mut sender = server.ws(&admin).await;
+    ws_ready(&mut sender).await;
+    let (mut tx, mut echoes) = sender.split();
+    let closes_before = Scrape::of(&server).await.counter(SLOW_CONSUMER_CLOSES);
+
+    // ~24 MiB, far more than the loopback socket buffers plus the stalled outboxes can hold. Sent
+    // in windows whose echoes (and the reader's copies) are read before the next window: what
+    // waits for the fast sockets stays far below the bound, so only the stalled ones pass it.
+    const COUNT: usize = 1536;
+    const WINDOW: usize = 16;
+    let body = "H".repeat(16_000);
+    let mut echoed = Vec::with_capacity(COUNT);
+    let mut read = Vec::with_capacity(COUNT);
+    for start in (0..COUNT).step_by(WINDOW) {
+        for i in start..start + WINDOW {
+            tx.send(&ClientFrame::channel_message(
+                &channel.id,
+                &body,
+                "bg==",
+                Some(i.to_string()),
+            ))
+            .await
+            .unwrap();
+        }
+        echoed.extend(read_messages(&mut echoes, "sender", WINDOW).await);
+        read.extend(read_messages(&mut reader_rx, "reader", WINDOW).await);
+    }
+    let expected: Vec<String> = (0..COUNT).map(|i| i.to_string()).collect();
+    assert_eq!(echoed, expected, "the sender's echoes, all and in order");
+    assert_eq!(read, expected, "the reader got every message, in order");
+
+    let want = closes_before + stalled.len() as u64;
+    eventually(
+        "both stalled sockets are counted as slow consumers",
+        || async { Scrape::of(&server).await.counter(SLOW_CONSUMER_CLOSES) >= want },
+    )
+    .await;
+    // Each stalled socket drains what reached it, then finds a real 1008 close frame.
+    for (n, ws) in stalled.iter_mut().enumerate() {
+        let mut received = 0usize;
+        let (code, reason) = loop {
+            match ws.next_within(Duration::from_secs(30)).await {
+                Ok(Some(Incoming::Event(e))) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
+                    received += 1
+                }
+                Ok(Some(Incoming::Event(_))) => {}
+                Ok(Some(Incoming::Closed { code, reason })) => break (code, reason),
+                other => panic!(
+                    "stalled socket {n}: expected a close frame, got {other:?} after {received} \
+                     messages"
+                ),
+            }
+        };
+        assert_eq!(
+            (code, reason.as_str()),
+            (close_code::POLICY, "slow consumer"),
+            "stalled socket {n}"
+        );
+        assert!(
+            received < COUNT,
+            "stalled socket {n} cannot have got everything"
+        );
+    }
+    // The fast sockets are still served.
+    tx.send(&ClientFrame::channel_message(
+        &channel.id,
+        "YWZ0ZXI=",
+        "bg==",
+        Some("after".into()),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_messages(&mut echoes, "sender", 1).await, ["after"]);
+    assert_eq!(read_messages(&mut reader_rx, "reader", 1).await, ["after"]);
+    assert_eq!(
+        Scrape::of(&server).await.counter(SLOW_CONSUMER_CLOSES),
+        want,
+        "exactly one count per stalled socket"
+    );
+}

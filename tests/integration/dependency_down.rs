@@ -1,0 +1,132 @@
+//! The database going away under a running server and coming back (README: `/ready`,
+//! `DIALTONE_DB_TIMEOUT_MS`): PostgreSQL is reached through a [`Proxy`] that the tests switch to
+//! refusing connections or to holding them without an answer. Readiness turns 503 with the JSON
+//! error body, liveness stays 200, REST calls get a clean 503 (never a 500 or a hang), and
+//! everything works again once the database is back, without a restart.
+//!
+//! The embedded store lives in the server's own process, so it cannot be "down": skipped there.
+
+use std::time::Duration;
+
+use dialtone::client::RestClient;
+use reqwest::Method;
+
+use crate::support::*;
+
+/// The server's database timeout in these tests: short, so a hung database answers 503 quickly.
+const DB_TIMEOUT_MS: u64 = 500;
+
+/// Far beyond what any answer needs (the server's own bound is `DB_TIMEOUT_MS` × 4): a request
+/// still unanswered by then hangs.
+const HUNG: Duration = Duration::from_secs(30);
+
+/// A server whose PostgreSQL connections all go through a proxy; `None` on SQLite.
+async fn proxied_server() -> Option<(TestServer, Proxy)> {
+    if backend() == Backend::Sqlite {
+        skip("the embedded store runs in the server's process: it cannot go down on its own");
+        return None;
+    }
+    let db = TestDb::create().await;
+    let proxy = Proxy::to(&url_host_port(&db.url));
+    let via = url_via(&db.url, proxy.addr());
+    let server = TestServer::start_on(db, |s| {
+        s.set("DIALTONE_DB_URL", via)
+            .set("DIALTONE_DB_TIMEOUT_MS", DB_TIMEOUT_MS.to_string());
+    })
+    .await;
+    Some((server, proxy))
+}
+
+/// `GET path` with `client`: status and body; panics if it hangs.
+async fn get(client: &RestClient, path: &str) -> (u16, serde_json::Value) {
+    tokio::time::timeout(HUNG, send_raw(client.request(Method::GET, path)))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} hung"))
+}
+
+/// Wait until `/ready` answers `status`; a 503 must carry the `unavailable` error body.
+async fn wait_ready_status(server: &TestServer, status: u16) {
+    let rest = server.rest();
+    eventually(&format!("/ready answers {status}"), || {
+        let rest = rest.clone();
+        async move {
+            let (got, body) = get(&rest, "/ready").await;
+            if got == 503 {
+                assert_error_body(&body, "unavailable");
+            } else {
+                assert_eq!(got, 200, "/ready answers 200 or 503 only: {body}");
+            }
+            got == status
+        }
+    })
+    .await;
+}
+
+/// While the database is down: liveness is fine, and every REST call that needs the database is
+/// refused with 503 — as many calls as the pool has connections, so each stale one is tried.
+async fn assert_down_behaviour(server: &TestServer, user: &TestUser) {
+    let (status, body) = get(&server.rest(), "/health").await;
+    assert_eq!((status, body.as_str()), (200, Some("ok")), "liveness");
+    for _ in 0..5 {
+        let (status, body) = get(&user.rest, "/channels").await;
+        assert_eq!(status, 503, "GET /channels with the database down: {body}");
+        assert_error_body(&body, "unavailable");
+    }
+}
+
+/// After the database is back: reads and writes work, for existing and new users alike.
+async fn assert_recovered(server: &TestServer, user: &TestUser, name: &str) {
+    wait_ready_status(server, 200).await;
+    let before = user.rest.channels().await.expect("list channels").len();
+    user.rest
+        .create_channel("YmFjaw==")
+        .await
+        .expect("create a channel");
+    assert_eq!(user.rest.channels().await.unwrap().len(), before + 1);
+    let newcomer = server.user(name).await;
+    newcomer
+        .rest
+        .channels()
+        .await
+        .expect("a new user's request");
+}
+
+#[tokio::test]
+async fn ready_is_503_while_postgres_refuses_connections_and_recovers() {
+    let Some((server, proxy)) = proxied_server().await else {
+        return;
+    };
+    let alice = server.user("alice").await;
+    alice.rest.create_channel("Zmlyc3Q=").await.unwrap();
+    wait_ready_status(&server, 200).await;
+
+    proxy.set(ProxyMode::Refuse);
+    wait_ready_status(&server, 503).await;
+    assert_down_behaviour(&server, &alice).await;
+
+    proxy.set(ProxyMode::Forward);
+    assert_recovered(&server, &alice, "bob").await;
+}
+
+#[tokio::test]
+async fn ready_is_503_while_postgres_stops_answering_and_recovers() {
+    let Some((server, proxy)) = proxied_server().await else {
+        return;
+    };
+    let alice = server.user("alice").await;
+    wait_ready_status(&server, 200).await;
+
+    // Pooled connections stay open but nothing comes back; new ones connect and get no answer.
+    proxy.set(ProxyMode::Blackhole);
+    wait_ready_status(&server, 503).await;
+    assert_down_behaviour(&server, &alice).await;
+
+    proxy.set(ProxyMode::Forward);
+    assert_recovered(&server, &alice, "bob").await;
+
+    // And once more: a server that recovered once recovers again.
+    proxy.set(ProxyMode::Refuse);
+    wait_ready_status(&server, 503).await;
+    proxy.set(ProxyMode::Forward);
+    assert_recovered(&server, &alice, "carol").await;
+}
