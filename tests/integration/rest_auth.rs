@@ -4,6 +4,7 @@ use base64::Engine;
 use dialtone::client::rest::Credentials;
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{CreateInviteRequest, LoginRequest, RegisterRequest};
+use dialtone::protocol::ws::close_code;
 use reqwest::Method;
 
 use crate::support::*;
@@ -571,7 +572,7 @@ async fn logout_revokes_the_session_and_closes_its_socket() {
     assert_error(alice.rest.devices().await, 401, "unauthorized");
     assert_error(alice.rest.channels().await, 401, "unauthorized");
     assert_error(alice.rest.logout().await, 401, "unauthorized");
-    wait_closed(&mut ws).await;
+    assert_eq!(wait_closed(&mut ws).await, close_code::NORMAL);
     // The WebSocket cannot be reopened with the revoked token.
     let e = dialtone::client::WsClient::connect(&server.ws_options(alice.token()))
         .await

@@ -1,7 +1,7 @@
 //! `POST /users` (admin-only placeholder users), `GET|POST /users/profiles` and `POST /presence`.
 
 use dialtone::client::rest::Credentials;
-use dialtone::protocol::ws::event_type;
+use dialtone::protocol::ws::{close_code, event_type};
 use reqwest::Method;
 use serde_json::json;
 
@@ -295,7 +295,8 @@ async fn presence_counts_sockets_per_user() {
     })
     .await;
     first.close().await.unwrap();
-    wait_closed(&mut first).await;
+    // The server answers the client's close handshake with a normal close.
+    assert_eq!(wait_closed(&mut first).await, close_code::NORMAL);
     // One socket is still open: bob stays online.
     for _ in 0..5 {
         assert!(
