@@ -128,6 +128,9 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         "dialtone is running at {scheme}://localhost:{port} (listening on {})",
         running.local_addr
     );
+    if let Some(addr) = running.metrics_addr {
+        println!("metrics listening on {addr}");
+    }
     if let Some(fp) = &running.tls_fingerprint {
         println!("TLS certificate SHA-256 fingerprint: {fp}");
     }

@@ -115,6 +115,8 @@ pub struct Running {
     hub: HubHandle,
     server: actix_web::dev::Server,
     metrics_server: Option<actix_web::dev::Server>,
+    /// Where the metrics listener is bound (`DIALTONE_METRICS_ADDR`, its port resolved).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Start everything on `listener`; serve with [`Running::serve_until`].
@@ -204,7 +206,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     };
     let server = builder.run();
 
-    let metrics_server = match config.metrics_addr {
+    let (metrics_server, metrics_addr) = match config.metrics_addr {
         Some(addr) => {
             let m = metrics.clone();
             let server = HttpServer::new(move || {
@@ -226,12 +228,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             .workers(1)
             .disable_signals()
             .bind(addr)
-            .with_context(|| format!("DIALTONE_METRICS_ADDR: cannot bind {addr}"))?
-            .run();
-            tracing::info!(%addr, "metrics listener");
-            Some(server)
+            .with_context(|| format!("DIALTONE_METRICS_ADDR: cannot bind {addr}"))?;
+            // The bound address, not the configured one: port 0 picks a free port.
+            let bound = server.addrs().first().copied().unwrap_or(addr);
+            tracing::info!(addr = %bound, "metrics listener");
+            (Some(server.run()), Some(bound))
         }
-        None => None,
+        None => (None, None),
     };
 
     tracing::info!(%local_addr, tls = tls_fingerprint.is_some(), workers, "dialtone listening");
@@ -242,6 +245,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         hub,
         server,
         metrics_server,
+        metrics_addr,
     })
 }
 

@@ -6,9 +6,11 @@
 //! Messages: [`Connect`], [`Disconnect`], [`Subscribe`], [`Unsubscribe`], [`CommittedBatch`] (from
 //! the database actor), [`Notice`] (from REST handlers), [`Broadcast`], [`Presence`], [`Stats`],
 //! [`Shutdown`].
-//! Mailbox: capacity `DIALTONE_HUB_MAILBOX`. Sessions register with `do_send` (one Connect and one
-//! Disconnect per socket, bounded by `DIALTONE_WS_MAX_SESSIONS`); committed batches arrive by
-//! `do_send` (bounded upstream by `DIALTONE_DB_MAX_PENDING`); REST notices are one per request.
+//! Mailbox: capacity `DIALTONE_HUB_MAILBOX`. Sessions register with `send`, awaited before the
+//! upgrade's 101 (one Connect per socket, bounded by `DIALTONE_WS_MAX_SESSIONS`; a full mailbox
+//! delays upgrades), and leave with `do_send` (one Disconnect per socket); committed batches
+//! arrive by `do_send` (bounded upstream by `DIALTONE_DB_MAX_PENDING`); REST notices are one per
+//! request.
 //! Events for everyone are serialized once and offered to each session with `try_send`; a full
 //! session mailbox closes that socket with 1008.
 

@@ -16,6 +16,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::tls::{Trust, client_config};
 use super::{ClientError, ClientResult};
+use crate::protocol::rest::ErrorBody;
 use crate::protocol::ws::{BEARER_SUBPROTOCOL_PREFIX, ClientFrame, Event, SUBPROTOCOL};
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -193,15 +194,7 @@ impl WsConnector {
         )
         .await
         .map_err(|e| match e {
-            tungstenite::Error::Http(res) => ClientError::Api {
-                status: res.status().as_u16(),
-                code: String::new(),
-                message: res
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default(),
-            },
+            tungstenite::Error::Http(res) => refusal(res.status().as_u16(), res.body().as_deref()),
             other => ClientError::Transport(other.to_string()),
         })?;
         let protocol = response
@@ -215,6 +208,24 @@ impl WsConnector {
             stream: WsReceiver(stream),
             protocol,
         })
+    }
+}
+
+/// A refused upgrade: the server's `{error, code}` body when it sent one (what arrived with the
+/// response head), else the raw text as the message.
+fn refusal(status: u16, body: Option<&[u8]>) -> ClientError {
+    let body = body.unwrap_or_default();
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => ClientError::Api {
+            status,
+            code: b.code,
+            message: b.error,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: String::new(),
+            message: String::from_utf8_lossy(body).into_owned(),
+        },
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn upgrade(
         state.metrics.ws_refused_total.inc();
         return Err(AppError::TooManyConnections);
     }
+    let (registered, is_registered) = tokio::sync::oneshot::channel();
     let outbox = Outbox::new();
     let inbound = Inbound::new(payload, state.ws.max_frame);
     let session = WsSession::new(
@@ -78,6 +79,7 @@ pub async fn upgrade(
         outbox.clone(),
         state.ws.clone(),
         state.metrics.clone(),
+        registered,
     );
     let mailbox = state.ws.mailbox;
     WsSession::create(move |ctx| {
@@ -85,5 +87,10 @@ pub async fn upgrade(
         ctx.add_stream(inbound);
         session
     });
+    // Answer 101 only once the hub has the session: what the client sends first, and what REST
+    // changes after its upgrade (a logout, a new channel), find it registered.
+    if is_registered.await != Ok(true) {
+        return Err(ServiceError::Busy("server shutting down").into());
+    }
     Ok(response.streaming(OutboxBody(outbox)))
 }

@@ -12,7 +12,9 @@
 //! reader is not keeping up: the queued frames are discarded, a 1008 close frame is sent and the
 //! socket closes — counted in metrics, never a silent drop. The client catches up with `sync` or
 //! history.
-//! Lifecycle: registers with the hub in `started`, deregisters in `stopped`, always.
+//! Lifecycle: registers with the hub in `started` and reports when the hub has it (the upgrade
+//! handler sends the 101 only then, so a client can rely on its socket from the first frame, and
+//! a REST change that follows the upgrade reaches it); deregisters in `stopped`, always.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use super::frames::{InMessage, PeerGone, SharedOutbox};
 use super::shard::{self, Sink};
@@ -51,6 +54,8 @@ pub struct WsSession {
     quiesced: bool,
     /// A backlog check is scheduled (the outbox went over its soft bound).
     backlog_check: bool,
+    /// Told once the hub has registered this session (`false`: the hub is gone).
+    registered: Option<oneshot::Sender<bool>>,
 }
 
 impl WsSession {
@@ -63,6 +68,7 @@ impl WsSession {
         outbox: SharedOutbox,
         config: Arc<WsConfig>,
         metrics: Arc<Metrics>,
+        registered: oneshot::Sender<bool>,
     ) -> Self {
         let bucket = TokenBucket::new(config.send_rate, config.send_burst);
         Self {
@@ -80,6 +86,7 @@ impl WsSession {
             closing: false,
             quiesced: false,
             backlog_check: false,
+            registered: Some(registered),
         }
     }
 
@@ -460,13 +467,26 @@ impl Actor for WsSession {
         self.outbox
             .borrow_mut()
             .set_peer_gone(ctx.address().recipient());
-        self.hub.tell(Connect {
+        let connect = Connect {
             handle,
             user_id: self.auth.user_id.clone(),
             device_id: self.auth.device_id.clone(),
             db_session_id: self.auth.session_id.clone(),
             subscribe_all: self.subscribe_all,
-        });
+        };
+        let hub = self.hub.clone();
+        let connect = async move { hub.ask(connect).await };
+        // Nothing else runs (no frame is read) until the hub has the session.
+        ctx.wait(connect.into_actor(self).map(|result, act, ctx| {
+            let registered = result.is_ok();
+            if let Some(tx) = act.registered.take() {
+                let _ = tx.send(registered);
+            }
+            if !registered {
+                act.closing = true;
+                ctx.stop();
+            }
+        }));
 
         let ping_every = self.config.ping_interval;
         let idle = self.config.idle_timeout;

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use dialtone::client::{ClientError, Incoming, WsClient};
+use dialtone::client::WsClient;
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{
     AuthResponse, CreateInviteRequest, ErrorBody, LoginRequest, RegisterRequest,
 };
-use dialtone::protocol::ws::{ClientFrame, event_type};
+use dialtone::protocol::ws::{ClientFrame, close_code, event_type};
 use tokio::sync::Barrier;
 
 use crate::support::*;
@@ -257,21 +257,6 @@ async fn concurrent_duplicate_usernames_register_once_and_keep_invites() {
     assert_eq!(status, 201, "{body}");
 }
 
-/// Read from `ws` until it closes; the close code (`None`: ended without a close frame).
-async fn closed_code(ws: &mut WsClient) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match ws.next_within(left).await {
-            Ok(Some(Incoming::Event(_))) => continue,
-            Ok(Some(Incoming::Closed { code, .. })) => return Some(code),
-            Ok(None) => return None,
-            Err(ClientError::Timeout(_)) => panic!("socket still open after {WAIT:?}"),
-            Err(_) => return None,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_survive_a_restart() {
     let mut server = TestServer::start().await;
@@ -285,7 +270,7 @@ async fn sessions_survive_a_restart() {
     server.restart().await;
     assert_ne!(server.base_url, old_url, "restarted on a new port");
     // Shutdown closed the open socket with 1001 (SPEC §5).
-    assert_eq!(closed_code(&mut before).await, Some(1001));
+    assert_eq!(wait_closed(&mut before).await, close_code::GOING_AWAY);
 
     // The same tokens authenticate REST calls...
     let a = server.rest().with_token(alice.token());
@@ -391,10 +376,10 @@ async fn logout_revokes_only_its_own_session() {
     // Its token is dead for REST and WebSocket, and its socket was closed.
     let e = assert_status(alice.rest.devices().await, 401);
     assert_eq!(e.code(), Some("unauthorized"));
-    let code = closed_code(&mut ws_a).await;
-    assert!(
-        code.is_some(),
-        "logout closes the socket with a close frame"
+    assert_eq!(
+        wait_closed(&mut ws_a).await,
+        close_code::NORMAL,
+        "logout closes the socket with a normal close frame"
     );
     match WsClient::connect(&server.ws_options(alice.token())).await {
         Err(e) => assert_eq!(e.status(), Some(401), "{e}"),
@@ -446,8 +431,9 @@ async fn logout_revokes_only_its_own_session() {
     // Logging out the other device's session leaves the same-device one alive.
     c.logout().await.unwrap();
     assert_status(c.devices().await, 401);
-    assert!(
-        closed_code(&mut ws_c).await.is_some(),
+    assert_eq!(
+        wait_closed(&mut ws_c).await,
+        close_code::NORMAL,
         "logout closes the socket"
     );
     assert_eq!(b.devices().await.unwrap().len(), 2);

@@ -1109,11 +1109,16 @@ async fn e2e_cli_register_create_send_history_tail_and_share() {
 
     // Ctrl-C ends tail cleanly.
     let pid = tail.id().unwrap().to_string();
-    let status = tokio::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .unwrap();
+    let status = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .kill_on_drop(true)
+            .status(),
+    )
+    .await
+    .expect("kill finished in time")
+    .unwrap();
     assert!(status.success());
     let status = tokio::time::timeout(WAIT, tail.wait())
         .await
@@ -1141,7 +1146,10 @@ async fn e2e_cli_register_create_send_history_tail_and_share() {
     assert!(err.contains("no key store"), "{err}");
     let mut wrong = cli.command("boss", "cli-admin-user", &["channels"]);
     wrong.env("DIALTONE_PASSPHRASE", "not the passphrase");
-    let out = wrong.output().await.unwrap();
+    let out = tokio::time::timeout(WAIT * 3, wrong.output())
+        .await
+        .expect("dialtone-cli finished in time")
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -26,21 +26,13 @@ struct Process {
     banner: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn spawn(data_dir: &Path) -> Process {
-    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dialtone"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DIALTONE_DATA_DIR", data_dir)
-        .env("DIALTONE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // Port 0: the process binds a free port itself and prints it.
+        .env("DIALTONE_LISTEN_ADDR", "127.0.0.1:0")
         .env("DIALTONE_WS_SEND_RATE", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -72,9 +64,16 @@ async fn spawn(data_dir: &Path) -> Process {
         .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
         .expect("fingerprint printed")
         .to_owned();
+    // "dialtone is running at https://localhost:PORT (listening on …)"
+    let base_url = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("dialtone is running at "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in the banner: {banner:?}"))
+        .to_owned();
     Process {
         child,
-        base_url: format!("https://localhost:{port}"),
+        base_url,
         fingerprint,
         banner,
     }

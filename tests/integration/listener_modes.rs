@@ -8,7 +8,7 @@ use dialtone::client::{RestClient, Trust};
 use reqwest::Method;
 
 use crate::certs::Ca;
-use crate::procs::{self, Started, base_env, free_port};
+use crate::procs::{self, base_env};
 use crate::support::{TestDb, TestServer, send_raw};
 
 #[tokio::test]
@@ -91,19 +91,12 @@ async fn the_metrics_listener_serves_metrics_and_the_main_listener_keeps_them_ad
     let db = TestDb::create().await;
     let data = tempfile::tempdir().unwrap();
     let mut env = base_env(&db.url, data.path());
-    // The port is bound by the child process; retry if something took it in between.
-    let mut attempt = 0;
-    let (server, metrics_port) = loop {
-        attempt += 1;
-        let port = free_port();
-        env.insert("DIALTONE_METRICS_ADDR".into(), format!("127.0.0.1:{port}"));
-        match procs::serve(&env).await {
-            Started::Serving(s) => break (s, port),
-            Started::Exited(out)
-                if attempt < 5 && out.stderr.contains("DIALTONE_METRICS_ADDR: cannot bind") => {}
-            Started::Exited(out) => panic!("dialtone serve exited: {out:?}"),
-        }
-    };
+    // Port 0: the process binds a free port itself and prints which.
+    env.insert("DIALTONE_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    let server = procs::serve(&env).await.serving();
+    let metrics_port = server
+        .metrics_port
+        .expect("the banner names the metrics port");
     let metrics = RestClient::new(
         &format!("http://127.0.0.1:{metrics_port}"),
         &Trust::SystemRoots,

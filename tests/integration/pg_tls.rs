@@ -195,6 +195,16 @@ $RUN "$PG_BIN/pg_ctl" -D "$DIR/data" -m immediate -w stop >/dev/null 2>&1
 rm -rf "$DIR"
 "#;
 
+/// A loopback port that was free a moment ago. PostgreSQL cannot be told to pick its own port
+/// (the port names its socket file), so [`launch`] retries on a bind conflict instead.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Start on a free port, retrying on a bind conflict.
 fn launch(dir: &Path) -> Result<TlsPostgres, StartError> {
     let run = if is_root() {
@@ -204,7 +214,7 @@ fn launch(dir: &Path) -> Result<TlsPostgres, StartError> {
     };
     let mut last = String::new();
     for _ in 0..5 {
-        let port = crate::procs::free_port();
+        let port = free_port();
         let mut child = Command::new("sh")
             .args(["-c", WRAPPER])
             .env("RUN", run)

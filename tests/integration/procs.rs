@@ -88,6 +88,9 @@ pub struct Serving {
     pub port: u16,
     /// The banner's fingerprint line, when it serves TLS.
     pub fingerprint: Option<String>,
+    /// The metrics listener's port, when `DIALTONE_METRICS_ADDR` is set (the banner says which:
+    /// port 0 binds a free one).
+    pub metrics_port: Option<u16>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -192,21 +195,16 @@ pub async fn serve(vars: &HashMap<String, String>) -> Started {
         .iter()
         .find_map(|l| l.strip_prefix("TLS certificate SHA-256 fingerprint: "))
         .map(str::to_owned);
+    let metrics_port = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics listening on "))
+        .map(|addr| addr.rsplit(':').next().unwrap().parse().unwrap());
     Started::Serving(Serving {
         child,
         scheme: scheme.to_owned(),
         port,
         fingerprint,
+        metrics_port,
         stderr,
     })
-}
-
-/// A loopback port that was free a moment ago (for a listener only the child process binds;
-/// callers retry on a bind conflict).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use dialtone::client::rest::Credentials;
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{CreateInviteRequest, LoginRequest, RegisterRequest};
+use dialtone::protocol::ws::close_code;
 use reqwest::Method;
 use serde_json::json;
 
@@ -384,8 +385,8 @@ async fn disable_and_enable_a_user() {
     // Every session and socket of bob's is gone.
     assert_error(bob.rest.channels().await, 401, "unauthorized");
     assert_error(bob2.rest.channels().await, 401, "unauthorized");
-    wait_closed(&mut ws).await;
-    wait_closed(&mut ws2).await;
+    assert_eq!(wait_closed(&mut ws).await, close_code::NORMAL);
+    assert_eq!(wait_closed(&mut ws2).await, close_code::NORMAL);
     let e = dialtone::client::WsClient::connect(&server.ws_options(bob.token()))
         .await
         .err()

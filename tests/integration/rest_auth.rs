@@ -4,6 +4,7 @@ use base64::Engine;
 use dialtone::client::rest::Credentials;
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{CreateInviteRequest, LoginRequest, RegisterRequest};
+use dialtone::protocol::ws::close_code;
 use reqwest::Method;
 
 use crate::support::*;
@@ -335,10 +336,11 @@ async fn expired_invite_is_410_invite_expired() {
         .await
         .unwrap();
     let expires = assert_utc(&invite.expires_at);
-    // Wait until the expiry has passed (not an assertion: the server decides).
-    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default()
-        + std::time::Duration::from_millis(200);
-    tokio::time::sleep(wait).await;
+    // Wait until the clock (the server's: same machine) has passed the expiry the server reported
+    // (microseconds, as stored); no margin to guess.
+    while let Ok(left) = (expires - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(left + std::time::Duration::from_millis(1)).await;
+    }
     let e = assert_error(
         register(&server, "alice", &invite.token).await,
         410,
@@ -571,7 +573,7 @@ async fn logout_revokes_the_session_and_closes_its_socket() {
     assert_error(alice.rest.devices().await, 401, "unauthorized");
     assert_error(alice.rest.channels().await, 401, "unauthorized");
     assert_error(alice.rest.logout().await, 401, "unauthorized");
-    wait_closed(&mut ws).await;
+    assert_eq!(wait_closed(&mut ws).await, close_code::NORMAL);
     // The WebSocket cannot be reopened with the revoked token.
     let e = dialtone::client::WsClient::connect(&server.ws_options(alice.token()))
         .await

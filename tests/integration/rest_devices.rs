@@ -7,6 +7,7 @@ use dialtone::crypto::e2e::{DeviceKeypair, generate_key};
 use dialtone::protocol::rest::{
     ChannelKeysUpload, DirectoryKeysUpload, EnvelopeUpload, LoginRequest,
 };
+use dialtone::protocol::ws::close_code;
 use reqwest::Method;
 use serde_json::json;
 
@@ -327,7 +328,7 @@ async fn delete_own_device_revokes_its_sessions() {
     assert_eq!(status, 204, "body: {body}");
 
     assert_error(alice2.rest.devices().await, 401, "unauthorized");
-    wait_closed(&mut ws).await;
+    assert_eq!(wait_closed(&mut ws).await, close_code::NORMAL);
     let remaining = alice.rest.devices().await.unwrap();
     assert_eq!(remaining.len(), 1);
     assert_eq!(remaining[0].id, alice.device());

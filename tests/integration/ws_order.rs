@@ -63,18 +63,29 @@ async fn concurrent_senders_one_order_for_everyone() {
     let admin = server.user("admin").await;
     let channel = admin.rest.create_channel("b3JkZXI=").await.unwrap();
 
+    let total = SENDERS * EACH;
+    // Every socket is read from the moment it opens, as a live client's is: a socket left unread
+    // answers no pings, and on a loaded machine the setup and the run can outlast the idle
+    // timeout (the server then drops it without a close frame: a TLS EOF here).
     let mut listeners = Vec::new();
     for i in 0..3 {
         let u = server.user(&format!("listener{i}")).await;
-        listeners.push(server.ws(&u).await);
+        let mut ws = server.ws(&u).await;
+        let channel = channel.id.clone();
+        listeners.push(tokio::spawn(async move {
+            collect(&mut ws, &channel, total).await
+        }));
     }
-    let mut senders = Vec::new();
+    let mut sender_users = Vec::new();
     for i in 0..SENDERS {
-        let u = server.user(&format!("sender{i}")).await;
-        senders.push(server.ws(&u).await);
+        sender_users.push(server.user(&format!("sender{i}")).await);
+    }
+    // Registrations are slow (password hashing): open the senders' sockets only once all are done.
+    let mut senders = Vec::new();
+    for u in &sender_users {
+        senders.push(server.ws(u).await);
     }
 
-    let total = SENDERS * EACH;
     let mut tasks = Vec::new();
     for (i, ws) in senders.into_iter().enumerate() {
         let channel = channel.id.clone();
@@ -113,10 +124,7 @@ async fn concurrent_senders_one_order_for_everyone() {
         }));
     }
     let mut sequences = Vec::new();
-    for ws in &mut listeners {
-        sequences.push(collect(ws, &channel.id, total).await);
-    }
-    for t in tasks {
+    for t in listeners.into_iter().chain(tasks) {
         sequences.push(
             tokio::time::timeout(Duration::from_secs(120), t)
                 .await

@@ -10,8 +10,8 @@ pub async fn run_rekey(
     key: &str,
     previous: Option<&str>,
 ) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dialtone"));
-    cmd.arg("rekey").env_clear();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dialtone"));
+    cmd.arg("rekey").env_clear().kill_on_drop(true);
     for (k, v) in &server.settings.vars {
         cmd.env(k, v);
     }
@@ -23,9 +23,10 @@ pub async fn run_rekey(
         Some(p) => cmd.env("DIALTONE_CHANNEL_KEY_PREVIOUS", p),
         None => cmd.env_remove("DIALTONE_CHANNEL_KEY_PREVIOUS"),
     };
-    let out = tokio::task::spawn_blocking(move || cmd.output())
+    // Bounded like every child process (killed on timeout, which fails the test).
+    let out = tokio::time::timeout(super::WAIT * 6, cmd.output())
         .await
-        .unwrap()
+        .expect("dialtone rekey finished in time")
         .expect("run dialtone rekey");
     (
         out.status.code().unwrap_or(-1),

@@ -17,18 +17,37 @@ pub async fn ws_ready(ws: &mut WsClient) {
     assert_eq!(e.code.as_deref(), Some("unsupported_type"), "{e:?}");
 }
 
-/// Read until the server closes the socket; returns the close code (`None`: the connection ended
-/// without a close frame). Other events before the close are skipped. Panics after [`WAIT`].
-pub async fn wait_closed(ws: &mut WsClient) -> Option<u16> {
+/// Read until the server sends a close frame; returns its code. Events before the close are
+/// skipped. Panics if the connection ends without a close frame (EOF, reset) or nothing closes it
+/// within [`WAIT`]: every documented close (`close_code`) sends a frame.
+pub async fn wait_closed(ws: &mut WsClient) -> u16 {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match ws.next_within(left).await {
-            Ok(Some(dialtone::client::Incoming::Closed { code, .. })) => return Some(code),
+            Ok(Some(dialtone::client::Incoming::Closed { code, .. })) => return code,
             Ok(Some(dialtone::client::Incoming::Event(_))) => continue,
-            Ok(None) => return None,
-            Err(dialtone::client::ClientError::Transport(_)) => return None,
-            Err(e) => panic!("socket was not closed: {e}"),
+            Ok(None) => panic!("the connection ended (EOF) without a close frame"),
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
+
+/// Read until the server drops the connection without a close frame (how an idle peer is cut
+/// off: it is not reading, so there is no handshake to wait for); returns the events read
+/// before. Panics on a close frame, or if the connection is still open after [`WAIT`].
+pub async fn wait_dropped(ws: &mut WsClient) -> Vec<dialtone::protocol::ws::Event> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut events = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_within(left).await {
+            Ok(Some(dialtone::client::Incoming::Event(e))) => events.push(*e),
+            Ok(Some(dialtone::client::Incoming::Closed { code, reason })) => {
+                panic!("expected the connection dropped, got a close frame {code} {reason:?}")
+            }
+            Ok(None) | Err(dialtone::client::ClientError::Transport(_)) => return events,
+            Err(e) => panic!("the connection was not dropped: {e}"),
         }
     }
 }
