@@ -7,23 +7,12 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// One sample of `/metrics` (admin-authenticated): the value of an unlabelled metric.
+/// The value of an unlabelled metric, scraped now.
 async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = server
-        .admin()
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
+    Scrape::of(server)
         .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find_map(|l| {
-            let (key, value) = l.split_once(' ')?;
-            (key == name).then(|| value.trim().parse::<f64>().ok())?
-        })
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+        .value(name)
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
 fn login_body(username: &str, password: &str) -> serde_json::Value {
