@@ -3,13 +3,14 @@
 //! channel ids from the command line.
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 
 use super::LoadError;
-use crate::client::RestClient;
 use crate::client::rest::Credentials;
+use crate::client::{ClientError, RestClient};
 use crate::crypto::e2e::{DeviceKeypair, SymmetricKey, generate_key, seal};
 use crate::crypto::random_bytes;
 use crate::protocol::rest::{CreateInviteRequest, RegisterRequest};
@@ -34,6 +35,9 @@ pub struct Provisioned {
     pub users: Vec<LoadUser>,
     pub channels: Vec<LoadChannel>,
 }
+
+/// Tries per registration when the server answers 503 (its password queue full).
+const REGISTER_ATTEMPTS: u32 = 10;
 
 /// Register `users` accounts through one invite and create `channels` channels.
 pub async fn through_api(
@@ -61,15 +65,30 @@ pub async fn through_api(
             let run = run.clone();
             async move {
                 let keys = DeviceKeypair::generate();
-                let auth = rest
-                    .register(&RegisterRequest {
-                        username: format!("load{run}u{i}"),
-                        password,
-                        public_key: keys.public_key_b64(),
-                        invite_token: token,
-                    })
-                    .await
-                    .map_err(|e| LoadError::Provision(format!("registering user {i}: {e}")))?;
+                let req = RegisterRequest {
+                    username: format!("load{run}u{i}"),
+                    password,
+                    public_key: keys.public_key_b64(),
+                    invite_token: token,
+                };
+                let mut attempt = 1;
+                let auth = loop {
+                    match rest.register(&req).await {
+                        // The server's password queue is full (a small machine, or other
+                        // clients signing in): it asks for a retry, and nothing was registered.
+                        Err(ClientError::Api { status: 503, .. })
+                            if attempt < REGISTER_ATTEMPTS =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        other => {
+                            break other.map_err(|e| {
+                                LoadError::Provision(format!("registering user {i}: {e}"))
+                            })?;
+                        }
+                    }
+                };
                 Ok(LoadUser {
                     user_id: auth.user_id,
                     token: auth.token,

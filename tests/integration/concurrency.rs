@@ -51,6 +51,15 @@ async fn register_all(server: &TestServer, requests: Vec<RegisterRequest>) -> Ve
     out
 }
 
+/// A server whose password queue holds a whole race: these tests need every registration to reach
+/// the transaction (the queue's own bound is tested in `password_work`).
+async fn racing_server() -> TestServer {
+    TestServer::start_with(|s| {
+        s.set("DIALTONE_PASSWORD_QUEUE", "256");
+    })
+    .await
+}
+
 fn registration(name: &str, invite: &str) -> RegisterRequest {
     RegisterRequest {
         username: name.to_owned(),
@@ -72,7 +81,7 @@ fn created(outcomes: &[Outcome]) -> Vec<&AuthResponse> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invite_max_uses_holds_under_concurrent_registrations() {
-    let server = TestServer::start().await;
+    let server = racing_server().await;
     let invite = server
         .admin()
         .mint_invite(&CreateInviteRequest {
@@ -152,7 +161,7 @@ async fn invite_max_uses_holds_under_concurrent_registrations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_registrations_make_exactly_one_admin() {
-    let server = TestServer::start().await;
+    let server = racing_server().await;
     let mut invites = Vec::new();
     for _ in 0..10 {
         invites.push(server.invite().await);
@@ -200,7 +209,7 @@ async fn concurrent_first_registrations_make_exactly_one_admin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicate_usernames_register_once_and_keep_invites() {
-    let server = TestServer::start().await;
+    let server = racing_server().await;
     let mut invites = Vec::new();
     for _ in 0..8 {
         invites.push(
