@@ -46,7 +46,8 @@ pub mod error_code {
 pub mod close_code {
     /// Normal closure (logout, revoked session, expired session, disabled user).
     pub const NORMAL: u16 = 1000;
-    /// Server shutting down, or the client went silent past the idle timeout.
+    /// Server shutting down. (A client silent past the idle timeout gets no close frame: it is not
+    /// reading, so the server drops the connection without a handshake.)
     pub const GOING_AWAY: u16 = 1001;
     /// Policy violation: slow consumer (outbound queue overflow).
     pub const POLICY: u16 = 1008;
