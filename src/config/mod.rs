@@ -53,6 +53,9 @@ pub struct DbConfig {
     pub pool_size: usize,
     /// How long a request waits for a pooled connection (or a new one) before `503`.
     pub timeout: Duration,
+    /// PostgreSQL: the server-side statement and idle-in-transaction timeouts and the TCP user
+    /// timeout of every pooled connection; also the bound on one group commit (both backends).
+    pub statement_timeout: Duration,
     /// Database actor mailbox capacity; senders wait (HTTP) or are refused (WebSocket) when full.
     pub mailbox: usize,
     /// Storage operations the database actor runs at once; beyond it the mailbox stops draining.
@@ -253,6 +256,12 @@ impl Config {
             url: db_url,
             pool_size,
             timeout: Duration::from_millis(env.num("DIALTONE_DB_TIMEOUT_MS", 5000, 10, 600_000)?),
+            statement_timeout: Duration::from_millis(env.num(
+                "DIALTONE_DB_STATEMENT_TIMEOUT_MS",
+                10_000,
+                100,
+                3_600_000,
+            )?),
             mailbox: env.num("DIALTONE_DB_MAILBOX", 4096, 16, 1 << 20)?,
             max_inflight: env.num("DIALTONE_DB_MAX_INFLIGHT", pool_size * 4, 1, 1 << 16)?,
             batch_max: env.num("DIALTONE_DB_BATCH_MAX", 512, 1, 10_000)?,

@@ -218,9 +218,14 @@ impl Pool {
     pub fn new(config: &DbConfig) -> DbResult<Self> {
         match &config.url {
             DbUrl::Postgres(url) => {
-                let target = tls::PgTarget::parse(url)?;
+                let target = tls::PgTarget::parse(url)?.with_limits(tls::PgLimits {
+                    connect_timeout: config.timeout,
+                    statement_timeout: Some(config.statement_timeout),
+                });
                 let mut mgr_config = ManagerConfig::<AsyncPgConnection>::default();
-                mgr_config.recycling_method = RecyclingMethod::Fast;
+                // A connection that died while idle in the pool (database restarted, network cut)
+                // is found on checkout and replaced, instead of failing the request that got it.
+                mgr_config.recycling_method = RecyclingMethod::Verified;
                 let setup_target = target.clone();
                 mgr_config.custom_setup = Box::new(move |_url| {
                     let target = setup_target.clone();

@@ -1,4 +1,5 @@
-//! PostgreSQL connection targets, with TLS when the URL asks for it.
+//! PostgreSQL connection targets, with TLS when the URL asks for it, and the settings that keep a
+//! connection from hanging forever on a database or network that stopped answering.
 //!
 //! `sslmode=require`, `verify-ca` and `verify-full` connect over rustls and always verify the
 //! server certificate and host name (system roots plus `sslrootcert=PATH` when given): dialtone
@@ -6,9 +7,10 @@
 //! connect in plain text (a local socket or a trusted network).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use diesel::{ConnectionError, ConnectionResult};
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -20,6 +22,27 @@ use super::{DbError, DbResult};
 pub struct PgTarget {
     url: String,
     tls: Option<Arc<rustls::ClientConfig>>,
+    limits: PgLimits,
+}
+
+/// Bounds on every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PgLimits {
+    /// Connecting (TCP, TLS and authentication) gives up after this.
+    pub connect_timeout: Duration,
+    /// PostgreSQL cancels a statement, or ends a session idle inside a transaction, after this;
+    /// the kernel also drops the connection when sent data stays unacknowledged this long (TCP
+    /// user timeout). `None` (migrations, `rekey`): statements may take as long as they need.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for PgLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: None,
+        }
+    }
 }
 
 impl PgTarget {
@@ -56,7 +79,16 @@ impl PgTarget {
         } else {
             None
         };
-        Ok(Self { url, tls })
+        Ok(Self {
+            url,
+            tls,
+            limits: PgLimits::default(),
+        })
+    }
+
+    pub fn with_limits(mut self, limits: PgLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The URL handed to tokio-postgres (TLS parameters normalized).
@@ -68,24 +100,49 @@ impl PgTarget {
         self.tls.is_some()
     }
 
-    /// Open one connection.
+    /// Open one connection: keepalives on, and the statement and TCP user timeouts when set.
     pub async fn connect(&self) -> ConnectionResult<AsyncPgConnection> {
         let bad = |e: tokio_postgres::Error| ConnectionError::BadConnection(with_causes(&e));
-        match &self.tls {
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(bad)?;
+        // Keepalive probes find a dead peer on an idle connection.
+        config
+            .connect_timeout(self.limits.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
+        if let Some(limit) = self.limits.statement_timeout {
+            config.tcp_user_timeout(limit);
+        }
+        let mut conn = match &self.tls {
             None => {
-                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                    .await
-                    .map_err(bad)?;
-                AsyncPgConnection::try_from_client_and_connection(client, conn).await
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(bad)?;
+                AsyncPgConnection::try_from_client_and_connection(client, conn).await?
             }
             Some(cfg) => {
                 let tls = MakeRustlsConnect::new((**cfg).clone());
-                let (client, conn) = tokio_postgres::connect(&self.url, tls).await.map_err(bad)?;
-                AsyncPgConnection::try_from_client_and_connection(client, conn).await
+                let (client, conn) = config.connect(tls).await.map_err(bad)?;
+                AsyncPgConnection::try_from_client_and_connection(client, conn).await?
             }
+        };
+        if let Some(limit) = self.limits.statement_timeout {
+            let ms = limit.as_millis();
+            conn.batch_execute(&format!(
+                "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}"
+            ))
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
         }
+        Ok(conn)
     }
 }
+
+/// An idle connection is probed after this much silence…
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// …then every this often…
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// …and dropped after this many unanswered probes.
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// An error with its causes: tokio-postgres' own text is only the kind ("error performing TLS
 /// handshake", "db error"); why (an unknown CA, a wrong host name, a `pg_hba.conf` refusal) is in
