@@ -46,6 +46,7 @@ pub struct Metrics {
     pub slow_consumer_closes: Counter,
     pub db_batch_size: Histogram,
     pub db_commit_seconds: Histogram,
+    pub db_cancelled: Counter,
     pub http_responses: Family<StatusLabel, Counter>,
     pub ws_errors: Family<CodeLabel, Counter>,
     pub login_failures: Counter,
@@ -100,6 +101,7 @@ impl Metrics {
             slow_consumer_closes: Counter::default(),
             db_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             db_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            db_cancelled: Counter::default(),
             http_responses: Family::default(),
             ws_errors: Family::default(),
             login_failures: Counter::default(),
@@ -177,6 +179,11 @@ impl Metrics {
             "db_commit_seconds",
             "Group commit latency",
             m.db_commit_seconds.clone(),
+        );
+        registry.register(
+            "db_cancelled",
+            "Database calls given up by their caller (call timeout) and cancelled",
+            m.db_cancelled.clone(),
         );
         registry.register(
             "http_responses",

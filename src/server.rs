@@ -48,6 +48,7 @@ impl Storage {
             tracing::info!(versions = ?applied, "migrations applied");
         }
         let pool = Pool::new(&config.db).context("DIALTONE_DB_URL")?;
+        let commit_pool = Pool::dedicated(&config.db).context("DIALTONE_DB_URL")?;
         let previous: Vec<&[u8]> = config
             .channel_keys_previous
             .iter()
@@ -62,6 +63,7 @@ impl Storage {
         tracing::info!(key_id = cipher.current_key_id(), backend = ?pool.backend(), "storage ready");
         let store = Store::new(
             pool,
+            commit_pool,
             cipher,
             hasher,
             Settings {
@@ -78,6 +80,7 @@ impl Storage {
                 batch_max: config.db.batch_max,
                 max_pending: config.db.max_pending,
                 call_timeout: config.db.timeout * 4,
+                commit_timeout: config.db.statement_timeout,
             },
             metrics.clone(),
         );

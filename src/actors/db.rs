@@ -6,11 +6,15 @@
 //! [`AttachFanout`] and [`Drain`].
 //!
 //! Bounds and overflow policy:
-//! - mailbox capacity `DIALTONE_DB_MAILBOX`: request senders ([`DbHandle::call`]) wait for room (HTTP
-//!   requests feel the backpressure) up to `DIALTONE_DB_TIMEOUT_MS` × 4, then get `503`;
-//!   [`DbHandle::persist`] never waits: a full mailbox refuses the message with `rate_limited`;
-//! - at most `DIALTONE_DB_MAX_INFLIGHT` operations run at once; when all slots are taken the actor
-//!   stops draining its mailbox until one frees, so the mailbox bound is real;
+//! - at most `DIALTONE_DB_MAX_INFLIGHT` operations run or wait in the mailbox at once: a caller
+//!   ([`DbHandle::call`]) takes a slot *before* sending, waiting in FIFO order, and its whole call
+//!   (slot, mailbox, operation) is bounded by `DIALTONE_DB_TIMEOUT_MS` × 4, then `503`. A caller
+//!   that gives up (timeout, client gone) cancels its operation: one not yet started never runs,
+//!   one running is dropped at its next await (a transaction rolls back; a statement already sent
+//!   is bounded by the statement timeout). The actor itself never parks, so the group commit in
+//!   flight keeps being polled whatever the request load;
+//! - mailbox capacity `DIALTONE_DB_MAILBOX`: [`DbHandle::persist`] never waits: a full mailbox
+//!   refuses the message with `rate_limited`;
 //! - at most `DIALTONE_DB_MAX_PENDING` channel messages wait for a group commit; beyond it new ones
 //!   are refused with `rate_limited` (the sender was never acknowledged, so nothing is lost).
 //!
@@ -20,12 +24,12 @@
 //! `sent_at` is assigned here, strictly increasing, so history order equals commit order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use futures_util::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::{Outbound, SessionHandle};
@@ -54,6 +58,8 @@ pub struct DbActorConfig {
     pub max_pending: usize,
     /// How long a caller waits for its answer before `503`.
     pub call_timeout: Duration,
+    /// The longest one group commit may take (`DIALTONE_DB_STATEMENT_TIMEOUT_MS`).
+    pub commit_timeout: Duration,
 }
 
 pub struct DbActor {
@@ -81,11 +87,14 @@ impl DbActor {
         let mailbox = metrics.mailbox("db");
         let cfg = config.clone();
         let meter = mailbox.clone();
+        let slots = Arc::new(Semaphore::new(config.max_inflight));
+        let inflight = slots.clone();
+        let cancelled = metrics.db_cancelled.clone();
         let addr = DbActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(cfg.mailbox);
             DbActor {
                 store: Arc::new(store),
-                inflight: Arc::new(Semaphore::new(cfg.max_inflight)),
+                inflight,
                 config: cfg,
                 mailbox: meter,
                 metrics,
@@ -101,28 +110,11 @@ impl DbActor {
                 addr,
                 meter: mailbox,
                 timeout: config.call_timeout,
+                slots,
+                cancelled,
             },
             arbiter,
         )
-    }
-
-    /// Wait for an in-flight slot. When none is free the actor stops taking messages from its
-    /// mailbox until one is, so senders feel the mailbox bound instead of piling up futures.
-    fn admit(
-        &mut self,
-        ctx: &mut Context<Self>,
-    ) -> impl Future<Output = Option<OwnedSemaphorePermit>> + 'static {
-        if self.inflight.available_permits() == 0 {
-            let sem = self.inflight.clone();
-            ctx.wait(
-                async move {
-                    let _ = sem.acquire().await;
-                }
-                .into_actor(self),
-            );
-        }
-        let sem = self.inflight.clone();
-        async move { sem.acquire_owned().await.ok() }
     }
 
     /// A `sent_at` strictly after the previous one, at PostgreSQL's microsecond precision.
@@ -166,13 +158,25 @@ impl DbActor {
         }
         let store = self.store.clone();
         let started = Instant::now();
+        let limit = self.config.commit_timeout;
         ctx.spawn(
-            async move { messages::commit_batch(&store, rows).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    act.finish_batch(result, origins, started);
-                    act.flush(ctx);
-                }),
+            async move {
+                // A database that stopped answering must not hold the queue forever: past the
+                // limit the senders hear `server_error` (the outcome is unknown to them, so they
+                // retry) and the next batch starts on another connection.
+                match tokio::time::timeout(limit, messages::commit_batch(&store, rows)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ServiceError::Db(crate::db::DbError::Unavailable(format!(
+                        "group commit took longer than {} ms",
+                        limit.as_millis()
+                    )))),
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                act.finish_batch(result, origins, started);
+                act.flush(ctx);
+            }),
         );
     }
 
@@ -255,21 +259,38 @@ pub struct DbHandle {
     addr: Addr<DbActor>,
     meter: MailboxMeter,
     timeout: Duration,
+    /// Operation slots (`DIALTONE_DB_MAX_INFLIGHT`), taken by callers before they send.
+    slots: Arc<Semaphore>,
+    cancelled: prometheus_client::metrics::counter::Counter,
 }
 
 impl DbHandle {
-    /// Send a request and wait for its result; an overloaded or stopped actor is `Busy`.
-    pub async fn call<M, T>(&self, msg: M) -> ServiceResult<T>
-    where
-        M: Message<Result = ServiceResult<T>> + Send + 'static,
-        T: Send + 'static,
-        DbActor: Handler<M>,
-    {
-        self.meter.queued();
-        match self.addr.send(msg).timeout(self.timeout).await {
+    /// Run one operation and wait for its result. Overload, a stopped actor or an operation that
+    /// outlives the call timeout is `Busy` (503); giving up cancels the operation.
+    pub async fn call<Op: DbOp>(&self, op: Op) -> ServiceResult<Op::Output> {
+        let call = async {
+            let slot = self
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ServiceError::Busy("server shutting down"))?;
+            let (reply, answer) = oneshot::channel();
+            self.meter.queued();
+            if self.addr.send(Request { op, slot, reply }).await.is_err() {
+                self.meter.handled();
+                return Err(ServiceError::Busy("server shutting down"));
+            }
+            answer
+                .await
+                .unwrap_or(Err(ServiceError::Busy("server shutting down")))
+        };
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
-            Err(MailboxError::Timeout) => Err(ServiceError::Busy("database busy; retry later")),
-            Err(MailboxError::Closed) => Err(ServiceError::Busy("server shutting down")),
+            Err(_) => {
+                self.cancelled.inc();
+                Err(ServiceError::Busy("database busy; retry later"))
+            }
         }
     }
 
@@ -374,8 +395,55 @@ impl Handler<Drain> for DbActor {
     }
 }
 
-/// Declares one request message per service operation, with its handler: the operation runs as a
-/// future of its own (operations overlap; the in-flight bound applies).
+/// One database operation: a service call on the [`Store`], run by the actor as its own future.
+pub trait DbOp: Send + 'static {
+    type Output: Send + 'static;
+    fn run(self, store: Arc<Store>) -> BoxFuture<'static, ServiceResult<Self::Output>>;
+}
+
+/// An operation on its way to the actor, with the caller's slot and reply channel.
+struct Request<Op: DbOp> {
+    op: Op,
+    slot: OwnedSemaphorePermit,
+    reply: oneshot::Sender<ServiceResult<Op::Output>>,
+}
+
+impl<Op: DbOp> Message for Request<Op> {
+    type Result = ();
+}
+
+impl<Op: DbOp> Handler<Request<Op>> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, req: Request<Op>, ctx: &mut Context<Self>) {
+        self.mailbox.handled();
+        let Request {
+            op,
+            slot,
+            mut reply,
+        } = req;
+        if reply.is_closed() {
+            // The caller gave up while this waited in the mailbox: do not start it.
+            return;
+        }
+        let store = self.store.clone();
+        ctx.spawn(
+            async move {
+                tokio::select! {
+                    result = op.run(store) => {
+                        let _ = reply.send(result);
+                    }
+                    // Dropping the operation rolls back its transaction, if any.
+                    () = reply.closed() => {}
+                }
+                drop(slot);
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// Declares one operation type per service call: its fields, output and body.
 macro_rules! db_requests {
     ($(
         $(#[$doc:meta])*
@@ -384,20 +452,13 @@ macro_rules! db_requests {
         $(#[$doc])*
         pub struct $name { $(pub $field: $ty),* }
 
-        impl Message for $name {
-            type Result = ServiceResult<$out>;
-        }
-
-        impl Handler<$name> for DbActor {
-            type Result = ResponseFuture<ServiceResult<$out>>;
+        impl DbOp for $name {
+            type Output = $out;
 
             #[allow(unused_variables)]
-            fn handle(&mut self, $msg: $name, ctx: &mut Context<Self>) -> Self::Result {
-                self.mailbox.handled();
-                let store = self.store.clone();
-                let permit = self.admit(ctx);
+            fn run(self, store: Arc<Store>) -> BoxFuture<'static, ServiceResult<$out>> {
                 Box::pin(async move {
-                    let _permit = permit.await;
+                    let $msg = self;
                     let $store: &Store = &store;
                     $body.await
                 })

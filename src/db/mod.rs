@@ -216,6 +216,16 @@ impl<E> From<DieselError> for TxFail<E> {
 impl Pool {
     /// Build the pool for `config.url`. Connections open lazily; use [`Pool::ping`] to check.
     pub fn new(config: &DbConfig) -> DbResult<Self> {
+        Self::with_max(config, config.pool_size)
+    }
+
+    /// A one-connection pool for the group commit alone, so that commits never wait behind
+    /// requests for a connection.
+    pub fn dedicated(config: &DbConfig) -> DbResult<Self> {
+        Self::with_max(config, 1)
+    }
+
+    fn with_max(config: &DbConfig, max_size: usize) -> DbResult<Self> {
         match &config.url {
             DbUrl::Postgres(url) => {
                 let target = tls::PgTarget::parse(url)?.with_limits(tls::PgLimits {
@@ -236,7 +246,7 @@ impl Pool {
                     mgr_config,
                 );
                 let pool = DeadPool::builder(mgr)
-                    .max_size(config.pool_size)
+                    .max_size(max_size)
                     .runtime(Runtime::Tokio1)
                     .wait_timeout(Some(config.timeout))
                     .create_timeout(Some(config.timeout))
@@ -257,7 +267,7 @@ impl Pool {
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, mgr_config);
                 let pool = DeadPool::builder(mgr)
                     // SQLite has one writer at a time; a few connections serve concurrent reads.
-                    .max_size(config.pool_size.min(8))
+                    .max_size(max_size.min(8))
                     .runtime(Runtime::Tokio1)
                     .wait_timeout(Some(config.timeout))
                     .create_timeout(Some(config.timeout))

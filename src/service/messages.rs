@@ -24,7 +24,7 @@ pub struct Committed {
 /// Commit a batch of channel messages in one transaction. Rows addressed to a channel that does not
 /// exist are returned apart; the rest commit together or not at all.
 pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult<Committed> {
-    let mut conn = store.pool.get().await?;
+    let mut conn = store.commit_pool.get().await?;
     let Ok(committed) = conn
         .transaction(move |mut db| {
             async move {

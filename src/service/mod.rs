@@ -25,6 +25,8 @@ use crate::db::{DbError, Pool};
 /// What the database actor owns.
 pub struct Store {
     pub pool: Pool,
+    /// The group commit's own connection (see [`Pool::dedicated`]).
+    pub commit_pool: Pool,
     cipher: FieldCipher,
     hasher: KeyedHasher,
     pub settings: Settings,
@@ -38,9 +40,16 @@ pub struct Settings {
 }
 
 impl Store {
-    pub fn new(pool: Pool, cipher: FieldCipher, hasher: KeyedHasher, settings: Settings) -> Self {
+    pub fn new(
+        pool: Pool,
+        commit_pool: Pool,
+        cipher: FieldCipher,
+        hasher: KeyedHasher,
+        settings: Settings,
+    ) -> Self {
         Self {
             pool,
+            commit_pool,
             cipher,
             hasher,
             settings,
