@@ -33,3 +33,4 @@ mod ws_announcements;
 mod ws_events;
 mod ws_lifecycle;
 mod ws_order;
+mod ws_shutdown;
