@@ -70,7 +70,16 @@ async fn message_echo_reaches_every_subscriber_after_commit() {
     .await
     .unwrap();
     gate.wait_for_blocked_writer(&server.db).await;
-    // The session handles frames in order: by the probe's answer it has handed the message on.
+    // The session handles frames in order: by the probe's answer it has handed the message to
+    // the database actor, whose mailbox is in order too: by this read's answer the actor has
+    // taken the message up (a premature fan-out would be on its way now).
+    assert_nothing_queued(&mut a, "no echo before the commit").await;
+    let history = alice
+        .rest
+        .messages(&channel.id, &dialtone::client::rest::Page::default())
+        .await
+        .unwrap();
+    assert!(history.messages.is_empty(), "{history:?}");
     assert_nothing_queued(&mut a, "no echo before the commit").await;
     assert_nothing_queued(&mut b, "no fan-out before the commit").await;
     assert_eq!(
