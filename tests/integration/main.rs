@@ -12,10 +12,12 @@ mod procs;
 mod support;
 
 mod at_rest;
+mod commit_faults;
 mod concurrency;
 mod db_tls;
 mod e2e;
 mod embedded;
+mod hard_kill;
 mod http_conventions;
 mod listener_modes;
 mod load_smoke;
