@@ -153,7 +153,14 @@ impl DbActor {
                 sent_at: self.next_sent_at(),
                 client_message_id: msg.client_message_id,
             };
-            origins.insert(row.id.clone(), msg.origin);
+            origins.insert(
+                row.id.clone(),
+                Origin {
+                    session: msg.origin,
+                    channel_id: row.channel_id.clone(),
+                    client_message_id: row.client_message_id.clone(),
+                },
+            );
             rows.push(row);
         }
         let store = self.store.clone();
@@ -183,7 +190,7 @@ impl DbActor {
     fn finish_batch(
         &mut self,
         result: ServiceResult<messages::Committed>,
-        mut origins: HashMap<String, SessionHandle>,
+        mut origins: HashMap<String, Origin>,
         started: Instant,
     ) {
         match result {
@@ -197,12 +204,7 @@ impl DbActor {
                 for row in committed.missing_channel {
                     if let Some(origin) = origins.remove(&row.id) {
                         self.metrics.messages_rejected.inc();
-                        reject(
-                            &origin,
-                            &row,
-                            error_code::CHANNEL_NOT_FOUND,
-                            "channel not found",
-                        );
+                        origin.reject(error_code::CHANNEL_NOT_FOUND, "channel not found");
                     }
                 }
                 if n == 0 {
@@ -212,7 +214,7 @@ impl DbActor {
                     .rows
                     .into_iter()
                     .filter_map(|row| {
-                        let origin = origins.remove(&row.id)?;
+                        let origin = origins.remove(&row.id)?.session;
                         Some(CommittedMessage { row, origin })
                     })
                     .collect();
@@ -230,23 +232,29 @@ impl DbActor {
                 tracing::error!(error = %e, batch = origins.len(), "group commit failed; senders told to retry");
                 self.metrics.messages_rejected.inc_by(origins.len() as u64);
                 for origin in origins.values() {
-                    origin
-                        .outbound
-                        .do_send(Outbound::Event(Box::new(Event::error(
-                            error_code::SERVER_ERROR,
-                            "message not saved; please retry",
-                        ))));
+                    origin.reject(error_code::SERVER_ERROR, "message not saved; please retry");
                 }
             }
         }
     }
 }
 
-fn reject(origin: &SessionHandle, row: &MessageRow, code: &'static str, message: &str) {
-    origin.outbound.do_send(Outbound::Event(Box::new(
-        Event::error(code, message)
-            .for_request(Some(row.channel_id.clone()), row.client_message_id.clone()),
-    )));
+/// Who sent a message of a batch, and the correlation fields its refusal must carry.
+struct Origin {
+    session: SessionHandle,
+    channel_id: String,
+    client_message_id: Option<String>,
+}
+
+impl Origin {
+    fn reject(&self, code: &'static str, message: &str) {
+        self.session.outbound.do_send(Outbound::Event(Box::new(
+            Event::error(code, message).for_request(
+                Some(self.channel_id.clone()),
+                self.client_message_id.clone(),
+            ),
+        )));
+    }
 }
 
 impl Actor for DbActor {

@@ -12,11 +12,13 @@ mod procs;
 mod support;
 
 mod at_rest;
+mod commit_faults;
 mod concurrency;
 mod db_tls;
 mod dependency_down;
 mod e2e;
 mod embedded;
+mod hard_kill;
 mod http_conventions;
 mod listener_modes;
 mod load_smoke;
@@ -36,3 +38,4 @@ mod ws_announcements;
 mod ws_events;
 mod ws_lifecycle;
 mod ws_order;
+mod ws_shutdown;

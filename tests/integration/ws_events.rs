@@ -21,6 +21,15 @@ pub(crate) async fn expect_error(ws: &mut WsClient, code: &str) -> Event {
     e
 }
 
+/// Wait for `user` coming online on `ws`, so that nothing else is on its way to it.
+async fn expect_presence(ws: &mut WsClient, user: &str) {
+    let e = ws
+        .expect_event(event_type::PRESENCE_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((e.sender.as_str(), e.online), (user, Some(true)));
+}
+
 /// Send a valid message and get its echo: proves the socket still works.
 async fn still_usable(ws: &mut WsClient, channel: &str) {
     ws.send(&ClientFrame::channel_message(
@@ -45,8 +54,13 @@ async fn message_echo_reaches_every_subscriber_after_commit() {
     let bob = server.user("bob").await;
     let channel = alice.rest.create_channel("Y2hhbg==").await.unwrap();
     let mut a = server.ws(&alice).await;
+    expect_presence(&mut a, alice.id()).await;
     let mut b = server.ws(&bob).await;
+    expect_presence(&mut b, bob.id()).await;
+    expect_presence(&mut a, bob.id()).await;
 
+    // Commit blocked: the message is accepted but must reach no one, and no row is visible.
+    let gate = WriteGate::hold(&server.db).await;
     a.send(&ClientFrame::channel_message(
         &channel.id,
         "Ym9keQ==",
@@ -55,6 +69,28 @@ async fn message_echo_reaches_every_subscriber_after_commit() {
     ))
     .await
     .unwrap();
+    gate.wait_for_blocked_writer(&server.db).await;
+    // The session handles frames in order: by the probe's answer it has handed the message to
+    // the database actor, whose mailbox is in order too: by this read's answer the actor has
+    // taken the message up (a premature fan-out would be on its way now).
+    assert_nothing_queued(&mut a, "no echo before the commit").await;
+    let history = alice
+        .rest
+        .messages(&channel.id, &dialtone::client::rest::Page::default())
+        .await
+        .unwrap();
+    assert!(history.messages.is_empty(), "{history:?}");
+    assert_nothing_queued(&mut a, "no echo before the commit").await;
+    assert_nothing_queued(&mut b, "no fan-out before the commit").await;
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM channel_messages")
+            .await,
+        0
+    );
+    gate.release().await;
+
     let echo = a
         .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
         .await

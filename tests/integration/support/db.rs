@@ -126,23 +126,32 @@ impl TestDb {
         self.url.trim_start_matches("sqlite://").to_owned()
     }
 
+    /// A new connection of its own to this PostgreSQL database (its driver task runs on the
+    /// current runtime; dropping the client closes it).
+    pub(super) async fn pg_connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Opens connections of their own to this SQLite file, from any thread.
+    pub(super) fn sqlite_opener(&self) -> SqliteOpener {
+        SqliteOpener(self.sqlite_path())
+    }
+
     /// Run statements.
     pub async fn execute(&self, sql: &str) {
         match self.backend {
             Backend::Postgres => {
-                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                client.batch_execute(sql).await.unwrap();
+                self.pg_connect().await.batch_execute(sql).await.unwrap();
             }
             Backend::Sqlite => {
-                let path = self.sqlite_path();
+                let db = self.sqlite_opener();
                 let sql = sql.to_owned();
                 tokio::task::spawn_blocking(move || {
-                    let mut c = SqliteConnection::establish(&path).unwrap();
-                    c.batch_execute("PRAGMA busy_timeout = 10000;").unwrap();
-                    c.batch_execute(&sql).unwrap();
+                    db.open().batch_execute(&sql).unwrap();
                 })
                 .await
                 .unwrap();
@@ -153,35 +162,28 @@ impl TestDb {
     /// A one-column query whose column is named `v`; every value as text (NULL → None).
     pub async fn strings(&self, sql: &str) -> Vec<Option<String>> {
         match self.backend {
-            Backend::Postgres => {
-                let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                client
-                    .simple_query(sql)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => {
-                            Some(r.get(0).map(str::to_owned))
-                        }
-                        _ => None,
-                    })
-                    .collect()
-            }
+            Backend::Postgres => self
+                .pg_connect()
+                .await
+                .simple_query(sql)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+                    _ => None,
+                })
+                .collect(),
             Backend::Sqlite => {
                 #[derive(QueryableByName)]
                 struct V {
                     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
                     v: Option<String>,
                 }
-                let path = self.sqlite_path();
+                let db = self.sqlite_opener();
                 let sql = format!("SELECT CAST(v AS TEXT) AS v FROM ({sql})");
                 tokio::task::spawn_blocking(move || {
-                    let mut c = SqliteConnection::establish(&path).unwrap();
-                    c.batch_execute("PRAGMA busy_timeout = 10000;").unwrap();
+                    let mut c = db.open();
                     diesel::sql_query(sql)
                         .load::<V>(&mut c)
                         .unwrap()
@@ -278,6 +280,18 @@ impl Drop for TestDb {
             })
             .join();
         }
+    }
+}
+
+/// The path of a test SQLite file; [`SqliteOpener::open`] is blocking (call it off the runtime).
+pub(super) struct SqliteOpener(String);
+
+impl SqliteOpener {
+    /// A connection that waits for locks as the server's do (same busy timeout).
+    pub(super) fn open(&self) -> SqliteConnection {
+        let mut c = SqliteConnection::establish(&self.0).expect("open the test SQLite file");
+        c.batch_execute("PRAGMA busy_timeout = 10000;").unwrap();
+        c
     }
 }
 

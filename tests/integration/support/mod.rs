@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod asserts;
 mod db;
+mod faults;
 mod incidents;
 mod logs;
 mod metrics;
@@ -22,6 +23,7 @@ mod ws;
 
 pub use asserts::*;
 pub use db::*;
+pub use faults::*;
 pub use incidents::*;
 pub use logs::*;
 pub use metrics::*;

@@ -1,0 +1,189 @@
+//! Fault tools for the commit path, built from the database's own mechanisms (no product hooks),
+//! the same on both backends:
+//! - [`WriteGate`]: a separate connection holds the write lock on `channel_messages`, so the
+//!   server's group commit blocks until the gate is released;
+//! - [`install_commit_fault`]: a trigger makes inserts of marked bodies fail, so the commit errors;
+//! - [`counter`]: a value of `GET /metrics`, to check the counters these paths move.
+//!
+//! How long the server waits behind a gate differs by backend, and tests must release well within
+//! the shorter bound: on PostgreSQL the blocked `INSERT` waits indefinitely (no statement or lock
+//! timeout is set); on SQLite the server's `BEGIN IMMEDIATE` waits for its busy timeout (10 s,
+//! `SQLITE_PRAGMAS`) and then fails the batch. `DIALTONE_DB_TIMEOUT_MS` does not bound a blocked
+//! statement: it bounds waiting for a pooled connection, and (× 4) a caller's wait for the database
+//! actor's answer.
+
+use super::db::{Backend, TestDb};
+use super::eventually;
+use super::server::TestServer;
+
+/// Holds the write lock on `channel_messages` from its own connection until [`release`]d (or
+/// dropped). PostgreSQL: `LOCK TABLE … IN EXCLUSIVE MODE` (reads go on; every insert waits).
+/// SQLite: `BEGIN IMMEDIATE` — the database has one writer, so every write of the server waits,
+/// not only message inserts: set up users and channels before holding the gate.
+///
+/// [`release`]: WriteGate::release
+pub struct WriteGate {
+    /// The holding connection lives on a thread of its own, so the gate can be let go from
+    /// `Drop` even while the test's runtime is blocked (e.g. in `TestServer::drop`, which waits
+    /// for the server's drain — which waits for this gate).
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    backend: Backend,
+}
+
+impl WriteGate {
+    /// Take the lock; returns once it is held.
+    pub async fn hold(db: &TestDb) -> Self {
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let thread = match db.backend() {
+            Backend::Postgres => {
+                let db = TestDb::existing_postgres(db.url.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("gate runtime");
+                    let client = rt.block_on(async {
+                        let client = db.pg_connect().await;
+                        client
+                            .batch_execute("BEGIN; LOCK TABLE channel_messages IN EXCLUSIVE MODE")
+                            .await
+                            .expect("lock channel_messages");
+                        client
+                    });
+                    let _ = held_tx.send(());
+                    // A message or a dropped sender: either way, let go.
+                    let _ = released.recv();
+                    rt.block_on(async {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                    });
+                })
+            }
+            Backend::Sqlite => {
+                let opener = db.sqlite_opener();
+                std::thread::spawn(move || {
+                    let mut c = opener.open();
+                    diesel::connection::SimpleConnection::batch_execute(&mut c, "BEGIN IMMEDIATE")
+                        .expect("take the SQLite write lock");
+                    let _ = held_tx.send(());
+                    let _ = released.recv();
+                    let _ = diesel::connection::SimpleConnection::batch_execute(&mut c, "ROLLBACK");
+                })
+            }
+        };
+        held_rx.await.expect("the gate thread took the write lock");
+        WriteGate {
+            release: Some(release),
+            thread: Some(thread),
+            backend: db.backend(),
+        }
+    }
+
+    /// On PostgreSQL, wait until a server statement is queued behind the gate (a commit has
+    /// started and is blocked). SQLite shows no lock waiters to another connection: there this
+    /// returns at once, and tests rely on their probe round trips instead.
+    pub async fn wait_for_blocked_writer(&self, db: &TestDb) {
+        if self.backend == Backend::Sqlite {
+            return;
+        }
+        eventually("a server write waits behind the gate", || async {
+            db.count(
+                "SELECT count(*) AS v FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'channel_messages' AND NOT l.granted",
+            )
+            .await
+                > 0
+        })
+        .await;
+    }
+
+    /// Let go of the lock; returns once it is released (blocked server writes proceed).
+    pub async fn release(mut self) {
+        let release = self.release.take();
+        let thread = self.thread.take();
+        tokio::task::spawn_blocking(move || let_go(release, thread))
+            .await
+            .unwrap();
+    }
+}
+
+fn let_go(
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+) {
+    if let Some(tx) = release {
+        let _ = tx.send(());
+    }
+    if let Some(t) = thread
+        && t.join().is_err()
+        && !std::thread::panicking()
+    {
+        panic!("the write gate's thread panicked");
+    }
+}
+
+impl Drop for WriteGate {
+    fn drop(&mut self) {
+        // A failing test drops the gate unreleased: let go before the server's own drop waits
+        // for its drain (declare the gate after the server, so it drops first).
+        let_go(self.release.take(), self.thread.take());
+    }
+}
+
+/// The message the fault trigger raises; the server logs it inside its group-commit `ERROR`.
+pub const COMMIT_FAULT: &str = "injected commit fault";
+
+/// Make every insert into `channel_messages` whose body starts with `marker` fail (the whole
+/// statement, hence the whole batch transaction, aborts). Installed while the server runs.
+pub async fn install_commit_fault(db: &TestDb, marker: &str) {
+    assert!(
+        !marker.is_empty()
+            && marker
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)),
+        "the marker is spliced into SQL: base64 characters only"
+    );
+    let sql = match db.backend() {
+        Backend::Postgres => format!(
+            "CREATE FUNCTION dialtone_test_commit_fault() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF starts_with(NEW.body, '{marker}') THEN RAISE EXCEPTION '{COMMIT_FAULT}'; END IF; \
+               RETURN NEW; \
+             END $$; \
+             CREATE TRIGGER dialtone_test_commit_fault BEFORE INSERT ON channel_messages \
+             FOR EACH ROW EXECUTE FUNCTION dialtone_test_commit_fault();"
+        ),
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER dialtone_test_commit_fault BEFORE INSERT ON channel_messages \
+             WHEN substr(NEW.body, 1, {len}) = '{marker}' \
+             BEGIN SELECT RAISE(ABORT, '{COMMIT_FAULT}'); END;",
+            len = marker.len()
+        ),
+    };
+    db.execute(&sql).await;
+}
+
+/// Remove the trigger of [`install_commit_fault`].
+pub async fn remove_commit_fault(db: &TestDb) {
+    let sql = match db.backend() {
+        Backend::Postgres => {
+            "DROP TRIGGER dialtone_test_commit_fault ON channel_messages; \
+             DROP FUNCTION dialtone_test_commit_fault();"
+        }
+        Backend::Sqlite => "DROP TRIGGER dialtone_test_commit_fault;",
+    };
+    db.execute(sql).await;
+}
+
+/// One sample of the server's `GET /metrics` (admin token), e.g.
+/// `dialtone_ws_errors_total{code="rate_limited"}`; 0 when the series does not exist yet.
+pub async fn counter(server: &TestServer, series: &str) -> f64 {
+    let text = server.admin().metrics_text().await.expect("GET /metrics");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .map(|v| v.trim().parse::<f64>().expect("a metric value"))
+        .next()
+        .unwrap_or(0.0)
+}
