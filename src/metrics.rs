@@ -46,7 +46,11 @@ pub struct Metrics {
     pub slow_consumer_closes: Counter,
     pub db_batch_size: Histogram,
     pub db_commit_seconds: Histogram,
-    pub db_cancelled: Counter,
+    pub db_call_timeouts: Counter,
+    db_pool_in_use: Gauge,
+    db_pool_idle: Gauge,
+    /// Reads the request pool's (in use, idle) connection counts at scrape time.
+    pool_probe: std::sync::OnceLock<PoolProbe>,
     pub http_responses: Family<StatusLabel, Counter>,
     pub ws_errors: Family<CodeLabel, Counter>,
     pub login_failures: Counter,
@@ -54,6 +58,9 @@ pub struct Metrics {
     pub password_queue_depth: Gauge,
     pub password_queue_refused: Counter,
 }
+
+/// Reads (in use, idle) connection counts of a pool.
+pub type PoolProbe = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
 
 /// Depth counter of one actor kind's mailboxes.
 #[derive(Clone)]
@@ -101,7 +108,10 @@ impl Metrics {
             slow_consumer_closes: Counter::default(),
             db_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             db_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
-            db_cancelled: Counter::default(),
+            db_call_timeouts: Counter::default(),
+            db_pool_in_use: Gauge::default(),
+            db_pool_idle: Gauge::default(),
+            pool_probe: std::sync::OnceLock::new(),
             http_responses: Family::default(),
             ws_errors: Family::default(),
             login_failures: Counter::default(),
@@ -181,9 +191,19 @@ impl Metrics {
             m.db_commit_seconds.clone(),
         );
         registry.register(
-            "db_cancelled",
-            "Database calls given up by their caller (call timeout) and cancelled",
-            m.db_cancelled.clone(),
+            "db_pool_in_use",
+            "Request pool connections checked out (read at scrape time)",
+            m.db_pool_in_use.clone(),
+        );
+        registry.register(
+            "db_pool_idle",
+            "Request pool connections open and idle (read at scrape time)",
+            m.db_pool_idle.clone(),
+        );
+        registry.register(
+            "db_call_timeouts",
+            "Database calls that ran past the call timeout (503; an operation not yet started is dropped)",
+            m.db_call_timeouts.clone(),
         );
         registry.register(
             "http_responses",
@@ -242,8 +262,20 @@ impl Metrics {
         self.ws_errors.get_or_create(&CodeLabel { code }).inc();
     }
 
+    /// Where [`Metrics::render`] reads the pool's connection counts (set once, at start).
+    pub fn set_pool_probe(&self, probe: PoolProbe) {
+        let _ = self.pool_probe.set(probe);
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Some(probe) = self.pool_probe.get() {
+            let (in_use, idle) = probe();
+            self.db_pool_in_use
+                .set(i64::try_from(in_use).unwrap_or(i64::MAX));
+            self.db_pool_idle
+                .set(i64::try_from(idle).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

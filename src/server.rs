@@ -61,6 +61,9 @@ impl Storage {
             &previous,
         );
         tracing::info!(key_id = cipher.current_key_id(), backend = ?pool.backend(), "storage ready");
+        let metrics = Metrics::new();
+        let probed = pool.clone();
+        metrics.set_pool_probe(Box::new(move || probed.status()));
         let store = Store::new(
             pool,
             commit_pool,
@@ -71,7 +74,6 @@ impl Storage {
                 invite_ttl: config.invite_ttl,
             },
         );
-        let metrics = Metrics::new();
         let (db, arbiter) = DbActor::start(
             store,
             DbActorConfig {

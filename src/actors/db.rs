@@ -9,10 +9,10 @@
 //! - at most `DIALTONE_DB_MAX_INFLIGHT` operations run or wait in the mailbox at once: a caller
 //!   ([`DbHandle::call`]) takes a slot *before* sending, waiting in FIFO order, and its whole call
 //!   (slot, mailbox, operation) is bounded by `DIALTONE_DB_TIMEOUT_MS` × 4, then `503`. A caller
-//!   that gives up (timeout, client gone) cancels its operation: one not yet started never runs,
-//!   one running is dropped at its next await (a transaction rolls back; a statement already sent
-//!   is bounded by the statement timeout). The actor itself never parks, so the group commit in
-//!   flight keeps being polled whatever the request load;
+//!   that gives up (timeout, client gone) before its operation started cancels it: it never runs.
+//!   A started operation runs to its end, bounded by the statement timeout (PostgreSQL) or the
+//!   busy timeout (SQLite). The actor itself never parks, so the group commit in flight keeps
+//!   being polled whatever the request load;
 //! - mailbox capacity `DIALTONE_DB_MAILBOX`: [`DbHandle::persist`] never waits: a full mailbox
 //!   refuses the message with `rate_limited`;
 //! - at most `DIALTONE_DB_MAX_PENDING` channel messages wait for a group commit; beyond it new ones
@@ -89,7 +89,7 @@ impl DbActor {
         let meter = mailbox.clone();
         let slots = Arc::new(Semaphore::new(config.max_inflight));
         let inflight = slots.clone();
-        let cancelled = metrics.db_cancelled.clone();
+        let timeouts = metrics.db_call_timeouts.clone();
         let addr = DbActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(cfg.mailbox);
             DbActor {
@@ -111,10 +111,18 @@ impl DbActor {
                 meter: mailbox,
                 timeout: config.call_timeout,
                 slots,
-                cancelled,
+                timeouts,
             },
             arbiter,
         )
+    }
+
+    /// Whether a group commit may be abandoned half-way (its transaction then rolls back and the
+    /// broken connection is discarded by the pool). Not on SQLite: its statements run on a blocking
+    /// thread that cannot be interrupted, and diesel-async's wrapper waits for them when dropped —
+    /// which panics on the actor's current-thread runtime. The busy timeout bounds it there.
+    fn abandonable(&self) -> bool {
+        self.store.pool.backend() == crate::db::Backend::Postgres
     }
 
     /// A `sent_at` strictly after the previous one, at PostgreSQL's microsecond precision.
@@ -165,36 +173,29 @@ impl DbActor {
         }
         let store = self.store.clone();
         let started = Instant::now();
-        let limit = self.config.commit_timeout;
-        ctx.spawn(
-            async move {
-                // A database that stopped answering must not hold the queue forever: past the
-                // limit the senders hear `server_error` (the outcome is unknown to them, so they
-                // retry) and the next batch starts on another connection.
-                match tokio::time::timeout(limit, messages::commit_batch(&store, rows)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(ServiceError::Db(crate::db::DbError::Unavailable(format!(
-                        "group commit took longer than {} ms",
-                        limit.as_millis()
-                    )))),
-                }
-            }
-            .into_actor(self)
-            .map(move |result, act, ctx| {
+        let limit = self.abandonable().then_some(self.config.commit_timeout);
+        ctx.spawn(commit_isolating(store, rows, limit).into_actor(self).map(
+            move |result, act, ctx| {
                 act.finish_batch(result, origins, started);
                 act.flush(ctx);
-            }),
-        );
+            },
+        ));
     }
 
     fn finish_batch(
         &mut self,
-        result: ServiceResult<messages::Committed>,
+        result: ServiceResult<Isolated>,
         mut origins: HashMap<String, Origin>,
         started: Instant,
     ) {
         match result {
-            Ok(committed) => {
+            Ok(Isolated { committed, refused }) => {
+                for row in refused {
+                    if let Some(origin) = origins.remove(&row.id) {
+                        self.metrics.messages_rejected.inc();
+                        origin.reject(error_code::SERVER_ERROR, "message not saved; please retry");
+                    }
+                }
                 let n = committed.rows.len();
                 self.metrics
                     .db_commit_seconds
@@ -239,6 +240,91 @@ impl DbActor {
     }
 }
 
+/// A group commit's outcome once a refused batch has been split up.
+struct Isolated {
+    committed: messages::Committed,
+    /// Rows the database refused on their own (each was retried alone).
+    refused: Vec<MessageRow>,
+}
+
+/// Commit `rows` as one batch. When the database refuses the batch (a constraint, a value it cannot
+/// hold) rather than being unreachable, retry its rows one at a time, in order and before the next
+/// batch starts, so one bad row fails only its own sender and commit order is kept.
+///
+/// A database that stopped answering must not hold the queue forever: past `limit` the senders
+/// hear `server_error` (the outcome is unknown to them, so they retry) and the next batch starts.
+/// (`None` on SQLite, where a commit cannot be abandoned; its busy timeout bounds it.)
+async fn commit_isolating(
+    store: Arc<Store>,
+    rows: Vec<MessageRow>,
+    limit: Option<Duration>,
+) -> ServiceResult<Isolated> {
+    let bounded = |rows: Vec<MessageRow>| {
+        let store = store.clone();
+        async move {
+            let commit = messages::commit_batch(&store, rows);
+            let Some(limit) = limit else {
+                return commit.await;
+            };
+            match tokio::time::timeout(limit, commit).await {
+                Ok(result) => result,
+                Err(_) => Err(ServiceError::Db(crate::db::DbError::Unavailable(format!(
+                    "group commit took longer than {} ms",
+                    limit.as_millis()
+                )))),
+            }
+        }
+    };
+    // Kept only to split the batch if it is refused; SQLite's insert copies the rows anyway.
+    let retry = (rows.len() > 1).then(|| rows.clone());
+    let err = match bounded(rows).await {
+        Ok(committed) => {
+            return Ok(Isolated {
+                committed,
+                refused: Vec::new(),
+            });
+        }
+        Err(e) => e,
+    };
+    let Some(rows) = retry.filter(|_| is_refusal(&err)) else {
+        return Err(err);
+    };
+    tracing::warn!(error = %err, batch = rows.len(), "group commit refused; committing its rows one by one");
+    let mut out = Isolated {
+        committed: messages::Committed::default(),
+        refused: Vec::new(),
+    };
+    let mut reachable = true;
+    for row in rows {
+        if !reachable {
+            out.refused.push(row);
+            continue;
+        }
+        match bounded(vec![row.clone()]).await {
+            Ok(one) => {
+                out.committed.rows.extend(one.rows);
+                out.committed.missing_channel.extend(one.missing_channel);
+            }
+            Err(e) => {
+                if is_refusal(&e) {
+                    tracing::error!(error = %e, message_id = %row.id, "message refused by the database");
+                } else {
+                    // Unreachable now: the rest is refused too; what committed is fanned out.
+                    tracing::error!(error = %e, "group commit failed while isolating a refused row");
+                    reachable = false;
+                }
+                out.refused.push(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The database answered and said no (as opposed to: it could not be reached or timed out).
+fn is_refusal(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::Db(crate::db::DbError::Query(_)))
+}
+
 /// Who sent a message of a batch, and the correlation fields its refusal must carry.
 struct Origin {
     session: SessionHandle,
@@ -269,12 +355,12 @@ pub struct DbHandle {
     timeout: Duration,
     /// Operation slots (`DIALTONE_DB_MAX_INFLIGHT`), taken by callers before they send.
     slots: Arc<Semaphore>,
-    cancelled: prometheus_client::metrics::counter::Counter,
+    timeouts: prometheus_client::metrics::counter::Counter,
 }
 
 impl DbHandle {
     /// Run one operation and wait for its result. Overload, a stopped actor or an operation that
-    /// outlives the call timeout is `Busy` (503); giving up cancels the operation.
+    /// outlives the call timeout is `Busy` (503); an operation not started by then never runs.
     pub async fn call<Op: DbOp>(&self, op: Op) -> ServiceResult<Op::Output> {
         let call = async {
             let slot = self
@@ -296,7 +382,7 @@ impl DbHandle {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => {
-                self.cancelled.inc();
+                self.timeouts.inc();
                 Err(ServiceError::Busy("database busy; retry later"))
             }
         }
@@ -425,25 +511,19 @@ impl<Op: DbOp> Handler<Request<Op>> for DbActor {
 
     fn handle(&mut self, req: Request<Op>, ctx: &mut Context<Self>) {
         self.mailbox.handled();
-        let Request {
-            op,
-            slot,
-            mut reply,
-        } = req;
+        let Request { op, slot, reply } = req;
         if reply.is_closed() {
             // The caller gave up while this waited in the mailbox: do not start it.
             return;
         }
         let store = self.store.clone();
+        // A started operation runs to its end, holding its slot: the database really is busy
+        // with it. Its statements are bounded by the statement timeout (PostgreSQL) or the busy
+        // timeout (SQLite). Dropping it half-way would leave a statement running on a pooled
+        // connection (PostgreSQL) or panic (SQLite, see [`DbActor::abandonable`]).
         ctx.spawn(
             async move {
-                tokio::select! {
-                    result = op.run(store) => {
-                        let _ = reply.send(result);
-                    }
-                    // Dropping the operation rolls back its transaction, if any.
-                    () = reply.closed() => {}
-                }
+                let _ = reply.send(op.run(store).await);
                 drop(slot);
             }
             .into_actor(self),
