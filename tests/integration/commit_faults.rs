@@ -225,7 +225,7 @@ async fn a_call_whose_caller_gave_up_before_it_started_never_runs() {
         .into_iter()
         .map(|c| c.id)
         .collect();
-    assert_eq!(left, [second.id.clone()]);
+    assert_eq!(left, std::slice::from_ref(&second.id));
     assert_eq!(
         counter(&server, "dialtone_db_call_timeouts_total").await,
         2.0
