@@ -122,6 +122,8 @@ pub struct Running {
     metrics_server: Option<actix_web::dev::Server>,
     /// Where the metrics listener is bound (`DIALTONE_METRICS_ADDR`, its port resolved).
     pub metrics_addr: Option<SocketAddr>,
+    /// `DIALTONE_SHUTDOWN_TIMEOUT_SECS`: the bound on draining the group-commit queue.
+    shutdown_timeout: Duration,
 }
 
 /// Start everything on `listener`; serve with [`Running::serve_until`].
@@ -251,6 +253,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         server,
         metrics_server,
         metrics_addr,
+        shutdown_timeout: config.shutdown_timeout,
     })
 }
 
@@ -275,7 +278,17 @@ impl Running {
         tracing::info!("shutting down: draining in-flight messages");
         handle.pause().await;
         let _ = self.hub.ask(Quiesce).await;
-        self.storage.db.drain().await;
+        // A database that hangs must not hold the shutdown: what has not committed by then was
+        // never acknowledged, so giving up loses nothing a client was told is saved.
+        if tokio::time::timeout(self.shutdown_timeout, self.storage.db.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_secs = self.shutdown_timeout.as_secs(),
+                "shutdown: the database did not drain in time; unacknowledged messages dropped"
+            );
+        }
         let _ = self.hub.ask(Shutdown).await;
         if let Some(m) = metrics_handle {
             m.stop(true).await;

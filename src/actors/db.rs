@@ -117,8 +117,8 @@ impl DbActor {
         )
     }
 
-    /// Whether a group commit may be abandoned half-way (its transaction then rolls back and the
-    /// broken connection is discarded by the pool). Not on SQLite: its statements run on a blocking
+    /// Whether a group commit or an operation may be abandoned half-way (a transaction then rolls
+    /// back and the pool discards the connection). Not on SQLite: its statements run on a blocking
     /// thread that cannot be interrupted, and diesel-async's wrapper waits for them when dropped —
     /// which panics on the actor's current-thread runtime. The busy timeout bounds it there.
     fn abandonable(&self) -> bool {
@@ -320,6 +320,13 @@ async fn commit_isolating(
     Ok(out)
 }
 
+fn abandoned(limit: Duration) -> ServiceError {
+    ServiceError::Db(crate::db::DbError::Unavailable(format!(
+        "database operation abandoned after {} ms without an answer",
+        limit.as_millis()
+    )))
+}
+
 /// The database answered and said no (as opposed to: it could not be reached or timed out).
 fn is_refusal(e: &ServiceError) -> bool {
     matches!(e, ServiceError::Db(crate::db::DbError::Query(_)))
@@ -519,11 +526,22 @@ impl<Op: DbOp> Handler<Request<Op>> for DbActor {
         let store = self.store.clone();
         // A started operation runs to its end, holding its slot: the database really is busy
         // with it. Its statements are bounded by the statement timeout (PostgreSQL) or the busy
-        // timeout (SQLite). Dropping it half-way would leave a statement running on a pooled
-        // connection (PostgreSQL) or panic (SQLite, see [`DbActor::abandonable`]).
+        // timeout (SQLite). Only a PostgreSQL that stopped answering altogether (no reset, so
+        // neither that timeout nor TCP fires) gets it abandoned, well after the statement
+        // timeout would have ended it: the pool then discards the connection on its next
+        // checkout. SQLite cannot abandon (see [`DbActor::abandonable`]).
+        let abandon_after = self
+            .abandonable()
+            .then(|| self.config.call_timeout + self.config.commit_timeout);
         ctx.spawn(
             async move {
-                let _ = reply.send(op.run(store).await);
+                let result = match abandon_after {
+                    None => op.run(store).await,
+                    Some(limit) => tokio::time::timeout(limit, op.run(store))
+                        .await
+                        .unwrap_or_else(|_| Err(abandoned(limit))),
+                };
+                let _ = reply.send(result);
                 drop(slot);
             }
             .into_actor(self),

@@ -54,7 +54,8 @@ pub struct DbConfig {
     /// How long a request waits for a pooled connection (or a new one) before `503`.
     pub timeout: Duration,
     /// PostgreSQL: the server-side statement and idle-in-transaction timeouts and the TCP user
-    /// timeout of every pooled connection; also the bound on one group commit (both backends).
+    /// timeout of every pooled connection, and the bound on one group commit. SQLite: how long a
+    /// writer waits for the write lock (`busy_timeout`).
     pub statement_timeout: Duration,
     /// Database actor mailbox capacity; senders wait (HTTP) or are refused (WebSocket) when full.
     pub mailbox: usize,

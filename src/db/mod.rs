@@ -54,12 +54,30 @@ pub enum DbError {
 impl From<DieselError> for DbError {
     fn from(e: DieselError) -> Self {
         match &e {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => DbError::Unavailable(e.to_string()),
+            DieselError::DatabaseError(_, info) if is_transient(info.message()) => {
                 DbError::Unavailable(e.to_string())
             }
             _ => DbError::Query(e),
         }
     }
+}
+
+/// Failures that say nothing about the statement itself: the database was too slow or too busy
+/// (a timeout fired, a lock could not be had). diesel exposes no SQLSTATE, so this reads the
+/// server's message, which PostgreSQL sends in English unless `lc_messages` says otherwise.
+fn is_transient(message: &str) -> bool {
+    const TRANSIENT: [&str; 5] = [
+        "canceling statement due to",
+        "lock timeout",
+        "deadlock detected",
+        "terminating connection",
+        "database is locked",
+    ];
+    TRANSIENT.iter().any(|t| message.contains(t))
 }
 
 impl DbError {
@@ -259,9 +277,10 @@ impl Pool {
                 let path = path.display().to_string();
                 let mut mgr_config = ManagerConfig::<SqliteConn>::default();
                 mgr_config.recycling_method = RecyclingMethod::Fast;
-                mgr_config.custom_setup = Box::new(|url| {
+                let busy = config.statement_timeout;
+                mgr_config.custom_setup = Box::new(move |url| {
                     let url = url.to_owned();
-                    async move { open_sqlite(&url).await }.boxed()
+                    async move { open_sqlite(&url, busy).await }.boxed()
                 });
                 let mgr =
                     AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, mgr_config);
@@ -323,9 +342,17 @@ pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; \
      PRAGMA synchronous = FULL; \
      PRAGMA foreign_keys = ON;";
 
-async fn open_sqlite(path: &str) -> diesel::ConnectionResult<SqliteConn> {
+/// Open a pooled SQLite connection whose writers wait at most `busy` for the write lock (the
+/// statement timeout's SQLite counterpart) instead of the migration default.
+async fn open_sqlite(
+    path: &str,
+    busy: std::time::Duration,
+) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(path).await?;
     conn.batch_execute(SQLITE_PRAGMAS)
+        .await
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {}", busy.as_millis()))
         .await
         .map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)

@@ -319,3 +319,35 @@ async fn one_failing_message_does_not_sink_the_others_in_its_batch() {
         .collect();
     assert_eq!(ids, ["g0", "g1"]);
 }
+
+#[tokio::test]
+async fn a_commit_blocked_past_the_statement_timeout_fails_in_time_then_recovers() {
+    let mut server = TestServer::start_with(|s| {
+        s.set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "300");
+    })
+    .await;
+    server.expect_error("group commit failed");
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("Yg==").await.unwrap();
+    let mut ws = connected(&server, &alice).await;
+
+    // Held far longer than the statement timeout: PostgreSQL cancels the blocked insert, SQLite
+    // stops waiting for the write lock. The sender hears it (a lock wait is no fault of the
+    // message: the batch is not split up and retried row by row).
+    let gate = WriteGate::hold(&server.db).await;
+    ws.send(&message(&channel.id, "eA==", "m0")).await.unwrap();
+    let e = expect_refusal(&mut ws, &channel.id, "m0", error_code::SERVER_ERROR).await;
+    assert_eq!(
+        e.message.as_deref(),
+        Some("message not saved; please retry")
+    );
+    gate.release().await;
+
+    ws.send(&message(&channel.id, "eA==", "m0")).await.unwrap();
+    expect_echo(&mut ws, "m0").await;
+    assert_eq!(stored(&server).await, 1);
+    assert_eq!(
+        counter(&server, "dialtone_messages_rejected_total").await,
+        1.0
+    );
+}

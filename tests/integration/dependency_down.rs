@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use dialtone::client::RestClient;
+use dialtone::protocol::ws::{ClientFrame, close_code, event_type};
 use reqwest::Method;
 
 use crate::support::*;
@@ -129,4 +130,61 @@ async fn ready_is_503_while_postgres_stops_answering_and_recovers() {
     wait_ready_status(&server, 503).await;
     proxy.set(ProxyMode::Forward);
     assert_recovered(&server, &alice, "carol").await;
+}
+
+#[tokio::test]
+async fn a_database_that_stops_answering_fails_sends_in_time_and_shutdown_stays_bounded() {
+    if backend() == Backend::Sqlite {
+        skip("the embedded store runs in the server's process: it cannot stop answering");
+        return;
+    }
+    let db = TestDb::create().await;
+    let proxy = Proxy::to(&url_host_port(&db.url));
+    let via = url_via(&db.url, proxy.addr());
+    let mut server = TestServer::start_on(db, |s| {
+        s.set("DIALTONE_DB_URL", via)
+            .set("DIALTONE_DB_TIMEOUT_MS", "200")
+            .set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "500");
+    })
+    .await;
+    server.expect_error("group commit failed");
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("Yg==").await.unwrap();
+    let mut ws = server.ws(&alice).await;
+    ws_ready(&mut ws).await;
+
+    // No answer and no reset: neither PostgreSQL's statement timeout nor TCP can end the commit;
+    // the server's own bound on it does, and the sender is told.
+    proxy.set(ProxyMode::Blackhole);
+    ws.send(&ClientFrame::channel_message(
+        &channel.id,
+        "eA==",
+        "bmFtZQ==",
+        Some("m0".into()),
+    ))
+    .await
+    .unwrap();
+    let e = ws.expect_event(event_type::ERROR, HUNG).await.unwrap();
+    assert_eq!(
+        (e.code.as_deref(), e.client_message_id.as_deref()),
+        (Some("server_error"), Some("m0")),
+        "{e:?}"
+    );
+    let (status, body) = get(&alice.rest, "/channels").await;
+    assert_eq!(status, 503, "{body}");
+    assert_error_body(&body, "unavailable");
+
+    // Shutdown does not wait on the hung database past its own bound.
+    tokio::time::timeout(HUNG, server.stop())
+        .await
+        .expect("shutdown finished")
+        .expect("shutdown succeeded");
+    assert_eq!(wait_closed(&mut ws).await, close_code::GOING_AWAY);
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM channel_messages")
+            .await,
+        0
+    );
 }

@@ -5,12 +5,11 @@
 //! - [`install_commit_fault`]: a trigger makes inserts of marked bodies fail, so the commit errors;
 //! - [`counter`]: a value of `GET /metrics`, to check the counters these paths move.
 //!
-//! How long the server waits behind a gate differs by backend, and tests must release well within
-//! the shorter bound: on PostgreSQL the blocked `INSERT` waits indefinitely (no statement or lock
-//! timeout is set); on SQLite the server's `BEGIN IMMEDIATE` waits for its busy timeout (10 s,
-//! `SQLITE_PRAGMAS`) and then fails the batch. `DIALTONE_DB_TIMEOUT_MS` does not bound a blocked
-//! statement: it bounds waiting for a pooled connection, and (× 4) a caller's wait for the database
-//! actor's answer.
+//! The server waits behind a gate for `DIALTONE_DB_STATEMENT_TIMEOUT_MS` (10 s by default): on
+//! PostgreSQL the statement timeout cancels the blocked `INSERT`, on SQLite `BEGIN IMMEDIATE`
+//! gives up after the busy timeout; then the batch fails. Tests must release well within it, or
+//! set it to test exactly that. `DIALTONE_DB_TIMEOUT_MS` does not bound a blocked statement: it
+//! bounds waiting for a pooled connection, and (× 4) a caller's wait for the database actor.
 
 use super::db::{Backend, TestDb};
 use super::eventually;
