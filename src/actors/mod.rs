@@ -106,11 +106,14 @@ impl SessionHandle {
     }
 }
 
-/// Sessions grouped by their delivery shard, for one fan-out message per shard.
+/// Sessions grouped by their delivery shard, for one fan-out message per shard. Joining and
+/// leaving are O(1) (a reconnect storm of thousands of sockets must not cost the hub or a channel
+/// actor a scan per socket); the order of keys inside a group means nothing.
 #[derive(Default)]
 pub struct ShardGroups {
     groups: HashMap<usize, ShardGroup>,
-    members: HashMap<SessionKey, usize>,
+    /// Each member's shard and its position in that group's `keys`.
+    members: HashMap<SessionKey, (usize, usize)>,
 }
 
 struct ShardGroup {
@@ -122,7 +125,7 @@ struct ShardGroup {
 
 impl ShardGroups {
     pub fn insert(&mut self, handle: &SessionHandle) {
-        if self.members.insert(handle.key, handle.shard.id).is_some() {
+        if self.members.contains_key(&handle.key) {
             return;
         }
         let group = self
@@ -133,16 +136,23 @@ impl ShardGroups {
                 keys: Vec::new(),
                 shared: None,
             });
+        self.members
+            .insert(handle.key, (handle.shard.id, group.keys.len()));
         group.keys.push(handle.key);
         group.shared = None;
     }
 
     pub fn remove(&mut self, key: SessionKey) -> bool {
-        let Some(id) = self.members.remove(&key) else {
+        let Some((id, at)) = self.members.remove(&key) else {
             return false;
         };
         if let Some(group) = self.groups.get_mut(&id) {
-            group.keys.retain(|k| *k != key);
+            group.keys.swap_remove(at);
+            if let Some(moved) = group.keys.get(at)
+                && let Some(entry) = self.members.get_mut(moved)
+            {
+                entry.1 = at;
+            }
             group.shared = None;
             if group.keys.is_empty() {
                 self.groups.remove(&id);
@@ -277,5 +287,57 @@ pub(crate) mod probe {
             },
         };
         (addr, handle, log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[actix::test]
+    async fn shard_groups_stay_exact_under_churn() {
+        let metrics = Metrics::new();
+        let (_a, first, _) = probe::spawn(&metrics);
+        let (_b, second, _) = probe::spawn(&metrics);
+        let handles: Vec<SessionHandle> = (0..200)
+            .map(|i| SessionHandle {
+                key: SessionKey::next(),
+                ..if i % 3 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                }
+            })
+            .collect();
+        let mut groups = ShardGroups::default();
+        for h in &handles {
+            groups.insert(h);
+            groups.insert(h);
+        }
+        assert_eq!(groups.len(), 200);
+        let mut left: BTreeSet<SessionKey> = handles.iter().map(|h| h.key).collect();
+        // Leave in an order unrelated to joining (every 7th, wrapping), and twice each.
+        for i in (0..200).map(|i| (i * 7) % 200).take(150) {
+            let key = handles[i].key;
+            assert!(groups.remove(key));
+            assert!(!groups.remove(key));
+            left.remove(&key);
+        }
+        assert_eq!(groups.len(), left.len());
+        let grouped: BTreeSet<SessionKey> = groups
+            .groups
+            .values()
+            .flat_map(|g| g.keys.iter().copied())
+            .collect();
+        assert_eq!(grouped, left);
+        for h in &handles {
+            assert_eq!(groups.contains(&h.key), left.contains(&h.key));
+        }
+        for (key, (shard, at)) in &groups.members {
+            assert_eq!(groups.groups[shard].keys[*at], *key);
+        }
     }
 }
