@@ -1,6 +1,8 @@
 //! Ordering and flow control: concurrent senders see one commit order everywhere, and a socket
 //! that stops reading is closed as a slow consumer without holding anyone else back.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dialtone::client::rest::Page;
@@ -165,12 +167,22 @@ async fn a_reader_that_stalls_is_closed_and_others_get_everything() {
     // ~24 MiB in total: far more than the loopback socket buffers and the 256 KiB outbox of the
     // stalled socket, which reads nothing until the end.
     const COUNT: usize = 1500;
+    // The sender stays at most this many messages (128 KiB) ahead of the slower fast reader, so
+    // however slowly this machine runs the test's tasks, a fast reader's outbox never nears its
+    // 256 KiB bound; only the stalled socket's does.
+    const WINDOW: usize = 8;
     let body = "A".repeat(16_000);
+    let read = Arc::new(AtomicUsize::new(0));
+    let echoed = Arc::new(AtomicUsize::new(0));
+    let seen = read.clone();
     let reading = tokio::spawn(async move {
         let mut got = 0usize;
         while got < COUNT {
             match reader.next_within(Duration::from_secs(60)).await.unwrap() {
-                Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => got += 1,
+                Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
+                    got += 1;
+                    seen.store(got, Ordering::Release);
+                }
                 Some(Incoming::Event(_)) => {}
                 other => panic!("reader ended after {got}: {other:?}"),
             }
@@ -179,11 +191,15 @@ async fn a_reader_that_stalls_is_closed_and_others_get_everything() {
     });
     // The sender reads its echoes while it sends: it is a fast reader too.
     let (mut tx, mut rx) = sender.split();
+    let seen = echoed.clone();
     let echoes = tokio::spawn(async move {
         let mut got = 0usize;
         while got < COUNT {
             match rx.next().await.unwrap() {
-                Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => got += 1,
+                Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
+                    got += 1;
+                    seen.store(got, Ordering::Release);
+                }
                 Some(Incoming::Event(_)) => {}
                 other => panic!("sender ended after {got}: {other:?}"),
             }
@@ -191,6 +207,17 @@ async fn a_reader_that_stalls_is_closed_and_others_get_everything() {
         got
     });
     for i in 0..COUNT {
+        let behind = || {
+            read.load(Ordering::Acquire)
+                .min(echoed.load(Ordering::Acquire))
+        };
+        while behind() + WINDOW < i {
+            assert!(
+                !reading.is_finished() && !echoes.is_finished(),
+                "a fast reader stopped reading"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         tx.send(&ClientFrame::channel_message(
             &channel.id,
             &body,
