@@ -177,3 +177,35 @@ fn explicit_secret_disables_generation() {
     assert_eq!(err_of(vars).var, "DIALTONE_USERNAME_PEPPER");
     assert!(!dir.exists());
 }
+
+/// Odd `DIALTONE_DB_URL` values are parsed or refused naming the variable; none panics.
+#[test]
+fn odd_db_urls_never_panic() {
+    let odd = [
+        "",
+        " ",
+        "sqlite://",
+        "sqlite:// ",
+        "sqlite:///",
+        "sqlite://é",
+        "sqlite://\u{0}",
+        "postgres://",
+        "postgresql://%",
+        "postgres://%é?%é=%é",
+        "postgres://[",
+        "💥://x",
+        "sqlite:",
+        "POSTGRES://h/db",
+        "postgres:/h",
+        "://",
+        "%",
+        "\u{202e}sqlite://x",
+    ];
+    for url in odd {
+        let mut vars = prod_vars();
+        vars.insert("DIALTONE_DB_URL".into(), url.into());
+        if let Err(e) = Config::load(vars) {
+            assert_eq!(e.var, "DIALTONE_DB_URL", "{url:?}: {e}");
+        }
+    }
+}
