@@ -3,7 +3,7 @@
 use chrono::Utc;
 use futures_util::FutureExt;
 
-use super::validate::{check_password, normalize_username, public_key};
+use super::validate::{check_password, new_username, normalize_username, public_key};
 use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
 use crate::crypto::token::{generate_token, token_hash};
@@ -54,7 +54,7 @@ pub async fn check_registration(store: &Store, req: &RegisterRequest) -> Service
 
 /// Normalized username and public key of a registration, or what is wrong with it.
 fn check_register_fields(req: &RegisterRequest) -> ServiceResult<(String, String)> {
-    let username = normalize_username(&req.username)?;
+    let username = new_username(&req.username)?;
     check_password(&req.password)?;
     let public_key = public_key(&req.public_key)?;
     if req.invite_token.trim().is_empty() {

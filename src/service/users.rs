@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::auth::AuthContext;
-use super::validate::{self, MAX_NAME_ENC, normalize_username};
+use super::validate::{self, MAX_NAME_ENC};
 use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
 use crate::db;
@@ -13,7 +13,7 @@ use crate::protocol::rest::{Profile, User};
 
 /// `POST /users` (admin): a password-less placeholder user.
 pub async fn create_placeholder(store: &Store, username: &str) -> ServiceResult<User> {
-    let username = normalize_username(username)?;
+    let username = validate::new_username(username)?;
     let id = new_id();
     let row = UserRow {
         username_hash: store.hasher().username_hash(&username),
