@@ -36,3 +36,4 @@ mod ws_announcements;
 mod ws_events;
 mod ws_lifecycle;
 mod ws_order;
+mod ws_revocation;
