@@ -49,6 +49,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     init_tracing();
+    exit_on_panic();
     let cli = Cli::parse();
     let loaded = match Config::from_env() {
         Ok(l) => l,
@@ -191,6 +192,22 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Exit code after a panic.
+const PANIC_EXIT: i32 = 70;
+
+/// Exit policy: a panic anywhere (an actor's handler included) is logged at ERROR and ends the
+/// process with code 70. An actor that died would otherwise leave a zombie: a listener that
+/// accepts requests nobody will answer. A supervisor (systemd, docker `restart:`) starts it again;
+/// acknowledged messages are committed before their echo, so nothing acknowledged is lost.
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, exit_code = PANIC_EXIT, "panic: exiting");
+        default(info);
+        std::process::exit(PANIC_EXIT);
+    }));
 }
 
 fn init_tracing() {

@@ -56,6 +56,18 @@ impl AdminHandle {
     }
 }
 
+impl AdminHandle {
+    /// The liveness probe's way in (`actors::liveness`).
+    pub fn probe(&self) -> Recipient<super::liveness::Probe> {
+        self.addr.clone().recipient()
+    }
+}
+
+impl Handler<super::liveness::Probe> for AdminActor {
+    type Result = ();
+    fn handle(&mut self, _: super::liveness::Probe, _: &mut Context<Self>) {}
+}
+
 impl AdminActor {
     pub fn start(db: DbHandle, hub: HubHandle, metrics: Arc<Metrics>) -> AdminHandle {
         let meter = metrics.mailbox("admin");

@@ -354,6 +354,11 @@ impl Actor for DbActor {
     type Context = Context<Self>;
 }
 
+impl Handler<super::liveness::Probe> for DbActor {
+    type Result = ();
+    fn handle(&mut self, _: super::liveness::Probe, _: &mut Context<Self>) {}
+}
+
 /// Cheap, cloneable access to the database actor.
 #[derive(Clone)]
 pub struct DbHandle {
@@ -408,6 +413,11 @@ impl DbHandle {
     /// Route committed batches to the broker.
     pub fn attach_fanout(&self, fanout: Recipient<CommittedBatch>, meter: MailboxMeter) {
         self.addr.do_send(AttachFanout(fanout, meter));
+    }
+
+    /// The liveness probe's way in (`actors::liveness`): answered by the actor, not the database.
+    pub fn probe(&self) -> Recipient<super::liveness::Probe> {
+        self.addr.clone().recipient()
     }
 
     /// Resolve once every queued message is committed (or rejected) and no operation runs.

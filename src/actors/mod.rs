@@ -18,6 +18,7 @@ pub mod channel;
 pub mod db;
 pub mod hashing;
 pub mod hub;
+pub mod liveness;
 
 use std::collections::HashMap;
 use std::sync::Arc;

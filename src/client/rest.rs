@@ -8,16 +8,28 @@ use serde::de::DeserializeOwned;
 
 use super::tls::{Trust, client_config};
 use super::{ClientError, ClientResult};
+use crate::protocol::REDACTED;
 use crate::protocol::rest::*;
 
 /// How requests authenticate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     None,
     /// A session token (`Authorization: Bearer`).
     Bearer(String),
     /// The server's admin token (`X-Admin-Token`).
     AdminToken(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Bearer and admin tokens are secrets: only which kind is held is printed.
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Bearer(_) => f.debug_tuple("Bearer").field(&REDACTED).finish(),
+            Credentials::AdminToken(_) => f.debug_tuple("AdminToken").field(&REDACTED).finish(),
+        }
+    }
 }
 
 /// A REST client bound to one server and one set of credentials. Cheap to clone.
@@ -402,4 +414,21 @@ pub fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Credentials;
+
+    #[test]
+    fn credentials_debug_hides_tokens() {
+        for c in [
+            Credentials::Bearer("tok_bearer_secret".into()),
+            Credentials::AdminToken("tok_bearer_secret".into()),
+        ] {
+            let out = format!("{c:?}");
+            assert!(!out.contains("tok_bearer_secret"), "{out}");
+            assert!(out.contains("<redacted>"), "{out}");
+        }
+    }
 }

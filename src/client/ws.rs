@@ -16,13 +16,14 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::tls::{Trust, client_config};
 use super::{ClientError, ClientResult};
+use crate::protocol::REDACTED;
 use crate::protocol::rest::ErrorBody;
 use crate::protocol::ws::{BEARER_SUBPROTOCOL_PREFIX, ClientFrame, Event, SUBPROTOCOL};
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WsOptions {
     /// `https://host:port` (the `/ws` path is added) or a full `wss://…/ws` URL.
     pub base_url: String,
@@ -35,6 +36,19 @@ pub struct WsOptions {
     pub token_in_subprotocol: bool,
     /// Local address to connect from (load tests spread connections over 127.0.0.x).
     pub local_addr: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for WsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsOptions")
+            .field("base_url", &self.base_url)
+            .field("token", &REDACTED)
+            .field("trust", &self.trust)
+            .field("subscribe_none", &self.subscribe_none)
+            .field("token_in_subprotocol", &self.token_in_subprotocol)
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
 }
 
 impl WsOptions {
@@ -72,12 +86,23 @@ impl WsOptions {
 }
 
 /// Per-connection choices of [`WsConnector::connect`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ConnectAs<'a> {
     pub token: &'a str,
     pub subscribe_none: bool,
     pub token_in_subprotocol: bool,
     pub local_addr: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for ConnectAs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectAs")
+            .field("token", &REDACTED)
+            .field("subscribe_none", &self.subscribe_none)
+            .field("token_in_subprotocol", &self.token_in_subprotocol)
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
 }
 
 /// Opens many connections to one server, sharing one TLS configuration.
@@ -398,4 +423,24 @@ pub enum RawIncoming {
     },
     /// The connection ended without a close frame.
     Ended,
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::{ConnectAs, WsOptions};
+    use crate::client::tls::Trust;
+
+    #[test]
+    fn connect_options_debug_hides_token() {
+        let opts = WsOptions::new("https://localhost:1", "tok_ws_secret", Trust::SystemRoots);
+        let who = ConnectAs {
+            token: "tok_ws_secret",
+            subscribe_none: false,
+            token_in_subprotocol: true,
+            local_addr: None,
+        };
+        let out = format!("{opts:?} {who:?}");
+        assert!(!out.contains("tok_ws_secret"), "{out}");
+        assert!(out.contains("<redacted>"), "{out}");
+    }
 }

@@ -329,6 +329,20 @@ impl Config {
             .get("DIALTONE_METRICS_ADDR")
             .map(|v| parse_addr("DIALTONE_METRICS_ADDR", v))
             .transpose()?;
+        // The metrics listener has no authentication: off loopback only when asked for by name.
+        let metrics_public = env.flag("DIALTONE_METRICS_PUBLIC")?;
+        if let Some(addr) = metrics_addr
+            && !addr.ip().is_loopback()
+            && !metrics_public
+        {
+            return Err(ConfigError::new(
+                "DIALTONE_METRICS_ADDR",
+                format!(
+                    "{addr} is not a loopback address; the metrics listener is unauthenticated, \
+                     set DIALTONE_METRICS_PUBLIC=1 to serve it there anyway"
+                ),
+            ));
+        }
 
         Ok(Config {
             listen_addr,

@@ -72,6 +72,36 @@ fn bad_values_name_their_variable() {
 }
 
 #[test]
+fn metrics_listener_is_loopback_only_unless_public() {
+    for addr in ["127.0.0.1:9090", "[::1]:9090", "localhost:0"] {
+        let mut vars = prod_vars();
+        vars.insert("DIALTONE_METRICS_ADDR".into(), addr.into());
+        let c = Config::load(vars)
+            .unwrap_or_else(|e| panic!("{addr}: {e}"))
+            .config;
+        assert!(
+            c.metrics_addr.is_some_and(|a| a.ip().is_loopback()),
+            "{addr}"
+        );
+    }
+    for addr in [":9090", "0.0.0.0:9090", "192.0.2.1:9090", "[::]:9090"] {
+        let mut vars = prod_vars();
+        vars.insert("DIALTONE_METRICS_ADDR".into(), addr.into());
+        let e = err_of(vars.clone());
+        assert_eq!(e.var, "DIALTONE_METRICS_ADDR", "{addr}: {e}");
+        assert!(e.reason.contains("DIALTONE_METRICS_PUBLIC"), "{addr}: {e}");
+        vars.insert("DIALTONE_METRICS_PUBLIC".into(), "1".into());
+        let c = Config::load(vars)
+            .unwrap_or_else(|e| panic!("{addr}: {e}"))
+            .config;
+        assert!(c.metrics_addr.is_some(), "{addr}");
+    }
+    let mut vars = prod_vars();
+    vars.insert("DIALTONE_METRICS_PUBLIC".into(), "perhaps".into());
+    assert_eq!(err_of(vars).var, "DIALTONE_METRICS_PUBLIC");
+}
+
+#[test]
 fn tls_files_must_come_in_pairs() {
     let mut vars = prod_vars();
     vars.insert("DIALTONE_TLS_CERT".into(), "/tmp/c.pem".into());
@@ -146,4 +176,36 @@ fn explicit_secret_disables_generation() {
     .into();
     assert_eq!(err_of(vars).var, "DIALTONE_USERNAME_PEPPER");
     assert!(!dir.exists());
+}
+
+/// Odd `DIALTONE_DB_URL` values are parsed or refused naming the variable; none panics.
+#[test]
+fn odd_db_urls_never_panic() {
+    let odd = [
+        "",
+        " ",
+        "sqlite://",
+        "sqlite:// ",
+        "sqlite:///",
+        "sqlite://é",
+        "sqlite://\u{0}",
+        "postgres://",
+        "postgresql://%",
+        "postgres://%é?%é=%é",
+        "postgres://[",
+        "💥://x",
+        "sqlite:",
+        "POSTGRES://h/db",
+        "postgres:/h",
+        "://",
+        "%",
+        "\u{202e}sqlite://x",
+    ];
+    for url in odd {
+        let mut vars = prod_vars();
+        vars.insert("DIALTONE_DB_URL".into(), url.into());
+        if let Err(e) = Config::load(vars) {
+            assert_eq!(e.var, "DIALTONE_DB_URL", "{url:?}: {e}");
+        }
+    }
 }

@@ -167,6 +167,9 @@ pub mod locks {
     /// Held by registrations: the first user becomes admin exactly once; invite uses are counted
     /// exactly.
     pub const REGISTRATION: i64 = 0x6469_616c_746f_6e02;
+    /// Held while an admin is demoted or disabled: two admins demoting each other at once must
+    /// leave one admin, so the "another admin remains" check and the change are one step.
+    pub const ADMINS: i64 = 0x6469_616c_746f_6e03;
 }
 
 impl Conn {

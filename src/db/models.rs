@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use super::schema::*;
 use super::types::{Json, Time};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(treat_none_as_default_value = false)]
 #[diesel(table_name = users)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
@@ -19,6 +19,23 @@ pub struct UserRow {
     pub created_at: Time,
     pub username: Option<String>,
     pub disabled_at: Option<Time>,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password hash is offline-crackable; the username (encrypted or not) is personal data.
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("is_admin", &self.is_admin)
+            .field("is_trusted", &self.is_trusted)
+            .field("created_at", &self.created_at)
+            .field("disabled_at", &self.disabled_at)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -136,4 +153,29 @@ pub struct BroadcastRow {
     pub body: String,
     pub key_envelopes: Json,
     pub sent_at: Time,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Time, UserRow};
+
+    #[test]
+    fn user_row_debug_hides_hash_and_name() {
+        let row = UserRow {
+            id: "u1".into(),
+            username_hash: "h".into(),
+            password_hash: Some("$argon2id$v=19$secret-hash".into()),
+            is_admin: false,
+            is_trusted: false,
+            created_at: Time(chrono::Utc::now()),
+            username: Some("alice-name".into()),
+            disabled_at: None,
+        };
+        let out = format!("{row:?}");
+        assert!(
+            !out.contains("secret-hash") && !out.contains("alice-name"),
+            "{out}"
+        );
+        assert!(out.contains("<redacted>"), "{out}");
+    }
 }

@@ -186,20 +186,30 @@ fn client_config(rootcert: Option<&str>) -> DbResult<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
+/// `%XX` escapes decoded byte-wise; anything else (a stray `%`, a short or non-hex escape, any
+/// UTF-8) is kept as it is. Works on bytes only: slicing the `str` could split a multi-byte
+/// character and panic on a hostile `DIALTONE_DB_URL`.
 fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
         {
-            out.push(b);
+            out.push(hi << 4 | lo);
             i += 3;
             continue;
         }
-        out.push(bytes[i]);
+        out.push(b);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -237,5 +247,83 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("/nope/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn percent_decoding_handles_edges() {
+        assert_eq!(percent_decode("%2Fa%2f"), "/a/");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%2"), "%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        // A multi-byte character right after `%` once split the string mid-character.
+        assert_eq!(percent_decode("%aé"), "%aé");
+        assert_eq!(percent_decode("%é"), "%é");
+    }
+
+    /// Odd `DIALTONE_DB_URL` values never panic: each is parsed or refused with an error.
+    #[test]
+    fn odd_urls_never_panic() {
+        let pieces = [
+            "postgres://",
+            "postgresql://",
+            "?",
+            "&",
+            "=",
+            "%",
+            "%e",
+            "%é",
+            "é",
+            "\u{0}",
+            "@",
+            ":",
+            "/",
+            "[",
+            "]",
+            "[::1",
+            "sslmode",
+            "sslmode=",
+            "sslmode=require",
+            "sslrootcert=",
+            "sslrootcert=%",
+            "sslrootcert=%zz",
+            "sslrootcert=%C3",
+            "??",
+            "&&",
+            "==",
+            "#",
+            " ",
+            "\u{202e}",
+            "💥",
+            "localhost",
+            "65536",
+            "host=",
+            "u:p@h:99999/db",
+        ];
+        let mut inputs: Vec<String> = pieces.iter().map(|p| (*p).to_owned()).collect();
+        for a in pieces {
+            for b in pieces {
+                inputs.push(format!("postgres://{a}{b}"));
+                inputs.push(format!("postgres://h/db?{a}{b}"));
+                inputs.push(format!(
+                    "postgres://h/db?sslmode=disable&sslrootcert={a}{b}"
+                ));
+            }
+        }
+        // Deterministic pseudo-random byte soup after the scheme.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            let mut tail = Vec::new();
+            for _ in 0..(x % 24) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                tail.push(pieces[(x % pieces.len() as u64) as usize]);
+            }
+            inputs.push(format!("postgres://{}", tail.concat()));
+        }
+        for url in &inputs {
+            let _ = PgTarget::parse(url);
+            let _ = url.parse::<tokio_postgres::Config>();
+        }
     }
 }

@@ -76,6 +76,17 @@ pub async fn set_admin(db: &mut Db<'_>, id: &str, is_admin: bool) -> DbResult<bo
     Ok(n == 1)
 }
 
+/// Enabled admins other than `id` (the last one may not be demoted or disabled).
+pub async fn other_active_admins(db: &mut Db<'_>, id: &str) -> DbResult<i64> {
+    Ok(dispatch!(db, |c| users::table
+        .filter(users::is_admin.eq(true))
+        .filter(users::disabled_at.is_null())
+        .filter(users::id.ne(id))
+        .count()
+        .get_result::<i64>(c)
+        .await)?)
+}
+
 /// `(id, is_admin)` of those of `ids` that exist.
 pub async fn admin_flags(db: &mut Db<'_>, ids: &[String]) -> DbResult<Vec<(String, bool)>> {
     Ok(dispatch!(db, |c| users::table

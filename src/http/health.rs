@@ -1,18 +1,43 @@
-//! `GET /health` (liveness), `GET /ready` (database answers), `GET /metrics` (Prometheus, admin).
+//! `GET /health` (liveness: the hub, database actor and admin actor answer within
+//! [`PROBE_BOUND`]), `GET /ready` (that, and the database answers), `GET /metrics` (Prometheus,
+//! admin). A dead or wedged actor is `503 {"code":"actor_unavailable"}`.
 
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::extract::Admin;
 use crate::actors::db::Ping;
+use crate::actors::hub::Stats;
+use crate::actors::liveness::{Dead, PROBE_BOUND, Probe, answers};
 use crate::error::AppError;
 use crate::protocol::rest::ErrorBody;
 
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
+/// Every long-lived actor answers its probe; the first that does not is named.
+async fn actors_alive(state: &AppState) -> Result<(), Dead> {
+    answers("hub", &state.hub.recipient::<Stats>(), Stats, PROBE_BOUND).await?;
+    answers("database actor", &state.db.probe(), Probe, PROBE_BOUND).await?;
+    answers("admin actor", &state.admin.probe(), Probe, PROBE_BOUND).await
+}
+
+fn actor_unavailable(dead: &Dead) -> HttpResponse {
+    tracing::warn!(error = %dead, "liveness check failed");
+    HttpResponse::ServiceUnavailable().json(ErrorBody {
+        error: format!("{dead}; the server needs a restart"),
+        code: "actor_unavailable".into(),
+    })
+}
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    match actors_alive(&state).await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok"),
+        Err(dead) => actor_unavailable(&dead),
+    }
 }
 
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if let Err(dead) = actors_alive(&state).await {
+        return actor_unavailable(&dead);
+    }
     match state.db.call(Ping {}).await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready"),
         // Whatever the failure (down, hung, refused query), the answer is "not ready": always a

@@ -48,7 +48,7 @@ pub enum LoadError {
 }
 
 /// The server under test.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Target {
     pub base_url: String,
     pub trust: Trust,

@@ -16,10 +16,35 @@ use crate::crypto::random_bytes;
 use crate::protocol::rest::{CreateInviteRequest, RegisterRequest};
 
 /// One account the load uses (a token backs any number of sockets).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoadUser {
     pub user_id: String,
     pub token: String,
+}
+
+impl std::fmt::Debug for LoadUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadUser")
+            .field("user_id", &self.user_id)
+            .field("token", &crate::protocol::REDACTED)
+            .finish()
+    }
+}
+
+// Here rather than next to `Target` (load/mod.rs is long): the secrets the load holds, redacted.
+impl std::fmt::Debug for super::Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("base_url", &self.base_url)
+            .field("trust", &self.trust)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| crate::protocol::REDACTED),
+            )
+            .field("tokens_file", &self.tokens_file)
+            .field("channel_ids", &self.channel_ids)
+            .finish()
+    }
 }
 
 /// One channel and the key its payloads are sealed with.
@@ -178,5 +203,31 @@ mod key_b64 {
             .try_into()
             .map_err(|_| serde::de::Error::custom("a channel key is 32 bytes"))?;
         Ok(Zeroizing::new(key))
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::LoadUser;
+    use crate::client::tls::Trust;
+    use crate::load::Target;
+
+    #[test]
+    fn load_debug_hides_tokens() {
+        let user = LoadUser {
+            user_id: "u1".into(),
+            token: "tok_session_secret".into(),
+        };
+        let target = Target {
+            base_url: "https://localhost:1".into(),
+            trust: Trust::SystemRoots,
+            admin_token: Some("adm_secret_token".into()),
+            tokens_file: None,
+            channel_ids: vec![],
+        };
+        let out = format!("{user:?} {target:?}");
+        assert!(!out.contains("tok_session_secret"), "{out}");
+        assert!(!out.contains("adm_secret_token"), "{out}");
+        assert!(out.contains("<redacted>"), "{out}");
     }
 }

@@ -5,6 +5,8 @@
 //! Request bodies reject unknown fields (SPEC §3); WebSocket frames tolerate them (v1 clients send
 //! extras).
 
+mod redact;
+pub use redact::REDACTED;
 pub mod rest;
 pub mod ws;
 

@@ -27,7 +27,7 @@ impl StatusOk {
 
 // ---- registration and sessions ----
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub username: String,
@@ -36,7 +36,7 @@ pub struct RegisterRequest {
     pub invite_token: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
@@ -48,7 +48,7 @@ pub struct LoginRequest {
 }
 
 /// Response of register (201) and login (200).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuthResponse {
     pub token: String,
     pub user_id: String,
@@ -266,7 +266,7 @@ pub struct CreateInviteRequest {
     pub max_uses: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InviteResponse {
     pub token: String,
     pub expires_at: String,

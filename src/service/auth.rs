@@ -3,13 +3,14 @@
 use chrono::Utc;
 use futures_util::FutureExt;
 
-use super::validate::{check_password, normalize_username, public_key};
+use super::validate::{check_password, new_username, normalize_username, public_key};
 use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
 use crate::crypto::token::{generate_token, token_hash};
 use crate::db::models::{DeviceRow, SessionRow, UserRow};
 use crate::db::types::Time;
 use crate::db::{self, locks};
+use crate::protocol::REDACTED;
 use crate::protocol::rest::{AuthResponse, LoginRequest, RegisterRequest};
 
 /// An authenticated request's identity.
@@ -53,7 +54,7 @@ pub async fn check_registration(store: &Store, req: &RegisterRequest) -> Service
 
 /// Normalized username and public key of a registration, or what is wrong with it.
 fn check_register_fields(req: &RegisterRequest) -> ServiceResult<(String, String)> {
-    let username = normalize_username(&req.username)?;
+    let username = new_username(&req.username)?;
     check_password(&req.password)?;
     let public_key = public_key(&req.public_key)?;
     if req.invite_token.trim().is_empty() {
@@ -192,12 +193,25 @@ impl From<Refusal> for ServiceError {
 }
 
 /// What a login needs from the database before its password check (see `actors::auth`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoginCandidate {
     /// `(normalized username, user id)`, when such a user exists.
     pub user: Option<(String, String)>,
     /// Its stored password hash (none for a user created by an admin who never registered).
     pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for LoginCandidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A password hash is offline-crackable, and the username is personal data.
+        f.debug_struct("LoginCandidate")
+            .field("user_id", &self.user.as_ref().map(|(_, id)| id))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| REDACTED),
+            )
+            .finish()
+    }
 }
 
 /// The first half of `POST /auth/login`: find the user. An unknown or malformed username is not an
@@ -348,4 +362,23 @@ pub async fn purge_expired_sessions(store: &Store) -> ServiceResult<usize> {
 fn expiry(now: Time, ttl: std::time::Duration) -> Time {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
     Time(now.0.checked_add_signed(ttl).unwrap_or(Utc::now()))
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::LoginCandidate;
+
+    #[test]
+    fn login_candidate_debug_hides_hash_and_name() {
+        let c = LoginCandidate {
+            user: Some(("alice-name".into(), "u1".into())),
+            password_hash: Some("$argon2id$v=19$secret-hash".into()),
+        };
+        let out = format!("{c:?}");
+        assert!(
+            !out.contains("secret-hash") && !out.contains("alice-name"),
+            "{out}"
+        );
+        assert!(out.contains("<redacted>"), "{out}");
+    }
 }

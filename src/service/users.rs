@@ -2,18 +2,20 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::FutureExt;
+
 use super::auth::AuthContext;
-use super::validate::{self, MAX_NAME_ENC, normalize_username};
+use super::validate::{self, MAX_NAME_ENC};
 use super::{ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
-use crate::db;
 use crate::db::models::{ProfileRow, UserRow};
 use crate::db::types::Time;
+use crate::db::{self, locks};
 use crate::protocol::rest::{Profile, User};
 
 /// `POST /users` (admin): a password-less placeholder user.
 pub async fn create_placeholder(store: &Store, username: &str) -> ServiceResult<User> {
-    let username = normalize_username(username)?;
+    let username = validate::new_username(username)?;
     let id = new_id();
     let row = UserRow {
         username_hash: store.hasher().username_hash(&username),
@@ -78,22 +80,19 @@ pub async fn list(store: &Store) -> ServiceResult<Vec<User>> {
     Ok(out)
 }
 
-/// Disable or enable a user. Disabling revokes every session; returns their ids.
+/// Disable or enable a user. Disabling revokes every session; returns their ids. The last
+/// enabled admin cannot be disabled (409).
 pub async fn set_disabled(
     store: &Store,
     user_id: &str,
     disabled: bool,
 ) -> ServiceResult<Vec<String>> {
-    let mut conn = store.pool.get().await?;
-    let at = disabled.then(Time::now);
-    if !db::users::set_disabled(&mut conn.db(), user_id, at).await? {
-        return Err(ServiceError::NotFound("user"));
-    }
-    let revoked = if disabled {
-        db::sessions::delete_for_user(&mut conn.db(), user_id).await?
+    let change = if disabled {
+        AdminChange::Disable
     } else {
-        Vec::new()
+        AdminChange::Enable
     };
+    let revoked = change_user(store, user_id, change).await?;
     tracing::info!(
         user_id,
         disabled,
@@ -103,14 +102,73 @@ pub async fn set_disabled(
     Ok(revoked)
 }
 
-/// Promote or demote an admin.
+/// Promote or demote an admin. The last enabled admin cannot be demoted (409).
 pub async fn set_admin(store: &Store, user_id: &str, is_admin: bool) -> ServiceResult<()> {
-    let mut conn = store.pool.get().await?;
-    if !db::users::set_admin(&mut conn.db(), user_id, is_admin).await? {
-        return Err(ServiceError::NotFound("user"));
-    }
+    let change = if is_admin {
+        AdminChange::Promote
+    } else {
+        AdminChange::Demote
+    };
+    change_user(store, user_id, change).await?;
     tracing::info!(user_id, is_admin, "admin flag changed");
     Ok(())
+}
+
+/// What an admin does to a user's flags.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AdminChange {
+    Disable,
+    Enable,
+    Promote,
+    Demote,
+}
+
+const LAST_ADMIN: &str =
+    "that would leave the server without an enabled admin; promote another admin first";
+
+/// Apply `change` in one transaction under the admins lock (SQLite: `BEGIN IMMEDIATE` serializes
+/// writers already), so the check that another enabled admin remains cannot race a concurrent
+/// demotion. Returns the revoked session ids (disabling only).
+async fn change_user(
+    store: &Store,
+    user_id: &str,
+    change: AdminChange,
+) -> ServiceResult<Vec<String>> {
+    let id = user_id.to_owned();
+    let mut conn = store.pool.get().await?;
+    let outcome: Result<Vec<String>, ServiceError> = conn
+        .transaction(move |mut db| {
+            async move {
+                db.lock_exclusive(locks::ADMINS).await?;
+                let Some(user) = db::users::find(&mut db, &id).await? else {
+                    return Ok(Err(ServiceError::NotFound("user")));
+                };
+                let removes_an_admin = user.is_admin
+                    && user.disabled_at.is_none()
+                    && matches!(change, AdminChange::Disable | AdminChange::Demote);
+                if removes_an_admin && db::users::other_active_admins(&mut db, &id).await? == 0 {
+                    return Ok(Err(ServiceError::Conflict(LAST_ADMIN)));
+                }
+                match change {
+                    AdminChange::Disable => {
+                        db::users::set_disabled(&mut db, &id, Some(Time::now())).await?;
+                        // In the same transaction: a disabled user keeps no session.
+                        Ok(Ok(db::sessions::delete_for_user(&mut db, &id).await?))
+                    }
+                    AdminChange::Enable => {
+                        db::users::set_disabled(&mut db, &id, None).await?;
+                        Ok(Ok(Vec::new()))
+                    }
+                    AdminChange::Promote | AdminChange::Demote => {
+                        db::users::set_admin(&mut db, &id, change == AdminChange::Promote).await?;
+                        Ok(Ok(Vec::new()))
+                    }
+                }
+            }
+            .boxed()
+        })
+        .await?;
+    outcome
 }
 
 /// `POST /users/profiles`.

@@ -25,6 +25,45 @@ pub fn normalize_username(raw: &str) -> ServiceResult<String> {
     Ok(name)
 }
 
+/// A username being created (registration, `POST /users`): [`normalize_username`], and no
+/// character that renders as nothing or reorders the text around it, so two accounts cannot look
+/// alike and a name cannot spoof what follows it.
+///
+/// Only new names are checked: login keeps the v1 normalization alone, so a v1 account whose name
+/// holds such a character still logs in (and a wrong one gets the usual 401, never a 400).
+pub fn new_username(raw: &str) -> ServiceResult<String> {
+    let name = normalize_username(raw)?;
+    if name.chars().any(is_invisible) {
+        return Err(ServiceError::invalid(
+            "username must not contain invisible, formatting or bidirectional control characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// Format (Cf: zero-width, bidi controls, word joiners, tags, BOM), private-use, unassigned and
+/// separator characters, plus the letters and marks that draw nothing (Hangul fillers, the braille
+/// blank, the combining grapheme joiner, variation selectors).
+fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        G::Format
+            | G::PrivateUse
+            | G::Unassigned
+            | G::Surrogate
+            | G::SpaceSeparator
+            | G::LineSeparator
+            | G::ParagraphSeparator
+            | G::Control
+    ) || matches!(
+        c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{034F}'
+            | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
 /// At least 8 bytes with a letter and a digit; at most 1024 bytes.
 pub fn check_password(password: &str) -> ServiceResult<()> {
     if password.len() > 1024 {
@@ -82,6 +121,54 @@ mod tests {
         assert!(normalize_username("al ice").is_err());
         assert!(normalize_username("al\u{7}ice").is_err());
         assert_eq!(normalize_username("ÄLÏCE").unwrap(), "älïce");
+    }
+
+    #[test]
+    fn new_usernames_refuse_invisible_and_bidi_characters() {
+        let refused = [
+            "al\u{200B}ice",   // zero-width space
+            "al\u{200C}ice",   // zero-width non-joiner
+            "al\u{200D}ice",   // zero-width joiner
+            "al\u{2060}ice",   // word joiner
+            "\u{FEFF}alice",   // byte-order mark (not trimmed: not whitespace)
+            "al\u{00AD}ice",   // soft hyphen
+            "al\u{202E}ecila", // right-to-left override
+            "al\u{202A}ice",   // left-to-right embedding
+            "al\u{2066}ice",   // left-to-right isolate
+            "al\u{2069}ice",   // pop directional isolate
+            "al\u{200F}ice",   // right-to-left mark
+            "al\u{061C}ice",   // Arabic letter mark
+            "al\u{E0041}ice",  // tag character
+            "al\u{E000}ice",   // private use
+            "al\u{3164}ice",   // Hangul filler
+            "al\u{2800}ice",   // braille blank
+            "al\u{034F}ice",   // combining grapheme joiner
+            "al\u{FE0F}ice",   // variation selector
+            "al\u{1D173}ice",  // musical symbol begin beam (Cf)
+        ];
+        for name in refused {
+            let e = new_username(name).unwrap_err();
+            assert!(e.to_string().contains("invisible"), "{name:?}: {e}");
+            // The v1 normalization alone still accepts it: login looks such a v1 name up.
+            assert!(normalize_username(name).is_ok(), "{name:?}");
+        }
+        for name in [
+            "alice",
+            "  Bob ",
+            "älïce",
+            "zoë",
+            "李小龙",
+            "o'brien",
+            "dev-ops_1",
+            "émile",
+        ] {
+            assert_eq!(
+                new_username(name).unwrap(),
+                normalize_username(name).unwrap()
+            );
+        }
+        // Combining marks that draw something stay allowed (decomposed accents).
+        assert!(new_username("e\u{0301}mile").is_ok());
     }
 
     #[test]

@@ -1,4 +1,7 @@
 //! `GET /ws`: authenticate before the upgrade, then hand the socket to a [`session::WsSession`].
+//!
+//! The token is checked twice: before the session starts, and again once the hub has registered
+//! it (before the 101), so a revocation racing the upgrade cannot leave a socket open.
 
 pub mod frames;
 pub mod session;
@@ -9,7 +12,7 @@ use actix::AsyncContext;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use self::frames::{Inbound, Outbox, OutboxBody};
+use self::frames::{Inbound, Outbox, OutboxBody, PeerGone};
 use self::session::WsSession;
 use crate::actors::db::Authenticate;
 use crate::error::AppError;
@@ -57,7 +60,12 @@ pub async fn upgrade(
     let token = bearer_token(&req)
         .or_else(|| subprotocol_token(&req))
         .ok_or(ServiceError::Unauthorized)?;
-    let auth = state.db.call(Authenticate { token }).await?;
+    let auth = state
+        .db
+        .call(Authenticate {
+            token: token.clone(),
+        })
+        .await?;
 
     let mut response = actix_web_actors::ws::handshake_with_protocols(&req, &[SUBPROTOCOL])
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
@@ -82,7 +90,7 @@ pub async fn upgrade(
         registered,
     );
     let mailbox = state.ws.mailbox;
-    WsSession::create(move |ctx| {
+    let session = WsSession::create(move |ctx| {
         ctx.set_mailbox_capacity(mailbox);
         ctx.add_stream(inbound);
         session
@@ -91,6 +99,16 @@ pub async fn upgrade(
     // changes after its upgrade (a logout, a new channel), find it registered.
     if is_registered.await != Ok(true) {
         return Err(ServiceError::Busy("server shutting down").into());
+    }
+    // Revocation race: a logout, disable or device deletion that committed after the check above
+    // sent its notice to the hub before this session was registered, so the hub found nothing to
+    // close. Checking again now closes that window: a revocation committed before this read is
+    // seen here, and one committed after it notifies the hub after the registration, which
+    // closes the socket like any other.
+    if let Err(e) = state.db.call(Authenticate { token }).await {
+        // One message per refused upgrade (bounded like the upgrades): `do_send` is fine here.
+        session.do_send(PeerGone);
+        return Err(e.into());
     }
     Ok(response.streaming(OutboxBody(outbox)))
 }

@@ -1,7 +1,8 @@
 //! Listener modes: a configured certificate (`DIALTONE_TLS_CERT`/`DIALTONE_TLS_KEY`) is what the
 //! real binary serves; `DIALTONE_INSECURE_HTTP` serves plain HTTP on loopback only; the separate
 //! `DIALTONE_METRICS_ADDR` listener serves `/metrics` unauthenticated and nothing else, while the
-//! main listener keeps `/metrics` admin-only.
+//! main listener keeps `/metrics` admin-only; that listener is loopback-only unless
+//! `DIALTONE_METRICS_PUBLIC` opens it.
 
 use dialtone::client::rest::Credentials;
 use dialtone::client::{RestClient, Trust};
@@ -136,5 +137,37 @@ async fn the_metrics_listener_serves_metrics_and_the_main_listener_keeps_them_ad
             .is_some_and(|t| t.contains("dialtone_messages_persisted")),
         "{body}"
     );
+    server.kill().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_metrics_listener_needs_metrics_public() {
+    let data = tempfile::tempdir().unwrap();
+    let mut env = base_env(
+        &format!("sqlite://{}/d.db", data.path().display()),
+        data.path(),
+    );
+    // Every interface: the unauthenticated metrics would be on the internet.
+    env.insert("DIALTONE_METRICS_ADDR".into(), "0.0.0.0:0".into());
+    let out = procs::serve(&env).await.exited();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "dialtone: configuration error: DIALTONE_METRICS_ADDR: 0.0.0.0:0 is not a loopback address"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    // Opened by name, the same address serves.
+    env.insert("DIALTONE_METRICS_PUBLIC".into(), "1".into());
+    let server = procs::serve(&env).await.serving();
+    let port = server
+        .metrics_port
+        .expect("the banner names the metrics port");
+    let metrics =
+        RestClient::new(&format!("http://127.0.0.1:{port}"), &Trust::SystemRoots).unwrap();
+    let (status, _) = send_raw(metrics.request(Method::GET, "/metrics")).await;
+    assert_eq!(status, 200);
     server.kill().await;
 }

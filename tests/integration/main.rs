@@ -38,4 +38,5 @@ mod ws_announcements;
 mod ws_events;
 mod ws_lifecycle;
 mod ws_order;
+mod ws_revocation;
 mod ws_shutdown;

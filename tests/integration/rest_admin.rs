@@ -464,6 +464,90 @@ async fn promote_and_demote_a_user() {
 }
 
 #[tokio::test]
+async fn the_last_admin_cannot_be_demoted_or_disabled() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    // Neither the admin token nor alice herself can remove the only admin.
+    for client in [server.admin(), alice.rest.clone()] {
+        for action in ["demote", "disable"] {
+            let e = assert_error(
+                client.admin_user_action(alice.id(), action).await,
+                409,
+                "conflict",
+            );
+            assert!(e.to_string().contains("without an enabled admin"), "{e}");
+        }
+    }
+    assert!(login(&server, &alice).await.unwrap().is_admin);
+    alice
+        .rest
+        .channels()
+        .await
+        .expect("alice's session survived");
+
+    // A disabled admin does not count: with bob promoted then disabled, alice is still the last.
+    let admin = server.admin();
+    admin.admin_user_action(bob.id(), "promote").await.unwrap();
+    admin.admin_user_action(bob.id(), "disable").await.unwrap();
+    assert_error(
+        admin.admin_user_action(alice.id(), "demote").await,
+        409,
+        "conflict",
+    );
+    // Enabled again, bob is a second admin, and alice may step down.
+    admin.admin_user_action(bob.id(), "enable").await.unwrap();
+    admin.admin_user_action(alice.id(), "demote").await.unwrap();
+    assert_error(
+        admin.admin_user_action(bob.id(), "disable").await,
+        409,
+        "conflict",
+    );
+    // Demoting a non-admin or disabling a user is not affected.
+    admin
+        .admin_user_action(alice.id(), "disable")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_one() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let admin = server.admin();
+    for round in 0..20 {
+        admin
+            .admin_user_action(alice.id(), "promote")
+            .await
+            .unwrap();
+        admin.admin_user_action(bob.id(), "promote").await.unwrap();
+        let (a, b) = if round % 2 == 0 {
+            // Each demotes the other with their own session.
+            tokio::join!(
+                alice.rest.admin_user_action(bob.id(), "demote"),
+                bob.rest.admin_user_action(alice.id(), "demote"),
+            )
+        } else {
+            // Disable one while demoting the other (the admin token passes no admin check first).
+            tokio::join!(
+                admin.admin_user_action(bob.id(), "disable"),
+                admin.admin_user_action(alice.id(), "demote"),
+            )
+        };
+        let users = admin.admin_users().await.unwrap();
+        let enabled_admins = users
+            .iter()
+            .filter(|u| u.is_admin && u.disabled_at.is_none())
+            .count();
+        assert_eq!(enabled_admins, 1, "round {round}: {a:?} / {b:?}");
+        // One won; the other lost the race (409) or had already lost its admin rights (403).
+        assert!(a.is_ok() != b.is_ok(), "round {round}: {a:?} / {b:?}");
+        admin.admin_user_action(bob.id(), "enable").await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn user_actions_need_an_admin_and_a_known_action() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;

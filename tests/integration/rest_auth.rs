@@ -196,6 +196,92 @@ async fn username_length_and_characters_are_checked() {
 }
 
 #[tokio::test]
+async fn new_usernames_refuse_invisible_and_bidi_characters() {
+    let server = TestServer::start().await;
+    let invite = invite_with(
+        &server,
+        CreateInviteRequest {
+            max_uses: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    for name in [
+        "al\u{200B}ice",
+        "al\u{200D}ice",
+        "\u{FEFF}alice",
+        "al\u{202E}ecila",
+        "al\u{2066}ice",
+        "al\u{00AD}ice",
+        "al\u{3164}ice",
+    ] {
+        let e = assert_error(
+            register(&server, name, &invite).await,
+            400,
+            "invalid_request",
+        );
+        assert!(
+            e.to_string()
+                .contains("invisible, formatting or bidirectional"),
+            "{name:?}: {e}"
+        );
+        let (status, body) = send_raw(
+            server
+                .admin()
+                .request(Method::POST, "/users")
+                .json(&serde_json::json!({ "username": name })),
+        )
+        .await;
+        assert_eq!(status, 400, "POST /users {name:?}: {body}");
+    }
+    // None of that used the invite.
+    register(&server, "alice", &invite).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_v1_name_with_an_invisible_character_still_logs_in() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    // What a v1 server stored for "al<ZWSP>ice": v1 normalized by trim and lowercase only.
+    let v1_name = "al\u{200B}ice";
+    server
+        .db
+        .execute(&format!(
+            "UPDATE users SET username_hash = '{}' WHERE id = '{}'",
+            username_hash("test-pepper-0123456789", v1_name),
+            alice.id()
+        ))
+        .await;
+    let ok = server
+        .rest()
+        .login(&login_req(
+            " AL\u{200B}ICE ",
+            &password("alice"),
+            &alice.keys,
+        ))
+        .await
+        .expect("the v1 account logs in under its v1 name");
+    assert_eq!(ok.user_id, alice.id());
+    // A wrong password on such a name is the ordinary 401, never a validation 400.
+    assert_error(
+        server
+            .rest()
+            .login(&login_req(v1_name, "pw-wrong-99999", &alice.keys))
+            .await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        server
+            .rest()
+            .login(&login_req("bo\u{202E}b", "pw-wrong-99999", &alice.keys))
+            .await,
+        401,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
 async fn password_rules_are_enforced() {
     let server = TestServer::start().await;
     let keys = DeviceKeypair::generate();
