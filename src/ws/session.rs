@@ -1,6 +1,7 @@
 //! The session actor: one per WebSocket.
 //!
-//! Owns: its socket's [`Outbox`], its identity ([`AuthContext`]), its send-rate bucket.
+//! Owns: its socket's [`Outbox`], its identity ([`AuthContext`]), its [`SessionBudget`] (rate
+//! limits of its frames and its `sync` queue, see `crate::limits::ws`).
 //! Messages: [`Outbound`] (its own error events, close orders, backlog reports), [`PeerGone`], and
 //! the inbound frame stream. Fan-out frames do not pass through this mailbox: the thread's delivery
 //! shard ([`super::shard`]) writes them straight into the outbox.
@@ -30,6 +31,7 @@ use crate::actors::db::DbHandle;
 use crate::actors::hub::{Connect, Disconnect, HubHandle};
 use crate::actors::{Outbound, SessionHandle, SessionKey, frame};
 use crate::config::WsConfig;
+use crate::limits::ws::SessionBudget;
 use crate::metrics::Metrics;
 use crate::protocol::ws::{ClientFrame, Event, close_code, error_code};
 use crate::service::auth::AuthContext;
@@ -47,7 +49,7 @@ pub struct WsSession {
     metrics: Arc<Metrics>,
     handle: Option<SessionHandle>,
     last_heard: Instant,
-    bucket: TokenBucket,
+    budget: SessionBudget,
     closing: bool,
     /// Shutting down: sends are refused.
     quiesced: bool,
@@ -67,9 +69,9 @@ impl WsSession {
         outbox: SharedOutbox,
         config: Arc<WsConfig>,
         metrics: Arc<Metrics>,
+        budget: SessionBudget,
         registered: oneshot::Sender<bool>,
     ) -> Self {
-        let bucket = TokenBucket::new(config.send_rate, config.send_burst);
         Self {
             key: SessionKey::next(),
             auth,
@@ -81,7 +83,7 @@ impl WsSession {
             metrics,
             handle: None,
             last_heard: Instant::now(),
-            bucket,
+            budget,
             closing: false,
             quiesced: false,
             backlog_check: false,
@@ -341,54 +343,5 @@ impl StreamHandler<Result<InMessage, ProtocolError>> for WsSession {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-/// Token bucket for the per-socket send rate.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32, burst: u32) -> Self {
-        Self {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_bucket_allows_burst_then_limits() {
-        let mut b = TokenBucket::new(1, 3);
-        assert!(b.take() && b.take() && b.take());
-        assert!(!b.take());
-        let mut unlimited = TokenBucket::new(0, 1);
-        assert!((0..1000).all(|_| unlimited.take()));
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::WsSession;
 use crate::actors::db::{History, PersistChannelMessage, StoreBroadcast};
 use crate::actors::hub::{Broadcast, Subscribe, Unsubscribe};
+use crate::limits::ws::SyncTurn;
 use crate::protocol::ws::{ClientFrame, Event, client_type, error_code};
 use crate::service::ServiceError;
 use crate::service::channels::{MAX_PAGE, PageRequest};
@@ -80,13 +81,8 @@ impl WsSession {
         if let Err(e) = check_channel_message(body, name, frame.client_message_id.as_deref()) {
             return self.error(error_code::INVALID_MESSAGE, e.to_string(), &frame, ctx);
         }
-        if !self.bucket.take() {
-            return self.error(
-                error_code::RATE_LIMITED,
-                "sending too fast; slow down",
-                &frame,
-                ctx,
-            );
+        if let Err(refused) = self.budget.send(body.len()) {
+            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
         }
         let Some(origin) = self.handle.clone() else {
             return;
@@ -119,13 +115,8 @@ impl WsSession {
                 ctx,
             );
         };
-        if !self.bucket.take() {
-            return self.error(
-                error_code::RATE_LIMITED,
-                "sending too fast; slow down",
-                &frame,
-                ctx,
-            );
+        if let Err(refused) = self.budget.send(body.len()) {
+            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
         }
         let req = BroadcastRequest {
             sender_id: self.auth.user_id.clone(),
@@ -164,6 +155,9 @@ impl WsSession {
                 ctx,
             );
         };
+        if let Err(refused) = self.budget.subscribe() {
+            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
+        }
         let hub = self.hub.clone();
         let key = self.key;
         // Wait for the hub before reading the next frame, so a `sync` sent right after a
@@ -195,14 +189,38 @@ impl WsSession {
         );
     }
 
+    /// `sync` runs one at a time per socket: the rest wait in the budget's queue, in order.
     fn on_sync(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
-        let Some(channel_id) = frame.channel_id.clone() else {
+        if frame.channel_id.is_none() {
             return self.error(
                 error_code::INVALID_MESSAGE,
                 "channel_id is required",
                 &frame,
                 ctx,
             );
+        }
+        match self.budget.sync(frame.clone()) {
+            Ok(SyncTurn::Run(frame)) => self.run_sync(frame, ctx),
+            Ok(SyncTurn::Queued) => {}
+            Err(refused) => self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx),
+        }
+    }
+
+    /// Start the next queued `sync`, answering those the history bucket refuses.
+    fn next_sync(&mut self, ctx: &mut Context<Self>) {
+        while let Some((frame, admitted)) = self.budget.sync_done() {
+            match admitted {
+                Ok(()) => return self.run_sync(frame, ctx),
+                Err(refused) => {
+                    self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx)
+                }
+            }
+        }
+    }
+
+    fn run_sync(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let Some(channel_id) = frame.channel_id.clone() else {
+            return self.next_sync(ctx);
         };
         let db = self.db.clone();
         let page = PageRequest {
@@ -213,29 +231,32 @@ impl WsSession {
         ctx.spawn(
             async move { db.call(History { channel_id, page }).await }
                 .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(history) => {
-                        for m in history.messages {
-                            let event = Event::channel_message(
-                                m.id,
-                                m.channel_id,
-                                m.sender_id,
-                                m.sender_name_enc,
-                                m.body,
-                                m.sent_at,
-                                m.client_message_id,
+                .map(move |result, act, ctx| {
+                    match result {
+                        Ok(history) => {
+                            for m in history.messages {
+                                let event = Event::channel_message(
+                                    m.id,
+                                    m.channel_id,
+                                    m.sender_id,
+                                    m.sender_name_enc,
+                                    m.body,
+                                    m.sent_at,
+                                    m.client_message_id,
+                                );
+                                act.send_event(&event, ctx);
+                            }
+                            act.send_event(
+                                &Event::sync_complete(history.channel_id, history.has_more),
+                                ctx,
                             );
-                            act.send_event(&event, ctx);
                         }
-                        act.send_event(
-                            &Event::sync_complete(history.channel_id, history.has_more),
-                            ctx,
-                        );
+                        Err(e) => {
+                            let (code, msg) = ws_error(&e);
+                            act.error(code, msg, &frame, ctx);
+                        }
                     }
-                    Err(e) => {
-                        let (code, msg) = ws_error(&e);
-                        act.error(code, msg, &frame, ctx);
-                    }
+                    act.next_sync(ctx);
                 }),
         );
     }
