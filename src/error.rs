@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::db::DbError;
+use crate::limits::{CAP_RETRY_AFTER_SECS, Refused};
 use crate::protocol::rest::ErrorBody;
 use crate::service::ServiceError;
 
@@ -29,7 +30,15 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("server is at its connection limit; retry later")]
     TooManyConnections,
+    /// Refused by the rate-limit layer (`crate::limits`).
+    #[error(transparent)]
+    RateLimited(#[from] Refused),
 }
+
+/// Set on a `429` response: which limit refused it, for `dialtone_rate_limited_total` (counted
+/// by the status-counting middleware for refusals the limit layer did not count itself).
+#[derive(Debug, Clone, Copy)]
+pub struct CapHit(pub &'static str);
 
 impl AppError {
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -66,6 +75,7 @@ impl AppError {
                 S::InviteExpired => (StatusCode::GONE, "invite_expired", e.to_string()),
                 S::InviteRevoked => (StatusCode::GONE, "invite_revoked", e.to_string()),
                 S::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", (*m).into()),
+                S::CapReached(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string()),
                 S::Db(DbError::Unavailable(_)) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -96,6 +106,11 @@ impl AppError {
                 "too_many_connections",
                 self.to_string(),
             ),
+            AppError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                self.to_string(),
+            ),
         }
     }
 }
@@ -118,6 +133,22 @@ impl ResponseError for AppError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 here is a transient refusal (a queue full, a dependency down).
             res.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        match self {
+            AppError::RateLimited(r) => {
+                res.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    r.retry_after_secs.to_string(),
+                ));
+            }
+            AppError::Service(ServiceError::CapReached(limit)) => {
+                res.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    CAP_RETRY_AFTER_SECS.to_string(),
+                ));
+                res.extensions_mut().insert(CapHit(limit));
+            }
+            _ => {}
         }
         res.json(ErrorBody {
             error,
@@ -169,5 +200,24 @@ mod tests {
         assert!(!json["error"].as_str().unwrap().contains("10.0.0.5"));
         let res = AppError::from(ServiceError::Busy("queue full")).error_response();
         assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+    }
+
+    #[test]
+    fn limits_answer_429_with_retry_after() {
+        let refused = Refused {
+            limit: "login_ip",
+            retry_after_secs: 7,
+        };
+        let res = AppError::from(refused.clone()).error_response();
+        assert_eq!(res.headers().get("retry-after").unwrap(), "7");
+        let (status, json) = body_of(refused.into());
+        assert_eq!(status, 429);
+        assert_eq!(json["code"], "rate_limited");
+        let res = AppError::from(ServiceError::CapReached("devices_per_user")).error_response();
+        assert_eq!(res.status().as_u16(), 429);
+        assert_eq!(
+            res.extensions().get::<CapHit>().map(|c| c.0),
+            Some("devices_per_user")
+        );
     }
 }

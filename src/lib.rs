@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod load;
 pub mod metrics;
 pub mod protocol;

@@ -25,6 +25,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: &'static str,
 }
@@ -57,6 +62,7 @@ pub struct Metrics {
     pub password_computations: Counter,
     pub password_queue_depth: Gauge,
     pub password_queue_refused: Counter,
+    rate_limited: Family<LimitLabel, Counter>,
 }
 
 /// Reads (in use, idle) connection counts of a pool.
@@ -118,6 +124,7 @@ impl Metrics {
             password_computations: Counter::default(),
             password_queue_depth: Gauge::default(),
             password_queue_refused: Counter::default(),
+            rate_limited: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -235,6 +242,11 @@ impl Metrics {
             "Password checks and hashes refused with 503 because the queue was full",
             m.password_queue_refused.clone(),
         );
+        registry.register(
+            "rate_limited",
+            "Requests and frames refused by a rate limit or cap, by limit",
+            m.rate_limited.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -256,6 +268,10 @@ impl Metrics {
         self.http_responses
             .get_or_create(&StatusLabel { status })
             .inc();
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     pub fn ws_error(&self, code: &'static str) {

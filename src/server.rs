@@ -22,9 +22,10 @@ use crate::crypto::field::FieldCipher;
 use crate::crypto::keyed_hash::KeyedHasher;
 use crate::db::{Pool, migrate};
 use crate::http::{self, AppState};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::protocol::rest::{CreateInviteRequest, InviteResponse};
-use crate::service::{ServiceResult, Settings, Store};
+use crate::service::{Caps, ServiceResult, Settings, Store};
 use crate::tls;
 
 /// How often expired sessions are deleted.
@@ -72,6 +73,11 @@ impl Storage {
             Settings {
                 session_ttl: config.session_ttl,
                 invite_ttl: config.invite_ttl,
+                caps: Caps {
+                    devices_per_user: config.limits.devices_per_user,
+                    sessions_per_user: config.limits.sessions_per_user,
+                    envelopes_per_request: config.limits.envelopes_per_request,
+                },
             },
         );
         let (db, arbiter) = DbActor::start(
@@ -167,6 +173,23 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         config.passwords.queue,
         metrics.clone(),
     );
+    let previous: Vec<&[u8]> = config
+        .channel_keys_previous
+        .iter()
+        .map(|k| k.expose().as_slice())
+        .collect();
+    let limits = Limits::new(
+        &config.limits,
+        config.ws.send_rate,
+        config.ws.send_burst,
+        KeyedHasher::new(
+            config.username_pepper.expose(),
+            config.channel_key.expose(),
+            &previous,
+        ),
+        metrics.clone(),
+    );
+    limits.spawn_pruner();
     let state = web::Data::new(AppState {
         db,
         passwords,
@@ -175,6 +198,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         metrics: metrics.clone(),
         admin_token: config.admin_token.clone(),
         ws: Arc::new(config.ws.clone()),
+        limits,
     });
     let app_metrics = metrics.clone();
     let workers = config.workers.max(1);

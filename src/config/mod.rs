@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod limits;
 mod secrets;
 #[cfg(test)]
 mod tests;
 mod vars;
 
+pub use limits::{LimitsConfig, Rate};
 pub(crate) use secrets::write_private_file;
 pub use secrets::{ConfigError, Secret};
 use secrets::{RawSecrets, load_or_generate_secrets, missing, parse_key};
@@ -132,6 +134,8 @@ pub struct Config {
     pub ws: WsConfig,
     pub broker: BrokerConfig,
     pub passwords: PasswordConfig,
+    /// Rate limits and caps (see `crate::limits`).
+    pub limits: LimitsConfig,
     /// Optional separate plain-HTTP listener for `/metrics` (loopback or a private network).
     pub metrics_addr: Option<SocketAddr>,
     /// True when the secrets came from a generated `secrets.env` (zero-config first run).
@@ -325,6 +329,7 @@ impl Config {
             workers: env.num("DIALTONE_PASSWORD_WORKERS", cores, 1, 1024)?,
             queue: env.num("DIALTONE_PASSWORD_QUEUE", cores, 0, 1 << 16)?,
         };
+        let limits = LimitsConfig::parse(env)?;
         let metrics_addr = env
             .get("DIALTONE_METRICS_ADDR")
             .map(|v| parse_addr("DIALTONE_METRICS_ADDR", v))
@@ -376,6 +381,7 @@ impl Config {
             ws,
             broker,
             passwords,
+            limits,
             metrics_addr,
             generated_secrets,
         })

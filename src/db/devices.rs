@@ -51,6 +51,15 @@ pub async fn list_for_user(db: &mut Db<'_>, user_id: &str) -> DbResult<Vec<Devic
         .await)?)
 }
 
+pub async fn count_for_user(db: &mut Db<'_>, user_id: &str) -> DbResult<usize> {
+    let n: i64 = dispatch!(db, |c| devices::table
+        .filter(devices::user_id.eq(user_id))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 pub async fn list_all(db: &mut Db<'_>) -> DbResult<Vec<DeviceRow>> {
     Ok(dispatch!(db, |c| devices::table
         .order((

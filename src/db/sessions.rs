@@ -57,6 +57,17 @@ pub async fn ids_for_device(db: &mut Db<'_>, device_id: &str) -> DbResult<Vec<St
         .await)?)
 }
 
+/// Sessions of a user that have not expired.
+pub async fn count_live_for_user(db: &mut Db<'_>, user_id: &str, now: Time) -> DbResult<usize> {
+    let n: i64 = dispatch!(db, |c| sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::expires_at.gt(now))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 pub async fn delete_expired(db: &mut Db<'_>, now: Time) -> DbResult<usize> {
     Ok(dispatch!(db, |c| diesel::delete(
         sessions::table.filter(sessions::expires_at.le(now))

@@ -3,11 +3,12 @@
 use actix_web::{HttpResponse, web};
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::Auth;
 use crate::actors::auth as flows;
 use crate::actors::db::Logout;
 use crate::actors::hub::Notice;
 use crate::error::AppError;
+use crate::limits::rest::Attempt;
 use crate::protocol::rest::{LoginRequest, RegisterRequest};
 use crate::service::auth::SignedIn;
 
@@ -22,7 +23,7 @@ fn announce(state: &AppState, signed_in: &SignedIn) {
 
 pub async fn register(
     state: web::Data<AppState>,
-    Json(req): Json<RegisterRequest>,
+    Attempt(req): Attempt<RegisterRequest>,
 ) -> Result<HttpResponse, AppError> {
     let signed_in = flows::register(&state.db, &state.passwords, req).await?;
     announce(&state, &signed_in);
@@ -31,7 +32,7 @@ pub async fn register(
 
 pub async fn login(
     state: web::Data<AppState>,
-    Json(req): Json<LoginRequest>,
+    Attempt(req): Attempt<LoginRequest>,
 ) -> Result<HttpResponse, AppError> {
     let signed_in = flows::login(&state.db, &state.passwords, &state.metrics, req).await?;
     announce(&state, &signed_in);

@@ -8,6 +8,7 @@ use super::extract::{Auth, Json};
 use crate::actors::db::{CreateChannel, DeleteChannel, History, ListChannels, RenameChannel};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
+use crate::limits::rest::{History as HistoryLimit, Throttled};
 use crate::protocol::rest::{
     ChannelResponse, ChannelsResponse, CreateChannelRequest, UpdateChannelRequest,
 };
@@ -84,7 +85,7 @@ pub struct HistoryQuery {
 
 pub async fn history(
     state: web::Data<AppState>,
-    _: Auth,
+    _: Throttled<HistoryLimit>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();

@@ -8,11 +8,12 @@ use super::extract::{Auth, Json};
 use crate::actors::db::{CreateDevice, DeleteDevice, DeviceKeys, ListOwnDevices};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
+use crate::limits::rest::{DeviceCreation, Throttled};
 use crate::protocol::rest::{CreateDeviceRequest, DevicesResponse};
 
 pub async fn create(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<DeviceCreation>,
     Json(req): Json<CreateDeviceRequest>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = ctx.user_id.clone();

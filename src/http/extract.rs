@@ -88,7 +88,7 @@ pub fn bearer_token(req: &HttpRequest) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
-fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
+pub(crate) fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
     req.app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ServiceError::Internal("application state missing".into()).into())

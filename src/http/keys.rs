@@ -7,6 +7,7 @@ use super::AppState;
 use super::extract::{Auth, Json};
 use crate::actors::db::{GetChannelKey, GetDirectoryKey, UploadChannelKeys, UploadDirectoryKeys};
 use crate::error::AppError;
+use crate::limits::rest::{EnvelopeUpload, Throttled};
 use crate::protocol::rest::{ChannelKeysUpload, DirectoryKeysUpload, StatusOk};
 
 #[derive(Debug, Deserialize)]
@@ -32,7 +33,7 @@ pub async fn get_channel_key(
 
 pub async fn upload_channel_keys(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<EnvelopeUpload>,
     Json(req): Json<ChannelKeysUpload>,
 ) -> Result<HttpResponse, AppError> {
     state.db.call(UploadChannelKeys { ctx, req }).await?;
@@ -51,7 +52,7 @@ pub async fn get_directory_key(
 
 pub async fn upload_directory_keys(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<EnvelopeUpload>,
     Json(req): Json<DirectoryKeysUpload>,
 ) -> Result<HttpResponse, AppError> {
     state.db.call(UploadDirectoryKeys { ctx, req }).await?;

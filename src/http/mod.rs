@@ -14,6 +14,7 @@ pub mod users;
 use std::sync::Arc;
 
 use actix_web::dev::{Service, ServiceResponse};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, Resource, web};
 
 use crate::actors::admin::AdminHandle;
@@ -21,7 +22,8 @@ use crate::actors::db::DbHandle;
 use crate::actors::hashing::PasswordQueue;
 use crate::actors::hub::{HubHandle, Notice};
 use crate::config::{Secret, WsConfig};
-use crate::error::AppError;
+use crate::error::{AppError, CapHit};
+use crate::limits::{self, Limits};
 use crate::metrics::Metrics;
 
 /// What every handler can reach.
@@ -33,6 +35,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub admin_token: Secret<String>,
     pub ws: Arc<WsConfig>,
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
@@ -68,8 +71,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/health").route(web::get().to(health::health)))
         .service(resource("/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
-        .service(resource("/auth/register").route(web::post().to(auth::register)))
-        .service(resource("/auth/login").route(web::post().to(auth::login)))
+        .service(
+            resource("/auth/register")
+                .route(web::post().to(auth::register))
+                .wrap(from_fn(limits::rest::register_ip)),
+        )
+        .service(
+            resource("/auth/login")
+                .route(web::post().to(auth::login))
+                .wrap(from_fn(limits::rest::login_ip)),
+        )
         .service(resource("/auth/logout").route(web::post().to(auth::logout)))
         .service(resource("/users").route(web::post().to(users::create)))
         .service(
@@ -109,7 +120,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin/users").route(web::get().to(admin::list_users)))
         .service(resource("/admin/users/{id}/{action}").route(web::post().to(admin::user_action)))
         .service(resource("/admin/stats").route(web::get().to(admin::stats)))
-        .service(resource("/ws").route(web::get().to(crate::ws::upgrade)))
+        .service(
+            resource("/ws")
+                .route(web::get().to(crate::ws::upgrade))
+                .wrap(from_fn(limits::rest::ws_upgrade_ip)),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -138,6 +153,9 @@ where
         Box::pin(async move {
             let res = fut.await?;
             metrics.http_response(res.status().as_u16());
+            if let Some(CapHit(limit)) = res.response().extensions().get::<CapHit>().copied() {
+                metrics.rate_limited(limit);
+            }
             Ok(res)
         })
     }

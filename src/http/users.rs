@@ -7,6 +7,7 @@ use super::extract::{Admin, Auth, Json};
 use crate::actors::db::{AdminFlags, CreatePlaceholderUser, ListProfiles, UpsertProfile};
 use crate::actors::hub::{Notice, Presence};
 use crate::error::AppError;
+use crate::limits::rest::{ProfileUpload, Throttled};
 use crate::protocol::rest::{
     CreateUserRequest, PresenceRequest, PresenceResponse, ProfileRequest, ProfilesResponse,
     StatusOk,
@@ -38,7 +39,7 @@ pub async fn profiles(
 
 pub async fn upsert_profile(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<ProfileUpload>,
     Json(req): Json<ProfileRequest>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = ctx.user_id.clone();

@@ -4,12 +4,13 @@ use chrono::Utc;
 use futures_util::FutureExt;
 
 use super::validate::{check_password, new_username, normalize_username, public_key};
-use super::{ServiceError, ServiceResult, Store, new_id};
+use super::{Caps, ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
 use crate::crypto::token::{generate_token, token_hash};
 use crate::db::models::{DeviceRow, SessionRow, UserRow};
 use crate::db::types::Time;
 use crate::db::{self, locks};
+use crate::limits::label;
 use crate::protocol::REDACTED;
 use crate::protocol::rest::{AuthResponse, LoginRequest, RegisterRequest};
 
@@ -274,6 +275,12 @@ pub async fn complete_login(store: &Store, grant: LoginGrant) -> ServiceResult<S
     }
 
     let now = Time::now();
+    let live = db::sessions::count_live_for_user(&mut conn.db(), &user.id, now).await?;
+    Caps::check(
+        store.settings.caps.sessions_per_user,
+        live,
+        label::SESSIONS_PER_USER,
+    )?;
     let (device_id, new_device) =
         match super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await? {
             Some(device) => {

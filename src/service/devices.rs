@@ -2,11 +2,12 @@
 
 use super::auth::AuthContext;
 use super::validate;
-use super::{ServiceError, ServiceResult, Store, new_id};
+use super::{Caps, ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
 use crate::db::models::DeviceRow;
 use crate::db::types::Time;
 use crate::db::{self, Db};
+use crate::limits::label;
 use crate::protocol::rest::{CreateDeviceRequest, Device, DeviceKey, DeviceKeysResponse};
 
 /// A device with its decrypted public key.
@@ -74,6 +75,12 @@ pub async fn insert_device(
     public_key: &str,
     now: Time,
 ) -> ServiceResult<DeviceRow> {
+    let count = db::devices::count_for_user(db, user_id).await?;
+    Caps::check(
+        store.settings.caps.devices_per_user,
+        count,
+        label::DEVICES_PER_USER,
+    )?;
     let id = new_id();
     let row = DeviceRow {
         public_key: store

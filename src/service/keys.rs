@@ -11,6 +11,7 @@ use super::{ServiceError, ServiceResult, Store};
 use crate::db;
 use crate::db::models::{ChannelEnvelopeRow, DirectoryEnvelopeRow};
 use crate::db::types::Time;
+use crate::limits::label;
 use crate::protocol::rest::{
     ChannelKeyEnvelope, ChannelKeysUpload, DirectoryKeyEnvelope, DirectoryKeysUpload,
     EnvelopeUpload,
@@ -64,6 +65,10 @@ async fn check_sender(
 ) -> ServiceResult<String> {
     if envelopes.is_empty() {
         return Err(ServiceError::invalid("envelopes must not be empty"));
+    }
+    let cap = store.settings.caps.envelopes_per_request;
+    if cap > 0 && envelopes.len() > cap {
+        return Err(ServiceError::CapReached(label::ENVELOPES_PER_REQUEST));
     }
     let mut conn = store.pool.get().await?;
     let mut db = conn.db();

@@ -37,6 +37,27 @@ pub struct Store {
 pub struct Settings {
     pub session_ttl: Duration,
     pub invite_ttl: Duration,
+    /// Per-user caps (0 = none); beyond one the request is refused with
+    /// [`ServiceError::CapReached`].
+    pub caps: Caps,
+}
+
+/// The caps of `DIALTONE_MAX_{DEVICES,SESSIONS}_PER_USER` and `DIALTONE_MAX_ENVELOPES_PER_REQUEST`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    pub devices_per_user: usize,
+    pub sessions_per_user: usize,
+    pub envelopes_per_request: usize,
+}
+
+impl Caps {
+    /// Refuse when `count` already reached `cap` (a cap of 0 is none).
+    pub fn check(cap: usize, count: usize, label: &'static str) -> ServiceResult<()> {
+        if cap > 0 && count >= cap {
+            return Err(ServiceError::CapReached(label));
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -103,6 +124,9 @@ pub enum ServiceError {
     /// Too much load right now; retry later.
     #[error("{0}")]
     Busy(&'static str),
+    /// A per-user cap (devices, sessions, envelopes per request) is reached; the label names it.
+    #[error("limit reached ({0})")]
+    CapReached(&'static str),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]

@@ -18,6 +18,7 @@ use crate::actors::db::Authenticate;
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::extract::bearer_token;
+use crate::limits::ws::SessionBudget;
 use crate::protocol::ws::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 use crate::service::ServiceError;
 
@@ -66,6 +67,10 @@ pub async fn upgrade(
             token: token.clone(),
         })
         .await?;
+    // Held by the session until it stops; refused here, before the upgrade, when the user already
+    // has DIALTONE_MAX_SOCKETS_PER_USER open.
+    let slot = state.limits.acquire_socket(&auth.user_id)?;
+    let budget = SessionBudget::new(state.limits.clone(), auth.user_id.clone(), slot);
 
     let mut response = actix_web_actors::ws::handshake_with_protocols(&req, &[SUBPROTOCOL])
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
@@ -87,6 +92,7 @@ pub async fn upgrade(
         outbox.clone(),
         state.ws.clone(),
         state.metrics.clone(),
+        budget,
         registered,
     );
     let mailbox = state.ws.mailbox;

@@ -25,6 +25,7 @@ mod load_smoke;
 mod metrics;
 mod password_work;
 mod process_contract;
+mod rate_limits;
 mod rest_admin;
 mod rest_auth;
 mod rest_channels;

@@ -1,0 +1,287 @@
+//! What the session does with each client frame (SPEC §5): sends, broadcasts, subscriptions and
+//! `sync`, each answered with its result or an error event naming the frame it answers.
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::WsSession;
+use crate::actors::db::{History, PersistChannelMessage, StoreBroadcast};
+use crate::actors::hub::{Broadcast, Subscribe, Unsubscribe};
+use crate::limits::ws::SyncTurn;
+use crate::protocol::ws::{ClientFrame, Event, client_type, error_code};
+use crate::service::ServiceError;
+use crate::service::channels::{MAX_PAGE, PageRequest};
+use crate::service::messages::{BroadcastRequest, check_channel_message};
+
+impl WsSession {
+    pub(super) fn on_text(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        let frame: ClientFrame = match serde_json::from_slice(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("invalid frame: {e}");
+                self.error(
+                    error_code::INVALID_MESSAGE,
+                    msg,
+                    &ClientFrame::default(),
+                    ctx,
+                );
+                return;
+            }
+        };
+        let sending = matches!(
+            frame.kind.as_str(),
+            client_type::CHANNEL_MESSAGE_SEND | client_type::MESSAGE_BROADCAST
+        );
+        if sending && self.quiesced {
+            return self.error(
+                error_code::SERVER_ERROR,
+                "server shutting down; not saved, send again after reconnecting",
+                &frame,
+                ctx,
+            );
+        }
+        match frame.kind.as_str() {
+            client_type::CHANNEL_MESSAGE_SEND => self.on_channel_message(frame, ctx),
+            client_type::MESSAGE_BROADCAST => self.on_broadcast(frame, ctx),
+            client_type::MESSAGE_SEND => self.error(
+                error_code::CHANNELS_ONLY,
+                "direct messages are not supported; send to a channel",
+                &frame,
+                ctx,
+            ),
+            client_type::SUBSCRIBE => self.on_subscribe(frame, true, ctx),
+            client_type::UNSUBSCRIBE => self.on_subscribe(frame, false, ctx),
+            client_type::SYNC => self.on_sync(frame, ctx),
+            _ => {
+                let msg = format!("unsupported message type `{}`", truncate(&frame.kind, 64));
+                self.error(error_code::UNSUPPORTED_TYPE, msg, &frame, ctx);
+            }
+        }
+    }
+
+    fn on_channel_message(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let (Some(channel_id), Some(body), Some(name)) =
+            (&frame.channel_id, &frame.body, &frame.sender_name_enc)
+        else {
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "channel.message.send needs channel_id, body and sender_name_enc",
+                &frame,
+                ctx,
+            );
+        };
+        if uuid::Uuid::parse_str(channel_id).is_err() {
+            return self.error(
+                error_code::CHANNEL_NOT_FOUND,
+                "channel not found",
+                &frame,
+                ctx,
+            );
+        }
+        if let Err(e) = check_channel_message(body, name, frame.client_message_id.as_deref()) {
+            return self.error(error_code::INVALID_MESSAGE, e.to_string(), &frame, ctx);
+        }
+        if let Err(refused) = self.budget.send(body.len()) {
+            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
+        }
+        let Some(origin) = self.handle.clone() else {
+            return;
+        };
+        let msg = PersistChannelMessage {
+            channel_id: channel_id.clone(),
+            sender_id: self.auth.user_id.clone(),
+            sender_name_enc: name.clone(),
+            body: body.clone(),
+            client_message_id: frame.client_message_id.clone(),
+            origin,
+        };
+        if let Err(e) = self.db.persist(msg) {
+            self.metrics.messages_rejected.inc();
+            self.error(error_code::RATE_LIMITED, e.to_string(), &frame, ctx);
+        }
+    }
+
+    fn on_broadcast(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let (Some(body), Some(name), Some(public_key), Some(envelopes)) = (
+            frame.body.clone(),
+            frame.sender_name_enc.clone(),
+            frame.public_key.clone(),
+            frame.key_envelopes.clone(),
+        ) else {
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "message.broadcast needs body, sender_name_enc, public_key and key_envelopes",
+                &frame,
+                ctx,
+            );
+        };
+        if let Err(refused) = self.budget.send(body.len()) {
+            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
+        }
+        let req = BroadcastRequest {
+            sender_id: self.auth.user_id.clone(),
+            sender_device_id: self.auth.device_id.clone(),
+            body,
+            sender_name_enc: name,
+            public_key,
+            key_envelopes: envelopes,
+        };
+        let db = self.db.clone();
+        let hub = self.hub.clone();
+        let metrics = self.metrics.clone();
+        ctx.spawn(
+            async move {
+                let stored = db.call(StoreBroadcast { req }).await?;
+                metrics.broadcasts_persisted.inc();
+                hub.tell(Broadcast(stored));
+                Ok::<(), ServiceError>(())
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if let Err(e) = result {
+                    let (code, msg) = ws_error(&e);
+                    act.error(code, msg, &frame, ctx);
+                }
+            }),
+        );
+    }
+
+    fn on_subscribe(&mut self, frame: ClientFrame, subscribe: bool, ctx: &mut Context<Self>) {
+        let Some(channel_id) = frame.channel_id.clone() else {
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "channel_id is required",
+                &frame,
+                ctx,
+            );
+        };
+        if let Err(refused) = self.budget.subscribe() {
+            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
+        }
+        let hub = self.hub.clone();
+        let key = self.key;
+        // Wait for the hub before reading the next frame, so a `sync` sent right after a
+        // `subscribe` cannot miss messages committed in between.
+        ctx.wait(
+            async move {
+                if subscribe {
+                    hub.ask(Subscribe { key, channel_id }).await
+                } else {
+                    hub.ask(Unsubscribe { key, channel_id }).await
+                }
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| match result {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => act.error(
+                    error_code::CHANNEL_NOT_FOUND,
+                    "channel not found",
+                    &frame,
+                    ctx,
+                ),
+                Err(_) => act.error(
+                    error_code::SERVER_ERROR,
+                    "server shutting down",
+                    &frame,
+                    ctx,
+                ),
+            }),
+        );
+    }
+
+    /// `sync` runs one at a time per socket: the rest wait in the budget's queue, in order.
+    fn on_sync(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        if frame.channel_id.is_none() {
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "channel_id is required",
+                &frame,
+                ctx,
+            );
+        }
+        match self.budget.sync(frame.clone()) {
+            Ok(SyncTurn::Run(frame)) => self.run_sync(frame, ctx),
+            Ok(SyncTurn::Queued) => {}
+            Err(refused) => self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx),
+        }
+    }
+
+    /// Start the next queued `sync`, answering those the history bucket refuses.
+    fn next_sync(&mut self, ctx: &mut Context<Self>) {
+        while let Some((frame, admitted)) = self.budget.sync_done() {
+            match admitted {
+                Ok(()) => return self.run_sync(frame, ctx),
+                Err(refused) => {
+                    self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx)
+                }
+            }
+        }
+    }
+
+    fn run_sync(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        let Some(channel_id) = frame.channel_id.clone() else {
+            return self.next_sync(ctx);
+        };
+        let db = self.db.clone();
+        let page = PageRequest {
+            limit: Some(MAX_PAGE),
+            before: None,
+            after: frame.after.clone(),
+        };
+        ctx.spawn(
+            async move { db.call(History { channel_id, page }).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    match result {
+                        Ok(history) => {
+                            for m in history.messages {
+                                let event = Event::channel_message(
+                                    m.id,
+                                    m.channel_id,
+                                    m.sender_id,
+                                    m.sender_name_enc,
+                                    m.body,
+                                    m.sent_at,
+                                    m.client_message_id,
+                                );
+                                act.send_event(&event, ctx);
+                            }
+                            act.send_event(
+                                &Event::sync_complete(history.channel_id, history.has_more),
+                                ctx,
+                            );
+                        }
+                        Err(e) => {
+                            let (code, msg) = ws_error(&e);
+                            act.error(code, msg, &frame, ctx);
+                        }
+                    }
+                    act.next_sync(ctx);
+                }),
+        );
+    }
+}
+
+/// Map a service error to a WebSocket error code and message (internal details stay in the log).
+fn ws_error(e: &ServiceError) -> (&'static str, String) {
+    match e {
+        ServiceError::Invalid(m) => (error_code::INVALID_MESSAGE, m.clone()),
+        ServiceError::NotFound("channel") => {
+            (error_code::CHANNEL_NOT_FOUND, "channel not found".into())
+        }
+        ServiceError::NotFound(what) => (error_code::INVALID_MESSAGE, format!("{what} not found")),
+        ServiceError::Busy(m) => (error_code::RATE_LIMITED, (*m).to_owned()),
+        ServiceError::Forbidden(m) => (error_code::INVALID_MESSAGE, (*m).to_owned()),
+        other => {
+            tracing::error!(error = %other, "websocket request failed");
+            (error_code::SERVER_ERROR, "internal error".into())
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
