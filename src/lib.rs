@@ -13,10 +13,12 @@
 //! Layers point one way: [`http`]/[`ws`] handlers → [`actors`] → [`service`] → [`db`] + [`crypto`].
 
 pub mod actors;
+pub mod bootstrap;
 pub mod client;
 
 pub mod config;
 pub mod crypto;
+pub mod data_dir;
 pub mod db;
 pub mod error;
 pub mod http;

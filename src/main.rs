@@ -119,6 +119,7 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let admin_token = config.admin_token.expose().clone();
     let generated = config.generated_secrets;
     let running = server::start(config, listener).await?;
+    let shutdown = shutdown_signal();
     let scheme = if running.tls_fingerprint.is_some() {
         "https"
     } else {
@@ -138,59 +139,60 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     if generated {
         println!("secrets: {}", data_dir.join("secrets.env").display());
     }
-    // Until someone registers, a zero-config server prints the admin token and a fresh invite on
-    // every start: a first start that failed after generating the secrets loses nothing.
-    let nobody_yet = generated
-        && !running
-            .storage
-            .db
-            .call(dialtone::actors::db::AnyUsers {})
-            .await?;
-    if nobody_yet {
-        let invite = running
-            .storage
-            .mint_invite(CreateInviteRequest::default())
-            .await?;
+    // Until someone registers, a zero-config server shows its first invite on every start (the
+    // same one), and the admin token on the first start only.
+    if generated
+        && let Some(welcome) = dialtone::bootstrap::welcome(&running.storage, &data_dir).await?
+    {
         println!();
         if first_run {
             println!("First run: secrets generated into {}", data_dir.display());
+            println!("  admin token : {admin_token}");
         } else {
             println!(
-                "No user has registered yet (secrets in {}).",
-                data_dir.display()
+                "No user has registered yet (the admin token is in {}).",
+                data_dir.join("secrets.env").display()
             );
         }
-        println!("  admin token : {admin_token}");
+        let again = if welcome.reused { ", as before" } else { "" };
         println!(
-            "  first invite: {}   (expires {})",
-            invite.token, invite.expires_at
+            "  first invite: {}   (expires {}{again})",
+            welcome.invite_token, welcome.expires_at
         );
         println!("The first user to register becomes the admin.");
     }
     println!("Press Ctrl-C to stop.");
-    running.serve_until(shutdown_signal()).await
+    running.serve_until(shutdown).await
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not when the future is
+/// first polled: a signal that arrives right after the banner must stop the server gracefully,
+/// not kill it with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -17,9 +17,10 @@ use crate::actors::db::{
 };
 use crate::actors::hashing::PasswordQueue;
 use crate::actors::hub::{Hub, HubHandle, Quiesce, Shutdown};
-use crate::config::Config;
+use crate::config::{Config, DbUrl};
 use crate::crypto::field::FieldCipher;
 use crate::crypto::keyed_hash::KeyedHasher;
+use crate::data_dir;
 use crate::db::{Pool, migrate};
 use crate::http::{self, AppState};
 use crate::limits::Limits;
@@ -42,6 +43,15 @@ impl Storage {
     /// Apply migrations and start the database actor. Used by `serve` and by the `invite`,
     /// `rekey` and `migrate` commands.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        if let DbUrl::Sqlite(path) = &config.db.url {
+            data_dir::secure_sqlite(path)
+                .with_context(|| format!("securing the embedded store {}", path.display()))?;
+        }
+        if config.data_dir.exists() {
+            data_dir::secure_dir(&config.data_dir).with_context(|| {
+                format!("DIALTONE_DATA_DIR: securing {}", config.data_dir.display())
+            })?;
+        }
         let applied = migrate::run(&config.db.url)
             .await
             .context("applying database migrations")?;

@@ -646,6 +646,8 @@ db_requests! {
     MintInvite { req: CreateInviteRequest, created_by: Option<String> } -> InviteResponse => |s, m| invites::mint(s, m.req, m.created_by);
     /// Admin: every invite.
     ListInvites {} -> Vec<InviteInfo> => |s, m| invites::list(s);
+    /// The expiry of a still usable invite (the zero-config first invite, reused across starts).
+    InviteUsableUntil { token: String } -> Option<String> => |s, m| async move { invites::usable_until(s, &m.token).await };
     /// Admin: revoke an invite.
     RevokeInvite { id: String } -> () => |s, m| invites::revoke(s, &m.id);
     /// `message.broadcast`: persist before fan-out.

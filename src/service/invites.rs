@@ -90,6 +90,16 @@ pub async fn list(store: &Store) -> ServiceResult<Vec<InviteInfo>> {
         .collect())
 }
 
+/// When the invite with this token can still be used: its expiry. `None` when it is unknown,
+/// used up, revoked or expired.
+pub async fn usable_until(store: &Store, token: &str) -> ServiceResult<Option<String>> {
+    let mut conn = store.pool.get().await?;
+    let invite = db::invites::find_by_hash(&mut conn.db(), &token_hash(token.trim())).await?;
+    Ok(invite
+        .filter(|i| i.revoked_at.is_none() && i.uses < i.max_uses && i.expires_at > Time::now())
+        .map(|i| i.expires_at.wire()))
+}
+
 pub async fn revoke(store: &Store, id: &str) -> ServiceResult<()> {
     let mut conn = store.pool.get().await?;
     if db::invites::revoke(&mut conn.db(), id.trim(), Time::now()).await? {

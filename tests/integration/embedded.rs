@@ -191,6 +191,70 @@ async fn first_run_generates_then_second_start_reuses_everything() {
     second.terminate().await;
 }
 
+#[tokio::test]
+async fn restarts_before_anyone_registers_show_one_invite_and_the_admin_token_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A data directory made by hand with a permissive mode: the server tightens it.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dir = &data;
+    let first = spawn(dir).await;
+    assert!(first.printed("admin token :").is_some());
+    let invite = first.printed("first invite:").expect("an invite");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(""), 0o700, "the data directory");
+        for file in ["dialtone.db", "dialtone.db-wal", "dialtone.db-shm"] {
+            assert_eq!(mode(file), 0o600, "{file}");
+        }
+    }
+    first.terminate().await;
+
+    let second = spawn(dir).await;
+    assert_eq!(second.printed("admin token :"), None, "the token only once");
+    assert_eq!(
+        second.printed("first invite:").as_deref(),
+        Some(invite.as_str()),
+        "the same invite again, not a new one"
+    );
+    let kept = dir.join(dialtone::bootstrap::FIRST_INVITE_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    second
+        .rest()
+        .register(&RegisterRequest {
+            username: "owner".into(),
+            password: "owner-pass-1".into(),
+            public_key: DeviceKeypair::generate().public_key_b64(),
+            invite_token: invite,
+        })
+        .await
+        .expect("the kept invite works");
+    second.terminate().await;
+
+    let third = spawn(dir).await;
+    assert_eq!(third.printed("first invite:"), None, "someone registered");
+    assert!(!kept.exists(), "the kept invite is deleted once used");
+    third.terminate().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_kill_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
