@@ -188,3 +188,112 @@ async fn a_database_that_stops_answering_fails_sends_in_time_and_shutdown_stays_
         0
     );
 }
+
+/// Send `ids` on `ws` and wait until each has its one answer: the echo (true) or an error event
+/// naming it (false). Anything else for these ids, or a second answer, fails the test.
+async fn answers(
+    ws: &mut dialtone::client::WsClient,
+    channel: &str,
+    ids: &[String],
+) -> std::collections::HashMap<String, bool> {
+    use dialtone::client::Incoming;
+    for id in ids {
+        ws.send(&ClientFrame::channel_message(
+            channel,
+            "eA==",
+            "bmFtZQ==",
+            Some(id.clone()),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut got = std::collections::HashMap::new();
+    while got.len() < ids.len() {
+        let (id, ok) = match ws.next_within(HUNG).await.expect("an answer") {
+            Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
+                (e.client_message_id.clone(), true)
+            }
+            Some(Incoming::Event(e)) if e.kind == event_type::ERROR => {
+                assert_eq!(e.code.as_deref(), Some("server_error"), "{e:?}");
+                (e.client_message_id.clone(), false)
+            }
+            Some(Incoming::Event(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        };
+        let id = id.expect("every answer names its message");
+        assert!(got.insert(id.clone(), ok).is_none(), "{id} answered twice");
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_database_restart_under_load_loses_no_acknowledged_message() {
+    if backend() == Backend::Sqlite {
+        skip("the embedded store runs in the server's process: it cannot restart on its own");
+        return;
+    }
+    let db = TestDb::create().await;
+    let proxy = Proxy::to(&url_host_port(&db.url));
+    let via = url_via(&db.url, proxy.addr());
+    let mut server = TestServer::start_on(db, |s| {
+        s.set("DIALTONE_DB_URL", via)
+            .set("DIALTONE_DB_TIMEOUT_MS", DB_TIMEOUT_MS.to_string());
+    })
+    .await;
+    server.expect_error("group commit failed");
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("Yg==").await.unwrap();
+    let mut ws = server.ws(&alice).await;
+    ws_ready(&mut ws).await;
+
+    // Chunks of messages before, during and after the outage ("restart": every connection cut,
+    // new ones refused, then accepted again).
+    let chunk = |n: usize| (n * 50..(n + 1) * 50).map(|i| format!("m{i}")).collect::<Vec<_>>();
+    let mut all = std::collections::HashMap::new();
+    for n in 0..2 {
+        all.extend(answers(&mut ws, &channel.id, &chunk(n)).await);
+    }
+    proxy.set(ProxyMode::Refuse);
+    for n in 2..4 {
+        all.extend(answers(&mut ws, &channel.id, &chunk(n)).await);
+    }
+    proxy.set(ProxyMode::Forward);
+    wait_ready_status(&server, 200).await;
+    for n in 4..6 {
+        all.extend(answers(&mut ws, &channel.id, &chunk(n)).await);
+    }
+    let refused: Vec<String> = all
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(!refused.is_empty(), "the outage refused nothing: {all:?}");
+
+    // Every acknowledged message is stored.
+    let stored: std::collections::HashSet<String> = server
+        .db
+        .strings("SELECT client_message_id AS v FROM channel_messages")
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for (id, ok) in &all {
+        assert!(!ok || stored.contains(id), "{id} was acknowledged but is not stored");
+    }
+    // The refused ones, sent again with the same ids, are stored exactly once each (a refusal
+    // whose commit did land is answered with the original).
+    let again = answers(&mut ws, &channel.id, &refused).await;
+    assert!(again.values().all(|ok| *ok), "{again:?}");
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(DISTINCT client_message_id) AS v FROM channel_messages")
+            .await,
+        300
+    );
+    assert_eq!(
+        server.db.count("SELECT count(*) AS v FROM channel_messages").await,
+        300
+    );
+    server.stop().await.unwrap();
+}
