@@ -19,6 +19,7 @@ mod dependency_down;
 mod e2e;
 mod embedded;
 mod hard_kill;
+mod hostile;
 mod http_conventions;
 mod listener_modes;
 mod load_smoke;
