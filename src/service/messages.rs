@@ -69,14 +69,16 @@ pub fn check_channel_message(
             "body must be at most {MAX_BODY_BYTES} bytes"
         )));
     }
+    validate::storable("body", body)?;
     validate::ciphertext("sender_name_enc", sender_name_enc, MAX_NAME_ENC)?;
-    if let Some(id) = client_message_id
-        && id.len() > validate::MAX_CLIENT_MESSAGE_ID
-    {
-        return Err(ServiceError::invalid(format!(
-            "client_message_id must be at most {} bytes",
-            validate::MAX_CLIENT_MESSAGE_ID
-        )));
+    if let Some(id) = client_message_id {
+        if id.len() > validate::MAX_CLIENT_MESSAGE_ID {
+            return Err(ServiceError::invalid(format!(
+                "client_message_id must be at most {} bytes",
+                validate::MAX_CLIENT_MESSAGE_ID
+            )));
+        }
+        validate::storable("client_message_id", id)?;
     }
     Ok(())
 }
@@ -114,7 +116,8 @@ pub async fn store_broadcast(
     if req.key_envelopes.is_empty() {
         return Err(ServiceError::invalid("key_envelopes must not be empty"));
     }
-    for env in req.key_envelopes.values() {
+    for (device_id, env) in &req.key_envelopes {
+        validate::storable("key_envelopes", device_id)?;
         validate::ciphertext("key_envelopes", env, validate::MAX_ENVELOPE)?;
     }
     let mut conn = store.pool.get().await?;

@@ -4,6 +4,7 @@
 //! unaffected.
 
 mod frames;
+mod nul_rest;
 
 use dialtone::client::WsClient;
 use dialtone::protocol::ws::{ClientFrame, event_type};
