@@ -3,8 +3,10 @@
 //! request they answer. Each case also checks that another user's traffic in the same moment is
 //! unaffected.
 
+mod error_correlation;
 mod frames;
 mod nul_rest;
+mod nul_ws;
 
 use dialtone::client::WsClient;
 use dialtone::protocol::ws::{ClientFrame, event_type};
