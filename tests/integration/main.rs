@@ -21,6 +21,7 @@ mod embedded;
 mod hard_kill;
 mod hostile;
 mod http_conventions;
+mod idempotency;
 mod listener_modes;
 mod load_smoke;
 mod metrics;
