@@ -14,6 +14,7 @@ mod support;
 mod at_rest;
 mod commit_faults;
 mod concurrency;
+mod crash_safety;
 mod db_tls;
 mod dependency_down;
 mod e2e;
