@@ -21,6 +21,8 @@
 //! Group commit: channel messages queue in `pending`; one batch (≤ `DIALTONE_DB_BATCH_MAX`) commits
 //! at a time, in one transaction, and the next batch forms while it commits. Only after the commit
 //! is the batch handed to the hub for fan-out (the echo is the acknowledgement), in commit order.
+//! A resend of a stored `(sender, client_message_id)` is not stored again: its sender alone gets
+//! the original (same id, same `sent_at`) as the echo.
 //! `sent_at` is assigned here, strictly increasing, so history order equals commit order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -208,6 +210,13 @@ impl DbActor {
                         origin.reject(error_code::CHANNEL_NOT_FOUND, "channel not found");
                     }
                 }
+                // A resend's echo is its original, to the resender only: everyone else already
+                // had it when it first committed.
+                for dup in committed.duplicates {
+                    if let Some(origin) = origins.remove(&dup.resent_id) {
+                        origin.echo_original(&dup.original);
+                    }
+                }
                 if n == 0 {
                     return;
                 }
@@ -304,6 +313,7 @@ async fn commit_isolating(
             Ok(one) => {
                 out.committed.rows.extend(one.rows);
                 out.committed.missing_channel.extend(one.missing_channel);
+                out.committed.duplicates.extend(one.duplicates);
             }
             Err(e) => {
                 if is_refusal(&e) {
@@ -340,6 +350,21 @@ struct Origin {
 }
 
 impl Origin {
+    /// `do_send`: one event per resend, bounded like every send by `DIALTONE_DB_MAX_PENDING`.
+    fn echo_original(&self, row: &MessageRow) {
+        self.session
+            .outbound
+            .do_send(Outbound::Event(Box::new(Event::channel_message(
+                row.id.clone(),
+                row.channel_id.clone(),
+                row.sender_id.clone(),
+                row.sender_name_enc.clone(),
+                row.body.clone(),
+                row.sent_at.wire(),
+                row.client_message_id.clone(),
+            ))));
+    }
+
     fn reject(&self, code: &'static str, message: &str) {
         self.session.outbound.do_send(Outbound::Event(Box::new(
             Event::error(code, message).for_request(

@@ -1,4 +1,4 @@
-//! Queries on `channel_messages`: group-committed inserts and cursor-paged history.
+//! Queries on `channel_messages`: group-committed (idempotent) inserts and cursor-paged history.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -9,29 +9,51 @@ use super::types::Time;
 use super::{Db, DbResult};
 use crate::dispatch;
 
-/// Insert many messages in one statement (the group commit's batch).
-pub async fn insert_batch(db: &mut Db<'_>, rows: &[MessageRow]) -> DbResult<()> {
+/// Insert many messages in one statement (the group commit's batch). A row whose
+/// `(sender_id, client_message_id)` is already stored is skipped, not an error: the caller reads
+/// the originals back with [`by_client_ids`]. Returns how many rows were inserted.
+pub async fn insert_batch(db: &mut Db<'_>, rows: &[MessageRow]) -> DbResult<usize> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    match db {
+    Ok(match db {
         Db::Postgres(c) => {
             diesel::insert_into(m::table)
                 .values(rows)
+                .on_conflict_do_nothing()
                 .execute(&mut **c)
-                .await?;
+                .await?
         }
         // diesel implements SQLite's multi-row INSERT for its synchronous connection only, so the
         // statement runs on the wrapper's blocking thread (inside the same transaction).
         Db::Sqlite(c) => {
             let owned = rows.to_vec();
             c.spawn_blocking(move |conn| {
-                diesel::RunQueryDsl::execute(diesel::insert_into(m::table).values(&owned), conn)
+                diesel::RunQueryDsl::execute(
+                    diesel::insert_into(m::table)
+                        .values(&owned)
+                        .on_conflict_do_nothing(),
+                    conn,
+                )
             })
-            .await?;
+            .await?
         }
-    }
-    Ok(())
+    })
+}
+
+/// The stored messages of any of `sender_ids` with any of `client_message_ids` (a superset of the
+/// pairs asked for: the caller matches exact pairs).
+pub async fn by_client_ids(
+    db: &mut Db<'_>,
+    sender_ids: &[&str],
+    client_message_ids: &[&str],
+) -> DbResult<Vec<MessageRow>> {
+    Ok(dispatch!(db, |c| m::table
+        .filter(m::sender_id.eq_any(sender_ids))
+        .filter(m::client_message_id.eq_any(client_message_ids))
+        .select(MessageRow::as_select())
+        .load(c)
+        .await)?)
 }
 
 /// Where a page starts: history is ordered by `(sent_at, id)`.

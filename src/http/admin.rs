@@ -10,7 +10,7 @@ use crate::actors::admin::{
 };
 use crate::error::AppError;
 use crate::protocol::rest::CreateInviteRequest;
-use crate::service::ServiceError;
+use crate::service::{ServiceError, validate};
 
 pub async fn mint_invite(
     state: web::Data<AppState>,
@@ -37,7 +37,11 @@ pub async fn revoke_invite(
     _: Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    state.admin.call(RevokeInvite(path.into_inner())).await?;
+    let id = path.into_inner();
+    // Path segments are checked here, before the admin actor: whatever it does first (e.g. a
+    // lookup) never sees a value the store cannot hold.
+    validate::storable("invite id", &id)?;
+    state.admin.call(RevokeInvite(id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -53,6 +57,7 @@ pub async fn user_action(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
     let (user_id, action) = path.into_inner();
+    validate::storable("user id", &user_id)?;
     match action.as_str() {
         "disable" | "enable" => {
             state

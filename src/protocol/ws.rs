@@ -134,6 +134,21 @@ impl ClientFrame {
         }
     }
 
+    /// What a frame that is JSON but not a valid `ClientFrame` (a field of the wrong type, say)
+    /// still tells about the request it is, so its error names the send to fix: its `channel_id`
+    /// and `client_message_id`, when they are strings. Anything else: no correlation.
+    pub fn correlation(bytes: &[u8]) -> Self {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(bytes) else {
+            return Self::default();
+        };
+        let text = |name: &str| fields.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        Self {
+            channel_id: text("channel_id"),
+            client_message_id: text("client_message_id"),
+            ..Self::default()
+        }
+    }
+
     fn with_channel(kind: &str, channel_id: impl Into<String>) -> Self {
         Self {
             kind: kind.to_owned(),

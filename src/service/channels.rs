@@ -132,6 +132,9 @@ pub async fn history(
     if !db::channels::exists(&mut db, &channel_id).await? {
         return Err(ServiceError::NotFound("channel"));
     }
+    for cursor in [&page.before, &page.after].into_iter().flatten() {
+        validate::storable("cursor", cursor)?;
+    }
     let cursor = match (page.before, page.after) {
         (Some(_), Some(_)) => {
             return Err(ServiceError::invalid(

@@ -78,6 +78,7 @@ async fn check_sender(
     let registered = super::devices::open(store, &mut db, row).await?.public_key;
     for e in envelopes {
         validate::ciphertext("envelope", &e.envelope, MAX_ENVELOPE)?;
+        validate::storable("device_id", &e.device_id)?;
         if e.sender_device_id.trim() != ctx.device_id {
             return Err(ServiceError::Forbidden(
                 "sender_device_id must be the device of this session",

@@ -1,6 +1,7 @@
-//! Persistence of channel messages (group commit) and broadcasts.
+//! Persistence of channel messages (group commit, idempotent by `client_message_id`) and
+//! broadcasts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::FutureExt;
 
@@ -19,13 +20,34 @@ pub struct Committed {
     pub rows: Vec<MessageRow>,
     /// Rows refused because their channel does not exist (any more).
     pub missing_channel: Vec<MessageRow>,
+    /// Resends: rows not stored because their sender already has a message with that
+    /// `client_message_id` (committed earlier, or earlier in this batch: the first of a batch is
+    /// the original).
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A resend, and the stored original it stands for (its echo is the original: same id, same
+/// `sent_at`).
+#[derive(Debug)]
+pub struct Duplicate {
+    /// The id the batch gave the resend (never stored).
+    pub resent_id: String,
+    pub original: MessageRow,
+}
+
+type ClientKey = (String, String);
+
+fn client_key(row: &MessageRow) -> Option<ClientKey> {
+    let id = row.client_message_id.as_ref()?;
+    Some((row.sender_id.clone(), id.clone()))
 }
 
 /// Commit a batch of channel messages in one transaction. Rows addressed to a channel that does not
-/// exist are returned apart; the rest commit together or not at all.
+/// exist are returned apart; so are resends of a `(sender, client_message_id)` already stored,
+/// with their originals. The rest commit together or not at all.
 pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult<Committed> {
     let mut conn = store.commit_pool.get().await?;
-    let Ok(committed) = conn
+    let committed = conn
         .transaction(move |mut db| {
             async move {
                 let ids: Vec<&str> = rows
@@ -43,16 +65,70 @@ pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult
                 let (ok, missing): (Vec<_>, Vec<_>) = rows
                     .into_iter()
                     .partition(|r| existing.contains(&r.channel_id));
-                db::messages::insert_batch(&mut db, &ok).await?;
-                Ok(Ok::<_, std::convert::Infallible>(Committed {
-                    rows: ok,
+                // A resend of a stored message, or of one earlier in this very statement, is
+                // skipped by the insert (`ON CONFLICT DO NOTHING`), never an error.
+                let inserted = db::messages::insert_batch(&mut db, &ok).await?;
+                if inserted == ok.len() {
+                    return Ok(Ok(Committed {
+                        rows: ok,
+                        missing_channel: missing,
+                        duplicates: Vec::new(),
+                    }));
+                }
+                // Some rows met the unique (sender_id, client_message_id) index: read back what
+                // is stored under every key of the batch and tell new rows from resends.
+                let keyed: Vec<ClientKey> = ok.iter().filter_map(client_key).collect();
+                let senders: Vec<&str> = keyed
+                    .iter()
+                    .map(|(s, _)| s.as_str())
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                let client_ids: Vec<&str> = keyed.iter().map(|(_, c)| c.as_str()).collect();
+                let stored: HashMap<ClientKey, MessageRow> =
+                    db::messages::by_client_ids(&mut db, &senders, &client_ids)
+                        .await?
+                        .into_iter()
+                        .filter_map(|r| Some((client_key(&r)?, r)))
+                        .collect();
+                let mut rows = Vec::with_capacity(ok.len());
+                let mut duplicates = Vec::new();
+                for row in ok {
+                    let Some(key) = client_key(&row) else {
+                        rows.push(row);
+                        continue;
+                    };
+                    let Some(original) = stored.get(&key) else {
+                        return Ok(Err(format!(
+                            "message {} neither inserted nor found by its client_message_id",
+                            row.id
+                        )));
+                    };
+                    if original.id == row.id {
+                        rows.push(row);
+                    } else {
+                        duplicates.push(Duplicate {
+                            resent_id: row.id,
+                            original: original.clone(),
+                        });
+                    }
+                }
+                if rows.len() != inserted {
+                    return Ok(Err(format!(
+                        "{inserted} messages inserted but {} found as new",
+                        rows.len()
+                    )));
+                }
+                Ok(Ok(Committed {
+                    rows,
                     missing_channel: missing,
+                    duplicates,
                 }))
             }
             .boxed()
         })
         .await?;
-    Ok(committed)
+    committed.map_err(ServiceError::Internal)
 }
 
 /// Validate the fields of a `channel.message.send`.
@@ -69,14 +145,16 @@ pub fn check_channel_message(
             "body must be at most {MAX_BODY_BYTES} bytes"
         )));
     }
+    validate::storable("body", body)?;
     validate::ciphertext("sender_name_enc", sender_name_enc, MAX_NAME_ENC)?;
-    if let Some(id) = client_message_id
-        && id.len() > validate::MAX_CLIENT_MESSAGE_ID
-    {
-        return Err(ServiceError::invalid(format!(
-            "client_message_id must be at most {} bytes",
-            validate::MAX_CLIENT_MESSAGE_ID
-        )));
+    if let Some(id) = client_message_id {
+        if id.len() > validate::MAX_CLIENT_MESSAGE_ID {
+            return Err(ServiceError::invalid(format!(
+                "client_message_id must be at most {} bytes",
+                validate::MAX_CLIENT_MESSAGE_ID
+            )));
+        }
+        validate::storable("client_message_id", id)?;
     }
     Ok(())
 }
@@ -114,7 +192,8 @@ pub async fn store_broadcast(
     if req.key_envelopes.is_empty() {
         return Err(ServiceError::invalid("key_envelopes must not be empty"));
     }
-    for env in req.key_envelopes.values() {
+    for (device_id, env) in &req.key_envelopes {
+        validate::storable("key_envelopes", device_id)?;
         validate::ciphertext("key_envelopes", env, validate::MAX_ENVELOPE)?;
     }
     let mut conn = store.pool.get().await?;

@@ -228,6 +228,9 @@ pub async fn admin_flags(
             "user_ids may hold at most {MAX_PRESENCE_IDS} ids"
         )));
     }
+    for id in &user_ids {
+        validate::storable("user_ids", id)?;
+    }
     let mut conn = store.pool.get().await?;
     let found: BTreeMap<String, bool> = db::users::admin_flags(&mut conn.db(), &user_ids)
         .await?

@@ -96,11 +96,25 @@ pub fn id(field: &str, raw: &str) -> ServiceResult<String> {
         .map_err(|_| ServiceError::invalid(format!("{field} must be a UUID")))
 }
 
-/// Non-empty client ciphertext of bounded size.
+/// A value the store can hold: no NUL (U+0000), which PostgreSQL `text` and `jsonb` refuse (the
+/// statement fails, and with it a whole group-commit batch). SQLite could store it, but both
+/// backends refuse the same input. Every client string that reaches the database without passing
+/// through a stricter check ([`id`], [`public_key`], [`normalize_username`]) goes through here.
+pub fn storable(field: &str, raw: &str) -> ServiceResult<()> {
+    if raw.contains('\0') {
+        return Err(ServiceError::invalid(format!(
+            "{field} must not contain NUL (U+0000)"
+        )));
+    }
+    Ok(())
+}
+
+/// Non-empty, storable client ciphertext of bounded size.
 pub fn ciphertext(field: &str, raw: &str, max: usize) -> ServiceResult<()> {
     if raw.is_empty() {
         return Err(ServiceError::invalid(format!("{field} is required")));
     }
+    storable(field, raw)?;
     if raw.len() > max {
         return Err(ServiceError::invalid(format!(
             "{field} must be at most {max} bytes"
@@ -178,6 +192,14 @@ mod tests {
         assert!(check_password("abcdefgh").is_err());
         assert!(check_password("12345678").is_err());
         assert!(check_password(&format!("a1{}", "x".repeat(1023))).is_err());
+    }
+
+    #[test]
+    fn nul_is_not_storable() {
+        assert!(storable("f", "abc").is_ok());
+        let e = storable("body", "a\0b").unwrap_err().to_string();
+        assert!(e.contains("body") && e.contains("NUL"), "{e}");
+        assert!(ciphertext("name_enc", "\0", 10).is_err());
     }
 
     #[test]

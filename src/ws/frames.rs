@@ -1,7 +1,8 @@
 //! WebSocket framing between the socket and a session actor.
 //!
 //! [`Inbound`] turns the request payload into whole messages (reassembling fragments, enforcing the
-//! size limit). [`Outbox`] is the socket's bounded outbound queue: the session actor encodes frames
+//! size limit on each frame's *declared* length, so an oversized frame is refused from its header
+//! before any of its payload is buffered). [`Outbox`] is the socket's bounded outbound queue: the session actor encodes frames
 //! into it and [`OutboxBody`] — the HTTP response body — drains it, so everything queued between
 //! two socket writes goes out in one write (write coalescing).
 //!
@@ -114,6 +115,18 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            // actix-http's codec checks its `max_size` only once the whole frame is buffered, so
+            // a header declaring 2^63-1 bytes would have it buffer for ever: refuse on the header.
+            if let Some((opcode, declared)) = declared_frame(&this.buf) {
+                let so_far = match (opcode, &this.partial) {
+                    (OPCODE_CONTINUATION, Some((_, acc))) => acc.len() as u64,
+                    _ => 0,
+                };
+                if declared.saturating_add(so_far) > this.max as u64 {
+                    this.buf.clear();
+                    return Poll::Ready(Some(Err(ProtocolError::Overflow)));
+                }
+            }
             match this.codec.decode(&mut this.buf) {
                 Ok(Some(frame)) => match this.frame(frame) {
                     Ok(Some(msg)) => return Poll::Ready(Some(Ok(msg))),
@@ -136,6 +149,22 @@ where
             }
         }
     }
+}
+
+/// Opcode of a continuation frame (RFC 6455 §5.2).
+const OPCODE_CONTINUATION: u8 = 0x0;
+
+/// The opcode and declared payload length of the frame at the start of `buf`, once its header's
+/// length bytes have arrived (RFC 6455 §5.2: 7-bit length, or 126 + 16-bit, or 127 + 64-bit).
+fn declared_frame(buf: &[u8]) -> Option<(u8, u64)> {
+    let (&first, &second) = (buf.first()?, buf.get(1)?);
+    let opcode = first & 0x0F;
+    let declared = match second & 0x7F {
+        126 => u64::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+        127 => u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?),
+        n => u64::from(n),
+    };
+    Some((opcode, declared))
 }
 
 /// Sent to the session when the connection drops its response body (peer gone).
@@ -340,6 +369,18 @@ mod tests {
 
     fn text(n: usize) -> WsMessage {
         WsMessage::Text(ByteString::from("x".repeat(n)))
+    }
+
+    #[test]
+    fn declared_lengths_are_read_from_the_header() {
+        assert_eq!(declared_frame(&[0x81]), None);
+        assert_eq!(declared_frame(&[0x81, 0x85]), Some((1, 5)));
+        assert_eq!(declared_frame(&[0x80, 0xFE, 0x01]), None);
+        assert_eq!(declared_frame(&[0x80, 0xFE, 0x01, 0x00]), Some((0, 256)));
+        let mut huge = vec![0x81, 0xFF];
+        huge.extend_from_slice(&(i64::MAX as u64).to_be_bytes());
+        assert_eq!(declared_frame(&huge[..9]), None);
+        assert_eq!(declared_frame(&huge), Some((1, i64::MAX as u64)));
     }
 
     #[test]

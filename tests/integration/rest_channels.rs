@@ -310,7 +310,10 @@ async fn history_default_page_is_the_newest_100_ascending() {
     let sent: Vec<String> = echoes.iter().map(|e| e.message_id.clone()).collect();
     let cmids: Vec<String> = echoes
         .iter()
-        .map(|e| e.client_message_id.clone().unwrap_or_default())
+        .map(|e| {
+            let cmid = e.client_message_id.clone().unwrap_or_default();
+            cmid.split('.').next().unwrap_or_default().to_owned()
+        })
         .collect();
     assert_eq!(
         cmids,

@@ -32,11 +32,13 @@ async fn expect_presence(ws: &mut WsClient, user: &str) {
 
 /// Send a valid message and get its echo: proves the socket still works.
 async fn still_usable(ws: &mut WsClient, channel: &str) {
+    // A fresh client_message_id each time: a reused one is an idempotent resend.
+    let probe = format!("probe-{}", uuid::Uuid::new_v4());
     ws.send(&ClientFrame::channel_message(
         channel,
         "b2s=",
         "bmFtZQ==",
-        Some("probe".into()),
+        Some(probe.clone()),
     ))
     .await
     .unwrap();
@@ -44,7 +46,7 @@ async fn still_usable(ws: &mut WsClient, channel: &str) {
         .expect_event(event_type::CHANNEL_MESSAGE_NEW, WAIT)
         .await
         .unwrap();
-    assert_eq!(echo.client_message_id.as_deref(), Some("probe"));
+    assert_eq!(echo.client_message_id.as_deref(), Some(probe.as_str()));
 }
 
 #[tokio::test]

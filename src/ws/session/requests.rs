@@ -22,7 +22,7 @@ impl WsSession {
                 self.error(
                     error_code::INVALID_MESSAGE,
                     msg,
-                    &ClientFrame::default(),
+                    &ClientFrame::correlation(&bytes),
                     ctx,
                 );
                 return;

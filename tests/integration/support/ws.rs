@@ -52,8 +52,10 @@ pub async fn wait_dropped(ws: &mut WsClient) -> Vec<dialtone::protocol::ws::Even
     }
 }
 
-/// Send `n` channel messages as `user` over one WebSocket (client_message_id `m0`, `m1`, …) and
-/// wait for every echo; returns the echoes in arrival order.
+/// Send `n` channel messages as `user` over one WebSocket (client_message_id `m0.<call>`,
+/// `m1.<call>`, …, where `<call>` is unique per call: a sender's client_message_ids are idempotency
+/// keys, and a reused one would be echoed its original) and wait for every echo; returns the
+/// echoes in arrival order.
 pub async fn send_messages(
     server: &TestServer,
     user: &TestUser,
@@ -61,6 +63,8 @@ pub async fn send_messages(
     n: usize,
 ) -> Vec<dialtone::protocol::ws::Event> {
     use dialtone::protocol::ws::{ClientFrame, event_type};
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut ws = server.ws(user).await;
     let mut echoes = Vec::with_capacity(n);
     let deadline = tokio::time::Instant::now() + WAIT * 3;
@@ -72,7 +76,7 @@ pub async fn send_messages(
                 channel_id,
                 body,
                 "bmFtZQ==",
-                Some(format!("m{i}")),
+                Some(format!("m{i}.{call}")),
             ))
             .await
             .expect("send channel message");
