@@ -8,10 +8,29 @@ use crate::actors::db::Ping;
 use crate::error::AppError;
 use crate::protocol::rest::ErrorBody;
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "Liveness: the process answers.",
+    responses(
+        (status = 200, description = "Alive", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    summary = "Readiness: the database answers.",
+    responses(
+        (status = 200, description = "The database answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "`unavailable`: the database does not answer", body = ErrorBody),
+    )
+)]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.db.call(Ping {}).await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready"),
@@ -27,6 +46,19 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics (admin).",
+    security(("admin_token" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus/OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 401, description = "`unauthorized`: neither a valid `X-Admin-Token` nor an admin bearer session; `token_expired`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the bearer session is not an admin's", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

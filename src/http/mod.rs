@@ -9,6 +9,7 @@ pub mod devices;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod openapi;
 pub mod users;
 
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/health").route(web::get().to(health::health)))
         .service(resource("/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::serve)))
         .service(resource("/auth/register").route(web::post().to(auth::register)))
         .service(resource("/auth/login").route(web::post().to(auth::login)))
         .service(resource("/auth/logout").route(web::post().to(auth::logout)))

@@ -21,6 +21,7 @@ mod http_conventions;
 mod listener_modes;
 mod load_smoke;
 mod metrics;
+mod openapi;
 mod password_work;
 mod process_contract;
 mod rest_admin;
