@@ -68,7 +68,7 @@ pub async fn list_invites(state: web::Data<AppState>, _: Admin) -> Result<HttpRe
     path = "/admin/invites/{id}",
     tag = "admin",
     summary = "Revoke an invite.",
-    params(("id" = String, Path, description = "Invite id (not the token)")),
+    params(("id" = String, Path, format = Uuid, description = "Invite id (not the token)")),
     security(("admin_token" = []), ("bearer" = [])),
     responses(
         (status = 204, description = "Revoked"),
@@ -111,7 +111,7 @@ pub async fn list_users(state: web::Data<AppState>, _: Admin) -> Result<HttpResp
     path = "/admin/users/{id}/{action}",
     tag = "admin",
     summary = "Disable, enable, promote or demote a user.",
-    params(("id" = String, Path, description = "User id"), ("action" = UserAction, Path, description = "What to do")),
+    params(("id" = String, Path, format = Uuid, description = "User id"), ("action" = UserAction, Path, description = "What to do")),
     security(("admin_token" = []), ("bearer" = [])),
     responses(
         (status = 204, description = "Done; `disable` revokes every session and closes its sockets"),

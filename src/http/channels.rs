@@ -103,6 +103,7 @@ pub async fn rename(
 pub struct ChannelQuery {
     /// The channel's id.
     #[serde(default)]
+    #[param(format = Uuid)]
     channel_id: String,
 }
 
@@ -143,12 +144,16 @@ pub async fn delete(
 pub struct HistoryQuery {
     /// The channel's id.
     #[serde(default)]
+    #[param(format = Uuid)]
     channel_id: String,
     /// Page size: 1 to 500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// Messages older than this message id.
+    #[param(format = Uuid)]
     before: Option<String>,
     /// Messages newer than this message id.
+    #[param(format = Uuid)]
     after: Option<String>,
 }
 

@@ -113,7 +113,7 @@ pub async fn keys(
     path = "/devices/{id}",
     tag = "devices",
     summary = "Delete one of the caller's devices.",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = String, Path, format = Uuid, description = "Device id")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted; its sessions are revoked and its envelopes removed"),

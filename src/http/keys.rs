@@ -18,6 +18,7 @@ use crate::protocol::rest::{
 pub struct ChannelQuery {
     /// The channel's id.
     #[serde(default)]
+    #[param(format = Uuid)]
     channel_id: String,
 }
 

@@ -15,7 +15,8 @@ pub mod users;
 use std::sync::Arc;
 
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{HttpResponse, Resource, web};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError, web};
 
 use crate::actors::admin::AdminHandle;
 use crate::actors::db::DbHandle;
@@ -48,8 +49,18 @@ fn resource(path: &str) -> Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, AppError> {
-    Err(AppError::MethodNotAllowed)
+/// 405 with the `Allow` header RFC 9110 requires, listing the methods the API description gives
+/// this resource.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut res = AppError::MethodNotAllowed.error_response();
+    let allow = req
+        .match_pattern()
+        .and_then(|pattern| openapi::allowed_methods(&pattern))
+        .and_then(|methods| HeaderValue::from_str(methods).ok());
+    if let Some(allow) = allow {
+        res.headers_mut().insert(header::ALLOW, allow);
+    }
+    res
 }
 
 async fn not_found() -> Result<HttpResponse, AppError> {

@@ -5,6 +5,7 @@
 //! [`super::configure`] is described and that `docs/openapi.json` equals what is served. The few
 //! types here exist only to describe bodies the handlers build inline.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
@@ -145,6 +146,29 @@ pub fn document() -> &'static str {
         json.push('\n');
         json
     })
+}
+
+/// The methods of `path` (a route pattern such as `/devices/{id}`), as an `Allow` header value.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    static ALLOW: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ALLOW
+        .get_or_init(|| {
+            let doc: serde_json::Value = serde_json::from_str(document()).unwrap_or_default();
+            let mut map = HashMap::new();
+            for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+                let methods: Vec<String> = item
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(m, _)| m.to_uppercase())
+                    .filter(|m| ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()))
+                    .collect();
+                map.insert(path.clone(), methods.join(", "));
+            }
+            map
+        })
+        .get(path)
+        .map(String::as_str)
 }
 
 #[utoipa::path(

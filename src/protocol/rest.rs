@@ -31,17 +31,40 @@ impl StatusOk {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
+    )]
     pub username: String,
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        pattern = "^[A-Za-z0-9]*([A-Za-z][A-Za-z0-9]*[0-9]|[0-9][A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]*$"
+    )]
     pub password: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub public_key: String,
+    #[schema(min_length = 1)]
     pub invite_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
+    )]
     pub username: String,
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        pattern = "^[A-Za-z0-9]*([A-Za-z][A-Za-z0-9]*[0-9]|[0-9][A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]*$"
+    )]
     pub password: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub public_key: String,
     /// Sent by dialtone v1 clients; accepted and ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +89,11 @@ pub struct AuthResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
+    )]
     pub username: String,
 }
 
@@ -86,6 +114,7 @@ pub struct User {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
+    #[schema(min_length = 1, max_length = 4096)]
     pub name_enc: String,
 }
 
@@ -106,7 +135,9 @@ pub struct ProfilesResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeviceRequest {
+    #[schema(format = Uuid)]
     pub user_id: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub public_key: String,
 }
 
@@ -159,13 +190,16 @@ pub struct ChannelsResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelRequest {
+    #[schema(min_length = 1, max_length = 4096)]
     pub name_enc: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannelRequest {
+    #[schema(format = Uuid)]
     pub channel_id: String,
+    #[schema(min_length = 1, max_length = 4096)]
     pub name_enc: String,
 }
 
@@ -202,24 +236,32 @@ pub struct MessagesResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvelopeUpload {
+    #[schema(format = Uuid)]
     pub device_id: String,
+    #[schema(format = Uuid)]
     pub sender_device_id: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub sender_public_key: String,
+    #[schema(min_length = 1, max_length = 4096)]
     pub envelope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub channel_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelKeysUpload {
+    #[schema(format = Uuid)]
     pub channel_id: String,
+    #[schema(min_items = 1)]
     pub envelopes: Vec<EnvelopeUpload>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryKeysUpload {
+    #[schema(min_items = 1)]
     pub envelopes: Vec<EnvelopeUpload>,
 }
 
@@ -247,6 +289,7 @@ pub struct DirectoryKeyEnvelope {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceRequest {
+    #[schema(max_items = 1000)]
     pub user_ids: Vec<String>,
 }
 
@@ -262,8 +305,10 @@ pub struct PresenceResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateInviteRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub expires_in_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_uses: Option<u32>,
 }
 

@@ -35,5 +35,6 @@ mod tls_trust;
 mod upgrade_v1;
 mod ws_announcements;
 mod ws_events;
+mod ws_fuzz;
 mod ws_lifecycle;
 mod ws_order;
