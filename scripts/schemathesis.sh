@@ -48,21 +48,36 @@ PUBLIC_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)
 TOKEN=$(curl -ksf -X POST "$BASE/auth/register" -d "{\"username\":\"fuzzer\",\"password\":\"fuzz-pass-1\",\"public_key\":\"$PUBLIC_KEY\",\"invite_token\":\"$INVITE\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
-# No stateful phase: it chains real ids from responses into DELETE /devices/{id} and
-# POST /admin/users/{id}/disable, revoking the run's own session.
-# Excluded: POST /auth/logout would revoke the run's own session (every later request 401);
-# GET /ws, whose successful answer is an upgraded socket, not an HTTP response (the WebSocket has
-# its own fuzz test, tests/integration/ws_fuzz.rs).
+# No stateful phase, and two runs: schemathesis feeds ids it saw in responses (the run's own user
+# and device) into DELETE /devices/{id} and POST /admin/users/{id}/{action}, which revoke the
+# run's session. So those two operations run last, on their own, with the admin token as well.
+# Excluded: POST /auth/logout would revoke the session too; GET /ws, whose successful answer is an
+# upgraded socket, not an HTTP response (tests/integration/ws_fuzz.rs fuzzes the WebSocket).
+COMMON=(--tls-verify false --checks all --phases examples,coverage,fuzzing
+    --max-examples "$MAX_EXAMPLES" --seed "$SEED" --report junit,ndjson --no-color)
 set +e
-st run "$BASE/openapi.json" \
-    --tls-verify false \
+st run "$BASE/openapi.json" "${COMMON[@]}" --report-dir "$REPORT_DIR/main" \
     -H "Authorization: Bearer $TOKEN" \
-    --checks all --phases examples,coverage,fuzzing \
     --exclude-path /auth/logout --exclude-path /ws \
-    --max-examples "$MAX_EXAMPLES" --seed "$SEED" \
-    --report junit,ndjson --report-dir "$REPORT_DIR" \
-    --no-color "$@"
+    --exclude-path '/devices/{id}' --exclude-path '/admin/users/{id}/{action}' "$@"
 STATUS=$?
+st run "$BASE/openapi.json" "${COMMON[@]}" --report-dir "$REPORT_DIR/revoking" \
+    -H "Authorization: Bearer $TOKEN" -H "X-Admin-Token: $ADMIN_TOKEN" \
+    --include-path '/devices/{id}' --include-path '/admin/users/{id}/{action}' "$@"
+[ $? -ne 0 ] && STATUS=1
+# Requests sent, from the recorded interactions.
+python3 - "$REPORT_DIR" <<'PY'
+import glob, json, sys
+n = 0
+for f in glob.glob(sys.argv[1] + "/*/ndjson-*.ndjson"):
+    for line in open(f):
+        ev = json.loads(line)
+        for v in ev.values():
+            if isinstance(v, dict) and "recorder" in v:
+                n += len(v["recorder"].get("interactions", {}))
+print(f"requests sent: {n}")
+PY
+
 set -e
 if grep -q ' ERROR ' "$LOG"; then
     echo "server logged errors:" >&2

@@ -304,10 +304,18 @@ pub struct PresenceResponse {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInviteRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     #[schema(minimum = 1, maximum = 31536000)]
     pub expires_in_seconds: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
     #[schema(minimum = 1, maximum = 100000)]
     pub max_uses: Option<u32>,
 }
@@ -321,4 +329,53 @@ pub struct InviteResponse {
     pub id: String,
     #[serde(default)]
     pub max_uses: u32,
+}
+
+/// An optional count: JSON has one number type, so `3600.0` is the integer 3600 (as JSON Schema
+/// says); a fraction, a negative or an out-of-range value is still an error.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| T::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a non-negative whole number, got {n}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invite_counts_take_integral_floats_only() {
+        let r: CreateInviteRequest =
+            serde_json::from_str(r#"{"expires_in_seconds": 3365.0, "max_uses": 2}"#).unwrap();
+        assert_eq!((r.expires_in_seconds, r.max_uses), (Some(3365), Some(2)));
+        for bad in [
+            r#"{"max_uses": 1.5}"#,
+            r#"{"max_uses": -1}"#,
+            r#"{"max_uses": 4294967296}"#,
+            r#"{"max_uses": "1"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<CreateInviteRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let r: CreateInviteRequest = serde_json::from_str(r#"{"max_uses": null}"#).unwrap();
+        assert_eq!(r.max_uses, None);
+        let r: CreateInviteRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(r.max_uses, None);
+    }
 }
