@@ -152,8 +152,28 @@ async fn document_describes_every_registered_route() {
             "{method} {path} is not routed"
         );
         if !described.contains(&("PUT".to_owned(), path.clone())) {
-            let (status, _) = send_raw(server.rest().request(Method::PUT, &url)).await;
-            assert_eq!(status, 405, "PUT {path}");
+            let res = server
+                .rest()
+                .request(Method::PUT, &url)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status().as_u16(), 405, "PUT {path}");
+            // The `Allow` header lists exactly the described methods (RFC 9110).
+            let allow = res
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let mut allowed: Vec<&str> = allow.split(", ").collect();
+            allowed.sort_unstable();
+            let mut expected: Vec<&str> = described
+                .iter()
+                .filter(|(_, p)| p == path)
+                .map(|(m, _)| m.as_str())
+                .collect();
+            expected.sort_unstable();
+            assert_eq!(allowed, expected, "Allow of {path}");
         }
     }
 }
