@@ -1,6 +1,6 @@
 //! `dialtone`: the server binary (thin: everything lives in the library).
 //!
-//! Subcommands: `serve` (default), `migrate`, `invite`, `rekey`.
+//! Subcommands: `serve` (default), `migrate`, `invite`, `rekey`, `openapi`.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -40,6 +40,8 @@ enum Command {
     /// Re-encrypt every encrypted column under DIALTONE_CHANNEL_KEY (old keys in
     /// DIALTONE_CHANNEL_KEY_PREVIOUS) and print the counts.
     Rekey,
+    /// Print the OpenAPI description that `GET /openapi.json` serves (needs no configuration).
+    Openapi,
 }
 
 /// mimalloc returns freed memory to the system: with glibc's allocator, every blocking thread that
@@ -51,6 +53,10 @@ fn main() -> ExitCode {
     init_tracing();
     exit_on_panic();
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        print!("{}", dialtone::http::openapi::document());
+        return ExitCode::SUCCESS;
+    }
     let loaded = match Config::from_env() {
         Ok(l) => l,
         Err(e) => {
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
+            Command::Openapi => Ok(()),
         }
     });
     match result {

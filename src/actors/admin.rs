@@ -141,14 +141,14 @@ pub struct SetUserAdmin {
 }
 
 /// Depth and high-water mark of one actor kind's mailboxes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MailboxStats {
     pub depth: i64,
     pub high_water: i64,
 }
 
 /// `GET /admin/stats`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct StatsReport {
     pub connections: usize,
     pub users_online: usize,

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::extract::{Auth, Json};
@@ -10,15 +11,44 @@ use crate::actors::hub::Notice;
 use crate::error::AppError;
 use crate::limits::rest::{History as HistoryLimit, Throttled};
 use crate::protocol::rest::{
-    ChannelResponse, ChannelsResponse, CreateChannelRequest, UpdateChannelRequest,
+    ChannelResponse, ChannelsResponse, CreateChannelRequest, ErrorBody, MessagesResponse,
+    UpdateChannelRequest,
 };
 use crate::service::channels::PageRequest;
 
+#[utoipa::path(
+    get,
+    path = "/channels",
+    tag = "channels",
+    summary = "List channels.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every channel, newest first", body = ChannelsResponse),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn list(state: web::Data<AppState>, _: Auth) -> Result<HttpResponse, AppError> {
     let channels = state.db.call(ListChannels {}).await?;
     Ok(HttpResponse::Ok().json(ChannelsResponse { channels }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/channels",
+    tag = "channels",
+    summary = "Create a channel (admin users).",
+    request_body = CreateChannelRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; `channel.updated` is sent to everyone", body = ChannelResponse),
+        (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admin only", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -35,6 +65,23 @@ pub async fn create(
     Ok(HttpResponse::Created().json(ChannelResponse { channel }))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/channels",
+    tag = "channels",
+    summary = "Rename a channel (admin users).",
+    request_body = UpdateChannelRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Renamed; `channel.updated` is sent to everyone", body = ChannelResponse),
+        (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admin only", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn rename(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -52,12 +99,31 @@ pub async fn rename(
     Ok(HttpResponse::Ok().json(ChannelResponse { channel }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChannelQuery {
+    /// The channel's id.
     #[serde(default)]
+    #[param(format = Uuid)]
     channel_id: String,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/channels",
+    tag = "channels",
+    summary = "Delete a channel (admin users).",
+    params(ChannelQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted with its messages and envelopes; `channel.deleted` is sent"),
+        (status = 400, description = "`invalid_request`: a query parameter fails validation", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admin only", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -74,15 +140,39 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// The channel's id.
     #[serde(default)]
+    #[param(format = Uuid)]
     channel_id: String,
+    /// Page size: 1 to 500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// Messages older than this message id.
+    #[param(format = Uuid)]
     before: Option<String>,
+    /// Messages newer than this message id.
+    #[param(format = Uuid)]
     after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/channels/messages",
+    tag = "channels",
+    summary = "Channel history: the newest `limit`, or a page before/after a message id.",
+    params(HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page, ascending time order", body = MessagesResponse),
+        (status = 400, description = "`invalid_request`: bad `limit` or a cursor not in this channel", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn history(
     state: web::Data<AppState>,
     _: Throttled<HistoryLimit>,

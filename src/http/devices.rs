@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::extract::{Auth, Json};
@@ -9,8 +10,26 @@ use crate::actors::db::{CreateDevice, DeleteDevice, DeviceKeys, ListOwnDevices};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
 use crate::limits::rest::{DeviceCreation, Throttled};
-use crate::protocol::rest::{CreateDeviceRequest, DevicesResponse};
+use crate::protocol::rest::{
+    CreateDeviceRequest, Device, DeviceKeysResponse, DevicesResponse, ErrorBody,
+};
 
+#[utoipa::path(
+    post,
+    path = "/devices",
+    tag = "devices",
+    summary = "Register a device key.",
+    request_body = CreateDeviceRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The device (the existing one if the key is already registered)", body = Device),
+        (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another user's id", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     Throttled(ctx, _): Throttled<DeviceCreation>,
@@ -28,6 +47,18 @@ pub async fn create(
     Ok(HttpResponse::Created().json(device))
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices",
+    tag = "devices",
+    summary = "List the caller's devices.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's devices", body = DevicesResponse),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn list_own(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -36,12 +67,30 @@ pub async fn list_own(
     Ok(HttpResponse::Ok().json(DevicesResponse { devices }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KeysQuery {
+    /// Whose keys: only the caller's own id is allowed (the default).
     user_id: Option<String>,
+    /// `1` or `true`: every device of every user.
     all: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/devices/keys",
+    tag = "devices",
+    summary = "Device public keys: the caller's, or every device with `?all=1`.",
+    params(KeysQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Device keys", body = DeviceKeysResponse),
+        (status = 400, description = "`invalid_request`: a query parameter fails validation", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: someone else's `user_id` without `all`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn keys(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -60,6 +109,21 @@ pub async fn keys(
     Ok(HttpResponse::Ok().json(keys))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/devices/{id}",
+    tag = "devices",
+    summary = "Delete one of the caller's devices.",
+    params(("id" = String, Path, format = Uuid, description = "Device id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted; its sessions are revoked and its envelopes removed"),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not your device", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such device", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     Auth(ctx): Auth,

@@ -75,7 +75,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(None));
             }
-            parse(&bytes).map(|v| OptionalJson(Some(v)))
+            // `null` is an absent body too: the API description allows it.
+            parse::<Option<T>>(&bytes).map(OptionalJson)
         })
     }
 }

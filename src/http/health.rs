@@ -27,6 +27,16 @@ fn actor_unavailable(dead: &Dead) -> HttpResponse {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "Liveness: the process and its actors answer.",
+    responses(
+        (status = 200, description = "Alive: every long-lived actor answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "An actor stopped or does not answer (`actor_unavailable`)", body = ErrorBody),
+    )
+)]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     match actors_alive(&state).await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok"),
@@ -34,6 +44,16 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    summary = "Readiness: the database answers.",
+    responses(
+        (status = 200, description = "The database answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "`unavailable`: the database does not answer", body = ErrorBody),
+    )
+)]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if let Err(dead) = actors_alive(&state).await {
         return actor_unavailable(&dead);
@@ -52,6 +72,19 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics (admin).",
+    security(("admin_token" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus/OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 401, description = "`unauthorized`: neither a valid `X-Admin-Token` nor an admin bearer session; `token_expired`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the bearer session is not an admin's", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn metrics(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -2,20 +2,42 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::extract::{Auth, Json};
 use crate::actors::db::{GetChannelKey, GetDirectoryKey, UploadChannelKeys, UploadDirectoryKeys};
 use crate::error::AppError;
 use crate::limits::rest::{EnvelopeUpload, Throttled};
-use crate::protocol::rest::{ChannelKeysUpload, DirectoryKeysUpload, StatusOk};
+use crate::protocol::rest::{
+    ChannelKeyEnvelope, ChannelKeysUpload, DirectoryKeyEnvelope, DirectoryKeysUpload, ErrorBody,
+    StatusOk,
+};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChannelQuery {
+    /// The channel's id.
     #[serde(default)]
+    #[param(format = Uuid)]
     channel_id: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/channels/keys",
+    tag = "keys",
+    summary = "The channel key envelope for the caller's device.",
+    params(ChannelQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The envelope addressed to the caller's device", body = ChannelKeyEnvelope),
+        (status = 400, description = "`invalid_request`: a query parameter fails validation", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel, or no envelope for this device", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn get_channel_key(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -31,6 +53,23 @@ pub async fn get_channel_key(
     Ok(HttpResponse::Ok().json(envelope))
 }
 
+#[utoipa::path(
+    post,
+    path = "/channels/keys",
+    tag = "keys",
+    summary = "Upload channel key envelopes.",
+    request_body = ChannelKeysUpload,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored (all or nothing)", body = StatusOk),
+        (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: `sender_device_id` is not the caller's device or `sender_public_key` not its key", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown channel or target device", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn upload_channel_keys(
     state: web::Data<AppState>,
     Throttled(ctx, _): Throttled<EnvelopeUpload>,
@@ -40,6 +79,19 @@ pub async fn upload_channel_keys(
     Ok(HttpResponse::Created().json(StatusOk::ok()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/directory/keys",
+    tag = "keys",
+    summary = "The directory key envelope for the caller's device.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The envelope addressed to the caller's device", body = DirectoryKeyEnvelope),
+        (status = 204, description = "No envelope for this device"),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn get_directory_key(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -50,6 +102,23 @@ pub async fn get_directory_key(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/directory/keys",
+    tag = "keys",
+    summary = "Upload directory key envelopes.",
+    request_body = DirectoryKeysUpload,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored (all or nothing)", body = StatusOk),
+        (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: `sender_device_id` is not the caller's device or `sender_public_key` not its key", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown target device", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn upload_directory_keys(
     state: web::Data<AppState>,
     Throttled(ctx, _): Throttled<EnvelopeUpload>,

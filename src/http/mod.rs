@@ -9,13 +9,15 @@ pub mod devices;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod openapi;
 pub mod users;
 
 use std::sync::Arc;
 
 use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::from_fn;
-use actix_web::{HttpResponse, Resource, web};
+use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError, web};
 
 use crate::actors::admin::AdminHandle;
 use crate::actors::db::DbHandle;
@@ -50,8 +52,18 @@ fn resource(path: &str) -> Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, AppError> {
-    Err(AppError::MethodNotAllowed)
+/// 405 with the `Allow` header RFC 9110 requires, listing the methods the API description gives
+/// this resource.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut res = AppError::MethodNotAllowed.error_response();
+    let allow = req
+        .match_pattern()
+        .and_then(|pattern| openapi::allowed_methods(&pattern))
+        .and_then(|methods| HeaderValue::from_str(methods).ok());
+    if let Some(allow) = allow {
+        res.headers_mut().insert(header::ALLOW, allow);
+    }
+    res
 }
 
 async fn not_found() -> Result<HttpResponse, AppError> {
@@ -71,6 +83,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/health").route(web::get().to(health::health)))
         .service(resource("/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::serve)))
         .service(
             resource("/auth/register")
                 .route(web::post().to(auth::register))

@@ -9,12 +9,29 @@ use crate::actors::hub::{Notice, Presence};
 use crate::error::AppError;
 use crate::limits::rest::{ProfileUpload, Throttled};
 use crate::protocol::rest::{
-    CreateUserRequest, PresenceRequest, PresenceResponse, ProfileRequest, ProfilesResponse,
-    StatusOk,
+    CreateUserRequest, ErrorBody, PresenceRequest, PresenceResponse, ProfileRequest,
+    ProfilesResponse, StatusOk, User,
 };
 use crate::service::ServiceError;
 use crate::service::users::MAX_PRESENCE_IDS;
 
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    summary = "Create a password-less placeholder user (admin).",
+    request_body = CreateUserRequest,
+    security(("admin_token" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Placeholder user created", body = User),
+        (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: neither a valid `X-Admin-Token` nor an admin bearer session; `token_expired`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the bearer session is not an admin's", body = ErrorBody),
+        (status = 409, description = "`conflict`: username already taken", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     _: Admin,
@@ -29,6 +46,19 @@ pub async fn create(
     Ok(HttpResponse::Created().json(user))
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/profiles",
+    tag = "users",
+    summary = "List encrypted profiles.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every profile, newest first", body = ProfilesResponse),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: trusted users only", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn profiles(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
@@ -37,6 +67,22 @@ pub async fn profiles(
     Ok(HttpResponse::Ok().json(ProfilesResponse { profiles }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/users/profiles",
+    tag = "users",
+    summary = "Set the caller's encrypted profile.",
+    request_body = ProfileRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Stored; `user.profile.updated` is sent to everyone", body = StatusOk),
+        (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 403, description = "`forbidden`: trusted users only", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn upsert_profile(
     state: web::Data<AppState>,
     Throttled(ctx, _): Throttled<ProfileUpload>,
@@ -54,6 +100,21 @@ pub async fn upsert_profile(
     Ok(HttpResponse::Created().json(StatusOk::ok()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/presence",
+    tag = "users",
+    summary = "Presence of up to 1,000 users.",
+    request_body = PresenceRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Online and admin flags of each id", body = PresenceResponse),
+        (status = 400, description = "`invalid_request`: more than 1,000 ids or an invalid id; `invalid_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub async fn presence(
     state: web::Data<AppState>,
     _: Auth,

@@ -3,16 +3,17 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Every error response: `{"error": "<human message>", "code": "<snake_case>"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ErrorBody {
     pub error: String,
     pub code: String,
 }
 
 /// `{"status": "ok"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct StatusOk {
     pub status: String,
 }
@@ -27,20 +28,43 @@ impl StatusOk {
 
 // ---- registration and sessions ----
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
+    )]
     pub username: String,
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        pattern = "^[A-Za-z0-9]*([A-Za-z][A-Za-z0-9]*[0-9]|[0-9][A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]*$"
+    )]
     pub password: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub public_key: String,
+    #[schema(min_length = 1)]
     pub invite_token: String,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
+    )]
     pub username: String,
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        pattern = "^[A-Za-z0-9]*([A-Za-z][A-Za-z0-9]*[0-9]|[0-9][A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]*$"
+    )]
     pub password: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub public_key: String,
     /// Sent by dialtone v1 clients; accepted and ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,7 +72,7 @@ pub struct LoginRequest {
 }
 
 /// Response of register (201) and login (200).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct AuthResponse {
     pub token: String,
     pub user_id: String,
@@ -62,14 +86,19 @@ pub struct AuthResponse {
 
 // ---- users, profiles ----
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
+    )]
     pub username: String,
 }
 
 /// A user as the admin sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -82,34 +111,37 @@ pub struct User {
     pub has_password: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
+    #[schema(min_length = 1, max_length = 4096)]
     pub name_enc: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Profile {
     pub user_id: String,
     pub name_enc: String,
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ProfilesResponse {
     pub profiles: Vec<Profile>,
 }
 
 // ---- devices ----
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeviceRequest {
+    #[schema(format = Uuid)]
     pub user_id: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub public_key: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Device {
     pub id: String,
     pub user_id: String,
@@ -119,12 +151,12 @@ pub struct Device {
     pub last_seen_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct DevicesResponse {
     pub devices: Vec<Device>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct DeviceKey {
     /// Present in `?all=1` listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,7 +165,7 @@ pub struct DeviceKey {
     pub public_key: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct DeviceKeysResponse {
     /// The requested user, or `""` for `?all=1`.
     pub user_id: String,
@@ -142,7 +174,7 @@ pub struct DeviceKeysResponse {
 
 // ---- channels and history ----
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct Channel {
     pub id: String,
     pub name_enc: String,
@@ -150,30 +182,33 @@ pub struct Channel {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ChannelsResponse {
     pub channels: Vec<Channel>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelRequest {
+    #[schema(min_length = 1, max_length = 4096)]
     pub name_enc: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannelRequest {
+    #[schema(format = Uuid)]
     pub channel_id: String,
+    #[schema(min_length = 1, max_length = 4096)]
     pub name_enc: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ChannelResponse {
     pub channel: Channel,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ChannelMessage {
     pub id: String,
     pub channel_id: String,
@@ -185,7 +220,7 @@ pub struct ChannelMessage {
     pub client_message_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct MessagesResponse {
     pub channel_id: String,
     /// Ascending time order.
@@ -198,31 +233,39 @@ pub struct MessagesResponse {
 // ---- key envelopes ----
 
 /// An envelope as uploaded. `channel_id` may be repeated inside each envelope by v1 clients.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvelopeUpload {
+    #[schema(format = Uuid)]
     pub device_id: String,
+    #[schema(format = Uuid)]
     pub sender_device_id: String,
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub sender_public_key: String,
+    #[schema(min_length = 1, max_length = 4096)]
     pub envelope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub channel_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelKeysUpload {
+    #[schema(format = Uuid)]
     pub channel_id: String,
+    #[schema(min_items = 1)]
     pub envelopes: Vec<EnvelopeUpload>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryKeysUpload {
+    #[schema(min_items = 1)]
     pub envelopes: Vec<EnvelopeUpload>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct ChannelKeyEnvelope {
     pub channel_id: String,
     pub device_id: String,
@@ -232,7 +275,7 @@ pub struct ChannelKeyEnvelope {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct DirectoryKeyEnvelope {
     pub device_id: String,
     pub sender_device_id: String,
@@ -243,13 +286,14 @@ pub struct DirectoryKeyEnvelope {
 
 // ---- presence ----
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceRequest {
+    #[schema(max_items = 1000)]
     pub user_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct PresenceResponse {
     pub statuses: BTreeMap<String, bool>,
     pub admins: BTreeMap<String, bool>,
@@ -257,16 +301,26 @@ pub struct PresenceResponse {
 
 // ---- invites ----
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInviteRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub expires_in_seconds: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_uses: Option<u32>,
 }
 
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct InviteResponse {
     pub token: String,
     pub expires_at: String,
@@ -275,4 +329,53 @@ pub struct InviteResponse {
     pub id: String,
     #[serde(default)]
     pub max_uses: u32,
+}
+
+/// An optional count: JSON has one number type, so `3600.0` is the integer 3600 (as JSON Schema
+/// says); a fraction, a negative or an out-of-range value is still an error.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| T::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected a non-negative whole number, got {n}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invite_counts_take_integral_floats_only() {
+        let r: CreateInviteRequest =
+            serde_json::from_str(r#"{"expires_in_seconds": 3365.0, "max_uses": 2}"#).unwrap();
+        assert_eq!((r.expires_in_seconds, r.max_uses), (Some(3365), Some(2)));
+        for bad in [
+            r#"{"max_uses": 1.5}"#,
+            r#"{"max_uses": -1}"#,
+            r#"{"max_uses": 4294967296}"#,
+            r#"{"max_uses": "1"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<CreateInviteRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let r: CreateInviteRequest = serde_json::from_str(r#"{"max_uses": null}"#).unwrap();
+        assert_eq!(r.max_uses, None);
+        let r: CreateInviteRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(r.max_uses, None);
+    }
 }

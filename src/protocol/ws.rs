@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `type` values of client frames.
 pub mod client_type {
@@ -63,7 +64,7 @@ pub const BEARER_SUBPROTOCOL_PREFIX: &str = "bearer.";
 pub const MAX_BODY_BYTES: usize = 16_384;
 
 /// A client → server frame.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ClientFrame {
     #[serde(rename = "type")]
     pub kind: String,
@@ -159,7 +160,7 @@ impl ClientFrame {
 }
 
 /// A server → client event.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Event {
     #[serde(rename = "type")]
     pub kind: String,

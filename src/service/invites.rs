@@ -12,7 +12,7 @@ pub const MAX_EXPIRES_IN: u64 = 365 * 86_400;
 pub const MAX_USES: u32 = 100_000;
 
 /// An invite as listed for admins (never the token).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct InviteInfo {
     pub id: String,
     pub created_at: String,

@@ -41,6 +41,31 @@ fn subprotocol_token(req: &HttpRequest) -> Option<String> {
         .map(str::to_owned)
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    summary = "Upgrade to the real-time WebSocket (SPEC §5).",
+    description = "Authenticated before the upgrade: `Authorization: Bearer`, or for browsers the \
+        subprotocol list `Sec-WebSocket-Protocol: dialtone.v1, bearer.<token>` (answered with \
+        `dialtone.v1`). Each text frame holds one JSON object: the client sends `ClientFrame`s, the \
+        server sends `Event`s (see components). Inbound frames over 64 KiB close the socket with \
+        1009; a slow consumer is closed with 1008; shutdown closes with 1001.",
+    params(
+        ("subscribe" = Option<crate::http::openapi::SubscribeMode>, Query, description = "`none`: start with no channel subscriptions"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "16 random bytes, base64"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the socket is open"),
+        (status = 400, description = "`invalid_request`: not a WebSocket upgrade, or a bad `subscribe`", body = crate::protocol::rest::ErrorBody),
+        (status = 401, description = "`unauthorized` or `token_expired`: no upgrade", body = crate::protocol::rest::ErrorBody),
+        (status = 503, description = "`too_many_connections`: the server is at its socket limit; `unavailable`: the database", body = crate::protocol::rest::ErrorBody),
+    )
+)]
 pub async fn upgrade(
     req: HttpRequest,
     payload: web::Payload,
