@@ -34,6 +34,7 @@ fn announce(state: &AppState, signed_in: &SignedIn) {
         (status = 409, description = "`conflict`: username already taken (the invite is not consumed)", body = ErrorBody),
         (status = 410, description = "`invite_used`, `invite_expired` or `invite_revoked`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
@@ -57,6 +58,7 @@ pub async fn register(
         (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: wrong username or password, or a disabled account", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]

@@ -170,6 +170,7 @@ pub struct HistoryQuery {
         (status = 400, description = "`invalid_request`: bad `limit` or a cursor not in this channel", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
         (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]

@@ -67,6 +67,7 @@ pub async fn get_channel_key(
         (status = 403, description = "`forbidden`: `sender_device_id` is not the caller's device or `sender_public_key` not its key", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown channel or target device", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
@@ -116,6 +117,7 @@ pub async fn get_directory_key(
         (status = 403, description = "`forbidden`: `sender_device_id` is not the caller's device or `sender_public_key` not its key", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown target device", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]

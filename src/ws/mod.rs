@@ -63,6 +63,7 @@ fn subprotocol_token(req: &HttpRequest) -> Option<String> {
         (status = 101, description = "Switching Protocols: the socket is open"),
         (status = 400, description = "`invalid_request`: not a WebSocket upgrade, or a bad `subscribe`", body = crate::protocol::rest::ErrorBody),
         (status = 401, description = "`unauthorized` or `token_expired`: no upgrade", body = crate::protocol::rest::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = crate::protocol::rest::ErrorBody),
         (status = 503, description = "`too_many_connections`: the server is at its socket limit; `unavailable`: the database", body = crate::protocol::rest::ErrorBody),
     )
 )]

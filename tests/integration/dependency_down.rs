@@ -248,7 +248,11 @@ async fn a_database_restart_under_load_loses_no_acknowledged_message() {
 
     // Chunks of messages before, during and after the outage ("restart": every connection cut,
     // new ones refused, then accepted again).
-    let chunk = |n: usize| (n * 50..(n + 1) * 50).map(|i| format!("m{i}")).collect::<Vec<_>>();
+    let chunk = |n: usize| {
+        (n * 50..(n + 1) * 50)
+            .map(|i| format!("m{i}"))
+            .collect::<Vec<_>>()
+    };
     let mut all = std::collections::HashMap::new();
     for n in 0..2 {
         all.extend(answers(&mut ws, &channel.id, &chunk(n)).await);
@@ -278,7 +282,10 @@ async fn a_database_restart_under_load_loses_no_acknowledged_message() {
         .flatten()
         .collect();
     for (id, ok) in &all {
-        assert!(!ok || stored.contains(id), "{id} was acknowledged but is not stored");
+        assert!(
+            !ok || stored.contains(id),
+            "{id} was acknowledged but is not stored"
+        );
     }
     // The refused ones, sent again with the same ids, are stored exactly once each (a refusal
     // whose commit did land is answered with the original).
@@ -292,7 +299,10 @@ async fn a_database_restart_under_load_loses_no_acknowledged_message() {
         300
     );
     assert_eq!(
-        server.db.count("SELECT count(*) AS v FROM channel_messages").await,
+        server
+            .db
+            .count("SELECT count(*) AS v FROM channel_messages")
+            .await,
         300
     );
     server.stop().await.unwrap();
