@@ -173,11 +173,10 @@ fn fuzz_frame(rng: &Rng) -> (Vec<u8>, Sent) {
         }
         18 => {
             let declared = MAX_FRAME + 1 + rng.below(i64::MAX as u64 - MAX_FRAME - 1);
-            // It must end, not hang. Ending it with 1009 on the declared length alone is issue 9
-            // item 3 (today the codec waits for the bytes and the idle timeout ends the socket).
+            // Refused on the declared length alone, before any payload is buffered.
             (
                 frame(rng, true, 0x1, b"{\"type\":", Some(declared), true),
-                Sent::MustEnd,
+                Sent::Oversized,
             )
         }
         // Truncated: a header announcing more than follows, then silence. The idle timeout
