@@ -23,6 +23,13 @@ const HUNG: Duration = Duration::from_secs(30);
 
 /// A server whose PostgreSQL connections all go through a proxy; `None` on SQLite.
 async fn proxied_server() -> Option<(TestServer, Proxy)> {
+    proxied_server_with(|_| {}).await
+}
+
+/// [`proxied_server`] with settings adjusted by `tweak` (after the proxy and timeout settings).
+async fn proxied_server_with(
+    tweak: impl FnOnce(&mut ServerSettings),
+) -> Option<(TestServer, Proxy)> {
     if backend() == Backend::Sqlite {
         skip("the embedded store runs in the server's process: it cannot go down on its own");
         return None;
@@ -33,6 +40,7 @@ async fn proxied_server() -> Option<(TestServer, Proxy)> {
     let server = TestServer::start_on(db, |s| {
         s.set("DIALTONE_DB_URL", via)
             .set("DIALTONE_DB_TIMEOUT_MS", DB_TIMEOUT_MS.to_string());
+        tweak(s);
     })
     .await;
     Some((server, proxy))
@@ -134,19 +142,14 @@ async fn ready_is_503_while_postgres_stops_answering_and_recovers() {
 
 #[tokio::test]
 async fn a_database_that_stops_answering_fails_sends_in_time_and_shutdown_stays_bounded() {
-    if backend() == Backend::Sqlite {
-        skip("the embedded store runs in the server's process: it cannot stop answering");
-        return;
-    }
-    let db = TestDb::create().await;
-    let proxy = Proxy::to(&url_host_port(&db.url));
-    let via = url_via(&db.url, proxy.addr());
-    let mut server = TestServer::start_on(db, |s| {
-        s.set("DIALTONE_DB_URL", via)
-            .set("DIALTONE_DB_TIMEOUT_MS", "200")
+    let Some((mut server, proxy)) = proxied_server_with(|s| {
+        s.set("DIALTONE_DB_TIMEOUT_MS", "200")
             .set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "500");
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     server.expect_error("group commit failed");
     let alice = server.user("alice").await;
     let channel = alice.rest.create_channel("Yg==").await.unwrap();
@@ -228,18 +231,9 @@ async fn answers(
 
 #[tokio::test]
 async fn a_database_restart_under_load_loses_no_acknowledged_message() {
-    if backend() == Backend::Sqlite {
-        skip("the embedded store runs in the server's process: it cannot restart on its own");
+    let Some((mut server, proxy)) = proxied_server().await else {
         return;
-    }
-    let db = TestDb::create().await;
-    let proxy = Proxy::to(&url_host_port(&db.url));
-    let via = url_via(&db.url, proxy.addr());
-    let mut server = TestServer::start_on(db, |s| {
-        s.set("DIALTONE_DB_URL", via)
-            .set("DIALTONE_DB_TIMEOUT_MS", DB_TIMEOUT_MS.to_string());
-    })
-    .await;
+    };
     server.expect_error("group commit failed");
     let alice = server.user("alice").await;
     let channel = alice.rest.create_channel("Yg==").await.unwrap();
