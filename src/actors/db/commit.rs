@@ -1,0 +1,296 @@
+//! The group commit: pending channel messages committed in batches, in order, each batch
+//! acknowledged (fanned out) only after its commit; a refused batch is split so one bad row fails
+//! only its sender.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::{Outbound, SessionHandle};
+use crate::db::models::MessageRow;
+use crate::protocol::ws::{Event, error_code};
+use crate::service::messages::{self};
+use crate::service::{ServiceError, ServiceResult, Store};
+
+use super::DbActor;
+
+impl DbActor {
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let n = self.pending.len().min(self.config.batch_max);
+        if n == 0 {
+            self.flushing = false;
+            for waiter in self.drain_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            return;
+        }
+        self.flushing = true;
+        let mut rows = Vec::with_capacity(n);
+        let mut origins = HashMap::with_capacity(n);
+        for msg in self.pending.drain(..n).collect::<Vec<_>>() {
+            let row = MessageRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                channel_id: msg.channel_id,
+                sender_id: msg.sender_id,
+                sender_name_enc: msg.sender_name_enc,
+                body: msg.body,
+                sent_at: self.next_sent_at(),
+                client_message_id: msg.client_message_id,
+            };
+            origins.insert(
+                row.id.clone(),
+                Origin {
+                    session: msg.origin,
+                    channel_id: row.channel_id.clone(),
+                    client_message_id: row.client_message_id.clone(),
+                },
+            );
+            rows.push(row);
+        }
+        let store = self.store.clone();
+        let started = Instant::now();
+        let limit = self.abandonable().then_some(self.config.commit_timeout);
+        ctx.spawn(commit_isolating(store, rows, limit).into_actor(self).map(
+            move |result, act, ctx| {
+                act.finish_batch(result, origins, started);
+                act.flush(ctx);
+            },
+        ));
+    }
+
+    fn finish_batch(
+        &mut self,
+        result: ServiceResult<Isolated>,
+        mut origins: HashMap<String, Origin>,
+        started: Instant,
+    ) {
+        match result {
+            Ok(Isolated { committed, refused }) => {
+                for row in refused {
+                    if let Some(origin) = origins.remove(&row.id) {
+                        self.metrics.messages_rejected.inc();
+                        origin.reject(error_code::SERVER_ERROR, "message not saved; please retry");
+                    }
+                }
+                let n = committed.rows.len();
+                self.metrics
+                    .db_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.db_batch_size.observe(n as f64);
+                self.metrics.messages_persisted.inc_by(n as u64);
+                for row in committed.missing_channel {
+                    if let Some(origin) = origins.remove(&row.id) {
+                        self.metrics.messages_rejected.inc();
+                        origin.reject(error_code::CHANNEL_NOT_FOUND, "channel not found");
+                    }
+                }
+                // A resend's echo is its original, to the resender only: everyone else already
+                // had it when it first committed.
+                for dup in committed.duplicates {
+                    if let Some(origin) = origins.remove(&dup.resent_id) {
+                        origin.echo_original(&dup.original);
+                    }
+                }
+                if n == 0 {
+                    return;
+                }
+                let batch: Vec<CommittedMessage> = committed
+                    .rows
+                    .into_iter()
+                    .filter_map(|row| {
+                        let origin = origins.remove(&row.id)?.session;
+                        Some(CommittedMessage { row, origin })
+                    })
+                    .collect();
+                match &self.fanout {
+                    // do_send: committed messages are never dropped; the volume in flight is bounded
+                    // upstream by DIALTONE_DB_MAX_PENDING.
+                    Some((hub, meter)) => {
+                        meter.queued();
+                        hub.do_send(CommittedBatch(batch));
+                    }
+                    None => tracing::error!("group commit finished with no fan-out attached"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = origins.len(), "group commit failed; senders told to retry");
+                self.metrics.messages_rejected.inc_by(origins.len() as u64);
+                for origin in origins.values() {
+                    origin.reject(error_code::SERVER_ERROR, "message not saved; please retry");
+                }
+            }
+        }
+    }
+}
+
+/// A group commit's outcome once a refused batch has been split up.
+struct Isolated {
+    committed: messages::Committed,
+    /// Rows the database refused on their own (each was retried alone).
+    refused: Vec<MessageRow>,
+}
+
+/// Commit `rows` as one batch. When the database refuses the batch (a constraint, a value it cannot
+/// hold) rather than being unreachable, retry its rows one at a time, in order and before the next
+/// batch starts, so one bad row fails only its own sender and commit order is kept.
+///
+/// A database that stopped answering must not hold the queue forever: past `limit` the senders
+/// hear `server_error` (the outcome is unknown to them, so they retry) and the next batch starts.
+/// (`None` on SQLite, where a commit cannot be abandoned; its busy timeout bounds it.)
+async fn commit_isolating(
+    store: Arc<Store>,
+    rows: Vec<MessageRow>,
+    limit: Option<Duration>,
+) -> ServiceResult<Isolated> {
+    let bounded = |rows: Vec<MessageRow>| {
+        let store = store.clone();
+        async move {
+            let commit = messages::commit_batch(&store, rows);
+            let Some(limit) = limit else {
+                return commit.await;
+            };
+            match tokio::time::timeout(limit, commit).await {
+                Ok(result) => result,
+                Err(_) => Err(ServiceError::Db(crate::db::DbError::Unavailable(format!(
+                    "group commit took longer than {} ms",
+                    limit.as_millis()
+                )))),
+            }
+        }
+    };
+    // Kept only to split the batch if it is refused; SQLite's insert copies the rows anyway.
+    let retry = (rows.len() > 1).then(|| rows.clone());
+    let err = match bounded(rows).await {
+        Ok(committed) => {
+            return Ok(Isolated {
+                committed,
+                refused: Vec::new(),
+            });
+        }
+        Err(e) => e,
+    };
+    let Some(rows) = retry.filter(|_| is_refusal(&err)) else {
+        return Err(err);
+    };
+    tracing::warn!(error = %err, batch = rows.len(), "group commit refused; committing its rows one by one");
+    let mut out = Isolated {
+        committed: messages::Committed::default(),
+        refused: Vec::new(),
+    };
+    let mut reachable = true;
+    for row in rows {
+        if !reachable {
+            out.refused.push(row);
+            continue;
+        }
+        match bounded(vec![row.clone()]).await {
+            Ok(one) => {
+                out.committed.rows.extend(one.rows);
+                out.committed.missing_channel.extend(one.missing_channel);
+                out.committed.duplicates.extend(one.duplicates);
+            }
+            Err(e) => {
+                if is_refusal(&e) {
+                    tracing::error!(error = %e, message_id = %row.id, "message refused by the database");
+                } else {
+                    // Unreachable now: the rest is refused too; what committed is fanned out.
+                    tracing::error!(error = %e, "group commit failed while isolating a refused row");
+                    reachable = false;
+                }
+                out.refused.push(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn abandoned(limit: Duration) -> ServiceError {
+    ServiceError::Db(crate::db::DbError::Unavailable(format!(
+        "database operation abandoned after {} ms without an answer",
+        limit.as_millis()
+    )))
+}
+
+/// The database answered and said no (as opposed to: it could not be reached or timed out).
+fn is_refusal(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::Db(crate::db::DbError::Query(_)))
+}
+
+/// Who sent a message of a batch, and the correlation fields its refusal must carry.
+struct Origin {
+    session: SessionHandle,
+    channel_id: String,
+    client_message_id: Option<String>,
+}
+
+impl Origin {
+    /// `do_send`: one event per resend, bounded like every send by `DIALTONE_DB_MAX_PENDING`.
+    fn echo_original(&self, row: &MessageRow) {
+        self.session
+            .outbound
+            .do_send(Outbound::Event(Box::new(Event::channel_message(
+                row.id.clone(),
+                row.channel_id.clone(),
+                row.sender_id.clone(),
+                row.sender_name_enc.clone(),
+                row.body.clone(),
+                row.sent_at.wire(),
+                row.client_message_id.clone(),
+            ))));
+    }
+
+    fn reject(&self, code: &'static str, message: &str) {
+        self.session.outbound.do_send(Outbound::Event(Box::new(
+            Event::error(code, message).for_request(
+                Some(self.channel_id.clone()),
+                self.client_message_id.clone(),
+            ),
+        )));
+    }
+}
+
+/// A channel message waiting for its group commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PersistChannelMessage {
+    pub channel_id: String,
+    pub sender_id: String,
+    pub sender_name_enc: String,
+    pub body: String,
+    pub client_message_id: Option<String>,
+    /// Who gets errors, and the echo if it is not subscribed to the channel.
+    pub origin: SessionHandle,
+}
+
+/// One committed message with the session that sent it.
+pub struct CommittedMessage {
+    pub row: MessageRow,
+    pub origin: SessionHandle,
+}
+
+/// A committed batch, in commit order, for fan-out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CommittedBatch(pub Vec<CommittedMessage>);
+
+impl Handler<PersistChannelMessage> for DbActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PersistChannelMessage, ctx: &mut Context<Self>) {
+        self.mailbox.handled();
+        if self.pending.len() >= self.config.max_pending {
+            self.metrics.messages_rejected.inc();
+            msg.origin.outbound.do_send(Outbound::Event(Box::new(
+                Event::error(error_code::RATE_LIMITED, "server busy; retry later")
+                    .for_request(Some(msg.channel_id.clone()), msg.client_message_id.clone()),
+            )));
+            return;
+        }
+        self.pending.push_back(msg);
+        if !self.flushing {
+            self.flush(ctx);
+        }
+    }
+}
