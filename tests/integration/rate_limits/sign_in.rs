@@ -1,0 +1,136 @@
+//! Limits on signing in: login and registration per address and per account, WebSocket
+//! upgrades per address, and `X-Forwarded-For` from trusted proxies only.
+
+use dialtone::client::WsClient;
+
+use crate::support::*;
+
+use super::*;
+
+#[tokio::test]
+async fn login_per_address_refuses_with_retry_after_and_spares_signed_in_users() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_LOGIN_IP", "3/hour");
+    })
+    .await;
+    let alice = server.user("alice").await;
+    for _ in 0..3 {
+        let got = login_from(&server, None, &login_body("alice", "wrong-password-1")).await;
+        assert_eq!(got.0, 401, "{:?}", got.2);
+    }
+    // The right password from the same address is refused too: the bucket is the address's.
+    let got = login_from(&server, None, &login_body("alice", &password("alice"))).await;
+    assert_limited(&got, "login_ip");
+    // A signed-in user's requests from that address are not login attempts.
+    alice.rest.channels().await.expect("GET /channels");
+    let m = Scrape::of(&server).await;
+    assert_eq!(m.counter(&limited("login_ip")), 1);
+    assert!(m.counter("dialtone_login_failures_total") >= 3);
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let trusted = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_LOGIN_IP", "2/hour")
+            .set("DIALTONE_TRUSTED_PROXIES", "127.0.0.0/8");
+    })
+    .await;
+    let wrong = login_body("nobody", "wrong-password-1");
+    // Behind a trusted proxy, each forwarded client has its own bucket; a forged entry left of
+    // the proxy's own does not make a new one.
+    for xff in ["198.51.100.1", "6.6.6.6, 198.51.100.1"] {
+        assert_eq!(login_from(&trusted, Some(xff), &wrong).await.0, 401);
+    }
+    assert_limited(
+        &login_from(&trusted, Some("7.7.7.7, 198.51.100.1"), &wrong).await,
+        "login_ip",
+    );
+    assert_eq!(
+        login_from(&trusted, Some("198.51.100.2"), &wrong).await.0,
+        401,
+        "another client behind the proxy still gets through"
+    );
+
+    // Without trusted proxies the header is the client's word and changes nothing.
+    let untrusted = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_LOGIN_IP", "2/hour");
+    })
+    .await;
+    for xff in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(login_from(&untrusted, Some(xff), &wrong).await.0, 401);
+    }
+    assert_limited(
+        &login_from(&untrusted, Some("198.51.100.3"), &wrong).await,
+        "login_ip",
+    );
+}
+
+#[tokio::test]
+async fn login_per_account_is_keyed_by_the_normalized_username() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_LOGIN_IP", "off")
+            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT", "2/hour");
+    })
+    .await;
+    let _alice = server.user("alice").await;
+    let _bob = server.user("bob").await;
+    for name in ["alice", "ALICE"] {
+        let got = login_from(&server, None, &login_body(name, "wrong-password-1")).await;
+        assert_eq!(got.0, 401);
+    }
+    let got = login_from(&server, None, &login_body(" Alice ", &password("alice"))).await;
+    assert_limited(&got, "login_account");
+    // Another account is untouched.
+    let got = login_from(&server, None, &login_body("bob", &password("bob"))).await;
+    assert_eq!(got.0, 200, "{:?}", got.2);
+    assert_eq!(
+        Scrape::of(&server).await.counter(&limited("login_account")),
+        1
+    );
+}
+
+#[tokio::test]
+async fn registration_per_address_and_per_account() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_REGISTER_IP", "4/hour")
+            .set("DIALTONE_LIMIT_REGISTER_ACCOUNT", "2/hour");
+    })
+    .await;
+    // Junk invites: each attempt is answered (404) but costs a token.
+    for name in ["carol", "carol"] {
+        assert_eq!(register(&server, &register_body(name)).await.0, 404);
+    }
+    assert_limited(
+        &register(&server, &register_body("Carol")).await,
+        "register_account",
+    );
+    assert_eq!(register(&server, &register_body("dave")).await.0, 404);
+    // The address has spent its four tokens (the account's refusal came after the address's).
+    assert_limited(
+        &register(&server, &register_body("erin")).await,
+        "register_ip",
+    );
+    let m = Scrape::of(&server).await;
+    assert_eq!(m.counter(&limited("register_account")), 1);
+    assert_eq!(m.counter(&limited("register_ip")), 1);
+}
+
+#[tokio::test]
+async fn websocket_upgrades_per_address() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_WS_UPGRADE_IP", "2/hour");
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let mut first = server.ws(&alice).await;
+    let _second = server.ws(&alice).await;
+    let refused = WsClient::connect(&server.ws_options(alice.token())).await;
+    assert_error(refused.map(|_| ()), 429, "rate_limited");
+    // Open sockets and REST are not upgrades.
+    ws_ready(&mut first).await;
+    alice.rest.channels().await.expect("GET /channels");
+    assert_eq!(
+        Scrape::of(&server).await.counter(&limited("ws_upgrade_ip")),
+        1
+    );
+}
