@@ -178,11 +178,8 @@ pub async fn remove_commit_fault(db: &TestDb) {
 /// One sample of the server's `GET /metrics` (admin token), e.g.
 /// `dialtone_ws_errors_total{code="rate_limited"}`; 0 when the series does not exist yet.
 pub async fn counter(server: &TestServer, series: &str) -> f64 {
-    let text = server.admin().metrics_text().await.expect("GET /metrics");
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series))
-        .filter_map(|rest| rest.strip_prefix(' '))
-        .map(|v| v.trim().parse::<f64>().expect("a metric value"))
-        .next()
+    super::metrics::Scrape::of(server)
+        .await
+        .value(series)
         .unwrap_or(0.0)
 }
