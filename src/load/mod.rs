@@ -242,6 +242,8 @@ impl Live {
 
 /// Marks `client_message_id` values the generator sent: `lt:<nanos since start>:<connection>`.
 const MARK: &str = "\"client_message_id\":\"lt:";
+/// How every `error` event starts.
+const ERROR_EVENT: &str = "{\"type\":\"error\"";
 
 /// Everything the per-connection readers share.
 struct ReadCtx {
@@ -282,17 +284,18 @@ impl ReadCtx {
     /// Returns the connection index and send time when it is one of ours.
     fn on_text(&self, me: usize, text: &str) -> Option<(usize, u64)> {
         let c = &self.live.counters;
-        let Some(pos) = text.find(MARK) else {
-            if text.contains("\"type\":\"error\"") {
-                Counters::add(&c.error_events, 1);
-                if let Ok(mut first) = self.first_errors.lock()
-                    && first.len() < 5
-                {
-                    first.push(text.chars().take(300).collect());
-                }
+        // An error names the message it answers (its `client_message_id` carries our mark), so
+        // errors are told apart first; `type` is the first field the server writes.
+        if text.starts_with(ERROR_EVENT) {
+            Counters::add(&c.error_events, 1);
+            if let Ok(mut first) = self.first_errors.lock()
+                && first.len() < 5
+            {
+                first.push(text.chars().take(300).collect());
             }
             return None;
-        };
+        }
+        let pos = text.find(MARK)?;
         let rest = &text[pos + MARK.len()..];
         let end = rest.find('"')?;
         let (sent, from) = rest[..end].split_once(':')?;
@@ -1065,8 +1068,11 @@ mod tests {
             ctx.on_text(3, r#"{"type":"error","code":"rate_limited"}"#),
             None
         );
+        // A refusal naming one of our messages is an error, not an echo or a delivery.
+        let refused = r#"{"type":"error","code":"rate_limited","client_message_id":"lt:6:3"}"#;
+        assert_eq!(ctx.on_text(3, refused), None);
         let c = live.counters.snapshot();
-        assert_eq!((c.delivered, c.echoes, c.error_events), (2, 1, 1));
+        assert_eq!((c.delivered, c.echoes, c.error_events), (2, 1, 2));
         assert_eq!(ctx.echoes_in_window.load(Ordering::Relaxed), 1);
         assert_eq!(live.latencies.merged().len(), 2);
     }
