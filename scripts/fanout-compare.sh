@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Fan-out, two dialtone builds side by side in one sitting: for each rate and run, a freshly started
+# server (release, PostgreSQL with synchronous_commit on, TLS) on a fresh database, driven by one
+# load generator. Runs alternate between the builds so machine noise hits both alike. The per-user
+# message and byte budgets are off: the generator publishes every channel as one user.
+#   usage: scripts/fanout-compare.sh LOAD_BIN NAME=DIR [NAME=DIR ...]   (DIR holds a `dialtone` binary)
+#   env:   RATES="1000 2000" RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
+set -uo pipefail
+L="$1"; shift
+RATES="${RATES:-1000 2000}"; RUNS="${RUNS:-3}"; MEMBERS="${MEMBERS:-100}"; CHANNELS="${CHANNELS:-20}"
+DURATION="${DURATION:-20}"; OUT="${OUT:-$(mktemp -d -t fanout.XXXX)}"; mkdir -p "$OUT"
+W=$(mktemp -d -t fanoutw.XXXX); DB=""; PID=""
+stop() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; PID=""; }
+         [ -n "$DB" ] && { psql -h 127.0.0.1 -U postgres -XAtqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; DB=""; }; }
+trap 'stop; rm -rf "$W"' EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
+FP=$(openssl x509 -in "$W/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)
+TOK=$(openssl rand -hex 24)
+PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+start() { # DIR
+  DB="dt_fan_$(openssl rand -hex 4)"; psql -h 127.0.0.1 -U postgres -XAtqc "CREATE DATABASE $DB" >/dev/null
+  rm -rf "$W/data"
+  ( cd "$W" && exec env DIALTONE_LISTEN_ADDR=127.0.0.1:$PORT DIALTONE_DB_URL="postgres://postgres@127.0.0.1:5432/$DB" \
+    DIALTONE_USERNAME_PEPPER=$(openssl rand -hex 24) DIALTONE_ADMIN_TOKEN=$TOK DIALTONE_CHANNEL_KEY=$(openssl rand -base64 32) \
+    DIALTONE_TLS_CERT="$W/cert.pem" DIALTONE_TLS_KEY="$W/key.pem" DIALTONE_DATA_DIR="$W/data" DIALTONE_WS_SEND_RATE=0 \
+    DIALTONE_LIMIT_USER_MESSAGES=off DIALTONE_LIMIT_USER_BYTES=off RUST_LOG=warn "$1/dialtone" serve ) >>"$OUT/server.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 120); do curl -sk "https://127.0.0.1:$PORT/health" | grep -q ok && return 0; sleep 0.5; done
+  echo "server in $1 did not start"; return 1
+}
+report() { # json name rate run
+  python3 - "$@" <<'PY'
+import json,sys
+try: j=json.load(open(sys.argv[1]))
+except Exception as e: print(f"{sys.argv[2]:6} rate {sys.argv[3]:>5}/s run {sys.argv[4]}: no report ({e})"); sys.exit()
+l=j["latency"]; sf=j.get("server_figures") or {}; e=j["errors"]
+want=j["sent"]*int(j["parameters"]["members"])
+print(f"{sys.argv[2]:6} rate {sys.argv[3]:>5}/s run {sys.argv[4]}: {j['deliveries_per_sec']:>8.0f} deliveries/s "
+      f"({100*j['delivered']/max(want,1):5.1f}% arrived), p50 {l['p50_us']/1000:6.1f} ms, p99 {l['p99_us']/1000:6.1f} ms, "
+      f"max {l['max_us']/1000:6.1f} ms, server cpu {sf.get('cpu_percent',0):3.0f}%, "
+      f"errors {e['send_failures']+e['error_events']+e['unexpected_closes']}, slow {e['slow_consumer_closes']}")
+PY
+}
+for r in $RATES; do
+  for n in $(seq "$RUNS"); do
+    for pair in "$@"; do
+      name="${pair%%=*}"; dir="${pair#*=}"
+      start "$dir" || continue
+      "$L" --server "https://127.0.0.1:$PORT" --fingerprint "$FP" --admin-token "$TOK" --server-pid "$PID" --quiet \
+        --json "$OUT/$name-$r-$n.json" fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$r" \
+        --duration "$DURATION" --warmup 5 >"$OUT/$name-$r-$n.txt" 2>&1
+      report "$OUT/$name-$r-$n.json" "$name" "$r" "$n"; stop
+    done
+  done
+done
+echo "reports in $OUT"
