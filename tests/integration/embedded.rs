@@ -8,14 +8,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use dialtone::client::rest::Page;
-use dialtone::client::{Incoming, RestClient, Trust, WsClient, WsOptions};
+use dialtone::client::{RestClient, Trust, WsClient, WsOptions};
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{LoginRequest, RegisterRequest};
-use dialtone::protocol::ws::{ClientFrame, event_type};
+use dialtone::protocol::ws::ClientFrame;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-use crate::support::WAIT;
 
 /// A `dialtone serve` process with no configuration but a data directory and a port.
 struct Process {
@@ -303,29 +301,9 @@ async fn hard_kill_loses_no_acknowledged_message() {
         }
     });
     // Kill the server mid-stream, as soon as a good number of messages were acknowledged.
-    let mut acked = HashSet::new();
-    while acked.len() < 300 {
-        match tokio::time::timeout(WAIT, rx.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
-                acked.insert(e.message_id);
-            }
-            Some(_) => {}
-            None => panic!("connection ended early"),
-        }
-    }
+    let mut acked = crate::support::acknowledged(&mut rx, 300).await;
     server.kill_hard().await;
-    // Echoes that were already on their way count as acknowledged too.
-    while let Ok(Ok(Some(Incoming::Event(e)))) =
-        tokio::time::timeout(Duration::from_millis(200), rx.next()).await
-    {
-        if e.kind == event_type::CHANNEL_MESSAGE_NEW {
-            acked.insert(e.message_id);
-        }
-    }
+    crate::support::acknowledged_until_the_end(&mut rx, &mut acked).await;
     sender.abort();
 
     let restarted = spawn(dir.path()).await;

@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 
-use dialtone::client::{Incoming, RestClient, Trust, WsClient, WsOptions};
+use dialtone::client::{RestClient, Trust, WsClient, WsOptions};
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{CreateInviteRequest, RegisterRequest};
-use dialtone::protocol::ws::{ClientFrame, event_type};
+use dialtone::protocol::ws::ClientFrame;
 
 use crate::procs::{self, base_env};
 use crate::support::*;
@@ -66,36 +66,9 @@ async fn hard_kill_on_postgres_loses_no_acknowledged_message() {
         }
     });
     // Kill mid-stream, once a good number of messages were acknowledged.
-    let mut acked = HashSet::new();
-    while acked.len() < 300 {
-        match tokio::time::timeout(WAIT, rx.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            Some(Incoming::Event(e)) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
-                acked.insert(e.message_id);
-            }
-            Some(Incoming::Event(e)) if e.kind == event_type::ERROR => {
-                panic!("server refused a message: {e:?}")
-            }
-            Some(_) => {}
-            None => panic!("connection ended early"),
-        }
-    }
+    let mut acked = acknowledged(&mut rx, 300).await;
     server.kill().await;
-    // Echoes already on their way count as acknowledged too; the killed server's socket ends.
-    loop {
-        match tokio::time::timeout(WAIT, rx.next()).await {
-            Ok(Ok(Some(Incoming::Event(e)))) => {
-                if e.kind == event_type::CHANNEL_MESSAGE_NEW {
-                    acked.insert(e.message_id);
-                }
-            }
-            Ok(Ok(Some(Incoming::Closed { .. }))) | Ok(Ok(None)) | Ok(Err(_)) => break,
-            Err(_) => panic!("the killed server's socket did not end"),
-        }
-    }
+    acknowledged_until_the_end(&mut rx, &mut acked).await;
     sender.abort();
 
     let stored: HashSet<String> = db

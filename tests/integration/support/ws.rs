@@ -125,3 +125,48 @@ pub async fn assert_nothing_queued(ws: &mut WsClient, what: &str) {
         other => panic!("{what}: {other:?}"),
     }
 }
+
+/// Read `rx` until `n` of the sender's messages were echoed (acknowledged); returns their ids.
+/// Any refusal fails the test: these are durability tests, nothing should be refused.
+pub async fn acknowledged(
+    rx: &mut dialtone::client::ws::WsReceiver,
+    n: usize,
+) -> std::collections::HashSet<String> {
+    use dialtone::client::Incoming;
+    use dialtone::protocol::ws::event_type;
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < n {
+        match tokio::time::timeout(WAIT, rx.next()).await {
+            Ok(Ok(Some(Incoming::Event(e)))) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
+                acked.insert(e.message_id);
+            }
+            Ok(Ok(Some(Incoming::Event(e)))) if e.kind == event_type::ERROR => {
+                panic!("server refused a message: {e:?}")
+            }
+            Ok(Ok(Some(Incoming::Event(_)))) => {}
+            other => panic!("connection ended after {} echoes: {other:?}", acked.len()),
+        }
+    }
+    acked
+}
+
+/// After the server was killed: echoes already on their way count as acknowledged too; returns
+/// once the killed server's socket has ended (panics if it does not).
+pub async fn acknowledged_until_the_end(
+    rx: &mut dialtone::client::ws::WsReceiver,
+    acked: &mut std::collections::HashSet<String>,
+) {
+    use dialtone::client::Incoming;
+    use dialtone::protocol::ws::event_type;
+    loop {
+        match tokio::time::timeout(WAIT, rx.next()).await {
+            Ok(Ok(Some(Incoming::Event(e)))) => {
+                if e.kind == event_type::CHANNEL_MESSAGE_NEW {
+                    acked.insert(e.message_id);
+                }
+            }
+            Ok(Ok(Some(Incoming::Closed { .. }))) | Ok(Ok(None)) | Ok(Err(_)) => return,
+            Err(_) => panic!("the killed server's socket did not end"),
+        }
+    }
+}
