@@ -1,0 +1,146 @@
+//! Hub handlers that fan events out: committed messages, REST notices, broadcasts, presence.
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::*;
+
+use crate::actors::channel::{Publish, Retire};
+use crate::actors::db::{CommittedBatch, CommittedMessage};
+use crate::actors::{SessionKey, frame, message_frame};
+use crate::protocol::ws::{Event, close_code};
+
+impl Handler<CommittedBatch> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: CommittedBatch, _: &mut Context<Self>) {
+        self.mailbox.handled();
+        // Group by channel, keeping commit order within each.
+        let mut by_channel: Vec<(String, Vec<CommittedMessage>)> = Vec::new();
+        for m in msg.0 {
+            match by_channel
+                .iter_mut()
+                .find(|(id, _)| *id == m.row.channel_id)
+            {
+                Some((_, list)) => list.push(m),
+                None => by_channel.push((m.row.channel_id.clone(), vec![m])),
+            }
+        }
+        for (channel_id, messages) in by_channel {
+            match self.channels.get(&channel_id) {
+                Some(Some(addr)) => {
+                    let addr = addr.clone();
+                    self.send_channel(&addr, Publish(messages));
+                }
+                // No actor means no subscribers: only the senders need their echo.
+                _ => {
+                    for m in messages {
+                        m.origin.send_frames(Arc::from(vec![message_frame(&m.row)]));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Notice> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Notice, _: &mut Context<Self>) {
+        self.mailbox.handled();
+        match msg {
+            Notice::ChannelCreated(channel) => {
+                self.channels.entry(channel.id.clone()).or_insert(None);
+                let auto: Vec<SessionKey> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, e)| e.auto)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in auto {
+                    self.join(key, &channel.id);
+                }
+                self.tell_everyone(&Event::channel_updated(channel.id, channel.name_enc));
+            }
+            Notice::ChannelUpdated(channel) => {
+                self.tell_everyone(&Event::channel_updated(channel.id, channel.name_enc));
+            }
+            Notice::ChannelDeleted(channel_id) => {
+                if let Some(Some(addr)) = self.channels.remove(&channel_id) {
+                    self.send_channel(&addr, Retire);
+                }
+                for entry in self.sessions.values_mut() {
+                    entry.channels.remove(&channel_id);
+                }
+                self.tell_everyone(&Event::channel_deleted(channel_id));
+            }
+            Notice::ProfileUpdated { user_id } => {
+                self.tell_everyone(&Event::profile_updated(user_id));
+            }
+            Notice::DeviceJoined { user_id, device_id } => {
+                self.tell_everyone(&Event::device_joined(user_id, device_id));
+            }
+            Notice::SessionsRevoked { session_ids } => {
+                let ids: HashSet<&str> = session_ids.iter().map(String::as_str).collect();
+                self.close_where(close_code::NORMAL, "session revoked", |e| {
+                    ids.contains(e.db_session_id.as_str())
+                });
+            }
+            Notice::UserDisabled { user_id } => {
+                self.close_where(close_code::NORMAL, "account disabled", |e| {
+                    e.user_id == user_id
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Broadcast> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        self.mailbox.handled();
+        let b = msg.0;
+        let base = Event {
+            message_id: b.id.clone(),
+            sender: b.sender_id.clone(),
+            body: b.body.clone(),
+            sent_at: b.sent_at.wire(),
+            sender_name_enc: Some(b.sender_name_enc.clone()),
+            sender_public_key: Some(b.sender_public_key.clone()),
+            ..Event::default()
+        };
+        for entry in self.sessions.values() {
+            // Each device sees only its own envelope, so this frame is per device.
+            let event = Event {
+                kind: crate::protocol::ws::event_type::MESSAGE_BROADCAST.to_owned(),
+                key_envelope: Some(
+                    b.key_envelopes
+                        .get(&entry.device_id)
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                ..base.clone()
+            };
+            entry.handle.send_frames(Arc::from(vec![frame(&event)]));
+        }
+    }
+}
+
+impl Handler<Presence> for Hub {
+    type Result = MessageResult<Presence>;
+
+    fn handle(&mut self, msg: Presence, _: &mut Context<Self>) -> Self::Result {
+        self.mailbox.handled();
+        MessageResult(
+            msg.0
+                .into_iter()
+                .map(|id| {
+                    let online = self.online.contains_key(&id);
+                    (id, online)
+                })
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,117 @@
+//! Hub unit tests: presence, subscriptions, fan-out, shutdown.
+use super::*;
+use crate::actors::probe::{self, Sync};
+
+fn connect(hub: &HubHandle, handle: &SessionHandle, user: &str) {
+    hub.tell(Connect {
+        handle: handle.clone(),
+        user_id: user.to_owned(),
+        device_id: format!("dev-{}", handle.key.0),
+        db_session_id: format!("sess-{}", handle.key.0),
+        subscribe_all: true,
+    });
+}
+
+fn presence_events(log: &std::sync::Mutex<probe::Log>) -> Vec<(String, bool)> {
+    log.lock()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| e.kind == "presence.updated")
+        .map(|e| (e.sender.clone(), e.online.unwrap_or_default()))
+        .collect()
+}
+
+#[actix::test]
+async fn presence_counts_sockets_per_user() {
+    let metrics = Metrics::new();
+    let hub = Hub::start(vec![], 1, 64, 64, metrics.clone());
+    let (watcher, wh, wlog) = probe::spawn(&metrics);
+    let (_b1, bh1, _) = probe::spawn(&metrics);
+    let (_b2, bh2, _) = probe::spawn(&metrics);
+    connect(&hub, &wh, "watcher");
+    connect(&hub, &bh1, "bob");
+    connect(&hub, &bh2, "bob");
+    let online = hub
+        .ask(Presence(vec!["bob".into(), "nobody".into()]))
+        .await
+        .unwrap();
+    assert_eq!(online.get("bob"), Some(&true));
+    assert_eq!(online.get("nobody"), Some(&false));
+
+    hub.tell(Disconnect(bh1.key));
+    let still = hub.ask(Presence(vec!["bob".into()])).await.unwrap();
+    assert_eq!(still.get("bob"), Some(&true), "one socket left");
+    hub.tell(Disconnect(bh2.key));
+    let gone = hub.ask(Presence(vec!["bob".into()])).await.unwrap();
+    assert_eq!(gone.get("bob"), Some(&false));
+
+    watcher.send(Sync).await.unwrap();
+    assert_eq!(
+        presence_events(&wlog),
+        [
+            ("watcher".to_owned(), true),
+            ("bob".to_owned(), true),
+            ("bob".to_owned(), false)
+        ],
+        "one event per first and last socket"
+    );
+    assert_eq!(metrics.users_online.get(), 1);
+}
+
+#[actix::test]
+async fn subscriptions_follow_channel_lifecycle() {
+    let metrics = Metrics::new();
+    let hub = Hub::start(vec!["c1".into()], 1, 64, 64, metrics.clone());
+    let (p, h, log) = probe::spawn(&metrics);
+    hub.tell(Connect {
+        handle: h.clone(),
+        user_id: "u".into(),
+        device_id: "d".into(),
+        db_session_id: "s".into(),
+        subscribe_all: false,
+    });
+    assert_eq!(
+        hub.ask(Subscribe {
+            key: h.key,
+            channel_id: "nope".into()
+        })
+        .await
+        .unwrap(),
+        Err(())
+    );
+    assert_eq!(
+        hub.ask(Subscribe {
+            key: h.key,
+            channel_id: "c1".into()
+        })
+        .await
+        .unwrap(),
+        Ok(())
+    );
+    let stats = hub.ask(Stats).await.unwrap();
+    assert_eq!(
+        (stats.connections, stats.channels, stats.channel_actors),
+        (1, 1, 1)
+    );
+
+    hub.tell(Notice::ChannelDeleted("c1".into()));
+    assert_eq!(
+        hub.ask(Unsubscribe {
+            key: h.key,
+            channel_id: "c1".into()
+        })
+        .await
+        .unwrap(),
+        Err(()),
+        "a deleted channel is unknown"
+    );
+    hub.tell(Notice::SessionsRevoked {
+        session_ids: vec!["s".into()],
+    });
+    hub.ask(Stats).await.unwrap();
+    p.send(Sync).await.unwrap();
+    let log = log.lock().unwrap();
+    assert!(log.events.iter().any(|e| e.kind == "channel.deleted"));
+    assert_eq!(log.closes, [crate::protocol::ws::close_code::NORMAL]);
+}
