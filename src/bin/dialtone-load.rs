@@ -13,7 +13,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use dialtone::client::Trust;
 use dialtone::load::{
-    self, ChurnLoad, ConnectionsLoad, FanoutLoad, Live, Options, PersistLoad, Scenario, Target,
+    self, AbuseLoad, ChurnLoad, ConnectionsLoad, FanoutLoad, Live, Options, PersistLoad, Scenario,
+    Target,
 };
 
 #[derive(Parser)]
@@ -90,25 +91,30 @@ struct TargetArgs {
 #[derive(Subcommand)]
 enum ScenarioCmd {
     /// Channels × members; publishers at a fixed open-loop rate; send→receive latency.
-    Fanout {
-        #[arg(long, default_value_t = 20)]
-        channels: usize,
+    Fanout(FanoutArgs),
+    /// A fan-out and logged-in REST users, measured while anonymous clients flood login,
+    /// register and WebSocket upgrades from other source addresses.
+    Abuse {
+        #[command(flatten)]
+        fanout: FanoutArgs,
+        /// Logged-in users making REST calls (GET /channels and a history page, in turn).
+        #[arg(long, default_value_t = 50)]
+        rest_users: usize,
+        /// Their REST calls per second, all together.
+        #[arg(long, default_value_t = 100.0)]
+        rest_rate: f64,
+        /// Anonymous clients looping on POST /auth/login with wrong passwords.
         #[arg(long, default_value_t = 100)]
-        members: usize,
-        /// Messages per second, all publishers together.
-        #[arg(long, default_value_t = 1000.0)]
-        rate: f64,
-        /// Publishing members per channel.
-        #[arg(long, default_value_t = 1)]
-        publishers: usize,
-        /// Measured seconds.
-        #[arg(long, default_value_t = 30.0)]
-        duration: f64,
-        #[arg(long, default_value_t = 5.0)]
-        warmup: f64,
-        /// Plaintext bytes per message.
-        #[arg(long, default_value_t = 128)]
-        size: usize,
+        flood_login: usize,
+        /// Anonymous clients looping on POST /auth/register with a junk invite.
+        #[arg(long, default_value_t = 50)]
+        flood_register: usize,
+        /// Anonymous clients looping on WebSocket upgrades with a junk token.
+        #[arg(long, default_value_t = 50)]
+        flood_upgrade: usize,
+        /// Source addresses the flood comes from (127.0.2.1 upwards for a loopback server).
+        #[arg(long, default_value_t = 16)]
+        flood_sources: u16,
     },
     /// Ramp to N idle sessions, hold them, report server RSS per connection.
     Connections {
@@ -150,6 +156,42 @@ enum ScenarioCmd {
     },
 }
 
+#[derive(Args)]
+struct FanoutArgs {
+    #[arg(long, default_value_t = 20)]
+    channels: usize,
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Messages per second, all publishers together.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Publishing members per channel.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 5.0)]
+    warmup: f64,
+    /// Plaintext bytes per message.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+}
+
+impl FanoutArgs {
+    fn load(&self) -> FanoutLoad {
+        FanoutLoad {
+            channels: self.channels,
+            members: self.members,
+            rate: self.rate,
+            publishers: self.publishers,
+            duration: secs(self.duration),
+            warmup: secs(self.warmup),
+            size: self.size,
+        }
+    }
+}
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -173,22 +215,23 @@ fn main() -> ExitCode {
         channel_ids: t.channel_ids.clone(),
     };
     let scenario = match cli.scenario {
-        ScenarioCmd::Fanout {
-            channels,
-            members,
-            rate,
-            publishers,
-            duration,
-            warmup,
-            size,
-        } => Scenario::Fanout(FanoutLoad {
-            channels,
-            members,
-            rate,
-            publishers,
-            duration: secs(duration),
-            warmup: secs(warmup),
-            size,
+        ScenarioCmd::Fanout(f) => Scenario::Fanout(f.load()),
+        ScenarioCmd::Abuse {
+            fanout,
+            rest_users,
+            rest_rate,
+            flood_login,
+            flood_register,
+            flood_upgrade,
+            flood_sources,
+        } => Scenario::Abuse(AbuseLoad {
+            fanout: fanout.load(),
+            rest_users,
+            rest_rate,
+            flood_login,
+            flood_register,
+            flood_upgrade,
+            flood_sources,
         }),
         ScenarioCmd::Connections { connections, hold } => Scenario::Connections(ConnectionsLoad {
             connections,

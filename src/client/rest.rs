@@ -51,7 +51,18 @@ pub struct Page {
 impl RestClient {
     /// `base_url` is `https://host:port` (or `http://` for a loopback plain-HTTP server).
     pub fn new(base_url: &str, trust: &Trust) -> ClientResult<Self> {
+        Self::from_address(base_url, trust, None)
+    }
+
+    /// Like [`RestClient::new`], with connections opened from `local` (a load generator spreading
+    /// its clients over source addresses).
+    pub fn from_address(
+        base_url: &str,
+        trust: &Trust,
+        local: Option<std::net::IpAddr>,
+    ) -> ClientResult<Self> {
         let http = reqwest::Client::builder()
+            .local_address(local)
             .use_preconfigured_tls(client_config(trust)?)
             .http1_only()
             .connect_timeout(Duration::from_secs(10))

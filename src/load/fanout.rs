@@ -21,6 +21,17 @@ impl Runner {
         report: &mut Report,
         load: FanoutLoad,
     ) -> Result<(), LoadError> {
+        self.fanout_in(report, load, None).await
+    }
+
+    /// The fan-out, publishing its clock on `window` once the sockets are up (the `abuse`
+    /// scenario measures its side traffic against it).
+    pub(super) async fn fanout_in(
+        &self,
+        report: &mut Report,
+        load: FanoutLoad,
+        window: Option<tokio::sync::watch::Sender<Option<Window>>>,
+    ) -> Result<(), LoadError> {
         let FanoutLoad {
             channels,
             members,
@@ -64,6 +75,13 @@ impl Runner {
         let start = Instant::now();
         let measure_start = start + warmup;
         let measure_end = measure_start + duration;
+        if let Some(w) = &window {
+            let _ = w.send(Some(Window {
+                start,
+                measure_start,
+                measure_end,
+            }));
+        }
         let padding = "p".repeat(size.saturating_sub(24));
         let sent_in_window = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();

@@ -11,10 +11,11 @@
 //! - `churn`: connect/disconnect in a loop.
 
 //!
-//! Layout: [`scenario`] what to run; `reader` the per-socket reader that classifies frames;
+//! Layout: [`scenario`] what to run; [`abuse`] the flood scenario; `reader` the per-socket reader that classifies frames;
 //! `runner` connecting and measuring; `fanout`, `persist` and `idle` (connections, churn) the
 //! scenarios.
 
+pub mod abuse;
 mod fanout;
 mod idle;
 pub mod pacing;
@@ -100,6 +101,9 @@ pub fn processes_needed(scenario: &Scenario) -> usize {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
     let per_process = soft.saturating_sub(200).max(64) as usize;
+    if !scenario.splits() {
+        return 1;
+    }
     scenario.sockets().div_ceil(per_process).max(1)
 }
 
@@ -176,6 +180,12 @@ pub async fn execute(
         options.server_pid.filter(|_| measure_server),
         metrics_client,
     );
+    if of > 1 && !scenario.splits() {
+        return Err(LoadError::Config(format!(
+            "the {} scenario runs in one process (no --processes)",
+            scenario.name()
+        )));
+    }
     check_fd_budget(&scenario)?;
     // Each share takes its own slice of the channels (a fan-out share's channel k is global
     // channel index + k × of), and the accounts are shared by all.
@@ -210,6 +220,7 @@ pub async fn execute(
     );
     report.parameters.insert("processes".into(), of.to_string());
     let runner = Runner {
+        target: target.clone(),
         connector,
         options: options.clone(),
         live,
@@ -218,6 +229,7 @@ pub async fn execute(
     };
     match scenario {
         Scenario::Fanout(f) => runner.fanout(&mut report, f).await?,
+        Scenario::Abuse(a) => runner.abuse(&mut report, a).await?,
         Scenario::Connections(c) => runner.connections(&mut report, c).await?,
         Scenario::Persist(p) => runner.persist(&mut report, p).await?,
         Scenario::Churn(c) => runner.churn(&mut report, c).await?,

@@ -17,11 +17,21 @@ use crate::client::ws::WsSender;
 use crate::client::{ClientResult, ConnectAs, WsClient, WsConnector};
 
 pub(super) struct Runner {
+    pub(super) target: Target,
     pub(super) connector: WsConnector,
     pub(super) options: Options,
     pub(super) live: Arc<Live>,
     pub(super) probe: ServerProbe,
     pub(super) provisioned: Provisioned,
+}
+
+/// A run's clock, for side traffic measured against the same window as the fan-out.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    /// Traffic starts (the warm-up begins).
+    pub(super) start: Instant,
+    pub(super) measure_start: Instant,
+    pub(super) measure_end: Instant,
 }
 
 /// A connected socket's sending half and its reader task.

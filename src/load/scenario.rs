@@ -46,10 +46,36 @@ pub struct ChurnLoad {
     pub duration: Duration,
 }
 
+/// `abuse`: a fan-out and logged-in REST users, measured while anonymous clients flood login,
+/// register and WebSocket upgrades.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct AbuseLoad {
+    /// The legitimate chat traffic (its duration and warm-up are the scenario's).
+    pub fanout: FanoutLoad,
+    /// Logged-in users making REST calls (`GET /channels`, then a page of history, in turn).
+    pub rest_users: usize,
+    /// Their REST calls per second, all together (open loop).
+    pub rest_rate: f64,
+    /// Flooders in flight per kind; each repeats its request as soon as it is answered.
+    pub flood_login: usize,
+    pub flood_register: usize,
+    pub flood_upgrade: usize,
+    /// Source addresses the flood comes from (`127.0.2.1` upwards for a loopback server), apart
+    /// from the legitimate clients' addresses.
+    pub flood_sources: u16,
+}
+
+impl AbuseLoad {
+    pub fn flooders(&self) -> usize {
+        self.flood_login + self.flood_register + self.flood_upgrade
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum Scenario {
     Fanout(FanoutLoad),
+    Abuse(AbuseLoad),
     Connections(ConnectionsLoad),
     Persist(PersistLoad),
     Churn(ChurnLoad),
@@ -59,6 +85,7 @@ impl Scenario {
     pub fn name(&self) -> &'static str {
         match self {
             Scenario::Fanout(_) => "fanout",
+            Scenario::Abuse(_) => "abuse",
             Scenario::Connections(_) => "connections",
             Scenario::Persist(_) => "persist",
             Scenario::Churn(_) => "churn",
@@ -67,8 +94,8 @@ impl Scenario {
 
     pub fn parameters(&self) -> BTreeMap<String, String> {
         let d = |d: Duration| format!("{}s", d.as_secs_f64());
-        let pairs: Vec<(&str, String)> = match *self {
-            Scenario::Fanout(f) => vec![
+        let fanout = |f: &FanoutLoad| {
+            vec![
                 ("channels", f.channels.to_string()),
                 ("members", f.members.to_string()),
                 ("rate", format!("{} msg/s", f.rate)),
@@ -76,7 +103,22 @@ impl Scenario {
                 ("duration", d(f.duration)),
                 ("warmup", d(f.warmup)),
                 ("size", format!("{} B", f.size)),
-            ],
+            ]
+        };
+        let pairs: Vec<(&str, String)> = match *self {
+            Scenario::Fanout(f) => fanout(&f),
+            Scenario::Abuse(a) => {
+                let mut v = fanout(&a.fanout);
+                v.extend([
+                    ("REST users", a.rest_users.to_string()),
+                    ("REST rate", format!("{} req/s", a.rest_rate)),
+                    ("flood login", a.flood_login.to_string()),
+                    ("flood register", a.flood_register.to_string()),
+                    ("flood upgrade", a.flood_upgrade.to_string()),
+                    ("flood sources", a.flood_sources.to_string()),
+                ]);
+                v
+            }
             Scenario::Connections(c) => vec![
                 ("connections", c.connections.to_string()),
                 ("hold", d(c.hold)),
@@ -100,6 +142,10 @@ impl Scenario {
     pub fn sockets(&self) -> usize {
         match self {
             Scenario::Fanout(f) => f.channels * f.members,
+            // Every flooder may hold one connection, every REST user its keep-alive connection.
+            Scenario::Abuse(a) => {
+                a.fanout.channels * a.fanout.members + a.rest_users + a.flooders()
+            }
             Scenario::Connections(c) => c.connections,
             Scenario::Persist(p) => p.senders,
             Scenario::Churn(c) => c.workers,
@@ -110,13 +156,21 @@ impl Scenario {
     pub(super) fn channels_needed(&self) -> usize {
         match self {
             Scenario::Fanout(f) => f.channels,
+            Scenario::Abuse(a) => a.fanout.channels,
             Scenario::Persist(p) => p.senders,
             Scenario::Connections(_) | Scenario::Churn(_) => 0,
         }
     }
 
+    /// Whether the scenario can be split over worker processes (`abuse` measures its legitimate
+    /// and flooding clients against one clock, in one process).
+    pub fn splits(&self) -> bool {
+        !matches!(self, Scenario::Abuse(_))
+    }
+
     /// The share of worker `index` of `of` (channels, connections, senders or workers are split;
-    /// a fan-out share keeps its channels' members and its part of the rate).
+    /// a fan-out share keeps its channels' members and its part of the rate; a scenario that does
+    /// not [split](Self::splits) is whole in share 0).
     pub fn slice(&self, index: usize, of: usize) -> Scenario {
         let of = of.max(1);
         let share = |n: usize| n / of + usize::from(index < n % of);
@@ -127,6 +181,7 @@ impl Scenario {
                 f.rate *= mine as f64 / f.channels.max(1) as f64;
                 f.channels = mine;
             }
+            Scenario::Abuse(_) => {}
             Scenario::Connections(c) => c.connections = share(c.connections),
             Scenario::Persist(p) => p.senders = share(p.senders),
             Scenario::Churn(c) => c.workers = share(c.workers),

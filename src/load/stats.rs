@@ -210,6 +210,9 @@ pub struct Report {
     pub errors: CounterSnapshot,
     pub cycles_per_sec: f64,
     pub server_figures: ServerFigures,
+    /// The `abuse` scenario's legitimate REST calls and flood answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<super::abuse::AbuseFigures>,
     pub notes: Vec<String>,
 }
 
@@ -296,6 +299,9 @@ impl Report {
                 format!("mailbox {actor}"),
                 format!("depth {depth}, high-water {high}"),
             ));
+        }
+        if let Some(a) = &self.abuse {
+            rows.extend(a.rows());
         }
         for n in &self.notes {
             rows.push(("note".into(), n.clone()));

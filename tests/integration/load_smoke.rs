@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone::load::{
-    self, ChurnLoad, ConnectionsLoad, FanoutLoad, Live, Options, PersistLoad, Scenario, Target,
+    self, AbuseLoad, ChurnLoad, ConnectionsLoad, FanoutLoad, Live, Options, PersistLoad, Scenario,
+    Target,
 };
 
 use crate::support::*;
@@ -158,4 +159,78 @@ async fn a_split_run_over_worker_processes_merges_their_results() {
     assert_eq!(report.connections, 7);
     assert_eq!(report.connect_failures, 0);
     assert_eq!(report.server_figures.rss_per_connection_bytes, None);
+}
+
+/// The abuse scenario against tight per-address limits: the flood is refused with 429 from its
+/// own addresses, while the logged-in users' REST calls and the fan-out all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_smoke_run_refuses_the_flood_and_serves_the_users() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_LOGIN_IP", "3/min");
+        // Provisioning registers the 3 users from 127.0.0.1: its own bucket of 3.
+        s.set("DIALTONE_LIMIT_REGISTER_IP", "3/min");
+        // The 8 fan-out sockets come from 2 addresses: 4 each.
+        s.set("DIALTONE_LIMIT_WS_UPGRADE_IP", "4/min");
+    })
+    .await;
+    let scenario = Scenario::Abuse(AbuseLoad {
+        fanout: FanoutLoad {
+            channels: 2,
+            members: 4,
+            rate: 40.0,
+            publishers: 1,
+            duration: Duration::from_secs(2),
+            warmup: Duration::from_millis(500),
+            size: 64,
+        },
+        rest_users: 3,
+        rest_rate: 15.0,
+        flood_login: 4,
+        flood_register: 2,
+        flood_upgrade: 2,
+        flood_sources: 2,
+    });
+    let report = load::run(
+        &target(&server),
+        &scenario,
+        &options(),
+        Arc::new(Live::default()),
+    )
+    .await
+    .unwrap();
+    let table = report.table();
+    let abuse = report.abuse.as_ref().expect("abuse figures");
+    assert_eq!((report.connections, report.connect_failures), (8, 0), "{table}");
+    assert!(report.delivered > 0, "{table}");
+    assert_eq!(report.errors.error_events, 0, "{table}");
+    assert!(abuse.rest.attempted >= 10, "{table}");
+    assert_eq!(abuse.rest.succeeded, abuse.rest.attempted, "{table}");
+    for (kind, success) in [("login", "200"), ("register", "201"), ("upgrade", "101")] {
+        let f = &abuse.flood[kind];
+        let count = |label: &str| f.answers.get(label).copied().unwrap_or(0);
+        assert!(count("429") > 0, "{kind}: {table}");
+        assert_eq!(count(success), 0, "{kind}: {table}");
+        // Every attempt got a 4xx answer: no 5xx, no reset, no timeout.
+        let answered: u64 = f
+            .answers
+            .iter()
+            .filter(|(label, _)| label.starts_with('4'))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(answered, f.attempted, "{kind}: {table}");
+    }
+    // Two flood addresses with a burst of 3 each: at most 6 logins reached the password check.
+    assert!(
+        abuse.flood["login"]
+            .answers
+            .get("401")
+            .copied()
+            .unwrap_or(0)
+            <= 6,
+        "{table}"
+    );
+    assert!(table.contains("flood upgrade"), "{table}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["scenario"], "abuse");
+    assert!(json["abuse"]["flood"]["login"]["answers"]["429"].as_u64() > Some(0));
 }
