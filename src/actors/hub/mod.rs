@@ -29,10 +29,12 @@ pub use messages::*;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::channel::{ChannelActor, Join, Leave};
+use super::liveness::{Dead, Pinger, Probe, answers};
 use super::{Frames, SessionHandle, SessionKey, ShardGroups, frame};
 use crate::metrics::{MailboxMeter, Metrics};
 use crate::protocol::ws::Event;
@@ -68,6 +70,8 @@ pub struct HubHandle {
     addr: Addr<Hub>,
     meter: MailboxMeter,
     arbiters: Vec<ArbiterHandle>,
+    /// One [`Pinger`] per channel arbiter, in arbiter order.
+    arbiter_probes: Vec<Recipient<Probe>>,
 }
 
 impl HubHandle {
@@ -100,6 +104,16 @@ impl HubHandle {
         }
     }
 
+    /// Every channel-actor thread answers a probe within `bound`; the first that does not is
+    /// named (`channel arbiter <n>`, from 0). With no arbiters the channel actors run on the
+    /// hub's thread, which the hub's own probe covers.
+    pub async fn arbiters_alive(&self, bound: Duration) -> Result<(), Dead> {
+        for (n, probe) in self.arbiter_probes.iter().enumerate() {
+            answers(format!("channel arbiter {n}"), probe, Probe, bound).await?;
+        }
+        Ok(())
+    }
+
     /// The hub's mailbox meter, for senders that hold a bare recipient.
     pub fn meter(&self) -> MailboxMeter {
         self.meter.clone()
@@ -128,6 +142,10 @@ impl Hub {
             .map(|_| Arbiter::new().handle())
             .collect();
         let handles = arbiters.clone();
+        let arbiter_probes = arbiters
+            .iter()
+            .map(|a| Pinger::start_in_arbiter(a, |_| Pinger).recipient())
+            .collect();
         let meter = metrics.mailbox("hub");
         let hub = Hub {
             sessions: HashMap::new(),
@@ -150,6 +168,7 @@ impl Hub {
             addr,
             meter,
             arbiters: handles,
+            arbiter_probes,
         }
     }
 
