@@ -115,6 +115,7 @@ mod tests {
         let addr = Stuck.start();
         let bound = Duration::from_millis(50);
         // The first probe occupies it forever (`wait`-like); the second cannot be answered.
+        // why `do_send`: a test, one message.
         addr.do_send(Probe);
         assert_eq!(
             answers("stuck", &addr.clone().recipient(), Probe, bound).await,

@@ -355,6 +355,7 @@ impl Drop for OutboxBody {
     fn drop(&mut self) {
         if let Ok(mut o) = self.0.try_borrow_mut() {
             o.waker = None;
+            // why `do_send`: once per response body (`take`), and the session must hear it.
             if let Some(r) = o.peer_gone.take() {
                 r.do_send(PeerGone);
             }

@@ -75,7 +75,7 @@ pub struct HubHandle {
 }
 
 impl HubHandle {
-    /// Fire-and-forget (registration, notices): never dropped.
+    /// Fire-and-forget (disconnects, notices, broadcasts): never dropped.
     pub fn tell<M>(&self, msg: M)
     where
         M: Message + Send + 'static,
@@ -83,6 +83,11 @@ impl HubHandle {
         Hub: Handler<M>,
     {
         self.meter.queued();
+        // why `do_send`: each message follows work that was itself bounded, and dropping one would
+        // leave a revoked socket open or a stored broadcast undelivered. `Disconnect`: one per
+        // socket (`DIALTONE_WS_MAX_SESSIONS`); `Notice`: one per committed REST change and
+        // `Broadcast`: one per stored broadcast, both behind a `DIALTONE_DB_MAX_INFLIGHT` slot and
+        // the per-user limits. A hub that stops draining fails its liveness probe (`/health` 503).
         self.addr.do_send(msg);
     }
 
@@ -204,6 +209,10 @@ impl Hub {
         ChannelActor: Handler<M>,
     {
         self.channel_meter.queued();
+        // why `do_send`: committed messages are never dropped. `Publish` carries at most
+        // `DIALTONE_DB_MAX_PENDING` messages in flight; `Join`/`Leave` are one per session and
+        // channel (`DIALTONE_LIMIT_SUBSCRIBE`, `DIALTONE_WS_MAX_SESSIONS`); `Flush`/`Retire` one
+        // per shutdown or channel deletion.
         addr.do_send(msg);
     }
 
