@@ -333,6 +333,14 @@ impl Stream for OutboxBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut o = self.0.borrow_mut();
         if o.abort {
+            // An error is what makes actix-http drop the connection now rather than wait to flush
+            // to a peer that does not read; its ERROR line about it is filtered out
+            // (`crate::logging`), so this is the record.
+            // actix-http polls a body no more after an error, so this is logged once.
+            tracing::debug!(
+                queued = o.buf.len(),
+                "websocket peer stopped answering; connection dropped"
+            );
             return Poll::Ready(Some(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "websocket peer stopped answering",
