@@ -24,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

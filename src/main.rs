@@ -220,8 +220,8 @@ fn exit_on_panic() {
 }
 
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG").ok();
+    let filter = dialtone::logging::env_filter(spec.as_deref());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

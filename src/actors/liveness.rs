@@ -1,11 +1,13 @@
 //! Actor liveness: does an actor still run, and answer within a bound?
 //!
 //! An actor that panicked or stopped has a closed mailbox; one that is wedged does not answer.
-//! `/health` and `/ready` ask each long-lived actor (hub, database actor, admin actor) through
-//! [`answers`] and report 503 `actor_unavailable` naming the first that fails. The process policy
+//! `/health` and `/ready` ask each long-lived actor (hub, database actor, admin actor) and each
+//! channel-actor thread (`DIALTONE_CHANNEL_ARBITERS`, through the [`Pinger`] that lives on it)
+//! through [`answers`] and report 503 `actor_unavailable` naming the first that fails. The process policy
 //! on a panic is to exit (see `main.rs`), so a failed probe is what an embedder that keeps the
 //! process alive, or a wedged actor, looks like.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,14 +19,14 @@ pub const PROBE_BOUND: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Dead {
     #[error("{0} has stopped")]
-    Stopped(&'static str),
+    Stopped(Cow<'static, str>),
     #[error("{0} did not answer within {1:?}")]
-    Unresponsive(&'static str, Duration),
+    Unresponsive(Cow<'static, str>, Duration),
 }
 
 /// Whether the actor behind `addr` is running and answers `msg` within `bound`.
 pub async fn answers<M>(
-    name: &'static str,
+    name: impl Into<Cow<'static, str>>,
     addr: &Recipient<M>,
     msg: M,
     bound: Duration,
@@ -33,6 +35,7 @@ where
     M: Message + Send + 'static,
     M::Result: Send,
 {
+    let name = name.into();
     if !addr.connected() {
         return Err(Dead::Stopped(name));
     }
@@ -48,6 +51,20 @@ where
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Probe;
+
+/// Answers probes on a thread that has no long-lived actor of its own (a channel arbiter, whose
+/// channel actors come and go): an answer proves the thread's event loop runs, so a channel actor
+/// that blocks its thread, or a thread that ended, shows up as a failed probe.
+pub struct Pinger;
+
+impl Actor for Pinger {
+    type Context = Context<Self>;
+}
+
+impl Handler<Probe> for Pinger {
+    type Result = ();
+    fn handle(&mut self, _: Probe, _: &mut Context<Self>) {}
+}
 
 #[cfg(test)]
 mod tests {
@@ -89,7 +106,7 @@ mod tests {
         arbiter.stop();
         let _ = tokio::task::spawn_blocking(move || arbiter.join()).await;
         let dead = answers("worker", &addr, Probe, PROBE_BOUND).await;
-        assert_eq!(dead, Err(Dead::Stopped("worker")));
+        assert_eq!(dead, Err(Dead::Stopped("worker".into())));
         assert_eq!(dead.unwrap_err().to_string(), "worker has stopped");
     }
 
@@ -98,10 +115,11 @@ mod tests {
         let addr = Stuck.start();
         let bound = Duration::from_millis(50);
         // The first probe occupies it forever (`wait`-like); the second cannot be answered.
+        // why `do_send`: a test, one message.
         addr.do_send(Probe);
         assert_eq!(
             answers("stuck", &addr.clone().recipient(), Probe, bound).await,
-            Err(Dead::Unresponsive("stuck", bound))
+            Err(Dead::Unresponsive("stuck".into(), bound))
         );
     }
 }

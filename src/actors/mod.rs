@@ -102,6 +102,8 @@ impl SessionHandle {
     }
 
     /// Close the socket. `do_send` bypasses the mailbox bound: a close must always get through.
+    /// why that is bounded: closes come from the hub, one per revocation notice that names this
+    /// session (notices are one per committed REST change), and the session acts on the first.
     pub fn close(&self, code: u16, reason: &'static str) {
         self.outbound.do_send(Outbound::Close { code, reason });
     }

@@ -716,9 +716,14 @@ async fn tail(chat: &mut Chat, channel: Option<&str>, last: u32) -> Result<(), C
             "* disconnected ({reason}); retrying in {:.1}s",
             retry_in.as_secs_f64()
         ),
-        ChatEvent::ServerError { code, message } => {
-            eprintln!("warning: server: {message} ({code})")
-        }
+        ChatEvent::ServerError {
+            code,
+            message,
+            retry_after,
+        } => match retry_after {
+            Some(secs) => eprintln!("warning: server: {message} ({code}); retry in {secs} s"),
+            None => eprintln!("warning: server: {message} ({code})"),
+        },
         ChatEvent::Notice(n) => eprintln!("* {n}"),
         ChatEvent::ProfileUpdated {
             user_id,

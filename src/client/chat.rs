@@ -47,9 +47,14 @@ pub enum ChatError {
     AmbiguousChannel { name: String, ids: String },
     #[error("this profile is not logged in (run `login`)")]
     NotLoggedIn,
-    /// An `error` event answering our request.
-    #[error("the server refused: {message} ({code})")]
-    Refused { code: String, message: String },
+    /// An `error` event answering our request; `retry_after`: seconds to wait before sending it
+    /// again, when a limit or a full queue refused it.
+    #[error("the server refused: {message} ({code}){}", retry_hint(*retry_after))]
+    Refused {
+        code: String,
+        message: String,
+        retry_after: Option<u64>,
+    },
     /// The server closed the socket for good (logout, revoked or expired session, disabled user).
     #[error("the server ended the session: {0}; log in again")]
     SessionEnded(String),
@@ -902,7 +907,14 @@ fn refused(e: &crate::protocol::ws::Event) -> ChatError {
     ChatError::Refused {
         code: e.code.clone().unwrap_or_default(),
         message: e.message.clone().unwrap_or_default(),
+        retry_after: e.retry_after,
     }
+}
+
+fn retry_hint(retry_after: Option<u64>) -> String {
+    retry_after
+        .map(|s| format!("; retry in {s} s"))
+        .unwrap_or_default()
 }
 
 /// Read events until one matches, within [`ACK_TIMEOUT`].

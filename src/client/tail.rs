@@ -97,10 +97,11 @@ pub enum ChatEvent {
         user_id: String,
         online: bool,
     },
-    /// An `error` event from the server.
+    /// An `error` event from the server; `retry_after` as in [`crate::client::ChatError::Refused`].
     ServerError {
         code: String,
         message: String,
+        retry_after: Option<u64>,
     },
     /// Something worth telling that is not an event (e.g. a channel this device cannot read).
     Notice(String),
@@ -439,6 +440,7 @@ impl Chat {
                 on_event(ChatEvent::ServerError {
                     code: e.code.unwrap_or_default(),
                     message: e.message.unwrap_or_default(),
+                    retry_after: e.retry_after,
                 });
             }
             _ => {}

@@ -1,5 +1,5 @@
-//! `GET /health` (liveness: the hub, database actor and admin actor answer within
-//! [`PROBE_BOUND`]), `GET /ready` (that, and the database answers), `GET /metrics` (Prometheus,
+//! `GET /health` (liveness: the hub, database actor, admin actor and every channel arbiter thread
+//! answer within [`PROBE_BOUND`]), `GET /ready` (that, and the database answers), `GET /metrics` (Prometheus,
 //! admin). A dead or wedged actor is `503 {"code":"actor_unavailable"}`.
 
 use actix_web::{HttpResponse, web};
@@ -16,7 +16,8 @@ use crate::protocol::rest::ErrorBody;
 async fn actors_alive(state: &AppState) -> Result<(), Dead> {
     answers("hub", &state.hub.recipient::<Stats>(), Stats, PROBE_BOUND).await?;
     answers("database actor", &state.db.probe(), Probe, PROBE_BOUND).await?;
-    answers("admin actor", &state.admin.probe(), Probe, PROBE_BOUND).await
+    answers("admin actor", &state.admin.probe(), Probe, PROBE_BOUND).await?;
+    state.hub.arbiters_alive(PROBE_BOUND).await
 }
 
 fn actor_unavailable(dead: &Dead) -> HttpResponse {

@@ -197,6 +197,10 @@ pub struct Event {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_more: Option<bool>,
+    /// [ext] `error` events refused by a limit or a full queue: whole seconds (at least 1) before
+    /// a retry can pass, as REST's `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl Event {
@@ -282,6 +286,14 @@ impl Event {
         }
     }
 
+    /// A `rate_limited` error: refused by a limit or a full queue, retry after `secs` (at least 1).
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::error(error_code::RATE_LIMITED, message)
+        }
+    }
+
     /// Attach the request's correlation fields to an error.
     pub fn for_request(
         mut self,
@@ -329,5 +341,15 @@ mod tests {
         assert_eq!(json["type"], "error");
         assert_eq!(json["code"], "channels_only");
         assert_eq!(json["message"], "x");
+        assert!(json.get("retry_after").is_none());
+    }
+
+    #[test]
+    fn rate_limited_events_carry_a_retry_after_of_at_least_one_second() {
+        let json = serde_json::to_value(Event::rate_limited("slow down", 7)).unwrap();
+        assert_eq!(json["code"], "rate_limited");
+        assert_eq!(json["retry_after"], 7);
+        let json = serde_json::to_value(Event::rate_limited("slow down", 0)).unwrap();
+        assert_eq!(json["retry_after"], 1);
     }
 }

@@ -192,6 +192,16 @@ pub async fn store_broadcast(
     if req.key_envelopes.is_empty() {
         return Err(ServiceError::invalid("key_envelopes must not be empty"));
     }
+    // The cap on envelopes in one key upload bounds a broadcast's envelope table too (it is
+    // stored, decoded and walked per recipient); so it also bounds the devices one broadcast
+    // can reach. Refused as invalid, not throttled: resending the same frame never passes.
+    let cap = store.settings.caps.envelopes_per_request;
+    if cap > 0 && req.key_envelopes.len() > cap {
+        return Err(ServiceError::Invalid(format!(
+            "key_envelopes: {} envelopes, more than the {cap} one request may carry",
+            req.key_envelopes.len()
+        )));
+    }
     for (device_id, env) in &req.key_envelopes {
         validate::storable("key_envelopes", device_id)?;
         validate::ciphertext("key_envelopes", env, validate::MAX_ENVELOPE)?;

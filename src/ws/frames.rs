@@ -333,6 +333,14 @@ impl Stream for OutboxBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut o = self.0.borrow_mut();
         if o.abort {
+            // An error is what makes actix-http drop the connection now rather than wait to flush
+            // to a peer that does not read; its ERROR line about it is filtered out
+            // (`crate::logging`), so this is the record.
+            // actix-http polls a body no more after an error, so this is logged once.
+            tracing::debug!(
+                queued = o.buf.len(),
+                "websocket peer stopped answering; connection dropped"
+            );
             return Poll::Ready(Some(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "websocket peer stopped answering",
@@ -355,6 +363,7 @@ impl Drop for OutboxBody {
     fn drop(&mut self) {
         if let Ok(mut o) = self.0.try_borrow_mut() {
             o.waker = None;
+            // why `do_send`: once per response body (`take`), and the session must hear it.
             if let Some(r) = o.peer_gone.take() {
                 r.do_send(PeerGone);
             }

@@ -104,8 +104,26 @@ impl WsSession {
         request: &ClientFrame,
         ctx: &mut Context<Self>,
     ) {
-        self.metrics.ws_error(code);
-        let event = Event::error(code, message).for_request(
+        self.answer(Event::error(code, message), request, ctx);
+    }
+
+    /// Refused by a limit or a full queue: `rate_limited` with the seconds to wait.
+    fn rate_limited(
+        &mut self,
+        message: impl Into<String>,
+        retry_after_secs: u64,
+        request: &ClientFrame,
+        ctx: &mut Context<Self>,
+    ) {
+        self.answer(Event::rate_limited(message, retry_after_secs), request, ctx);
+    }
+
+    /// Send an error event naming the frame it answers, counted by its code.
+    fn answer(&mut self, event: Event, request: &ClientFrame, ctx: &mut Context<Self>) {
+        if let Some(code) = event.code.as_deref() {
+            self.metrics.ws_error(known_code(code));
+        }
+        let event = event.for_request(
             request.channel_id.clone(),
             request.client_message_id.clone(),
         );
@@ -182,6 +200,18 @@ impl WsSession {
         if self.handle.take().is_some() {
             self.hub.tell(Disconnect(self.key));
         }
+    }
+}
+
+/// The metrics label of an error code another actor chose (labels are `'static`).
+fn known_code(code: &str) -> &'static str {
+    match code {
+        error_code::CHANNEL_NOT_FOUND => error_code::CHANNEL_NOT_FOUND,
+        error_code::RATE_LIMITED => error_code::RATE_LIMITED,
+        error_code::INVALID_MESSAGE => error_code::INVALID_MESSAGE,
+        error_code::CHANNELS_ONLY => error_code::CHANNELS_ONLY,
+        error_code::UNSUPPORTED_TYPE => error_code::UNSUPPORTED_TYPE,
+        _ => error_code::SERVER_ERROR,
     }
 }
 
@@ -276,14 +306,15 @@ impl Handler<Outbound> for WsSession {
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Context<Self>) {
         match msg {
-            Outbound::Event(event) => {
-                if let Some(code) = &event.code {
-                    let code: &'static str = match code.as_str() {
-                        error_code::CHANNEL_NOT_FOUND => error_code::CHANNEL_NOT_FOUND,
-                        error_code::RATE_LIMITED => error_code::RATE_LIMITED,
-                        _ => error_code::SERVER_ERROR,
-                    };
+            Outbound::Event(mut event) => {
+                if let Some(code) = event.code.as_deref() {
+                    let code = known_code(code);
                     self.metrics.ws_error(code);
+                    // Refusals from other actors (a full commit queue) are momentary: the queue
+                    // drains within a commit, so a second is what REST's 503 says too.
+                    if code == error_code::RATE_LIMITED && event.retry_after.is_none() {
+                        event.retry_after = Some(1);
+                    }
                 }
                 self.send_event(&event, ctx);
             }

@@ -59,6 +59,8 @@ impl Sink {
         if let Some(hard) = level
             && outbox.report_backlog(hard)
         {
+            // why `do_send`: `report_backlog` lets one report through per bound crossed (soft,
+            // then hard) until the session clears it, so a socket gets at most two.
             self.session.do_send(Outbound::Backlog { hard });
         }
     }

@@ -419,7 +419,11 @@ async fn every_error_body_is_exactly_error_and_code() {
 
 #[tokio::test]
 async fn health_and_ready_are_200_with_the_database_up() {
-    let server = TestServer::start().await;
+    // With channel arbiters, whose threads are probed too.
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_CHANNEL_ARBITERS", "2");
+    })
+    .await;
     let res = server
         .rest()
         .request(Method::GET, "/health")

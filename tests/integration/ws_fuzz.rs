@@ -417,7 +417,7 @@ async fn random_truncated_and_oversized_frames() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed);
-    let mut server = TestServer::start_with(|s| {
+    let server = TestServer::start_with(|s| {
         s.set("DIALTONE_WS_IDLE_SECS", IDLE_SECS.to_string());
         s.set("DIALTONE_WS_CLOSE_TIMEOUT_SECS", "1");
         s.set("DIALTONE_WS_PING_SECS", "1");
@@ -426,9 +426,7 @@ async fn random_truncated_and_oversized_frames() {
         s.set("DIALTONE_WS_SEND_BURST", "100000");
     })
     .await;
-    // A peer that never answers the idle close is dropped, and actix logs the dropped body
-    // stream at ERROR: a hostile client can make the server log errors (reported, not fixed here).
-    server.expect_error("websocket peer stopped answering");
+    // A peer that never answers the idle close is dropped at DEBUG: no ERROR may appear.
     let alice = server.user("alice").await;
     // Truncated frames wait out the idle timeout: many connections at once keep that short.
     const WORKERS: u64 = 64;

@@ -129,13 +129,13 @@ async fn open_sessions(server: &TestServer) -> u64 {
 
 #[tokio::test]
 async fn silent_peer_is_dropped_after_the_idle_timeout() {
-    let mut server = TestServer::start_with(|s| {
+    let server = TestServer::start_with(|s| {
         s.set("DIALTONE_WS_PING_SECS", "1")
             .set("DIALTONE_WS_IDLE_SECS", "2");
     })
     .await;
-    // actix-http reports the aborted response stream (how a dead peer's connection is dropped).
-    server.expect_error("websocket peer stopped answering");
+    // The dead peer's connection is dropped by ending its response body with an error; that
+    // costs a DEBUG line, never an ERROR (the server fails the test on any ERROR).
     let alice = server.user("alice").await;
     let mut ws = server.ws(&alice).await;
     // Not reading means not answering pings: after the idle timeout the server hangs up, without
@@ -154,12 +154,11 @@ async fn silent_peer_is_dropped_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn pings_keep_a_reading_peer_alive() {
-    let mut server = TestServer::start_with(|s| {
+    let server = TestServer::start_with(|s| {
         s.set("DIALTONE_WS_PING_SECS", "1")
             .set("DIALTONE_WS_IDLE_SECS", "2");
     })
     .await;
-    server.expect_error("websocket peer stopped answering");
     let alice = server.user("alice").await;
     let channel = alice.rest.create_channel("Yg==").await.unwrap();
     // The reading socket opens first, so each of its idle checks runs before the silent one's: by

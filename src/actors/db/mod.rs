@@ -201,6 +201,7 @@ impl DbHandle {
 
     /// Route committed batches to the broker.
     pub fn attach_fanout(&self, fanout: Recipient<CommittedBatch>, meter: MailboxMeter) {
+        // why `do_send`: once, at startup, before any traffic.
         self.addr.do_send(AttachFanout(fanout, meter));
     }
 

@@ -29,10 +29,12 @@ pub use messages::*;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::channel::{ChannelActor, Join, Leave};
+use super::liveness::{Dead, Pinger, Probe, answers};
 use super::{Frames, SessionHandle, SessionKey, ShardGroups, frame};
 use crate::metrics::{MailboxMeter, Metrics};
 use crate::protocol::ws::Event;
@@ -68,10 +70,12 @@ pub struct HubHandle {
     addr: Addr<Hub>,
     meter: MailboxMeter,
     arbiters: Vec<ArbiterHandle>,
+    /// One [`Pinger`] per channel arbiter, in arbiter order.
+    arbiter_probes: Vec<Recipient<Probe>>,
 }
 
 impl HubHandle {
-    /// Fire-and-forget (registration, notices): never dropped.
+    /// Fire-and-forget (disconnects, notices, broadcasts): never dropped.
     pub fn tell<M>(&self, msg: M)
     where
         M: Message + Send + 'static,
@@ -79,6 +83,11 @@ impl HubHandle {
         Hub: Handler<M>,
     {
         self.meter.queued();
+        // why `do_send`: each message follows work that was itself bounded, and dropping one would
+        // leave a revoked socket open or a stored broadcast undelivered. `Disconnect`: one per
+        // socket (`DIALTONE_WS_MAX_SESSIONS`); `Notice`: one per committed REST change and
+        // `Broadcast`: one per stored broadcast, both behind a `DIALTONE_DB_MAX_INFLIGHT` slot and
+        // the per-user limits. A hub that stops draining fails its liveness probe (`/health` 503).
         self.addr.do_send(msg);
     }
 
@@ -98,6 +107,16 @@ impl HubHandle {
         for a in &self.arbiters {
             a.stop();
         }
+    }
+
+    /// Every channel-actor thread answers a probe within `bound`; the first that does not is
+    /// named (`channel arbiter <n>`, from 0). With no arbiters the channel actors run on the
+    /// hub's thread, which the hub's own probe covers.
+    pub async fn arbiters_alive(&self, bound: Duration) -> Result<(), Dead> {
+        for (n, probe) in self.arbiter_probes.iter().enumerate() {
+            answers(format!("channel arbiter {n}"), probe, Probe, bound).await?;
+        }
+        Ok(())
     }
 
     /// The hub's mailbox meter, for senders that hold a bare recipient.
@@ -128,6 +147,10 @@ impl Hub {
             .map(|_| Arbiter::new().handle())
             .collect();
         let handles = arbiters.clone();
+        let arbiter_probes = arbiters
+            .iter()
+            .map(|a| Pinger::start_in_arbiter(a, |_| Pinger).recipient())
+            .collect();
         let meter = metrics.mailbox("hub");
         let hub = Hub {
             sessions: HashMap::new(),
@@ -150,6 +173,7 @@ impl Hub {
             addr,
             meter,
             arbiters: handles,
+            arbiter_probes,
         }
     }
 
@@ -185,6 +209,10 @@ impl Hub {
         ChannelActor: Handler<M>,
     {
         self.channel_meter.queued();
+        // why `do_send`: committed messages are never dropped. `Publish` carries at most
+        // `DIALTONE_DB_MAX_PENDING` messages in flight; `Join`/`Leave` are one per session and
+        // channel (`DIALTONE_LIMIT_SUBSCRIBE`, `DIALTONE_WS_MAX_SESSIONS`); `Flush`/`Retire` one
+        // per shutdown or channel deletion.
         addr.do_send(msg);
     }
 

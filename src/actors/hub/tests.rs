@@ -115,3 +115,45 @@ async fn subscriptions_follow_channel_lifecycle() {
     assert!(log.events.iter().any(|e| e.kind == "channel.deleted"));
     assert_eq!(log.closes, [crate::protocol::ws::close_code::NORMAL]);
 }
+
+#[actix::test]
+async fn a_wedged_or_stopped_channel_arbiter_fails_the_liveness_probe() {
+    use crate::actors::liveness::Dead;
+    let hub = Hub::start(vec![], 2, 64, 64, Metrics::new());
+    let bound = Duration::from_millis(100);
+    assert_eq!(hub.arbiters_alive(bound).await, Ok(()));
+
+    // A channel actor that blocks its thread: the thread's pinger cannot answer.
+    let (unblock, blocked) = std::sync::mpsc::channel::<()>();
+    assert!(hub.arbiters[1].spawn(async move {
+        let _ = blocked.recv_timeout(Duration::from_secs(10));
+    }));
+    assert_eq!(
+        hub.arbiters_alive(bound).await,
+        Err(Dead::Unresponsive("channel arbiter 1".into(), bound))
+    );
+    unblock.send(()).unwrap();
+    assert_eq!(
+        hub.arbiters_alive(PROBE).await,
+        Ok(()),
+        "answers once unblocked"
+    );
+
+    // A thread that ended (what a panic in a channel actor leaves).
+    hub.arbiters[0].stop();
+    let deadline = tokio::time::Instant::now() + PROBE;
+    let dead = loop {
+        match hub.arbiters_alive(bound).await {
+            Err(dead) => break dead,
+            Ok(()) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Ok(()) => panic!("a stopped arbiter still passes its probe"),
+        }
+    };
+    assert_eq!(dead, Dead::Stopped("channel arbiter 0".into()));
+    assert_eq!(dead.to_string(), "channel arbiter 0 has stopped");
+    hub.stop_arbiters();
+}
+
+const PROBE: Duration = crate::actors::liveness::PROBE_BOUND;

@@ -82,7 +82,7 @@ impl WsSession {
             return self.error(error_code::INVALID_MESSAGE, e.to_string(), &frame, ctx);
         }
         if let Err(refused) = self.budget.send(body.len()) {
-            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
+            return self.rate_limited(refused.to_string(), refused.retry_after_secs, &frame, ctx);
         }
         let Some(origin) = self.handle.clone() else {
             return;
@@ -97,7 +97,8 @@ impl WsSession {
         };
         if let Err(e) = self.db.persist(msg) {
             self.metrics.messages_rejected.inc();
-            self.error(error_code::RATE_LIMITED, e.to_string(), &frame, ctx);
+            // The commit queue's mailbox is full: it drains within a commit.
+            self.rate_limited(e.to_string(), 1, &frame, ctx);
         }
     }
 
@@ -116,7 +117,7 @@ impl WsSession {
             );
         };
         if let Err(refused) = self.budget.send(body.len()) {
-            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
+            return self.rate_limited(refused.to_string(), refused.retry_after_secs, &frame, ctx);
         }
         let req = BroadcastRequest {
             sender_id: self.auth.user_id.clone(),
@@ -139,8 +140,7 @@ impl WsSession {
             .into_actor(self)
             .map(move |result, act, ctx| {
                 if let Err(e) = result {
-                    let (code, msg) = ws_error(&e);
-                    act.error(code, msg, &frame, ctx);
+                    act.answer(ws_error(&e), &frame, ctx);
                 }
             }),
         );
@@ -156,7 +156,7 @@ impl WsSession {
             );
         };
         if let Err(refused) = self.budget.subscribe() {
-            return self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx);
+            return self.rate_limited(refused.to_string(), refused.retry_after_secs, &frame, ctx);
         }
         let hub = self.hub.clone();
         let key = self.key;
@@ -202,7 +202,9 @@ impl WsSession {
         match self.budget.sync(frame.clone()) {
             Ok(SyncTurn::Run(frame)) => self.run_sync(frame, ctx),
             Ok(SyncTurn::Queued) => {}
-            Err(refused) => self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx),
+            Err(refused) => {
+                self.rate_limited(refused.to_string(), refused.retry_after_secs, &frame, ctx)
+            }
         }
     }
 
@@ -212,7 +214,7 @@ impl WsSession {
             match admitted {
                 Ok(()) => return self.run_sync(frame, ctx),
                 Err(refused) => {
-                    self.error(error_code::RATE_LIMITED, refused.to_string(), &frame, ctx)
+                    self.rate_limited(refused.to_string(), refused.retry_after_secs, &frame, ctx)
                 }
             }
         }
@@ -251,10 +253,7 @@ impl WsSession {
                                 ctx,
                             );
                         }
-                        Err(e) => {
-                            let (code, msg) = ws_error(&e);
-                            act.error(code, msg, &frame, ctx);
-                        }
+                        Err(e) => act.answer(ws_error(&e), &frame, ctx),
                     }
                     act.next_sync(ctx);
                 }),
@@ -262,19 +261,22 @@ impl WsSession {
     }
 }
 
-/// Map a service error to a WebSocket error code and message (internal details stay in the log).
-fn ws_error(e: &ServiceError) -> (&'static str, String) {
+/// Map a service error to a WebSocket error event (internal details stay in the log).
+fn ws_error(e: &ServiceError) -> Event {
     match e {
-        ServiceError::Invalid(m) => (error_code::INVALID_MESSAGE, m.clone()),
+        ServiceError::Invalid(m) => Event::error(error_code::INVALID_MESSAGE, m.clone()),
         ServiceError::NotFound("channel") => {
-            (error_code::CHANNEL_NOT_FOUND, "channel not found".into())
+            Event::error(error_code::CHANNEL_NOT_FOUND, "channel not found")
         }
-        ServiceError::NotFound(what) => (error_code::INVALID_MESSAGE, format!("{what} not found")),
-        ServiceError::Busy(m) => (error_code::RATE_LIMITED, (*m).to_owned()),
-        ServiceError::Forbidden(m) => (error_code::INVALID_MESSAGE, (*m).to_owned()),
+        ServiceError::NotFound(what) => {
+            Event::error(error_code::INVALID_MESSAGE, format!("{what} not found"))
+        }
+        // The database's slots or pool are taken: REST answers 503 with `Retry-After: 1`.
+        ServiceError::Busy(m) => Event::rate_limited(*m, 1),
+        ServiceError::Forbidden(m) => Event::error(error_code::INVALID_MESSAGE, *m),
         other => {
             tracing::error!(error = %other, "websocket request failed");
-            (error_code::SERVER_ERROR, "internal error".into())
+            Event::error(error_code::SERVER_ERROR, "internal error")
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::support::*;
 mod cli;
 mod keys;
 mod plaintext;
+mod refusals;
 mod tail;
 
 pub(super) const PASSPHRASE: &str = "a passphrase for tests";

@@ -5,6 +5,7 @@
 
 mod error_correlation;
 mod frames;
+mod log_floods;
 mod nul_rest;
 mod nul_ws;
 

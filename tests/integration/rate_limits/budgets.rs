@@ -88,6 +88,9 @@ async fn the_message_budget_is_per_user_across_all_their_sockets() {
         assert_eq!(e.channel_id.as_deref(), Some(channel.id.as_str()), "{e:?}");
         assert!(e.client_message_id.is_some(), "{e:?}");
         assert!(e.message.as_deref().unwrap_or("").contains("user_messages"));
+        // 5/hour refills one token every 720 s: the wait is that, in whole seconds.
+        let wait = e.retry_after.unwrap_or(0);
+        assert!((1..=720).contains(&wait), "retry_after {wait}: {e:?}");
     }
     // Bob's budget is his own.
     let mut b = server.ws(&bob).await;

@@ -1,6 +1,8 @@
 //! Throttles and caps on requests: history (REST and `sync`), syncs in order, subscriptions,
 //! device, profile and envelope uploads, and the per-user caps.
 
+use std::collections::BTreeMap;
+
 use dialtone::protocol::rest::{ChannelKeysUpload, EnvelopeUpload, LoginRequest};
 use dialtone::protocol::ws::{ClientFrame, error_code, event_type};
 use reqwest::Method;
@@ -105,6 +107,11 @@ async fn a_sync_beyond_the_queue_is_refused_while_one_runs() {
     let e = expect_error(&mut ws, error_code::RATE_LIMITED).await;
     assert_eq!(e.channel_id.as_deref(), Some(channel.id.as_str()));
     assert!(e.message.as_deref().unwrap_or("").contains("sync_queue"));
+    assert_eq!(
+        e.retry_after,
+        Some(60),
+        "a cap says when to ask again: {e:?}"
+    );
     proxy.set(ProxyMode::Forward);
     // The queued one still runs once the database answers again.
     ws.expect_event(event_type::SYNC_COMPLETE, WAIT)
@@ -210,7 +217,7 @@ async fn device_profile_and_envelope_uploads_are_throttled_per_user() {
 }
 
 #[tokio::test]
-async fn devices_sessions_and_envelopes_per_request_are_capped() {
+async fn devices_sessions_and_envelopes_per_request_and_per_broadcast_are_capped() {
     let server = TestServer::start_with(|s| {
         s.set("DIALTONE_MAX_DEVICES_PER_USER", "2")
             .set("DIALTONE_MAX_SESSIONS_PER_USER", "3")
@@ -260,6 +267,51 @@ async fn devices_sessions_and_envelopes_per_request_are_capped() {
         .request(Method::POST, "/channels/keys")
         .json(&two);
     assert_limited(&send(req).await, "envelopes_per_request");
+
+    // A broadcast's envelopes are capped the same way: over the cap is invalid and not stored,
+    // at the cap passes.
+    let mut ws = server.ws(&alice).await;
+    let over: BTreeMap<String, String> = [
+        (alice.device().to_owned(), "ZW52".to_owned()),
+        ("not-a-device".to_owned(), "ZW52".to_owned()),
+    ]
+    .into();
+    ws.send(&ClientFrame::broadcast(
+        "Ym9keQ==",
+        "YWxpY2U=",
+        alice.keys.public_key_b64(),
+        over,
+    ))
+    .await
+    .unwrap();
+    let e = expect_error(&mut ws, error_code::INVALID_MESSAGE).await;
+    assert!(
+        e.message.as_deref().unwrap_or("").contains("key_envelopes"),
+        "{e:?}"
+    );
+    let at_cap: BTreeMap<String, String> = [(alice.device().to_owned(), "ZW52".to_owned())].into();
+    ws.send(&ClientFrame::broadcast(
+        "Ym9keQ==",
+        "YWxpY2U=",
+        alice.keys.public_key_b64(),
+        at_cap,
+    ))
+    .await
+    .unwrap();
+    let echo = ws
+        .expect_event(event_type::MESSAGE_BROADCAST, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(echo.key_envelope.as_deref(), Some("ZW52"));
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM broadcast_messages")
+            .await,
+        1,
+        "only the broadcast at the cap is stored"
+    );
+
     let one = ChannelKeysUpload {
         channel_id: channel.id.clone(),
         envelopes: vec![envelope],

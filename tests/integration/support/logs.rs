@@ -92,11 +92,16 @@ fn install_log_subscriber() {
         .with_filter(tracing_subscriber::filter::filter_fn(|_| {
             LOG_CAPTURING.load(std::sync::atomic::Ordering::Relaxed) > 0
                 && actix_web::rt::System::try_current().is_some()
-        }));
+        }))
+        .with_filter(dialtone::logging::env_filter(Some("trace")));
+    // Captures and ERROR checks see what a server logs in production: every level, less the
+    // targets `dialtone::logging` switches off.
+    let errors =
+        super::incidents::ErrorLayer.with_filter(dialtone::logging::env_filter(Some("trace")));
     let _ = tracing_subscriber::registry()
         .with(print)
         .with(capture)
-        .with(super::incidents::ErrorLayer)
+        .with(errors)
         .try_init();
     super::incidents::install_panic_hook();
 }
