@@ -46,20 +46,67 @@ pub fn verify_password(password: &str, stored: &str) -> Verdict {
     }
 }
 
+/// The bcrypt cost dialtone v1 (Go's `bcrypt.DefaultCost`) stored its hashes with.
+pub const V1_BCRYPT_COST: u32 = 10;
+
 /// Check `password` against `stored`, or, when there is no stored hash (unknown user, account
 /// without a password), against a fixed dummy hash. Either way exactly one full verification runs,
 /// so a wrong username and a wrong password take the same time; the dummy never verifies.
+///
+/// Every check then lasts at least [`check_floor`]: a v1 bcrypt hash (not yet re-hashed, which
+/// happens on its first successful login) verifies more slowly than argon2id, and without the
+/// floor the answer's timing would tell an attacker which accounts still hold one.
 pub fn check(password: &str, stored: Option<&str>) -> Verdict {
-    static DUMMY: OnceLock<String> = OnceLock::new();
+    let floor = check_floor();
+    let started = std::time::Instant::now();
+    let verdict = check_once(password, stored);
+    if let Some(rest) = floor.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    verdict
+}
+
+fn check_once(password: &str, stored: Option<&str>) -> Verdict {
     match stored {
         Some(stored) => verify_password(password, stored),
         None => {
-            let dummy = DUMMY
-                .get_or_init(|| hash_password("dialtone-dummy-password-1").unwrap_or_default());
-            let _ = verify_password(password, dummy);
+            let _ = verify_password(password, dummy_argon2());
             Verdict::Invalid
         }
     }
+}
+
+fn dummy_argon2() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("dialtone-dummy-password-1").unwrap_or_default())
+}
+
+/// The least time a [`check`] takes: the slower of one argon2id verification and one bcrypt
+/// verification at [`V1_BCRYPT_COST`], each the fastest of three runs (so a busy moment during
+/// the calibration does not inflate it), plus 10 %. Measured once per process, on first use.
+pub fn check_floor() -> std::time::Duration {
+    static FLOOR: OnceLock<std::time::Duration> = OnceLock::new();
+    *FLOOR.get_or_init(|| {
+        let fastest = |f: &dyn Fn()| {
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let bcrypt_v1 =
+            bcrypt::hash("dialtone-dummy-password-1", V1_BCRYPT_COST).unwrap_or_default();
+        let argon2 = fastest(&|| {
+            let _ = verify_password("calibration-1", dummy_argon2());
+        });
+        let bcrypt = fastest(&|| {
+            let _ = verify_password("calibration-1", &bcrypt_v1);
+        });
+        argon2.max(bcrypt).mul_f64(1.1)
+    })
 }
 
 #[cfg(test)]
@@ -73,6 +120,8 @@ mod tests {
     }
 
     fn argon2_runs_during(f: impl FnOnce() -> Verdict) -> (Verdict, u32) {
+        // The floor's one-time calibration runs argon2 too; it is not the check's work.
+        check_floor();
         let before = ARGON2_RUNS.with(|n| n.get());
         let verdict = f();
         (verdict, ARGON2_RUNS.with(|n| n.get()) - before)
@@ -91,6 +140,27 @@ mod tests {
                 argon2_runs_during(|| check(pw, None)),
                 (Verdict::Invalid, 1)
             );
+        }
+    }
+
+    #[test]
+    fn every_kind_of_check_lasts_at_least_the_floor() {
+        let floor = check_floor();
+        let argon2 = hash_password("correct horse 1").unwrap();
+        let bcrypt_v1 = bcrypt::hash("correct horse 1", V1_BCRYPT_COST).unwrap();
+        // The floor covers a v1 bcrypt verification, the slowest kind.
+        let t = std::time::Instant::now();
+        let _ = verify_password("wrong horse 1", &bcrypt_v1);
+        let bcrypt_alone = t.elapsed();
+        assert!(
+            floor >= bcrypt_alone.mul_f64(0.5),
+            "{floor:?} vs {bcrypt_alone:?}"
+        );
+        for stored in [None, Some(argon2.as_str()), Some(bcrypt_v1.as_str())] {
+            let t = std::time::Instant::now();
+            assert_eq!(check("wrong horse 1", stored), Verdict::Invalid);
+            let took = t.elapsed();
+            assert!(took >= floor, "{stored:?}: {took:?} < {floor:?}");
         }
     }
 
