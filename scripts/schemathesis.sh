@@ -6,7 +6,8 @@
 #   scripts/schemathesis.sh           # debug build; PROFILE=release for a release build
 #
 # Knobs: PORT (default 18443), MAX_EXAMPLES per operation (default 200), SEED (default 1),
-# REPORT_DIR (default target/schemathesis). Extra arguments go to `st run`.
+# REPORT_DIR (default target/schemathesis), BIN (a prebuilt dialtone binary: no build then).
+# Extra arguments go to `st run`.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,8 +19,11 @@ REPORT_DIR=${REPORT_DIR:-target/schemathesis}
 BASE="https://127.0.0.1:$PORT"
 
 command -v st >/dev/null || { echo "schemathesis missing: pip install schemathesis" >&2; exit 1; }
-if [ "$PROFILE" = release ]; then cargo build --release --bin dialtone; else cargo build --bin dialtone; fi
-BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/dialtone"
+if [ -z "${BIN:-}" ]; then
+    if [ "$PROFILE" = release ]; then cargo build --release --bin dialtone; else cargo build --bin dialtone; fi
+    BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/dialtone"
+fi
+[ -x "$BIN" ] || { echo "no dialtone binary at $BIN" >&2; exit 1; }
 
 DATA=$(mktemp -d)
 LOG="$DATA/server.log"

@@ -103,8 +103,10 @@ pub async fn rename(
 #[into_params(parameter_in = Query)]
 pub struct ChannelQuery {
     /// The channel's id.
+    // `default` so that a missing id gets the service's own 400; the description still says
+    // the parameter is required, as the server treats it.
     #[serde(default)]
-    #[param(format = Uuid)]
+    #[param(format = Uuid, required = true)]
     channel_id: String,
 }
 
@@ -144,8 +146,10 @@ pub async fn delete(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// The channel's id.
+    // `default` so that a missing id gets the service's own 400; the description still says
+    // the parameter is required, as the server treats it.
     #[serde(default)]
-    #[param(format = Uuid)]
+    #[param(format = Uuid, required = true)]
     channel_id: String,
     /// Page size: 1 to 500, default 100.
     #[param(minimum = 1, maximum = 500)]

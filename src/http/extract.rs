@@ -33,6 +33,14 @@ async fn read_body(req: HttpRequest, mut payload: Payload) -> Result<web::Bytes,
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    // Every request body is an object (or, where optional, `null`). serde's derived structs also
+    // take their fields as a positional array, so `[null, null]` would pass as `{}`: refuse it.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(AppError::BadRequest {
+            code: "invalid_json",
+            message: "invalid JSON body: expected an object".into(),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| AppError::BadRequest {
         code: "invalid_json",
         message: format!("invalid JSON body: {e}"),
@@ -161,5 +169,44 @@ impl FromRequest for Admin {
             }
             Ok(Admin(AdminIdentity::User(ctx)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+    use crate::error::AppError;
+    use crate::protocol::rest::CreateInviteRequest;
+
+    fn refused<T: serde::de::DeserializeOwned>(body: &str) -> bool {
+        matches!(
+            parse::<T>(body.as_bytes()),
+            Err(AppError::BadRequest {
+                code: "invalid_json",
+                ..
+            })
+        )
+    }
+
+    #[test]
+    fn a_positional_array_is_not_a_body() {
+        // schemathesis found `[null, null]` minting an invite as if it were `{}`.
+        assert!(refused::<Option<CreateInviteRequest>>("[null, null]"));
+        assert!(refused::<Option<CreateInviteRequest>>(" \n[]"));
+        assert!(refused::<Option<CreateInviteRequest>>("[60]"));
+    }
+
+    #[test]
+    fn objects_and_null_still_parse() {
+        assert!(matches!(
+            parse::<Option<CreateInviteRequest>>(b"null"),
+            Ok(None)
+        ));
+        assert!(matches!(
+            parse::<Option<CreateInviteRequest>>(b" {}"),
+            Ok(Some(_))
+        ));
+        let req = parse::<Option<CreateInviteRequest>>(br#"{"expires_in_seconds": 60}"#);
+        assert!(matches!(req, Ok(Some(r)) if r.expires_in_seconds == Some(60)));
     }
 }

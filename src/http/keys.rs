@@ -18,8 +18,10 @@ use crate::protocol::rest::{
 #[into_params(parameter_in = Query)]
 pub struct ChannelQuery {
     /// The channel's id.
+    // `default` so that a missing id gets the service's own 400; the description still says
+    // the parameter is required, as the server treats it.
     #[serde(default)]
-    #[param(format = Uuid)]
+    #[param(format = Uuid, required = true)]
     channel_id: String,
 }
 

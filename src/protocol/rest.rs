@@ -114,7 +114,7 @@ pub struct User {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
-    #[schema(min_length = 1, max_length = 4096)]
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub name_enc: String,
 }
 
@@ -190,7 +190,7 @@ pub struct ChannelsResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelRequest {
-    #[schema(min_length = 1, max_length = 4096)]
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub name_enc: String,
 }
 
@@ -199,7 +199,7 @@ pub struct CreateChannelRequest {
 pub struct UpdateChannelRequest {
     #[schema(format = Uuid)]
     pub channel_id: String,
-    #[schema(min_length = 1, max_length = 4096)]
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub name_enc: String,
 }
 
@@ -242,7 +242,7 @@ pub struct EnvelopeUpload {
     pub sender_device_id: String,
     #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub sender_public_key: String,
-    #[schema(min_length = 1, max_length = 4096)]
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub envelope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Uuid)]
