@@ -31,11 +31,9 @@ impl StatusOk {
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(
-        min_length = 2,
-        max_length = 32,
-        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
-    )]
+    /// Trimmed and lowercased, then 2–32 characters with no whitespace or control character (the
+    /// dialtone v1 rule); a new name also refuses invisible, formatting and bidi characters.
+    #[schema(min_length = 2, max_length = 32)]
     pub username: String,
     #[schema(
         min_length = 8,
@@ -52,11 +50,9 @@ pub struct RegisterRequest {
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(
-        min_length = 2,
-        max_length = 32,
-        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
-    )]
+    /// Trimmed and lowercased, then 2–32 characters with no whitespace or control character (the
+    /// dialtone v1 rule); a new name also refuses invisible, formatting and bidi characters.
+    #[schema(min_length = 2, max_length = 32)]
     pub username: String,
     #[schema(
         min_length = 8,
@@ -89,11 +85,9 @@ pub struct AuthResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    #[schema(
-        min_length = 2,
-        max_length = 32,
-        pattern = "^[a-z0-9][a-z0-9._-]{1,31}$"
-    )]
+    /// Trimmed and lowercased, then 2–32 characters with no whitespace or control character (the
+    /// dialtone v1 rule); a new name also refuses invisible, formatting and bidi characters.
+    #[schema(min_length = 2, max_length = 32)]
     pub username: String,
 }
 
