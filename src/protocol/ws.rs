@@ -85,6 +85,9 @@ pub struct ClientFrame {
     /// `sync`: replay messages after this message id (absent: the newest page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// [ext] `sync`: replay messages with a `seq` above this one, in seq order (not with `after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<i64>,
 }
 
 impl ClientFrame {
@@ -131,6 +134,14 @@ impl ClientFrame {
     pub fn sync(channel_id: impl Into<String>, after: Option<String>) -> Self {
         Self {
             after,
+            ..Self::with_channel(client_type::SYNC, channel_id)
+        }
+    }
+
+    /// `sync` from a sequence number: the messages after `after_seq`.
+    pub fn sync_after_seq(channel_id: impl Into<String>, after_seq: i64) -> Self {
+        Self {
+            after_seq: Some(after_seq),
             ..Self::with_channel(client_type::SYNC, channel_id)
         }
     }
@@ -197,6 +208,10 @@ pub struct Event {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_more: Option<bool>,
+    /// [ext] `channel.message.new`: the message's position in its channel (1, 2, 3, ... in
+    /// commit order, no gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 impl Event {
@@ -226,6 +241,12 @@ impl Event {
             client_message_id,
             ..Self::of(event_type::CHANNEL_MESSAGE_NEW)
         }
+    }
+
+    /// Attach a message's `seq`.
+    pub fn with_seq(mut self, seq: i64) -> Self {
+        self.seq = Some(seq);
+        self
     }
 
     pub fn channel_updated(channel_id: String, channel_name_enc: String) -> Self {
