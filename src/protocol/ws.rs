@@ -79,9 +79,10 @@ pub struct ClientFrame {
     /// `message.broadcast`: the sender device's public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    // Boxed to keep the frame small: it travels by value through the session's queues.
     /// `message.broadcast`: device id → envelope of the message key for that device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_envelopes: Option<BTreeMap<String, String>>,
+    pub key_envelopes: Option<Box<BTreeMap<String, String>>>,
     /// `sync`: replay messages after this message id (absent: the newest page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
@@ -118,7 +119,7 @@ impl ClientFrame {
             body: Some(body.into()),
             sender_name_enc: Some(sender_name_enc.into()),
             public_key: Some(public_key.into()),
-            key_envelopes: Some(key_envelopes),
+            key_envelopes: Some(Box::new(key_envelopes)),
             ..Self::default()
         }
     }

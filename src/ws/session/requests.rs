@@ -124,7 +124,7 @@ impl WsSession {
             body,
             sender_name_enc: name,
             public_key,
-            key_envelopes: envelopes,
+            key_envelopes: *envelopes,
         };
         let db = self.db.clone();
         let hub = self.hub.clone();
