@@ -158,6 +158,7 @@ mod tests {
                 body: format!("body-{id}"),
                 sent_at: Time::now(),
                 client_message_id: Some(format!("c-{id}")),
+                seq: 0,
             },
             origin: origin.clone(),
         }

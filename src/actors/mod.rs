@@ -191,15 +191,18 @@ impl ShardGroups {
 
 /// The `channel.message.new` frame of a committed message.
 pub fn message_frame(row: &MessageRow) -> ByteString {
-    frame(&Event::channel_message(
-        row.id.clone(),
-        row.channel_id.clone(),
-        row.sender_id.clone(),
-        row.sender_name_enc.clone(),
-        row.body.clone(),
-        row.sent_at.wire(),
-        row.client_message_id.clone(),
-    ))
+    frame(
+        &Event::channel_message(
+            row.id.clone(),
+            row.channel_id.clone(),
+            row.sender_id.clone(),
+            row.sender_name_enc.clone(),
+            row.body.clone(),
+            row.sent_at.wire(),
+            row.client_message_id.clone(),
+        )
+        .with_seq(row.seq),
+    )
 }
 
 /// Serialize one event into a shareable text frame.

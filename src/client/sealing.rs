@@ -164,6 +164,7 @@ pub fn event_as_message(e: &Event) -> ChannelMessage {
         body: e.body.clone(),
         sent_at: e.sent_at.clone(),
         client_message_id: e.client_message_id.clone(),
+        seq: e.seq.unwrap_or_default(),
     }
 }
 
@@ -256,6 +257,7 @@ mod tests {
             body: sealed.body.clone(),
             sent_at: "2026-01-01T00:00:00.000000Z".into(),
             client_message_id: None,
+            seq: 1,
         }
     }
 

@@ -1,6 +1,9 @@
 //! Queries on `channels`.
 
+use std::collections::{BTreeMap, HashMap};
+
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Text};
 use diesel_async::RunQueryDsl;
 
 use super::models::ChannelRow;
@@ -41,18 +44,83 @@ pub async fn exists(db: &mut Db<'_>, id: &str) -> DbResult<bool> {
     .await)?)
 }
 
-/// Those of `ids` that exist, locked against deletion until the transaction ends.
+/// Those of `ids` that exist, ascending, with their sequence counters locked until the
+/// transaction ends: against deletion, and against any other commit into the same channel, so
+/// each channel's seqs follow commit order.
 ///
-/// PostgreSQL takes `FOR KEY SHARE` row locks; an SQLite write transaction already excludes every
-/// other writer.
-pub async fn existing_locked(db: &mut Db<'_>, ids: &[&str]) -> DbResult<Vec<String>> {
+/// PostgreSQL takes `FOR NO KEY UPDATE` row locks in one statement in ascending id order, so two
+/// nodes committing into overlapping channels always lock in the same order and cannot deadlock.
+/// An SQLite write transaction already excludes every other writer.
+pub async fn lock_counters(db: &mut Db<'_>, ids: &[&str]) -> DbResult<Vec<String>> {
     let query = channels::table
         .filter(channels::id.eq_any(ids))
+        .order(channels::id.asc())
         .select(channels::id);
     Ok(match db {
-        Db::Postgres(c) => query.for_key_share().load(&mut **c).await?,
+        Db::Postgres(c) => query.for_no_key_update().load(&mut **c).await?,
         Db::Sqlite(c) => query.load(&mut **c).await?,
     })
+}
+
+/// Reserve `n` sequence numbers in each channel of `counts` (channel id → `n`), whose counters
+/// the transaction holds from [`lock_counters`]: bump every counter by its `n` and return the new
+/// `last_seq` of each, so the caller's rows get `last_seq - n + 1 ..= last_seq`. A rollback
+/// returns the numbers, so a refused batch leaves no gap.
+pub async fn bump_counters(
+    db: &mut Db<'_>,
+    counts: &BTreeMap<String, i64>,
+) -> DbResult<HashMap<String, i64>> {
+    if counts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<String> = counts.keys().cloned().collect();
+    let ns: Vec<i64> = counts.values().copied().collect();
+    Ok(match db {
+        // One statement for every channel of the batch, however many.
+        Db::Postgres(c) => diesel::sql_query(
+            "UPDATE channels SET last_seq = channels.last_seq + v.n \
+             FROM unnest($1::text[], $2::bigint[]) AS v(id, n) \
+             WHERE channels.id = v.id \
+             RETURNING channels.id, channels.last_seq",
+        )
+        .bind::<Array<Text>, _>(&ids)
+        .bind::<Array<BigInt>, _>(&ns)
+        .load::<Bumped>(&mut **c)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.last_seq))
+        .collect(),
+        // One blocking call for the whole batch: a thread hop per statement would cost more than
+        // the updates themselves.
+        Db::Sqlite(c) => {
+            c.spawn_blocking(move |conn| {
+                let mut out = HashMap::with_capacity(ids.len());
+                for (id, n) in ids.into_iter().zip(ns) {
+                    let last: Option<i64> = diesel::RunQueryDsl::get_result(
+                        diesel::update(channels::table.find(&id))
+                            .set(channels::last_seq.eq(channels::last_seq + n))
+                            .returning(channels::last_seq),
+                        conn,
+                    )
+                    .optional()?;
+                    if let Some(last) = last {
+                        out.insert(id, last);
+                    }
+                }
+                Ok(out)
+            })
+            .await?
+        }
+    })
+}
+
+/// A row of [`bump_counters`]' `RETURNING`.
+#[derive(QueryableByName)]
+struct Bumped {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    last_seq: i64,
 }
 
 pub async fn insert(db: &mut Db<'_>, row: &ChannelRow) -> DbResult<()> {

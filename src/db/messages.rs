@@ -56,7 +56,8 @@ pub async fn by_client_ids(
         .await)?)
 }
 
-/// Where a page starts: history is ordered by `(sent_at, id)`.
+/// Where a page starts: by message id, history is ordered by `(sent_at, id)`; by seq, in seq order
+/// (the same order for what one node committed).
 #[derive(Debug, Clone)]
 pub enum Cursor {
     /// The newest messages.
@@ -65,6 +66,10 @@ pub enum Cursor {
     Before(Time, String),
     /// Strictly newer than this position.
     After(Time, String),
+    /// `seq` strictly below this.
+    BeforeSeq(i64),
+    /// `seq` strictly above this.
+    AfterSeq(i64),
 }
 
 /// The position of `message_id` within `channel_id`, if it is there.
@@ -115,10 +120,26 @@ pub async fn page(
             .select(MessageRow::as_select())
             .load(c)
             .await)?,
+        Cursor::BeforeSeq(seq) => dispatch!(db, |c| m::table
+            .filter(m::channel_id.eq(channel_id))
+            .filter(m::seq.lt(*seq))
+            .order(m::seq.desc())
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c)
+            .await)?,
+        Cursor::AfterSeq(seq) => dispatch!(db, |c| m::table
+            .filter(m::channel_id.eq(channel_id))
+            .filter(m::seq.gt(*seq))
+            .order(m::seq.asc())
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c)
+            .await)?,
     };
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    if !matches!(cursor, Cursor::After(..)) {
+    if !matches!(cursor, Cursor::After(..) | Cursor::AfterSeq(..)) {
         rows.reverse();
     }
     Ok((rows, has_more))

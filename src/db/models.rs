@@ -104,6 +104,8 @@ pub struct MessageRow {
     pub body: String,
     pub sent_at: Time,
     pub client_message_id: Option<String>,
+    /// Position in the channel; assigned inside the group commit (0 until then).
+    pub seq: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -63,6 +63,8 @@ diesel::table! {
         name_enc -> Text,
         created_by -> Nullable<Text>,
         created_at -> TimestampUtc,
+        /// Added: the highest `channel_messages.seq` handed out in this channel.
+        last_seq -> BigInt,
     }
 }
 
@@ -79,6 +81,8 @@ diesel::table! {
         sent_at -> TimestampUtc,
         /// Added: the sender's correlation id, echoed in history and sync.
         client_message_id -> Nullable<Text>,
+        /// Added: position in the channel, 1, 2, 3, ... in commit order with no gap.
+        seq -> BigInt,
     }
 }
 

@@ -160,18 +160,24 @@ pub struct HistoryQuery {
     /// Messages newer than this message id.
     #[param(format = Uuid)]
     after: Option<String>,
+    /// [ext] Messages with a `seq` below this one (the page nearest to it).
+    #[param(minimum = 0)]
+    before_seq: Option<i64>,
+    /// [ext] Messages with a `seq` above this one, in seq order.
+    #[param(minimum = 0)]
+    after_seq: Option<i64>,
 }
 
 #[utoipa::path(
     get,
     path = "/channels/messages",
     tag = "channels",
-    summary = "Channel history: the newest `limit`, or a page before/after a message id.",
+    summary = "Channel history: the newest `limit`, or a page before/after a message id or a seq.",
     params(HistoryQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page, ascending time order", body = MessagesResponse),
-        (status = 400, description = "`invalid_request`: bad `limit` or a cursor not in this channel", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: bad `limit`, more than one cursor, a negative seq, or a cursor not in this channel", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
         (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
@@ -192,6 +198,8 @@ pub async fn history(
                 limit: q.limit,
                 before: q.before.filter(|s| !s.is_empty()),
                 after: q.after.filter(|s| !s.is_empty()),
+                before_seq: q.before_seq,
+                after_seq: q.after_seq,
             },
         })
         .await?;

@@ -212,6 +212,10 @@ pub struct ChannelMessage {
     pub sent_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_message_id: Option<String>,
+    /// [ext] Position in the channel: 1, 2, 3, ... in commit order, with no gap.
+    /// (Defaults to 0 when read from a server without seqs.)
+    #[serde(default)]
+    pub seq: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -79,12 +79,16 @@ pub struct ClientFrame {
     /// `message.broadcast`: the sender device's public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    // Boxed to keep the frame small: it travels by value through the session's queues.
     /// `message.broadcast`: device id → envelope of the message key for that device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_envelopes: Option<BTreeMap<String, String>>,
+    pub key_envelopes: Option<Box<BTreeMap<String, String>>>,
     /// `sync`: replay messages after this message id (absent: the newest page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// [ext] `sync`: replay messages with a `seq` above this one, in seq order (not with `after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<i64>,
 }
 
 impl ClientFrame {
@@ -115,7 +119,7 @@ impl ClientFrame {
             body: Some(body.into()),
             sender_name_enc: Some(sender_name_enc.into()),
             public_key: Some(public_key.into()),
-            key_envelopes: Some(key_envelopes),
+            key_envelopes: Some(Box::new(key_envelopes)),
             ..Self::default()
         }
     }
@@ -131,6 +135,14 @@ impl ClientFrame {
     pub fn sync(channel_id: impl Into<String>, after: Option<String>) -> Self {
         Self {
             after,
+            ..Self::with_channel(client_type::SYNC, channel_id)
+        }
+    }
+
+    /// `sync` from a sequence number: the messages after `after_seq`.
+    pub fn sync_after_seq(channel_id: impl Into<String>, after_seq: i64) -> Self {
+        Self {
+            after_seq: Some(after_seq),
             ..Self::with_channel(client_type::SYNC, channel_id)
         }
     }
@@ -201,6 +213,10 @@ pub struct Event {
     /// a retry can pass, as REST's `Retry-After`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// [ext] `channel.message.new`: the message's position in its channel (1, 2, 3, ... in
+    /// commit order, no gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 impl Event {
@@ -230,6 +246,12 @@ impl Event {
             client_message_id,
             ..Self::of(event_type::CHANNEL_MESSAGE_NEW)
         }
+    }
+
+    /// Attach a message's `seq`.
+    pub fn with_seq(mut self, seq: i64) -> Self {
+        self.seq = Some(seq);
+        self
     }
 
     pub fn channel_updated(channel_id: String, channel_name_enc: String) -> Self {

@@ -31,6 +31,7 @@ pub fn wire_message(row: MessageRow) -> ChannelMessage {
         body: row.body,
         sent_at: row.sent_at.wire(),
         client_message_id: row.client_message_id,
+        seq: row.seq,
     }
 }
 
@@ -107,15 +108,20 @@ fn channel_id_or_404(raw: &str) -> ServiceResult<String> {
     validate::id("channel_id", raw).map_err(|_| ServiceError::NotFound("channel"))
 }
 
-/// Which page of history.
+/// Which page of history: at most one cursor.
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {
     pub limit: Option<i64>,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// [ext] Messages with a lower `seq`.
+    pub before_seq: Option<i64>,
+    /// [ext] Messages with a higher `seq`.
+    pub after_seq: Option<i64>,
 }
 
-/// `GET /channels/messages` and `sync`: ascending time order.
+/// `GET /channels/messages` and `sync`: ascending order (time for message-id cursors, seq for
+/// seq cursors: the same order for what one node committed).
 pub async fn history(
     store: &Store,
     channel_id: &str,
@@ -127,6 +133,24 @@ pub async fn history(
         Some(n) if n >= 1 => n.min(MAX_PAGE),
         Some(_) => return Err(ServiceError::invalid("limit must be a positive number")),
     };
+    let given = [
+        page.before.is_some(),
+        page.after.is_some(),
+        page.before_seq.is_some(),
+        page.after_seq.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ServiceError::invalid(
+            "use only one cursor: before, after, before_seq or after_seq",
+        ));
+    }
+    for seq in [page.before_seq, page.after_seq].into_iter().flatten() {
+        if seq < 0 {
+            return Err(ServiceError::invalid(
+                "before_seq and after_seq must not be negative",
+            ));
+        }
+    }
     let mut conn = store.pool.get().await?;
     let mut db = conn.db();
     if !db::channels::exists(&mut db, &channel_id).await? {
@@ -135,21 +159,18 @@ pub async fn history(
     for cursor in [&page.before, &page.after].into_iter().flatten() {
         validate::storable("cursor", cursor)?;
     }
-    let cursor = match (page.before, page.after) {
-        (Some(_), Some(_)) => {
-            return Err(ServiceError::invalid(
-                "use either before or after, not both",
-            ));
-        }
-        (Some(id), None) => {
-            let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
-            Cursor::Before(t, id)
-        }
-        (None, Some(id)) => {
-            let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
-            Cursor::After(t, id)
-        }
-        (None, None) => Cursor::Latest,
+    let cursor = if let Some(id) = page.before {
+        let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
+        Cursor::Before(t, id)
+    } else if let Some(id) = page.after {
+        let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
+        Cursor::After(t, id)
+    } else if let Some(seq) = page.before_seq {
+        Cursor::BeforeSeq(seq)
+    } else if let Some(seq) = page.after_seq {
+        Cursor::AfterSeq(seq)
+    } else {
+        Cursor::Latest
     };
     let (rows, has_more) = db::messages::page(&mut db, &channel_id, &cursor, limit).await?;
     Ok(MessagesResponse {

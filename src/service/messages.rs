@@ -42,93 +42,201 @@ fn client_key(row: &MessageRow) -> Option<ClientKey> {
     Some((row.sender_id.clone(), id.clone()))
 }
 
+/// How often a batch is retried when its insert meets rows it did not expect (resends): the
+/// second attempt sets resends apart first, a third only runs if a resend committed concurrently
+/// (another connection, another node) between that check and the insert.
+const COMMIT_ATTEMPTS: usize = 3;
+
 /// Commit a batch of channel messages in one transaction. Rows addressed to a channel that does not
 /// exist are returned apart; so are resends of a `(sender, client_message_id)` already stored,
-/// with their originals. The rest commit together or not at all.
+/// with their originals. The rest commit together or not at all, numbered inside the transaction
+/// with their channel's next sequence numbers, in batch order.
+///
+/// The first attempt assumes there are no resends (no extra read). A resend makes its insert skip
+/// a row, and a skipped row would leave a hole in the seqs it reserved, so that attempt rolls back
+/// and the next one reads the stored originals before numbering.
 pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult<Committed> {
     let mut conn = store.commit_pool.get().await?;
-    let committed = conn
-        .transaction(move |mut db| {
-            async move {
-                let ids: Vec<&str> = rows
-                    .iter()
-                    .map(|r| r.channel_id.as_str())
-                    .collect::<HashSet<_>>()
-                    .into_iter()
-                    .collect();
-                // Locks the channel rows until commit, so a concurrent delete cannot slip in
-                // between this check and the insert.
-                let existing: HashSet<String> = db::channels::existing_locked(&mut db, &ids)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let (ok, missing): (Vec<_>, Vec<_>) = rows
-                    .into_iter()
-                    .partition(|r| existing.contains(&r.channel_id));
-                // A resend of a stored message, or of one earlier in this very statement, is
-                // skipped by the insert (`ON CONFLICT DO NOTHING`), never an error.
-                let inserted = db::messages::insert_batch(&mut db, &ok).await?;
-                if inserted == ok.len() {
-                    return Ok(Ok(Committed {
-                        rows: ok,
-                        missing_channel: missing,
-                        duplicates: Vec::new(),
-                    }));
-                }
-                // Some rows met the unique (sender_id, client_message_id) index: read back what
-                // is stored under every key of the batch and tell new rows from resends.
-                let keyed: Vec<ClientKey> = ok.iter().filter_map(client_key).collect();
-                let senders: Vec<&str> = keyed
-                    .iter()
-                    .map(|(s, _)| s.as_str())
-                    .collect::<HashSet<_>>()
-                    .into_iter()
-                    .collect();
-                let client_ids: Vec<&str> = keyed.iter().map(|(_, c)| c.as_str()).collect();
-                let stored: HashMap<ClientKey, MessageRow> =
-                    db::messages::by_client_ids(&mut db, &senders, &client_ids)
-                        .await?
-                        .into_iter()
-                        .filter_map(|r| Some((client_key(&r)?, r)))
-                        .collect();
-                let mut rows = Vec::with_capacity(ok.len());
-                let mut duplicates = Vec::new();
-                for row in ok {
-                    let Some(key) = client_key(&row) else {
-                        rows.push(row);
-                        continue;
-                    };
-                    let Some(original) = stored.get(&key) else {
-                        return Ok(Err(format!(
-                            "message {} neither inserted nor found by its client_message_id",
-                            row.id
-                        )));
-                    };
-                    if original.id == row.id {
-                        rows.push(row);
-                    } else {
-                        duplicates.push(Duplicate {
-                            resent_id: row.id,
-                            original: original.clone(),
-                        });
-                    }
-                }
-                if rows.len() != inserted {
-                    return Ok(Err(format!(
-                        "{inserted} messages inserted but {} found as new",
-                        rows.len()
-                    )));
-                }
-                Ok(Ok(Committed {
-                    rows,
-                    missing_channel: missing,
-                    duplicates,
-                }))
-            }
-            .boxed()
+    let mut rows = rows;
+    for attempt in 0..COMMIT_ATTEMPTS {
+        let check_resends = attempt > 0;
+        match conn
+            .transaction(move |db| commit_attempt(db, rows, check_resends).boxed())
+            .await?
+        {
+            Ok(committed) => return Ok(committed),
+            Err(Retry::Resends(back)) => rows = back,
+            Err(Retry::Fail(message)) => return Err(ServiceError::Internal(message)),
+        }
+    }
+    Err(ServiceError::Internal(format!(
+        "group commit still met unexpected rows after {COMMIT_ATTEMPTS} attempts"
+    )))
+}
+
+/// Why an attempt rolled back without a database error.
+enum Retry {
+    /// The insert skipped rows (resends): try again, with the rows handed back in batch order.
+    Resends(Vec<MessageRow>),
+    Fail(String),
+}
+
+/// What a row of the batch turned out to be.
+#[derive(Clone, Copy)]
+enum Kind {
+    New,
+    MissingChannel,
+    /// A resend of a stored message (`None`) or of the row at this index of the batch.
+    Resend(Option<usize>),
+}
+
+async fn commit_attempt(
+    mut db: db::Db<'_>,
+    mut rows: Vec<MessageRow>,
+    check_resends: bool,
+) -> db::DbResult<Result<Committed, Retry>> {
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r.channel_id.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    // Locks the counters (ascending channel id) until commit: a concurrent delete cannot slip in
+    // between this check and the insert, and no other commit numbers rows in these channels.
+    let existing: HashSet<String> = db::channels::lock_counters(&mut db, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    let mut kinds: Vec<Kind> = rows
+        .iter()
+        .map(|r| match existing.contains(&r.channel_id) {
+            true => Kind::New,
+            false => Kind::MissingChannel,
         })
-        .await?;
-    committed.map_err(ServiceError::Internal)
+        .collect();
+    let mut stored: HashMap<ClientKey, MessageRow> = HashMap::new();
+    if check_resends {
+        stored = stored_originals(&mut db, &rows, &kinds).await?;
+        // The first of a batch with a key is the original of the others.
+        let mut first: HashMap<ClientKey, usize> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            let Some(key) = client_key(row).filter(|_| matches!(kinds[i], Kind::New)) else {
+                continue;
+            };
+            if stored.contains_key(&key) {
+                kinds[i] = Kind::Resend(None);
+            } else if let Some(&j) = first.get(&key) {
+                kinds[i] = Kind::Resend(Some(j));
+            } else {
+                first.insert(key, i);
+            }
+        }
+    }
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for (row, kind) in rows.iter().zip(&kinds) {
+        if matches!(kind, Kind::New) {
+            *counts.entry(row.channel_id.clone()).or_default() += 1;
+        }
+    }
+    let last = db::channels::bump_counters(&mut db, &counts).await?;
+    let mut next: HashMap<&str, i64> = HashMap::with_capacity(counts.len());
+    for (channel, n) in &counts {
+        let Some(last) = last.get(channel) else {
+            return Ok(Err(Retry::Fail(format!(
+                "channel {channel} locked but its counter not bumped"
+            ))));
+        };
+        next.insert(channel.as_str(), last - n + 1);
+    }
+    let mut new = 0;
+    for (row, kind) in rows.iter_mut().zip(&kinds) {
+        if let (Kind::New, Some(seq)) = (kind, next.get_mut(row.channel_id.as_str())) {
+            row.seq = *seq;
+            *seq += 1;
+            new += 1;
+        }
+    }
+    // A resend skipped here (`ON CONFLICT DO NOTHING`) is never an error: it rolls back this
+    // attempt and the next one sets it apart before numbering.
+    let inserted = if new == rows.len() {
+        db::messages::insert_batch(&mut db, &rows).await?
+    } else {
+        let fresh: Vec<MessageRow> = rows
+            .iter()
+            .zip(&kinds)
+            .filter(|(_, k)| matches!(k, Kind::New))
+            .map(|(r, _)| r.clone())
+            .collect();
+        db::messages::insert_batch(&mut db, &fresh).await?
+    };
+    if inserted != new {
+        return Ok(Err(Retry::Resends(rows)));
+    }
+    let originals: Vec<Option<MessageRow>> = kinds
+        .iter()
+        .map(|k| match k {
+            Kind::Resend(Some(j)) => Some(rows[*j].clone()),
+            _ => None,
+        })
+        .collect();
+    let mut out = Committed::default();
+    for ((row, kind), original) in rows.into_iter().zip(kinds).zip(originals) {
+        match kind {
+            Kind::New => out.rows.push(row),
+            Kind::MissingChannel => out.missing_channel.push(row),
+            Kind::Resend(_) => {
+                let original = match original {
+                    Some(o) => o,
+                    None => match client_key(&row).and_then(|k| stored.get(&k)) {
+                        Some(o) => o.clone(),
+                        None => {
+                            return Ok(Err(Retry::Fail(format!(
+                                "message {} neither new nor found by its client_message_id",
+                                row.id
+                            ))));
+                        }
+                    },
+                };
+                out.duplicates.push(Duplicate {
+                    resent_id: row.id,
+                    original,
+                });
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// What is stored under the `(sender, client_message_id)` of the batch's rows into existing
+/// channels (a superset is read; exact pairs are kept).
+async fn stored_originals(
+    db: &mut db::Db<'_>,
+    rows: &[MessageRow],
+    kinds: &[Kind],
+) -> db::DbResult<HashMap<ClientKey, MessageRow>> {
+    let keyed: Vec<ClientKey> = rows
+        .iter()
+        .zip(kinds)
+        .filter(|(_, k)| matches!(k, Kind::New))
+        .filter_map(|(r, _)| client_key(r))
+        .collect();
+    if keyed.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let senders: Vec<&str> = keyed
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let client_ids: Vec<&str> = keyed.iter().map(|(_, c)| c.as_str()).collect();
+    let wanted: HashSet<&ClientKey> = keyed.iter().collect();
+    Ok(db::messages::by_client_ids(db, &senders, &client_ids)
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((client_key(&r)?, r)))
+        .filter(|(k, _)| wanted.contains(k))
+        .collect())
 }
 
 /// Validate the fields of a `channel.message.send`.

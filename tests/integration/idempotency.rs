@@ -171,14 +171,16 @@ async fn the_unique_index_migration_keeps_every_message_of_a_database_with_dupli
     server.stop().await.unwrap();
 
     // Back to the schema before the index, then a later copy of the same send, as a server
-    // without the index stored it.
+    // without the index stored it (numbered next, as the seq migration, which runs later on a
+    // real upgrade, would have numbered it).
     let db = &server.db;
     db.execute(&format!(
         "DROP INDEX channel_messages_sender_client_id; \
          DELETE FROM __diesel_schema_migrations WHERE version = '{}'; \
-         INSERT INTO channel_messages (id, channel_id, sender_id, sender_name_enc, body, sent_at, client_message_id) \
-         SELECT 'ffffffff-0000-7000-8000-000000000000', channel_id, sender_id, sender_name_enc, 'dHdv', sent_at, client_message_id \
-         FROM channel_messages WHERE client_message_id = 'dup'",
+         INSERT INTO channel_messages (id, channel_id, sender_id, sender_name_enc, body, sent_at, client_message_id, seq) \
+         SELECT 'ffffffff-0000-7000-8000-000000000000', channel_id, sender_id, sender_name_enc, 'dHdv', sent_at, client_message_id, seq + 1 \
+         FROM channel_messages WHERE client_message_id = 'dup'; \
+         UPDATE channels SET last_seq = last_seq + 1",
         idempotency_migration(db)
     ))
     .await;

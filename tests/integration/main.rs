@@ -12,6 +12,7 @@ mod procs;
 mod support;
 
 mod at_rest;
+mod channel_seq;
 mod commit_faults;
 mod concurrency;
 mod crash_safety;

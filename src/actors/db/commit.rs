@@ -38,6 +38,8 @@ impl DbActor {
                 body: msg.body,
                 sent_at: self.next_sent_at(),
                 client_message_id: msg.client_message_id,
+                // Numbered inside the commit transaction.
+                seq: 0,
             };
             origins.insert(
                 row.id.clone(),
@@ -228,9 +230,8 @@ struct Origin {
 impl Origin {
     /// `do_send`: one event per resend, bounded like every send by `DIALTONE_DB_MAX_PENDING`.
     fn echo_original(&self, row: &MessageRow) {
-        self.session
-            .outbound
-            .do_send(Outbound::Event(Box::new(Event::channel_message(
+        self.session.outbound.do_send(Outbound::Event(Box::new(
+            Event::channel_message(
                 row.id.clone(),
                 row.channel_id.clone(),
                 row.sender_id.clone(),
@@ -238,7 +239,9 @@ impl Origin {
                 row.body.clone(),
                 row.sent_at.wire(),
                 row.client_message_id.clone(),
-            ))));
+            )
+            .with_seq(row.seq),
+        )));
     }
 
     fn reject(&self, code: &'static str, message: &str) {

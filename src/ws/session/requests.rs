@@ -125,7 +125,7 @@ impl WsSession {
             body,
             sender_name_enc: name,
             public_key,
-            key_envelopes: envelopes,
+            key_envelopes: *envelopes,
         };
         let db = self.db.clone();
         let hub = self.hub.clone();
@@ -227,8 +227,9 @@ impl WsSession {
         let db = self.db.clone();
         let page = PageRequest {
             limit: Some(MAX_PAGE),
-            before: None,
             after: frame.after.clone(),
+            after_seq: frame.after_seq,
+            ..PageRequest::default()
         };
         ctx.spawn(
             async move { db.call(History { channel_id, page }).await }
@@ -245,7 +246,8 @@ impl WsSession {
                                     m.body,
                                     m.sent_at,
                                     m.client_message_id,
-                                );
+                                )
+                                .with_seq(m.seq);
                                 act.send_event(&event, ctx);
                             }
                             act.send_event(
