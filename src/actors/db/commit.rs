@@ -244,6 +244,8 @@ impl Origin {
         )));
     }
 
+    /// `do_send`: at most one answer per message taken into a batch, and batches hold at most
+    /// `DIALTONE_DB_MAX_PENDING` messages.
     fn reject(&self, code: &'static str, message: &str) {
         self.session.outbound.do_send(Outbound::Event(Box::new(
             Event::error(code, message).for_request(
@@ -285,6 +287,8 @@ impl Handler<PersistChannelMessage> for DbActor {
         self.mailbox.handled();
         if self.pending.len() >= self.config.max_pending {
             self.metrics.messages_rejected.inc();
+            // do_send: one refusal per send the socket made, and a socket's sends are bounded by
+            // its own and its user's budgets before they reach this mailbox.
             msg.origin.outbound.do_send(Outbound::Event(Box::new(
                 Event::error(error_code::RATE_LIMITED, "server busy; retry later")
                     .for_request(Some(msg.channel_id.clone()), msg.client_message_id.clone()),
