@@ -71,6 +71,9 @@ impl AppError {
                     format!("{what} not found"),
                 ),
                 S::Conflict(m) => (StatusCode::CONFLICT, "conflict", (*m).into()),
+                S::EnvelopeRefused { reason, .. } => {
+                    (StatusCode::CONFLICT, reason.code(), e.to_string())
+                }
                 S::InviteUsed => (StatusCode::GONE, "invite_used", e.to_string()),
                 S::InviteExpired => (StatusCode::GONE, "invite_expired", e.to_string()),
                 S::InviteRevoked => (StatusCode::GONE, "invite_revoked", e.to_string()),
@@ -150,9 +153,16 @@ impl ResponseError for AppError {
             }
             _ => {}
         }
+        let device_ids = match self {
+            AppError::Service(ServiceError::EnvelopeRefused { device_ids, .. }) => {
+                Some(device_ids.clone())
+            }
+            _ => None,
+        };
         res.json(ErrorBody {
             error,
             code: code.to_owned(),
+            device_ids,
         })
     }
 }
