@@ -97,7 +97,11 @@ pub async fn channel_has_envelopes(db: &mut Db<'_>, channel_id: &str) -> DbResul
 
 /// Whether `device_id` holds the channel's key: an envelope is addressed to it, or it wrapped
 /// one for somebody (which it could only do holding the key).
-pub async fn holds_channel_key(db: &mut Db<'_>, channel_id: &str, device_id: &str) -> DbResult<bool> {
+pub async fn holds_channel_key(
+    db: &mut Db<'_>,
+    channel_id: &str,
+    device_id: &str,
+) -> DbResult<bool> {
     Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(
         ck::table.filter(ck::channel_id.eq(channel_id)).filter(
             ck::device_id
@@ -115,9 +119,11 @@ pub async fn delete_channel_envelope(
     channel_id: &str,
     device_id: &str,
 ) -> DbResult<bool> {
-    let n = dispatch!(db, |c| diesel::delete(ck::table.find((channel_id, device_id)))
-        .execute(c)
-        .await)?;
+    let n = dispatch!(db, |c| diesel::delete(
+        ck::table.find((channel_id, device_id))
+    )
+    .execute(c)
+    .await)?;
     Ok(n > 0)
 }
 

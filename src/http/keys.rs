@@ -11,12 +11,12 @@ use crate::actors::db::{
     UploadDirectoryKeys,
 };
 use crate::error::AppError;
-use crate::service::ServiceError;
 use crate::limits::rest::{EnvelopeUpload, Throttled};
 use crate::protocol::rest::{
     ChannelKeyEnvelope, ChannelKeysUpload, DirectoryKeyEnvelope, DirectoryKeysUpload, ErrorBody,
     StatusOk,
 };
+use crate::service::ServiceError;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -83,11 +83,13 @@ pub async fn judge(
     if target == ctx.device_id || ctx.is_admin {
         return Ok(Write::Replace);
     }
-    Ok(match db::devices::find(db, stored.sender_device_id).await? {
-        None => Write::Replace,
-        Some(sender) if sender.user_id == ctx.user_id => Write::Replace,
-        Some(_) => Write::Conflict,
-    })
+    Ok(
+        match db::devices::find(db, stored.sender_device_id).await? {
+            None => Write::Replace,
+            Some(sender) if sender.user_id == ctx.user_id => Write::Replace,
+            Some(_) => Write::Conflict,
+        },
+    )
 }
 
 /// Rule 1 for a channel (`created_by` is the channel's creator, `None` for v1 channels).

@@ -200,7 +200,11 @@ async fn abuse_smoke_run_refuses_the_flood_and_serves_the_users() {
     .unwrap();
     let table = report.table();
     let abuse = report.abuse.as_ref().expect("abuse figures");
-    assert_eq!((report.connections, report.connect_failures), (8, 0), "{table}");
+    assert_eq!(
+        (report.connections, report.connect_failures),
+        (8, 0),
+        "{table}"
+    );
     assert!(report.delivered > 0, "{table}");
     assert_eq!(report.errors.error_events, 0, "{table}");
     assert!(abuse.rest.attempted >= 10, "{table}");
