@@ -193,6 +193,21 @@ mod tests {
     }
 
     #[test]
+    fn refused_envelopes_are_409_naming_the_devices() {
+        let e = ServiceError::EnvelopeRefused {
+            reason: crate::service::key_authority::Refusal::Conflict,
+            device_ids: vec!["d1".into(), "d2".into()],
+        };
+        let (status, json) = body_of(e.into());
+        assert_eq!(status, 409);
+        assert_eq!(json["code"], "envelope_conflict");
+        assert_eq!(json["device_ids"], serde_json::json!(["d1", "d2"]));
+        // Other error bodies keep v1's two fields.
+        let (_, json) = body_of(ServiceError::Conflict("taken").into());
+        assert!(json.get("device_ids").is_none());
+    }
+
+    #[test]
     fn internal_errors_leak_nothing() {
         let e = ServiceError::Db(DbError::Setup(
             "SELECT secret FROM users; password=hunter2".into(),
