@@ -136,7 +136,7 @@ async fn a_holder_cannot_overwrite_another_users_envelope_and_a_mixed_upload_wri
 }
 
 #[tokio::test]
-async fn holder_reshares_to_a_new_device_and_admin_may_replace() {
+async fn holder_reshares_to_a_new_device_replaces_its_own_and_admin_may_replace() {
     let (server, [alice, bob, carol, _dave], channel, key) = setup().await;
     let bob2 = server.new_device(&bob).await;
     let (status, body) = post(
@@ -151,7 +151,18 @@ async fn holder_reshares_to_a_new_device_and_admin_may_replace() {
     assert_eq!(status, 201, "body: {body}");
     assert_eq!(channel_key_of(&bob2, &channel).await, Some(*key));
 
-    // An admin holds authority over public channels: alice replaces carol's envelope (bob's).
+    // carol, now a holder, may replace the envelope addressed to her own device (bob's).
+    let (status, body) = post(
+        &carol,
+        "/channels/keys",
+        &channel_upload(&channel, vec![envelope(&carol, &carol, &key)]),
+    )
+    .await;
+    assert_eq!(status, 201, "body: {body}");
+    let env = carol.rest.channel_key(&channel).await.unwrap().unwrap();
+    assert_eq!(env.sender_device_id, carol.device());
+
+    // An admin holds authority over public channels: alice replaces carol's envelope.
     let (status, body) = post(
         &alice,
         "/channels/keys",
