@@ -71,6 +71,9 @@ impl AppError {
                     format!("{what} not found"),
                 ),
                 S::Conflict(m) => (StatusCode::CONFLICT, "conflict", (*m).into()),
+                S::EnvelopeRefused { reason, .. } => {
+                    (StatusCode::CONFLICT, reason.code(), e.to_string())
+                }
                 S::InviteUsed => (StatusCode::GONE, "invite_used", e.to_string()),
                 S::InviteExpired => (StatusCode::GONE, "invite_expired", e.to_string()),
                 S::InviteRevoked => (StatusCode::GONE, "invite_revoked", e.to_string()),
@@ -150,9 +153,16 @@ impl ResponseError for AppError {
             }
             _ => {}
         }
+        let device_ids = match self {
+            AppError::Service(ServiceError::EnvelopeRefused { device_ids, .. }) => {
+                Some(device_ids.clone())
+            }
+            _ => None,
+        };
         res.json(ErrorBody {
             error,
             code: code.to_owned(),
+            device_ids,
         })
     }
 }
@@ -180,6 +190,21 @@ mod tests {
         let (status, json) = body_of(ServiceError::TokenExpired.into());
         assert_eq!(status, 401);
         assert_eq!(json["error"], "token expired");
+    }
+
+    #[test]
+    fn refused_envelopes_are_409_naming_the_devices() {
+        let e = ServiceError::EnvelopeRefused {
+            reason: crate::service::key_authority::Refusal::Conflict,
+            device_ids: vec!["d1".into(), "d2".into()],
+        };
+        let (status, json) = body_of(e.into());
+        assert_eq!(status, 409);
+        assert_eq!(json["code"], "envelope_conflict");
+        assert_eq!(json["device_ids"], serde_json::json!(["d1", "d2"]));
+        // Other error bodies keep v1's two fields.
+        let (_, json) = body_of(ServiceError::Conflict("taken").into());
+        assert!(json.get("device_ids").is_none());
     }
 
     #[test]

@@ -525,7 +525,7 @@ async fn command(cli: &Cli, chat: &mut Chat) -> Result<(), ChatError> {
                 None => None,
             };
             let report = chat.share_keys(channel_id.as_deref(), None).await?;
-            if report.shared.is_empty() && report.failed.is_empty() {
+            if report.shared.is_empty() && report.failed.is_empty() && report.held.is_empty() {
                 out("nothing to share: this device holds no keys, or there is no other device");
             } else {
                 out(&format!(
@@ -695,12 +695,17 @@ async fn tail(chat: &mut Chat, channel: Option<&str>, last: u32) -> Result<(), C
                 .get(&user_id)
                 .map_or_else(|| format!("a new user ({user_id})"), |n| clean(n));
             match shared {
+                // `device.joined` comes on every connection (as in v1): say something only when
+                // this device gave it keys or could not.
+                Some(Ok(report)) if report.shared.is_empty() && report.failed.is_empty() => {}
                 Some(Ok(report)) => {
                     eprintln!(
-                        "* new device {device_id} of {who}: shared {} key(s) with it",
+                        "* device {device_id} of {who}: shared {} key(s) with it",
                         report.shared.len()
                     );
-                    print_report(&report);
+                    for (key, why) in &report.failed {
+                        eprintln!("warning: could not share the key of {key}: {why}");
+                    }
                 }
                 Some(Err(e)) => {
                     eprintln!("warning: new device {device_id} of {who}: could not share keys: {e}")
@@ -745,6 +750,14 @@ fn print_report(report: &ShareReport) {
     }
     for (key, why) in &report.failed {
         eprintln!("warning: could not share the key of {key}: {why}");
+    }
+    for (key, devices) in &report.held {
+        eprintln!(
+            "note: {} device(s) already hold a key for {key} from someone else, left as it is \
+             (the server lets only that sender, an admin or the device itself replace it): {}",
+            devices.len(),
+            devices.join(", ")
+        );
     }
 }
 

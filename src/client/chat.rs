@@ -11,14 +11,15 @@
 //!   newcomers on `device.joined` (see [`super::tail`]) or on request ([`Chat::share_keys`]);
 //! - a device whose public key does not parse is skipped and reported, never a reason to stop.
 
+use super::key_upload::{self, Target, Uploaded};
 use super::keystore::{KeyStore, KeyStoreError, Profile};
 use super::rest::Page;
 use super::sealing::{self, ChatMessage, SkippedDevice, Wrapped};
 use super::{ClientError, Incoming, RestClient, Trust, WsClient, WsOptions};
 use crate::crypto::e2e::{self, SymmetricKey};
 use crate::protocol::rest::{
-    AuthResponse, Channel, ChannelKeysUpload, CreateInviteRequest, Device, DeviceKey,
-    DirectoryKeysUpload, InviteResponse, LoginRequest, RegisterRequest,
+    AuthResponse, Channel, CreateInviteRequest, Device, DeviceKey, InviteResponse, LoginRequest,
+    RegisterRequest,
 };
 use crate::protocol::ws::{ClientFrame, MAX_BODY_BYTES, event_type};
 
@@ -129,6 +130,9 @@ pub struct ShareReport {
     pub skipped: Vec<SkippedDevice>,
     /// Keys whose upload failed, with the reason.
     pub failed: Vec<(KeyRef, String)>,
+    /// Per key, devices that already hold a different envelope of it (the server refused to
+    /// overwrite it: README "Key authority"); they were left as they are.
+    pub held: Vec<(KeyRef, Vec<String>)>,
 }
 
 impl ShareReport {
@@ -144,6 +148,16 @@ impl ShareReport {
         self.shared.extend(other.shared);
         self.skip(&other.skipped);
         self.failed.extend(other.failed);
+        self.held.extend(other.held);
+    }
+
+    fn record(&mut self, key: KeyRef, done: Uploaded) {
+        if !done.held.is_empty() {
+            self.held.push((key.clone(), done.held));
+        }
+        if done.stored > 0 {
+            self.shared.push((key, done.stored));
+        }
     }
 
     /// Devices reached, summed over keys.
@@ -185,10 +199,6 @@ impl std::fmt::Debug for Chat {
 /// The `channel_id` of an upload error that is about the channel (vs. a target device).
 fn is_channel_missing(e: &ClientError) -> bool {
     matches!(e, ClientError::Api { status: 404, message, .. } if message.contains("channel"))
-}
-
-fn is_device_missing(e: &ClientError) -> bool {
-    matches!(e, ClientError::Api { status: 404, message, .. } if message.contains("device"))
 }
 
 impl Chat {
@@ -514,11 +524,8 @@ impl Chat {
             };
             let wrapped = sealing::wrap_for_devices(self.store.device(), &key, devices);
             report.skip(&wrapped.skipped);
-            match self.upload_channel(&channel, &wrapped).await {
-                Ok(()) if wrapped.envelopes.is_empty() => {}
-                Ok(()) => report
-                    .shared
-                    .push((KeyRef::Channel(channel), wrapped.envelopes.len())),
+            match self.upload(Target::Channel(&channel), &wrapped).await {
+                Ok(done) => report.record(KeyRef::Channel(channel), done),
                 Err(e) if is_channel_missing(&e) => {
                     // Deleted meanwhile: its key protects nothing that can still be read.
                     self.store.remove_channel_key(&channel);
@@ -545,54 +552,23 @@ impl Chat {
         if wrapped.envelopes.is_empty() {
             return Ok(report);
         }
-        let upload = DirectoryKeysUpload {
-            envelopes: wrapped.uploads(self.store.device(), &self.device_id),
-        };
-        match self.rest.upload_directory_keys(&upload).await {
-            Ok(()) => report
-                .shared
-                .push((KeyRef::Directory, wrapped.envelopes.len())),
+        match self.upload(Target::Directory, &wrapped).await {
+            Ok(done) => report.record(KeyRef::Directory, done),
             Err(e) => report.failed.push((KeyRef::Directory, e.to_string())),
         }
         Ok(report)
     }
 
-    /// Upload one channel's envelopes. Uploads are all-or-nothing on the server, so a device
-    /// removed between listing and uploading fails the batch: retry once without the devices
-    /// that no longer exist.
-    async fn upload_channel(&self, channel_id: &str, wrapped: &Wrapped) -> Result<(), ClientError> {
-        if wrapped.envelopes.is_empty() {
-            return Ok(());
-        }
-        let upload = |w: &Wrapped| ChannelKeysUpload {
-            channel_id: channel_id.to_owned(),
-            envelopes: w.uploads(self.store.device(), &self.device_id),
-        };
-        match self.rest.upload_channel_keys(&upload(wrapped)).await {
-            Err(e) if is_device_missing(&e) => {
-                let live: std::collections::HashSet<String> = self
-                    .rest
-                    .all_device_keys()
-                    .await?
-                    .into_iter()
-                    .map(|d| d.device_id)
-                    .collect();
-                let retry = Wrapped {
-                    envelopes: wrapped
-                        .envelopes
-                        .iter()
-                        .filter(|(d, _)| live.contains(d))
-                        .cloned()
-                        .collect(),
-                    skipped: Vec::new(),
-                };
-                if retry.envelopes.is_empty() {
-                    return Ok(());
-                }
-                self.rest.upload_channel_keys(&upload(&retry)).await
-            }
-            other => other,
-        }
+    /// Upload one key's envelopes (see [`key_upload`]).
+    async fn upload(&self, target: Target<'_>, wrapped: &Wrapped) -> Result<Uploaded, ClientError> {
+        key_upload::upload(
+            &self.rest,
+            target,
+            self.store.device(),
+            &self.device_id,
+            wrapped,
+        )
+        .await
     }
 
     // ---- channels ----
@@ -694,10 +670,8 @@ impl Chat {
         let wrapped = sealing::wrap_for_devices(self.store.device(), &key, &devices);
         let mut report = ShareReport::default();
         report.skip(&wrapped.skipped);
-        self.upload_channel(&channel.id, &wrapped).await?;
-        report
-            .shared
-            .push((KeyRef::Channel(channel.id.clone()), wrapped.envelopes.len()));
+        let done = self.upload(Target::Channel(&channel.id), &wrapped).await?;
+        report.record(KeyRef::Channel(channel.id.clone()), done);
         Ok((channel, report))
     }
 

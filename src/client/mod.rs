@@ -15,6 +15,7 @@
 //! - [`sealing`]: the E2E encoding of each relayed field, as pure functions.
 
 pub mod chat;
+pub mod key_upload;
 pub mod keystore;
 pub mod rest;
 pub mod sealing;
@@ -43,6 +44,14 @@ pub enum ClientError {
         code: String,
         message: String,
     },
+    /// The server refused a key envelope upload (409): nothing of it was stored.
+    #[error("{message} ({}: {})", refusal.code(), device_ids.join(", "))]
+    EnvelopeRefused {
+        refusal: EnvelopeRefusal,
+        message: String,
+        /// The target devices the upload was refused for.
+        device_ids: Vec<String>,
+    },
     /// Connection, TLS or protocol failure.
     #[error("transport: {0}")]
     Transport(String),
@@ -62,6 +71,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
+            ClientError::EnvelopeRefused { .. } => Some(409),
             _ => None,
         }
     }
@@ -70,8 +80,54 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
+            ClientError::EnvelopeRefused { refusal, .. } => Some(refusal.code()),
             _ => None,
         }
+    }
+}
+
+/// Why the server refused a key envelope upload (README "Key authority").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeRefusal {
+    /// `not_key_holder`: this device holds no envelope of the key, so it may not wrap it.
+    NotKeyHolder,
+    /// `envelope_conflict`: the listed devices already hold a different envelope.
+    Conflict,
+}
+
+impl EnvelopeRefusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            EnvelopeRefusal::NotKeyHolder => "not_key_holder",
+            EnvelopeRefusal::Conflict => "envelope_conflict",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "not_key_holder" => Some(EnvelopeRefusal::NotKeyHolder),
+            "envelope_conflict" => Some(EnvelopeRefusal::Conflict),
+            _ => None,
+        }
+    }
+}
+
+/// The typed error of an error body: [`ClientError::EnvelopeRefused`] for a 409 that names
+/// devices, else [`ClientError::Api`].
+fn api_error(status: u16, body: crate::protocol::rest::ErrorBody) -> ClientError {
+    if status == 409
+        && let Some(refusal) = EnvelopeRefusal::from_code(&body.code)
+    {
+        return ClientError::EnvelopeRefused {
+            refusal,
+            message: body.error,
+            device_ids: body.device_ids.unwrap_or_default(),
+        };
+    }
+    ClientError::Api {
+        status,
+        code: body.code,
+        message: body.error,
     }
 }
 

@@ -121,11 +121,7 @@ impl RestClient {
         let status = res.status().as_u16();
         let text = res.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => ClientError::Api {
-                status,
-                code: body.code,
-                message: body.error,
-            },
+            Ok(body) => super::api_error(status, body),
             Err(_) => ClientError::Api {
                 status,
                 code: String::new(),
@@ -338,9 +334,24 @@ impl RestClient {
         }
     }
 
+    /// A refusal is [`ClientError::EnvelopeRefused`], naming the devices (nothing was stored).
     pub async fn upload_channel_keys(&self, upload: &ChannelKeysUpload) -> ClientResult<()> {
         let _: StatusOk = self.call(Method::POST, "/channels/keys", upload).await?;
         Ok(())
+    }
+
+    /// Delete the channel envelope addressed to this session's device.
+    pub async fn delete_channel_key(&self, channel_id: &str) -> ClientResult<()> {
+        self.no_content(
+            Method::DELETE,
+            &format!("/channels/keys?channel_id={}", urlencode(channel_id)),
+        )
+        .await
+    }
+
+    /// Delete the directory envelope addressed to this session's device.
+    pub async fn delete_directory_key(&self) -> ClientResult<()> {
+        self.no_content(Method::DELETE, "/directory/keys").await
     }
 
     /// The directory key envelope for this session's device; `None` if there is none yet.
@@ -355,6 +366,7 @@ impl RestClient {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// A refusal is [`ClientError::EnvelopeRefused`], naming the devices (nothing was stored).
     pub async fn upload_directory_keys(&self, upload: &DirectoryKeysUpload) -> ClientResult<()> {
         let _: StatusOk = self.call(Method::POST, "/directory/keys", upload).await?;
         Ok(())

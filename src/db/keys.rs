@@ -70,3 +70,95 @@ pub async fn upsert_directory_envelope(
         .await)?;
     Ok(())
 }
+
+/// Insert one channel envelope only when its target has none; `false` when one exists (a
+/// concurrent writer got there first: the caller reports a conflict instead of overwriting).
+pub async fn insert_new_channel_envelope(
+    db: &mut Db<'_>,
+    row: &ChannelEnvelopeRow,
+) -> DbResult<bool> {
+    let n = dispatch!(db, |c| diesel::insert_into(ck::table)
+        .values(row)
+        .on_conflict((ck::channel_id, ck::device_id))
+        .do_nothing()
+        .execute(c)
+        .await)?;
+    Ok(n == 1)
+}
+
+/// Whether the channel has any envelope at all (none: its creator may bootstrap the key).
+pub async fn channel_has_envelopes(db: &mut Db<'_>, channel_id: &str) -> DbResult<bool> {
+    Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(
+        ck::table.filter(ck::channel_id.eq(channel_id))
+    ))
+    .get_result::<bool>(c)
+    .await)?)
+}
+
+/// Whether `device_id` holds the channel's key: an envelope is addressed to it, or it wrapped
+/// one for somebody (which it could only do holding the key).
+pub async fn holds_channel_key(
+    db: &mut Db<'_>,
+    channel_id: &str,
+    device_id: &str,
+) -> DbResult<bool> {
+    Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(
+        ck::table.filter(ck::channel_id.eq(channel_id)).filter(
+            ck::device_id
+                .eq(device_id)
+                .or(ck::sender_device_id.eq(device_id))
+        )
+    ))
+    .get_result::<bool>(c)
+    .await)?)
+}
+
+/// Delete the channel envelope addressed to `device_id`; `false` when there was none.
+pub async fn delete_channel_envelope(
+    db: &mut Db<'_>,
+    channel_id: &str,
+    device_id: &str,
+) -> DbResult<bool> {
+    let n = dispatch!(db, |c| diesel::delete(
+        ck::table.find((channel_id, device_id))
+    )
+    .execute(c)
+    .await)?;
+    Ok(n > 0)
+}
+
+/// Insert one directory envelope only when its target has none (see
+/// [`insert_new_channel_envelope`]).
+pub async fn insert_new_directory_envelope(
+    db: &mut Db<'_>,
+    row: &DirectoryEnvelopeRow,
+) -> DbResult<bool> {
+    let n = dispatch!(db, |c| diesel::insert_into(dk::table)
+        .values(row)
+        .on_conflict(dk::device_id)
+        .do_nothing()
+        .execute(c)
+        .await)?;
+    Ok(n == 1)
+}
+
+/// Whether `device_id` holds the directory key (addressed to it, or it wrapped one).
+pub async fn holds_directory_key(db: &mut Db<'_>, device_id: &str) -> DbResult<bool> {
+    Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(
+        dk::table.filter(
+            dk::device_id
+                .eq(device_id)
+                .or(dk::sender_device_id.eq(device_id))
+        )
+    ))
+    .get_result::<bool>(c)
+    .await)?)
+}
+
+/// Delete the directory envelope addressed to `device_id`; `false` when there was none.
+pub async fn delete_directory_envelope(db: &mut Db<'_>, device_id: &str) -> DbResult<bool> {
+    let n = dispatch!(db, |c| diesel::delete(dk::table.find(device_id))
+        .execute(c)
+        .await)?;
+    Ok(n > 0)
+}

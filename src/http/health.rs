@@ -22,10 +22,10 @@ async fn actors_alive(state: &AppState) -> Result<(), Dead> {
 
 fn actor_unavailable(dead: &Dead) -> HttpResponse {
     tracing::warn!(error = %dead, "liveness check failed");
-    HttpResponse::ServiceUnavailable().json(ErrorBody {
-        error: format!("{dead}; the server needs a restart"),
-        code: "actor_unavailable".into(),
-    })
+    HttpResponse::ServiceUnavailable().json(ErrorBody::new(
+        format!("{dead}; the server needs a restart"),
+        "actor_unavailable",
+    ))
 }
 
 #[utoipa::path(
@@ -65,10 +65,10 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         // 503 with the error body every other endpoint uses, never a 500.
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(ErrorBody {
-                error: "database unavailable; retry later".into(),
-                code: "unavailable".into(),
-            })
+            HttpResponse::ServiceUnavailable().json(ErrorBody::new(
+                "database unavailable; retry later",
+                "unavailable",
+            ))
         }
     }
 }

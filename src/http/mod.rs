@@ -119,12 +119,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/channels/keys")
                 .route(web::get().to(keys::get_channel_key))
-                .route(web::post().to(keys::upload_channel_keys)),
+                .route(web::post().to(keys::upload_channel_keys))
+                .route(web::delete().to(keys::delete_channel_key)),
         )
         .service(
             resource("/directory/keys")
                 .route(web::get().to(keys::get_directory_key))
-                .route(web::post().to(keys::upload_directory_keys)),
+                .route(web::post().to(keys::upload_directory_keys))
+                .route(web::delete().to(keys::delete_directory_key)),
         )
         .service(resource("/presence").route(web::post().to(users::presence)))
         .service(resource("/server/invites").route(web::post().to(admin::mint_invite)))

@@ -10,6 +10,20 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     pub error: String,
     pub code: String,
+    /// Only on a refused envelope upload (409 `envelope_conflict` or `not_key_holder`): the
+    /// target device ids the upload was refused for. Nothing of that upload was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_ids: Option<Vec<String>>,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, code: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            code: code.into(),
+            device_ids: None,
+        }
+    }
 }
 
 /// `{"status": "ok"}`.

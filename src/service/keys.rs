@@ -1,11 +1,13 @@
 //! Key envelopes: channel keys and the directory key, wrapped per device by clients.
 //!
 //! Uploads are all-or-nothing. The sender must be the caller's own device with its registered
-//! public key, so nobody can plant an envelope that claims to come from someone else's device.
+//! public key, so nobody can plant an envelope that claims to come from someone else's device, and
+//! the caller must hold the key ([`super::key_authority`]): a refusal is a 409 naming the devices.
 
 use futures_util::FutureExt;
 
 use super::auth::AuthContext;
+use super::key_authority::{self, Refusal, Sealed, Write};
 use super::validate::{self, MAX_ENVELOPE};
 use super::{ServiceError, ServiceResult, Store};
 use crate::db;
@@ -95,47 +97,49 @@ async fn check_sender(
     Ok(registered)
 }
 
-/// Whether an upload may write over the target's current envelope (sent by `existing_sender`):
-/// only when there is none, when it came from one of the uploader's own devices (key rotation), or
-/// when its sender device is gone. Otherwise any member could swap another device's key for one of
-/// their own or for garbage; the existing envelope stays (first writer wins).
-async fn may_replace(
-    db: &mut db::Db<'_>,
-    existing_sender: Option<String>,
-    uploader: &str,
-) -> Result<bool, crate::db::DbError> {
-    let Some(sender) = existing_sender else {
-        return Ok(true);
-    };
-    Ok(match db::devices::find(db, &sender).await? {
-        None => true,
-        Some(device) => device.user_id == uploader,
-    })
-}
-
-async fn existing_channel(
-    db: &mut db::Db<'_>,
-    row: &ChannelEnvelopeRow,
-) -> Result<Option<String>, crate::db::DbError> {
-    Ok(
-        db::keys::channel_envelope(db, &row.channel_id, &row.device_id)
-            .await?
-            .map(|e| e.sender_device_id),
-    )
-}
-
 /// Why an upload transaction declined (it commits nothing).
-enum Missing {
+enum Declined {
     Channel,
     Device,
+    Refused(Refusal, Vec<String>),
 }
 
-impl From<Missing> for ServiceError {
-    fn from(m: Missing) -> Self {
-        match m {
-            Missing::Channel => ServiceError::NotFound("channel"),
-            Missing::Device => ServiceError::NotFound("device"),
+impl From<Declined> for ServiceError {
+    fn from(d: Declined) -> Self {
+        match d {
+            Declined::Channel => ServiceError::NotFound("channel"),
+            Declined::Device => ServiceError::NotFound("device"),
+            Declined::Refused(reason, device_ids) => {
+                ServiceError::EnvelopeRefused { reason, device_ids }
+            }
         }
+    }
+}
+
+/// The target device ids of `rows`, in upload order, each once (for a `not_key_holder` refusal).
+fn targets<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids {
+        if !out.iter().any(|o| o == id) {
+            out.push(id.to_owned());
+        }
+    }
+    out
+}
+
+fn sealed_channel(row: &ChannelEnvelopeRow) -> Sealed<'_> {
+    Sealed {
+        sender_device_id: &row.sender_device_id,
+        sender_public_key: &row.sender_public_key,
+        envelope: &row.envelope,
+    }
+}
+
+fn sealed_directory(row: &DirectoryEnvelopeRow) -> Sealed<'_> {
+    Sealed {
+        sender_device_id: &row.sender_device_id,
+        sender_public_key: &row.sender_public_key,
+        envelope: &row.envelope,
     }
 }
 
@@ -171,23 +175,56 @@ pub async fn upload_channel_keys(
         })
         .collect::<Vec<_>>();
     let count = rows.len();
-    let uploader = ctx.user_id.clone();
+    let caller = ctx.clone();
     let mut conn = store.pool.get().await?;
-    let outcome: Result<(), Missing> = conn
+    let outcome: Result<(), Declined> = conn
         .transaction(move |mut db| {
             async move {
                 // A refusal rolls back the envelopes already written: all or nothing.
-                if !db::channels::exists(&mut db, &channel_id).await? {
-                    return Ok(Err(Missing::Channel));
+                let Some(channel) = db::channels::find(&mut db, &channel_id).await? else {
+                    return Ok(Err(Declined::Channel));
+                };
+                let created_by = channel.created_by.as_deref();
+                if !key_authority::may_write_channel(&mut db, &caller, &channel_id, created_by)
+                    .await?
+                {
+                    let ids = targets(rows.iter().map(|r| r.device_id.as_str()));
+                    return Ok(Err(Declined::Refused(Refusal::NotKeyHolder, ids)));
                 }
+                let mut conflicts = Vec::new();
                 for row in &rows {
                     if db::devices::find(&mut db, &row.device_id).await?.is_none() {
-                        return Ok(Err(Missing::Device));
+                        return Ok(Err(Declined::Device));
                     }
-                    let existing = existing_channel(&mut db, row).await?;
-                    if may_replace(&mut db, existing, &uploader).await? {
-                        db::keys::upsert_channel_envelope(&mut db, row).await?;
+                    let stored =
+                        db::keys::channel_envelope(&mut db, &row.channel_id, &row.device_id)
+                            .await?;
+                    let stored = stored.as_ref().map(sealed_channel);
+                    let write = key_authority::judge(
+                        &mut db,
+                        &caller,
+                        &row.device_id,
+                        &sealed_channel(row),
+                        stored.as_ref(),
+                    )
+                    .await?;
+                    let written = match write {
+                        Write::Insert => {
+                            db::keys::insert_new_channel_envelope(&mut db, row).await?
+                        }
+                        Write::Replace => {
+                            db::keys::upsert_channel_envelope(&mut db, row).await?;
+                            true
+                        }
+                        Write::Unchanged => true,
+                        Write::Conflict => false,
+                    };
+                    if !written && !conflicts.contains(&row.device_id) {
+                        conflicts.push(row.device_id.clone());
                     }
+                }
+                if !conflicts.is_empty() {
+                    return Ok(Err(Declined::Refused(Refusal::Conflict, conflicts)));
                 }
                 Ok(Ok(()))
             }
@@ -218,22 +255,49 @@ pub async fn upload_directory_keys(
             created_at: now,
         })
         .collect::<Vec<_>>();
-    let uploader = ctx.user_id.clone();
+    let count = rows.len();
+    let caller = ctx.clone();
     let mut conn = store.pool.get().await?;
-    let outcome: Result<(), Missing> = conn
+    let outcome: Result<(), Declined> = conn
         .transaction(move |mut db| {
             async move {
                 // A refusal rolls back the envelopes already written: all or nothing.
+                if !key_authority::may_write_directory(&mut db, &caller).await? {
+                    let ids = targets(rows.iter().map(|r| r.device_id.as_str()));
+                    return Ok(Err(Declined::Refused(Refusal::NotKeyHolder, ids)));
+                }
+                let mut conflicts = Vec::new();
                 for row in &rows {
                     if db::devices::find(&mut db, &row.device_id).await?.is_none() {
-                        return Ok(Err(Missing::Device));
+                        return Ok(Err(Declined::Device));
                     }
-                    let existing = db::keys::directory_envelope(&mut db, &row.device_id)
-                        .await?
-                        .map(|e| e.sender_device_id);
-                    if may_replace(&mut db, existing, &uploader).await? {
-                        db::keys::upsert_directory_envelope(&mut db, row).await?;
+                    let stored = db::keys::directory_envelope(&mut db, &row.device_id).await?;
+                    let stored = stored.as_ref().map(sealed_directory);
+                    let write = key_authority::judge(
+                        &mut db,
+                        &caller,
+                        &row.device_id,
+                        &sealed_directory(row),
+                        stored.as_ref(),
+                    )
+                    .await?;
+                    let written = match write {
+                        Write::Insert => {
+                            db::keys::insert_new_directory_envelope(&mut db, row).await?
+                        }
+                        Write::Replace => {
+                            db::keys::upsert_directory_envelope(&mut db, row).await?;
+                            true
+                        }
+                        Write::Unchanged => true,
+                        Write::Conflict => false,
+                    };
+                    if !written && !conflicts.contains(&row.device_id) {
+                        conflicts.push(row.device_id.clone());
                     }
+                }
+                if !conflicts.is_empty() {
+                    return Ok(Err(Declined::Refused(Refusal::Conflict, conflicts)));
                 }
                 Ok(Ok(()))
             }
@@ -241,5 +305,30 @@ pub async fn upload_directory_keys(
         })
         .await?;
     outcome?;
+    tracing::debug!(device_id = %ctx.device_id, count, "directory key envelopes stored");
     Ok(())
+}
+
+/// `DELETE /channels/keys`: drop the envelope addressed to the caller's device (for example one
+/// planted before key authority, so a real holder can re-share). `false` when there was none.
+pub async fn delete_channel_key(
+    store: &Store,
+    ctx: &AuthContext,
+    channel_id: &str,
+) -> ServiceResult<bool> {
+    let channel_id =
+        validate::id("channel_id", channel_id).map_err(|_| ServiceError::NotFound("channel"))?;
+    let mut conn = store.pool.get().await?;
+    let deleted =
+        db::keys::delete_channel_envelope(&mut conn.db(), &channel_id, &ctx.device_id).await?;
+    tracing::debug!(device_id = %ctx.device_id, deleted, "own channel key envelope deleted");
+    Ok(deleted)
+}
+
+/// `DELETE /directory/keys`: drop the directory envelope addressed to the caller's device.
+pub async fn delete_directory_key(store: &Store, ctx: &AuthContext) -> ServiceResult<bool> {
+    let mut conn = store.pool.get().await?;
+    let deleted = db::keys::delete_directory_envelope(&mut conn.db(), &ctx.device_id).await?;
+    tracing::debug!(device_id = %ctx.device_id, deleted, "own directory key envelope deleted");
+    Ok(deleted)
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod channels;
 pub mod devices;
 pub mod invites;
+pub mod key_authority;
 pub mod keys;
 pub mod messages;
 pub mod rekey;
@@ -115,6 +116,12 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    /// A key envelope upload refused as a whole (nothing written), naming the target devices.
+    #[error("{reason}")]
+    EnvelopeRefused {
+        reason: key_authority::Refusal,
+        device_ids: Vec<String>,
+    },
     #[error("invite already used")]
     InviteUsed,
     #[error("invite expired")]

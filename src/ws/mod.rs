@@ -15,6 +15,7 @@ use serde::Deserialize;
 use self::frames::{Inbound, Outbox, OutboxBody, PeerGone};
 use self::session::WsSession;
 use crate::actors::db::Authenticate;
+use crate::actors::hub::Notice;
 use crate::error::AppError;
 use crate::http::AppState;
 use crate::http::extract::bearer_token;
@@ -97,6 +98,10 @@ pub async fn upgrade(
     // has DIALTONE_MAX_SOCKETS_PER_USER open.
     let slot = state.limits.acquire_socket(&auth.user_id)?;
     let budget = SessionBudget::new(state.limits.clone(), auth.user_id.clone(), slot);
+    let joined = Notice::DeviceJoined {
+        user_id: auth.user_id.clone(),
+        device_id: auth.device_id.clone(),
+    };
 
     let mut response = actix_web_actors::ws::handshake_with_protocols(&req, &[SUBPROTOCOL])
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
@@ -142,5 +147,10 @@ pub async fn upgrade(
         session.do_send(PeerGone);
         return Err(e.into());
     }
+    // SPEC §5, issue 10 item 7: v1 servers announce `device.joined` on every new connection, not
+    // only when a device is created, and v1 clients re-share their keys when they see it. So a
+    // v1 client's newly connected device gets its keys. Sent once the session is registered and
+    // its token checked again, so the device's own socket receives it too.
+    state.notify(joined);
     Ok(response.streaming(OutboxBody(outbox)))
 }

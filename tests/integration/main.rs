@@ -24,6 +24,7 @@ mod hard_kill;
 mod hostile;
 mod http_conventions;
 mod idempotency;
+mod key_authority;
 mod listener_modes;
 mod load_smoke;
 mod metrics;

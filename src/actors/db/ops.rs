@@ -155,6 +155,10 @@ db_requests! {
     GetChannelKey { ctx: AuthContext, channel_id: String } -> ChannelKeyEnvelope => |s, m| keys::channel_key(s, &m.ctx, &m.channel_id);
     /// `POST /channels/keys`.
     UploadChannelKeys { ctx: AuthContext, req: ChannelKeysUpload } -> () => |s, m| keys::upload_channel_keys(s, &m.ctx, m.req);
+    /// `DELETE /channels/keys`: the caller's own envelope.
+    DeleteChannelKey { ctx: AuthContext, channel_id: String } -> bool => |s, m| keys::delete_channel_key(s, &m.ctx, &m.channel_id);
+    /// `DELETE /directory/keys`: the caller's own envelope.
+    DeleteDirectoryKey { ctx: AuthContext } -> bool => |s, m| keys::delete_directory_key(s, &m.ctx);
     /// `GET /directory/keys`.
     GetDirectoryKey { ctx: AuthContext } -> Option<DirectoryKeyEnvelope> => |s, m| keys::directory_key(s, &m.ctx);
     /// `POST /directory/keys`.

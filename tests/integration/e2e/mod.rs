@@ -15,6 +15,7 @@ use dialtone::protocol::ws::Event;
 
 use crate::support::*;
 
+mod authority;
 mod cli;
 mod keys;
 mod plaintext;
