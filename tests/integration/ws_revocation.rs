@@ -22,6 +22,15 @@ const ROUNDS: usize = 6;
 /// Sockets opened before the revocation starts, so the loops are in full swing.
 const OPEN_BEFORE: usize = 2 * UPGRADERS;
 
+/// A server without the per-user socket cap: the loops hold every socket they open until the
+/// revocation lands, and on a slow machine that can be more than the default cap of 100.
+async fn racing_server() -> TestServer {
+    TestServer::start_with(|s| {
+        s.set("DIALTONE_MAX_SOCKETS_PER_USER", "0");
+    })
+    .await
+}
+
 /// A fresh session (and so a fresh token) of `user` on its existing device.
 async fn new_session(server: &TestServer, user: &TestUser) -> String {
     server
@@ -88,7 +97,7 @@ where
 
 #[tokio::test]
 async fn logout_closes_sockets_whose_upgrade_was_in_flight() {
-    let server = TestServer::start().await;
+    let server = racing_server().await;
     let alice = server.user("alice").await;
     for _ in 0..ROUNDS {
         let token = new_session(&server, &alice).await;
@@ -106,7 +115,7 @@ async fn logout_closes_sockets_whose_upgrade_was_in_flight() {
 
 #[tokio::test]
 async fn disabling_a_user_closes_sockets_whose_upgrade_was_in_flight() {
-    let server = TestServer::start().await;
+    let server = racing_server().await;
     let _admin = server.user("alice").await;
     let bob = server.user("bob").await;
     let admin = server.admin();
@@ -130,7 +139,7 @@ async fn disabling_a_user_closes_sockets_whose_upgrade_was_in_flight() {
 
 #[tokio::test]
 async fn deleting_a_device_closes_sockets_whose_upgrade_was_in_flight() {
-    let server = TestServer::start().await;
+    let server = racing_server().await;
     let alice = server.user("alice").await;
     for _ in 0..ROUNDS {
         let doomed = server.new_device(&alice).await;
