@@ -147,6 +147,7 @@ pub async fn upload_directory_keys(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted; a holder can now wrap the key for this device again"),
+        (status = 400, description = "`invalid_request`: a query parameter fails validation", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
         (status = 404, description = "`not_found`: no envelope for this device in that channel", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),

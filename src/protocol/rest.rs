@@ -47,7 +47,11 @@ impl StatusOk {
 pub struct RegisterRequest {
     /// Trimmed and lowercased, then 2–32 characters with no whitespace or control character (the
     /// dialtone v1 rule); a new name also refuses invisible, formatting and bidi characters.
-    #[schema(min_length = 2, max_length = 32)]
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[^\\u0000-\\u0020\\u007f-\\u009f]*$"
+    )]
     pub username: String,
     #[schema(
         min_length = 8,
@@ -66,7 +70,11 @@ pub struct RegisterRequest {
 pub struct LoginRequest {
     /// Trimmed and lowercased, then 2–32 characters with no whitespace or control character (the
     /// dialtone v1 rule); a new name also refuses invisible, formatting and bidi characters.
-    #[schema(min_length = 2, max_length = 32)]
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[^\\u0000-\\u0020\\u007f-\\u009f]*$"
+    )]
     pub username: String,
     #[schema(
         min_length = 8,
@@ -101,7 +109,11 @@ pub struct AuthResponse {
 pub struct CreateUserRequest {
     /// Trimmed and lowercased, then 2–32 characters with no whitespace or control character (the
     /// dialtone v1 rule); a new name also refuses invisible, formatting and bidi characters.
-    #[schema(min_length = 2, max_length = 32)]
+    #[schema(
+        min_length = 2,
+        max_length = 32,
+        pattern = "^[^\\u0000-\\u0020\\u007f-\\u009f]*$"
+    )]
     pub username: String,
 }
 
