@@ -15,6 +15,7 @@
 //! - [`sealing`]: the E2E encoding of each relayed field, as pure functions.
 
 pub mod chat;
+pub mod error;
 pub mod key_upload;
 pub mod keystore;
 pub mod rest;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::chat::ChatError;
+use super::error::ChatError;
 use crate::crypto::CryptoError;
 use crate::crypto::e2e::{self, DeviceKeypair, SymmetricKey};
 use crate::protocol::rest::{ChannelMessage, DeviceKey, EnvelopeUpload};
