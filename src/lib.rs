@@ -15,6 +15,7 @@
 pub mod actors;
 pub mod bootstrap;
 pub mod client;
+pub mod cluster;
 
 pub mod config;
 pub mod crypto;

@@ -13,11 +13,15 @@ use anyhow::Context;
 
 use crate::actors::admin::AdminActor;
 use crate::actors::db::{
-    ChannelIds, CommittedBatch, DbActor, DbActorConfig, DbHandle, MintInvite, PurgeExpiredSessions,
+    ChannelIds, ChannelSeqs, CommittedBatch, DbActor, DbActorConfig, DbHandle, MintInvite,
+    PurgeExpiredSessions,
 };
 use crate::actors::hashing::PasswordQueue;
-use crate::actors::hub::{Hub, HubHandle, Quiesce, Shutdown};
-use crate::config::{Config, DbUrl};
+use crate::actors::hub::{ClusterLink, Hub, HubHandle, Quiesce, Shutdown};
+use crate::cluster::nats::NatsBus;
+use crate::cluster::{Bus, BusStatus};
+use crate::config::{ClusterConfig, Config, DbUrl};
+use crate::crypto::bus_mac::BusMac;
 use crate::crypto::field::FieldCipher;
 use crate::crypto::keyed_hash::KeyedHasher;
 use crate::data_dir;
@@ -150,16 +154,33 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let db = storage.db.clone();
     let metrics = storage.metrics.clone();
 
-    let channel_ids = db
-        .call(ChannelIds {})
-        .await
-        .context("loading channels (is the database reachable?)")?;
+    let (cluster, bus_status) = match &config.cluster {
+        Some(cluster) => {
+            let previous: Vec<&[u8]> = config
+                .channel_keys_previous
+                .iter()
+                .map(|k| k.expose().as_slice())
+                .collect();
+            let mac = BusMac::new(config.channel_key.expose(), &previous);
+            let (link, status) = join_cluster(cluster, mac, &db).await?;
+            (Some(link), Some(status))
+        }
+        None => (None, None),
+    };
+    let channel_ids = match &cluster {
+        Some(link) => link.seqs.iter().map(|(id, _)| id.clone()).collect(),
+        None => db
+            .call(ChannelIds {})
+            .await
+            .context("loading channels (is the database reachable?)")?,
+    };
     let hub = Hub::start(
         channel_ids,
         config.broker.channel_arbiters,
         config.broker.channel_mailbox,
         config.broker.hub_mailbox,
         metrics.clone(),
+        cluster,
     );
     db.attach_fanout(hub.recipient::<CommittedBatch>(), hub.meter());
     let admin = AdminActor::start(db.clone(), hub.clone(), metrics.clone());
@@ -209,6 +230,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         admin_token: config.admin_token.clone(),
         ws: Arc::new(config.ws.clone()),
         limits,
+        cluster: bus_status,
     });
     let app_metrics = metrics.clone();
     let workers = config.workers.max(1);
@@ -346,6 +368,37 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     start(config, listener).await?.serve_until(shutdown).await
+}
+
+/// Connect to NATS (in the background), subscribe, then read where every channel stands: in that
+/// order, so nothing committed meanwhile is missed.
+async fn join_cluster(
+    cluster: &ClusterConfig,
+    mac: BusMac,
+    db: &DbHandle,
+) -> anyhow::Result<(ClusterLink, tokio::sync::watch::Receiver<BusStatus>)> {
+    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(cluster).await?);
+    let inbound = bus
+        .subscribe(format!("{}.>", cluster.subject_prefix))
+        .await
+        .context("subscribing to the cluster bus")?;
+    let seqs = db
+        .call(ChannelSeqs {})
+        .await
+        .context("loading channels (is the database reachable?)")?;
+    tracing::info!(node = %cluster.node_id, prefix = %cluster.subject_prefix, "clustering on NATS");
+    let status = bus.status();
+    Ok((
+        ClusterLink {
+            bus,
+            config: cluster.clone(),
+            mac,
+            db: db.clone(),
+            seqs,
+            inbound,
+        },
+        status,
+    ))
 }
 
 /// Sockets are files: lift the soft open-file limit to the hard one.

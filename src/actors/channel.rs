@@ -110,8 +110,10 @@ impl Handler<Publish> for ChannelActor {
         // The echo is the sender's acknowledgement: a sender that is not subscribed still gets
         // its own messages.
         for (m, f) in messages.iter().zip(frames.iter()) {
-            if !self.subscribers.contains(&m.origin.key) {
-                m.origin.send_frames(Arc::from([f.clone()]));
+            if let Some(origin) = &m.origin
+                && !self.subscribers.contains(&origin.key)
+            {
+                origin.send_frames(Arc::from([f.clone()]));
             }
         }
         tracing::trace!(channel_id = %self.channel_id, messages = messages.len(), "fanned out");
@@ -160,7 +162,7 @@ mod tests {
                 client_message_id: Some(format!("c-{id}")),
                 seq: 0,
             },
-            origin: origin.clone(),
+            origin: Some(origin.clone()),
         }
     }
 

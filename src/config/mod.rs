@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod cluster;
 mod limits;
 mod secrets;
 #[cfg(test)]
 mod tests;
 mod vars;
 
+pub use cluster::{ClusterConfig, NatsAuth};
 pub use limits::{LimitsConfig, Rate};
 pub(crate) use secrets::write_private_file;
 pub use secrets::{ConfigError, Secret};
@@ -140,6 +142,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// True when the secrets came from a generated `secrets.env` (zero-config first run).
     pub generated_secrets: bool,
+    /// Several nodes on NATS (`DIALTONE_NATS_URL`); `None` is one process with no bus.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Outcome of [`Config::load`]: the config plus what a first run generated.
@@ -349,6 +353,14 @@ impl Config {
             ));
         }
 
+        let cluster = ClusterConfig::parse(env)?;
+        if cluster.is_some() && db.url.is_embedded() {
+            return Err(ConfigError::new(
+                "DIALTONE_NATS_URL",
+                "clustering needs a shared PostgreSQL database (DIALTONE_DB_URL=postgres://...); the embedded store serves one node",
+            ));
+        }
+
         Ok(Config {
             listen_addr,
             db,
@@ -384,6 +396,7 @@ impl Config {
             limits,
             metrics_addr,
             generated_secrets,
+            cluster,
         })
     }
 }

@@ -209,3 +209,92 @@ fn odd_db_urls_never_panic() {
         }
     }
 }
+
+#[test]
+fn clustering_is_off_without_a_nats_url_and_parsed_with_one() {
+    assert!(Config::load(prod_vars()).unwrap().config.cluster.is_none());
+    let mut vars = prod_vars();
+    vars.insert(
+        "DIALTONE_NATS_URL".into(),
+        "nats://10.0.0.1:4222, nats://10.0.0.2:4222".into(),
+    );
+    vars.insert("DIALTONE_NODE_ID".into(), "web-1".into());
+    vars.insert("DIALTONE_NATS_TOKEN".into(), "s3cret-token".into());
+    let c = Config::load(vars).unwrap().config;
+    let cluster = c.cluster.expect("clustered");
+    assert_eq!(cluster.node_id, "web-1");
+    assert_eq!(cluster.subject_prefix, "dialtone");
+    assert!(!cluster.tls_required);
+    assert!(matches!(cluster.auth, NatsAuth::Token(_)));
+    assert!(!format!("{cluster:?}").contains("s3cret-token"));
+    assert!(!cluster.fault_skip_message_publish);
+}
+
+#[test]
+fn bad_cluster_settings_name_their_variable() {
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("DIALTONE_NATS_URL", "http://nats:4222")],
+            "DIALTONE_NATS_URL",
+        ),
+        (
+            vec![
+                ("DIALTONE_NATS_URL", "nats://n:4222"),
+                ("DIALTONE_NODE_ID", "a.b"),
+            ],
+            "DIALTONE_NODE_ID",
+        ),
+        (
+            vec![
+                ("DIALTONE_NATS_URL", "nats://n:4222"),
+                ("DIALTONE_CLUSTER_SUBJECT_PREFIX", "x>"),
+            ],
+            "DIALTONE_CLUSTER_SUBJECT_PREFIX",
+        ),
+        (
+            vec![
+                ("DIALTONE_NATS_URL", "nats://n:4222"),
+                ("DIALTONE_NATS_USER", "u"),
+            ],
+            "DIALTONE_NATS_PASSWORD",
+        ),
+        (
+            vec![
+                ("DIALTONE_NATS_URL", "nats://n:4222"),
+                ("DIALTONE_NATS_TOKEN", "t"),
+                ("DIALTONE_NATS_CREDS", "/c"),
+            ],
+            "DIALTONE_NATS_CREDS",
+        ),
+        (
+            vec![
+                ("DIALTONE_NATS_URL", "nats://n:4222"),
+                ("DIALTONE_NATS_TLS_CERT", "/c"),
+            ],
+            "DIALTONE_NATS_TLS_KEY",
+        ),
+        (
+            vec![
+                ("DIALTONE_NATS_URL", "nats://n:4222"),
+                ("DIALTONE_CLUSTER_GAP_HOLD_MS", "1"),
+            ],
+            "DIALTONE_CLUSTER_GAP_HOLD_MS",
+        ),
+        (vec![("DIALTONE_NATS_TOKEN", "t")], "DIALTONE_NATS_TOKEN"),
+    ];
+    for (set, var) in cases {
+        let mut vars = prod_vars();
+        for (k, v) in set {
+            vars.insert(k.into(), v.into());
+        }
+        assert_eq!(err_of(vars).var, var);
+    }
+}
+
+#[test]
+fn clustering_refuses_the_embedded_store() {
+    let mut vars = prod_vars();
+    vars.remove("DIALTONE_DB_URL");
+    vars.insert("DIALTONE_NATS_URL".into(), "nats://127.0.0.1:4222".into());
+    assert_eq!(err_of(vars).var, "DIALTONE_NATS_URL");
+}

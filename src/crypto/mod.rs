@@ -8,6 +8,7 @@
 //!
 //! The server reaches [`field`] and [`keyed_hash`] only through the database actor.
 
+pub mod bus_mac;
 pub mod e2e;
 pub mod field;
 pub mod keyed_hash;

@@ -27,6 +27,14 @@ pub async fn list_ids(db: &mut Db<'_>) -> DbResult<Vec<String>> {
         .await)?)
 }
 
+/// Every channel with its last committed `seq` (the cluster's repair compares these).
+pub async fn list_seqs(db: &mut Db<'_>) -> DbResult<Vec<(String, i64)>> {
+    Ok(dispatch!(db, |c| channels::table
+        .select((channels::id, channels::last_seq))
+        .load(c)
+        .await)?)
+}
+
 pub async fn find(db: &mut Db<'_>, id: &str) -> DbResult<Option<ChannelRow>> {
     Ok(dispatch!(db, |c| channels::table
         .find(id)

@@ -92,7 +92,8 @@ pub struct ChannelRow {
     pub created_at: Time,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+/// Also the cluster bus's form of a committed message (`actors::hub::cluster`).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(treat_none_as_default_value = false)]
 #[diesel(table_name = channel_messages)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]

@@ -31,6 +31,18 @@ pub async fn find_with_user(
         .optional())?)
 }
 
+/// Those of `ids` that still exist and belong to an enabled user (expiry is the socket's own
+/// business: it closes itself when its session expires).
+pub async fn live_among(db: &mut Db<'_>, ids: &[String]) -> DbResult<Vec<String>> {
+    Ok(dispatch!(db, |c| sessions::table
+        .inner_join(users::table)
+        .filter(sessions::id.eq_any(ids))
+        .filter(users::disabled_at.is_null())
+        .select(sessions::id)
+        .load(c)
+        .await)?)
+}
+
 pub async fn delete(db: &mut Db<'_>, id: &str) -> DbResult<bool> {
     let n = dispatch!(db, |c| diesel::delete(sessions::table.find(id))
         .execute(c)

@@ -22,8 +22,22 @@ use std::io::Write;
 pub struct TimestampUtc;
 
 /// A UTC instant stored in a [`TimestampUtc`] column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, AsExpression, FromSqlRow)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    AsExpression,
+    FromSqlRow,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(sql_type = TimestampUtc)]
+#[serde(transparent)]
 pub struct Time(pub DateTime<Utc>);
 
 impl Time {

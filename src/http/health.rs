@@ -49,15 +49,25 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     get,
     path = "/ready",
     tag = "health",
-    summary = "Readiness: the database answers.",
+    summary = "Readiness: the database answers (and, when clustered, NATS is connected).",
     responses(
-        (status = 200, description = "The database answers", body = String, content_type = "text/plain"),
-        (status = 503, description = "`unavailable`: the database does not answer", body = ErrorBody),
+        (status = 200, description = "The database answers and, with `DIALTONE_NATS_URL`, the cluster bus is connected", body = String, content_type = "text/plain"),
+        (status = 503, description = "`unavailable`: the database does not answer, or the cluster bus (NATS) is disconnected", body = ErrorBody),
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if let Err(dead) = actors_alive(&state).await {
         return actor_unavailable(&dead);
+    }
+    // A node cut off from NATS still serves its own sockets, but others' messages reach them only
+    // by repair: a load balancer should prefer the other nodes until it is back.
+    if let Some(status) = &state.cluster
+        && !status.borrow().connected
+    {
+        return HttpResponse::ServiceUnavailable().json(ErrorBody::new(
+            "cluster bus (NATS) disconnected; reconnecting",
+            "unavailable",
+        ));
     }
     match state.db.call(Ping {}).await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready"),

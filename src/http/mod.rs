@@ -38,6 +38,8 @@ pub struct AppState {
     pub admin_token: Secret<String>,
     pub ws: Arc<WsConfig>,
     pub limits: Arc<Limits>,
+    /// The cluster bus's connection state; `None` on a single node.
+    pub cluster: Option<tokio::sync::watch::Receiver<crate::cluster::BusStatus>>,
 }
 
 impl AppState {

@@ -353,6 +353,20 @@ pub async fn authenticate(store: &Store, token: &str) -> ServiceResult<AuthConte
     })
 }
 
+/// Those of `session_ids` still valid (not revoked, user not disabled), in chunks the database
+/// takes as one parameter list.
+pub async fn live_sessions(
+    store: &Store,
+    session_ids: Vec<String>,
+) -> ServiceResult<std::collections::HashSet<String>> {
+    let mut conn = store.pool.get().await?;
+    let mut live = std::collections::HashSet::new();
+    for chunk in session_ids.chunks(500) {
+        live.extend(db::sessions::live_among(&mut conn.db(), chunk).await?);
+    }
+    Ok(live)
+}
+
 /// `POST /auth/logout`: revoke one session.
 pub async fn logout(store: &Store, session_id: &str) -> ServiceResult<()> {
     let mut conn = store.pool.get().await?;

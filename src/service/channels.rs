@@ -58,6 +58,31 @@ pub async fn ids(store: &Store) -> ServiceResult<Vec<String>> {
     Ok(db::channels::list_ids(&mut conn.db()).await?)
 }
 
+/// Every channel's last committed `seq`.
+pub async fn seqs(store: &Store) -> ServiceResult<Vec<(String, i64)>> {
+    let mut conn = store.pool.get().await?;
+    Ok(db::channels::list_seqs(&mut conn.db()).await?)
+}
+
+/// Up to `limit` committed messages of a channel after `after_seq`, ascending (the cluster's gap
+/// fill). A channel that is gone has none.
+pub async fn messages_after_seq(
+    store: &Store,
+    channel_id: &str,
+    after_seq: i64,
+    limit: i64,
+) -> ServiceResult<Vec<MessageRow>> {
+    let mut conn = store.pool.get().await?;
+    let (rows, _) = db::messages::page(
+        &mut conn.db(),
+        channel_id,
+        &Cursor::AfterSeq(after_seq),
+        limit,
+    )
+    .await?;
+    Ok(rows)
+}
+
 pub async fn create(store: &Store, ctx: &AuthContext, name_enc: String) -> ServiceResult<Channel> {
     require_admin(ctx)?;
     validate::ciphertext("name_enc", &name_enc, MAX_NAME_ENC)?;

@@ -278,8 +278,8 @@ pub struct BroadcastRequest {
     pub key_envelopes: BTreeMap<String, String>,
 }
 
-/// A stored broadcast, in the clear fields the fan-out needs.
-#[derive(Debug, Clone)]
+/// A stored broadcast, in the clear fields the fan-out needs (and the cluster bus carries).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StoredBroadcast {
     pub id: String,
     pub sender_id: String,

@@ -13,6 +13,7 @@ mod support;
 
 mod at_rest;
 mod channel_seq;
+mod cluster;
 mod commit_faults;
 mod concurrency;
 mod crash_safety;

@@ -103,7 +103,10 @@ impl DbActor {
                     .into_iter()
                     .filter_map(|row| {
                         let origin = origins.remove(&row.id)?.session;
-                        Some(CommittedMessage { row, origin })
+                        Some(CommittedMessage {
+                            row,
+                            origin: Some(origin),
+                        })
                     })
                     .collect();
                 match &self.fanout {
@@ -269,10 +272,10 @@ pub struct PersistChannelMessage {
     pub origin: SessionHandle,
 }
 
-/// One committed message with the session that sent it.
+/// One committed message with the session that sent it (`None`: it was sent on another node).
 pub struct CommittedMessage {
     pub row: MessageRow,
-    pub origin: SessionHandle,
+    pub origin: Option<SessionHandle>,
 }
 
 /// A committed batch, in commit order, for fan-out.

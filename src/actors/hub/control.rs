@@ -44,6 +44,7 @@ impl Handler<Shutdown> for Hub {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.mailbox.handled();
         self.shutting_down = true;
+        self.publish_leaving();
         let flushes: Vec<_> = self
             .channels
             .values()

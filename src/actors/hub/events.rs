@@ -27,6 +27,10 @@ impl Handler<CommittedBatch> for Hub {
                 None => by_channel.push((m.row.channel_id.clone(), vec![m])),
             }
         }
+        if self.cluster.is_some() {
+            self.cluster_committed(by_channel);
+            return;
+        }
         for (channel_id, messages) in by_channel {
             match self.channels.get(&channel_id) {
                 Some(Some(addr)) => {
@@ -36,7 +40,9 @@ impl Handler<CommittedBatch> for Hub {
                 // No actor means no subscribers: only the senders need their echo.
                 _ => {
                     for m in messages {
-                        m.origin.send_frames(Arc::from(vec![message_frame(&m.row)]));
+                        if let Some(origin) = &m.origin {
+                            origin.send_frames(Arc::from(vec![message_frame(&m.row)]));
+                        }
                     }
                 }
             }
@@ -49,6 +55,15 @@ impl Handler<Notice> for Hub {
 
     fn handle(&mut self, msg: Notice, _: &mut Context<Self>) {
         self.mailbox.handled();
+        // Committed before it was sent here: the other nodes may act on it now.
+        self.publish_notice(&msg);
+        self.apply_notice(msg);
+    }
+}
+
+impl Hub {
+    /// A notice from this node's REST handlers or from another node.
+    pub(super) fn apply_notice(&mut self, msg: Notice) {
         match msg {
             Notice::ChannelCreated(channel) => {
                 self.channels.entry(channel.id.clone()).or_insert(None);
@@ -69,6 +84,9 @@ impl Handler<Notice> for Hub {
             Notice::ChannelDeleted(channel_id) => {
                 if let Some(Some(addr)) = self.channels.remove(&channel_id) {
                     self.send_channel(&addr, Retire);
+                }
+                if let Some(node) = self.cluster.as_mut() {
+                    node.seq.forget(&channel_id);
                 }
                 for entry in self.sessions.values_mut() {
                     entry.channels.remove(&channel_id);
@@ -101,6 +119,14 @@ impl Handler<Broadcast> for Hub {
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         self.mailbox.handled();
+        self.publish_broadcast(&msg.0);
+        self.apply_broadcast(msg);
+    }
+}
+
+impl Hub {
+    /// A stored broadcast from this node or another: each connected device gets its envelope.
+    pub(super) fn apply_broadcast(&mut self, msg: Broadcast) {
         let b = msg.0;
         let base = Event {
             message_id: b.id.clone(),
@@ -137,7 +163,7 @@ impl Handler<Presence> for Hub {
             msg.0
                 .into_iter()
                 .map(|id| {
-                    let online = self.online.contains_key(&id);
+                    let online = self.online_anywhere(&id);
                     (id, online)
                 })
                 .collect(),

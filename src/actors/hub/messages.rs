@@ -40,8 +40,8 @@ pub struct Unsubscribe {
     pub channel_id: String,
 }
 
-/// REST changes that reach WebSocket clients (the notifier seam).
-#[derive(Message, Debug, Clone)]
+/// REST changes that reach WebSocket clients (the notifier seam); they cross nodes as they are.
+#[derive(Message, Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "()")]
 pub enum Notice {
     ChannelCreated(Channel),

@@ -16,8 +16,10 @@
 //!
 //! Layout: this file holds the hub's state and handle; [`messages`] the message types;
 //! `sessions` (connect, disconnect, subscriptions), `events` (fan-out of commits, notices,
-//! broadcasts, presence) and `control` (stats, quiesce, shutdown) the handlers.
+//! broadcasts, presence) and `control` (stats, quiesce, shutdown) the handlers; `cluster` the
+//! other nodes (publish, sequencing, repair, peer presence), active with `DIALTONE_NATS_URL`.
 
+mod cluster;
 mod control;
 mod events;
 mod messages;
@@ -25,6 +27,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::ClusterLink;
 pub use messages::*;
 
 use std::collections::{HashMap, HashSet};
@@ -62,6 +65,8 @@ pub struct Hub {
     mailbox: MailboxMeter,
     channel_meter: MailboxMeter,
     shutting_down: bool,
+    /// Set when clustering is on (`DIALTONE_NATS_URL`).
+    cluster: Option<cluster::Node>,
 }
 
 /// Cheap, cloneable access to the hub that counts mailbox depth.
@@ -142,6 +147,7 @@ impl Hub {
         channel_mailbox: usize,
         hub_mailbox: usize,
         metrics: Arc<Metrics>,
+        cluster: Option<ClusterLink>,
     ) -> HubHandle {
         let arbiters: Vec<ArbiterHandle> = (0..channel_arbiters)
             .map(|_| Arbiter::new().handle())
@@ -164,6 +170,7 @@ impl Hub {
             channel_meter: metrics.mailbox("channel"),
             metrics,
             shutting_down: false,
+            cluster: cluster.map(cluster::Node::new),
         };
         let addr = Hub::create(move |ctx| {
             ctx.set_mailbox_capacity(hub_mailbox);
@@ -253,4 +260,8 @@ impl Hub {
 
 impl Actor for Hub {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.start_cluster(ctx);
+    }
 }

@@ -5,7 +5,7 @@ use actix::prelude::*;
 
 use super::*;
 
-use crate::protocol::ws::{Event, close_code};
+use crate::protocol::ws::close_code;
 
 impl Handler<Connect> for Hub {
     type Result = ();
@@ -40,7 +40,7 @@ impl Handler<Connect> for Hub {
         *count += 1;
         if *count == 1 {
             self.metrics.users_online.inc();
-            self.tell_everyone(&Event::presence(msg.user_id, true));
+            self.local_presence(msg.user_id, true);
         }
     }
 }
@@ -62,7 +62,7 @@ impl Handler<Disconnect> for Hub {
             if *count == 0 {
                 self.online.remove(&entry.user_id);
                 self.metrics.users_online.dec();
-                self.tell_everyone(&Event::presence(entry.user_id, false));
+                self.local_presence(entry.user_id, false);
             }
         }
     }

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 mod asserts;
+mod cluster;
 mod db;
 mod faults;
 mod incidents;
@@ -22,6 +23,7 @@ mod server;
 mod ws;
 
 pub use asserts::*;
+pub use cluster::*;
 pub use db::*;
 pub use faults::*;
 pub use incidents::*;

@@ -23,6 +23,11 @@ use super::logs::init_logging;
 #[derive(Clone)]
 pub struct ServerSettings {
     pub vars: HashMap<String, String>,
+    /// Cluster fault: commit channel messages but never publish them (a node that dies between
+    /// commit and publish, as the peers see it). Not reachable from the environment.
+    pub skip_message_publish: bool,
+    /// Cluster fault: publish channel messages this long after their commit (a slow link).
+    pub publish_delay: Option<Duration>,
 }
 
 impl ServerSettings {
@@ -44,7 +49,11 @@ impl ServerSettings {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        Self { vars }
+        Self {
+            vars,
+            skip_message_publish: false,
+            publish_delay: None,
+        }
     }
 
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
@@ -106,9 +115,13 @@ impl TestServer {
     }
 
     async fn boot(&mut self) {
-        let config = Config::load(self.settings.vars.clone())
+        let mut config = Config::load(self.settings.vars.clone())
             .expect("test configuration")
             .config;
+        if let Some(cluster) = config.cluster.as_mut() {
+            cluster.fault_skip_message_publish = self.settings.skip_message_publish;
+            cluster.fault_publish_delay = self.settings.publish_delay;
+        }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (ready_tx, ready_rx) = mpsc::channel();

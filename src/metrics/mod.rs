@@ -4,6 +4,10 @@
 //! senders (increment) and the receiving handler (decrement), per actor kind, with a high-water
 //! mark, because actix does not expose mailbox lengths.
 
+mod cluster;
+
+pub use cluster::ClusterMetrics;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -63,6 +67,7 @@ pub struct Metrics {
     pub password_queue_depth: Gauge,
     pub password_queue_refused: Counter,
     rate_limited: Family<LimitLabel, Counter>,
+    pub cluster: ClusterMetrics,
 }
 
 /// Reads (in use, idle) connection counts of a pool.
@@ -125,6 +130,7 @@ impl Metrics {
             password_queue_depth: Gauge::default(),
             password_queue_refused: Counter::default(),
             rate_limited: Family::default(),
+            cluster: ClusterMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -247,6 +253,7 @@ impl Metrics {
             "Requests and frames refused by a rate limit or cap, by limit",
             m.rate_limited.clone(),
         );
+        m.cluster.register(&mut registry);
         Arc::new(Metrics { registry, ..m })
     }
 

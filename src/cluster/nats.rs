@@ -1,0 +1,164 @@
+//! The NATS bus (`async-nats`, core pub/sub: no JetStream, no queue groups).
+//!
+//! Owns: the NATS client, a publish queue and the task that drains it into the client.
+//! Bounds: the publish queue holds `DIALTONE_CLUSTER_PUBLISH_QUEUE` messages; [`Bus::publish`]
+//! never waits, and a full queue (NATS down or slow) refuses the message with `Full`, which the
+//! caller counts: the peers repair it from the database. Inbound, NATS buffers
+//! `DIALTONE_CLUSTER_INBOUND_CAPACITY` messages per subscription and drops beyond that (a slow
+//! consumer), which the reader finds as a `seq` gap.
+//! The client reconnects on its own, forever, and resubscribes; each (re)connect raises
+//! [`BusStatus::connects`], so the node knows to run a repair.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, Event};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+
+use super::bus::{Bus, BusError, BusStatus, Inbound};
+use crate::config::{ClusterConfig, NatsAuth};
+
+pub struct NatsBus {
+    client: async_nats::Client,
+    queue: mpsc::Sender<(String, Bytes)>,
+    status: watch::Receiver<BusStatus>,
+}
+
+impl NatsBus {
+    /// Configure the client and start connecting in the background: a NATS that is down at start
+    /// delays clustering (and `/ready`), it does not stop the node.
+    pub async fn connect(cfg: &ClusterConfig) -> Result<Self, BusError> {
+        let (status_tx, status) = watch::channel(BusStatus::default());
+        let status_tx = Arc::new(status_tx);
+        let events = status_tx.clone();
+        let mut opts = match &cfg.auth {
+            NatsAuth::None => ConnectOptions::new(),
+            NatsAuth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    BusError::Transport(format!(
+                        "DIALTONE_NATS_CREDS: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?,
+            NatsAuth::Token(t) => ConnectOptions::with_token(t.expose().clone()),
+            NatsAuth::UserPassword(u, p) => {
+                ConnectOptions::with_user_and_password(u.clone(), p.expose().clone())
+            }
+            NatsAuth::Nkey(seed) => ConnectOptions::with_nkey(seed.expose().clone()),
+        };
+        if let Some(ca) = &cfg.tls_ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &cfg.tls_client {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        opts = opts
+            .require_tls(cfg.tls_required)
+            .name(format!("dialtone {}", cfg.node_id))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            // A peer that stops answering is noticed within a few pings, not at TCP's timeout.
+            .ping_interval(Duration::from_secs(5))
+            .subscription_capacity(cfg.inbound_capacity)
+            // Capped, jittered backoff: a restarted NATS gets the cluster back within seconds.
+            .reconnect_delay_callback(|attempts| {
+                let base = Duration::from_millis(100) * (attempts.min(20) as u32);
+                base.min(Duration::from_secs(2))
+            })
+            .event_callback(move |event| {
+                let status = events.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            tracing::info!("cluster bus connected");
+                            status.send_modify(|s| {
+                                s.connected = true;
+                                s.connects += 1;
+                            });
+                        }
+                        Event::Disconnected | Event::Closed => {
+                            tracing::warn!("cluster bus disconnected; reconnecting");
+                            status.send_modify(|s| s.connected = false);
+                        }
+                        Event::SlowConsumer(_) => {
+                            tracing::warn!("cluster bus: inbound messages dropped (slow consumer); repair fills the gap");
+                        }
+                        other => tracing::info!(event = %other, "cluster bus event"),
+                    }
+                }
+            });
+        let servers: Vec<String> = cfg
+            .nats_url
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .collect();
+        let client = opts
+            .connect(servers.as_slice())
+            .await
+            .map_err(|e| BusError::Transport(format!("DIALTONE_NATS_URL: {e}")))?;
+        let (queue, mut pending) = mpsc::channel::<(String, Bytes)>(cfg.publish_queue);
+        let publisher = client.clone();
+        tokio::spawn(async move {
+            while let Some((subject, payload)) = pending.recv().await {
+                // An error here means the client is closed (shutdown): nothing left to do.
+                if publisher.publish(subject, payload).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            queue,
+            status,
+        })
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        self.queue
+            .try_send((subject, payload))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BusError::Full,
+                mpsc::error::TrySendError::Closed(_) => BusError::Closed,
+            })
+    }
+
+    fn subscribe(
+        &self,
+        filter: String,
+    ) -> BoxFuture<'static, Result<mpsc::Receiver<Inbound>, BusError>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let mut sub = client
+                .subscribe(filter)
+                .await
+                .map_err(|e| BusError::Transport(e.to_string()))?;
+            // Small: NATS itself buffers `inbound_capacity` per subscription.
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let inbound = Inbound {
+                        subject: msg.subject.to_string(),
+                        payload: msg.payload,
+                    };
+                    // Waiting here is the backpressure: NATS then drops (a gap) instead of this
+                    // node queueing without bound.
+                    if tx.send(inbound).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+
+    fn status(&self) -> watch::Receiver<BusStatus> {
+        self.status.clone()
+    }
+}
