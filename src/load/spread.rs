@@ -266,10 +266,17 @@ impl DeliveryFigures {
             None => format!("{} of {}", f.delivered, f.expected),
         };
         let mut rows = Vec::new();
-        rows.push(("server URLs".into(), self.nodes.len().to_string()));
+        rows.push((
+            "delivery by node".into(),
+            format!(
+                "{} server URL{} (node i = the i-th URL)",
+                self.nodes.len(),
+                if self.nodes.len() == 1 { "" } else { "s" }
+            ),
+        ));
         for (i, n) in self.nodes.iter().enumerate() {
             let mut v = format!(
-                "{}: {} sockets, {} publishers, sent {}; delivered {}",
+                "{}: sockets {}, publishers {}, sent {}; delivered {}",
                 n.url,
                 n.sockets,
                 n.publishers,
