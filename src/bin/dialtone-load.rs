@@ -70,7 +70,8 @@ struct TargetArgs {
     /// Server process id, for RSS and CPU (server on this machine).
     #[arg(long, global = true)]
     server_pid: Option<u32>,
-    /// Source addresses to spread connections over (default 127.0.0.1-8 for a loopback server).
+    /// Source addresses to spread connections over (default 127.0.0.1-8 when every server URL is a
+    /// loopback one).
     #[arg(long, value_delimiter = ',', global = true)]
     source_ips: Vec<IpAddr>,
     /// Connections opened at once.
