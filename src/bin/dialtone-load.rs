@@ -1,8 +1,8 @@
 //! `dialtone-load`: the load generator (thin; the logic is `dialtone::load`).
 //!
 //! Provisions users through invites (admin token) and channels, opens TLS WebSocket connections
-//! spread over 127.0.0.x source addresses, drives a scenario, shows live progress, and prints a
-//! report table (and JSON with `--json FILE`).
+//! spread over 127.0.0.x source addresses and over one or more server URLs, drives a scenario,
+//! shows live progress, and prints a report table (and JSON with `--json FILE`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -32,14 +32,16 @@ struct Cli {
 
 #[derive(Args)]
 struct TargetArgs {
-    /// Server URL.
+    /// Server URL; repeat it or give a comma-separated list to spread sockets round-robin over
+    /// several nodes (provisioning and /metrics use the first).
     #[arg(
         long,
         env = "DIALTONE_LOAD_SERVER",
         default_value = "https://localhost:8080",
+        value_delimiter = ',',
         global = true
     )]
-    server: String,
+    server: Vec<String>,
     /// Pin the server certificate by SHA-256 fingerprint (self-signed development servers).
     #[arg(long, env = "DIALTONE_LOAD_FINGERPRINT", global = true)]
     fingerprint: Option<String>,
@@ -68,7 +70,8 @@ struct TargetArgs {
     /// Server process id, for RSS and CPU (server on this machine).
     #[arg(long, global = true)]
     server_pid: Option<u32>,
-    /// Source addresses to spread connections over (default 127.0.0.1-8 for a loopback server).
+    /// Source addresses to spread connections over (default 127.0.0.1-8 when every server URL is a
+    /// loopback one).
     #[arg(long, value_delimiter = ',', global = true)]
     source_ips: Vec<IpAddr>,
     /// Connections opened at once.
@@ -207,8 +210,20 @@ fn main() -> ExitCode {
         (None, Some(ca)) => Trust::CaFile(ca.clone()),
         (None, None) => Trust::SystemRoots,
     };
+    // Blanks around commas and empty items (`a, b,`) are typing, not URLs.
+    let servers: Vec<String> = t
+        .server
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let Some(first) = servers.first().cloned() else {
+        eprintln!("dialtone-load: --server needs at least one URL");
+        return ExitCode::from(2);
+    };
     let target = Target {
-        base_url: t.server.clone(),
+        base_url: first,
+        nodes: servers.clone(),
         trust,
         admin_token: t.admin_token.clone(),
         tokens_file: t.tokens_file.clone(),
@@ -258,7 +273,7 @@ fn main() -> ExitCode {
     };
     let options = Options {
         source_ips: if t.source_ips.is_empty() {
-            load::loopback_sources(&t.server, 8)
+            load::loopback_sources_for(&servers, 8)
         } else {
             t.source_ips.clone()
         },
@@ -370,4 +385,31 @@ fn spawn_progress(runtime: &tokio::runtime::Runtime, live: Arc<Live>) -> indicat
     });
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn server_urls_repeat_or_come_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "dialtone-load",
+            "--server",
+            "https://a:1,https://b:2",
+            "--server",
+            "https://c:3",
+            "fanout",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.target.server,
+            ["https://a:1", "https://b:2", "https://c:3"]
+        );
+        let cli =
+            Cli::try_parse_from(["dialtone-load", "fanout", "--server", "https://x:9"]).unwrap();
+        assert_eq!(cli.target.server, ["https://x:9"]);
+    }
 }

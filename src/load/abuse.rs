@@ -242,7 +242,7 @@ impl Runner {
             for _ in 0..*n {
                 let source = (!sources.is_empty()).then(|| sources[who % sources.len()]);
                 let client = match kind {
-                    Flood::Upgrade => FloodClient::Ws(self.connector.clone()),
+                    Flood::Upgrade => FloodClient::Ws(self.connector(0).clone()),
                     Flood::Login | Flood::Register => FloodClient::Rest(
                         RestClient::from_address(&self.target.base_url, &self.target.trust, source)
                             .map_err(|e| LoadError::Config(e.to_string()))?,

@@ -1,5 +1,6 @@
 //! The `fanout` scenario: channels × members, publishers at an open-loop rate, send→receive latency
-//! of every delivery.
+//! of every delivery; with several server URLs, members and publishers spread over them and every
+//! delivery attributed to its publisher's node and its receiver's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use tokio::time::Instant;
 use super::pacing::Pacer;
 use super::reader::*;
 use super::runner::*;
+use super::spread::fanout_node;
 use super::stats::{Counters, LatencySummary, Report};
 use super::*;
 use crate::crypto::e2e::seal;
@@ -43,13 +45,22 @@ impl Runner {
         } = load;
         let publishers = publishers.clamp(1, members.max(1));
         let base = Instant::now();
-        let ctx = ReadCtx::new(self.live.clone(), base);
+        let urls = self.target.node_urls();
+        let nodes = urls.len();
+        let ctx = ReadCtx::spread_over(self.live.clone(), base, nodes);
+        // Socket `c × members + m` is member `m` of local channel `c`; its node follows the
+        // global channel index, so a split run lays sockets out as a whole one would.
+        let (share, of) = self.share;
+        let place = move |i: usize| {
+            let global = share + (i / members.max(1)) * of.max(1);
+            fanout_node(global, i % members.max(1), publishers, nodes)
+        };
         report.server_figures.rss_before_bytes = self.probe.rss_bytes();
 
         self.live.set_phase("connecting");
         let total = channels * members;
         let explicit = !self.options.default_subscriptions;
-        let (mut conns, ramp) = self.open(total, explicit, &ctx).await;
+        let (mut conns, ramp) = self.open(total, explicit, &ctx, &place).await;
         let established = conns.iter().filter(|c| c.is_some()).count();
         report.connections = established as u64;
         report.connect_failures = (total - established) as u64;
@@ -92,6 +103,13 @@ impl Runner {
                     continue;
                 };
                 let k = c * publishers + p;
+                let node = place(idx);
+                ctx.spread.publisher_on(node);
+                // Where this channel's members are: what each of its messages should reach.
+                let mut members_on = vec![0u64; nodes];
+                for m in 0..members {
+                    members_on[place(c * members + m)] += 1;
+                }
                 let mut pacer = Pacer::new(start, per_sender_rate);
                 // Stagger the senders across one interval so sends do not arrive in bursts.
                 let offset = pacer
@@ -117,7 +135,7 @@ impl Runner {
                             &channel.id,
                             body,
                             name.clone(),
-                            Some(format!("lt:{sent}:{idx}")),
+                            Some(format!("lt:{sent}:{idx}:{node}")),
                         );
                         if tx.send(&frame).await.is_err() {
                             Counters::add(&live.counters.send_failures, 1);
@@ -126,6 +144,7 @@ impl Runner {
                         Counters::add(&live.counters.sent, 1);
                         if due >= measure_start {
                             in_window.fetch_add(1, Ordering::Relaxed);
+                            ctx.spread.sent_from(node, &members_on);
                         }
                     }
                     Conn {
@@ -179,6 +198,8 @@ impl Runner {
         }
         self.live.set_phase("closing");
         self.close_all(conns, &ctx).await;
+        // After the close: a late duplicate or reordering in the drain still counts.
+        report.delivery = Some(ctx.spread.figures(&urls));
         add_error_notes(report, &ctx);
         Ok(())
     }

@@ -24,7 +24,9 @@ impl Runner {
         let before = self.probe.rss_bytes();
         report.server_figures.rss_before_bytes = before;
         self.live.set_phase("connecting");
-        let (conns, ramp) = self.open(connections, true, &ctx).await;
+        let (conns, ramp) = self
+            .open(connections, true, &ctx, &self.round_robin())
+            .await;
         let established = conns.iter().filter(|c| c.is_some()).count();
         report.connections = established as u64;
         report.connect_failures = (connections - established) as u64;
@@ -73,7 +75,8 @@ impl Runner {
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let tasks: Vec<_> = (0..workers)
             .map(|w| {
-                let connector = self.connector.clone();
+                // Worker `w` churns on node `w mod nodes`.
+                let connector = self.connector(w).clone();
                 let token = self.user(w).token.clone();
                 let ips = self.options.source_ips.clone();
                 let live = self.live.clone();

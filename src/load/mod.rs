@@ -4,7 +4,8 @@
 //! It uses only [`crate::client`], [`crate::protocol`] and [`crate::crypto`], so it measures any
 //! server that speaks the dialtone v1 events. Scenarios:
 //! - `fanout`: channels × members, publishers sending at a fixed open-loop rate; send→receive
-//!   latency of every delivery;
+//!   latency of every delivery; with several server URLs, deliveries across nodes, duplicates and
+//!   order violations;
 //! - `connections`: ramp to N idle sessions, hold, report server RSS per connection;
 //! - `persist`: senders with a window of messages in flight, no other subscribers: committed
 //!   (echoed) messages per second;
@@ -13,11 +14,13 @@
 //!
 //! Layout: [`scenario`] what to run; [`abuse`] the flood scenario; `reader` the per-socket reader that classifies frames;
 //! `runner` connecting and measuring; `fanout`, `persist` and `idle` (connections, churn) the
-//! scenarios.
+//! scenarios; [`spread`] sockets over several server URLs and the fan-out's per-node tally;
+//! [`ledger`] a socket's duplicate and order checks.
 
 pub mod abuse;
 mod fanout;
 mod idle;
+pub mod ledger;
 pub mod pacing;
 mod persist;
 pub mod probe;
@@ -25,6 +28,7 @@ pub mod provision;
 mod reader;
 mod runner;
 pub mod scenario;
+pub mod spread;
 pub mod stats;
 pub mod workers;
 
@@ -56,7 +60,12 @@ pub enum LoadError {
 /// The server under test.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Target {
+    /// Provisioning (REST), `/metrics` and the flood of `abuse` go here: the first server URL.
     pub base_url: String,
+    /// Every server URL WebSockets are spread over, node `i` being `nodes[i]` (the first is
+    /// `base_url`); empty: `base_url` alone. One trust setting applies to all of them.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     pub trust: Trust,
     /// Admin token for provisioning and `/metrics`.
     pub admin_token: Option<String>,
@@ -64,6 +73,17 @@ pub struct Target {
     pub tokens_file: Option<PathBuf>,
     /// Existing channels to use with `tokens_file`.
     pub channel_ids: Vec<String>,
+}
+
+impl Target {
+    /// The server URLs sockets are spread over, in node order (at least one).
+    pub fn node_urls(&self) -> Vec<String> {
+        if self.nodes.is_empty() {
+            vec![self.base_url.clone()]
+        } else {
+            self.nodes.clone()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -85,7 +105,6 @@ impl Live {
     }
 }
 
-/// Marks `client_message_id` values the generator sent: `lt:<nanos since start>:<connection>`.
 /// Everything a run needs after provisioning: what worker processes receive.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Plan {
@@ -169,7 +188,11 @@ pub async fn execute(
     let options = &plan.options;
     let rest = RestClient::new(&target.base_url, &target.trust)
         .map_err(|e| LoadError::Config(e.to_string()))?;
-    let connector = WsConnector::new(&target.base_url, &target.trust)
+    let urls = target.node_urls();
+    let connectors = urls
+        .iter()
+        .map(|url| WsConnector::new(url, &target.trust))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| LoadError::Config(e.to_string()))?;
     let metrics_client = target
         .admin_token
@@ -219,9 +242,15 @@ pub async fn execute(
         },
     );
     report.parameters.insert("processes".into(), of.to_string());
+    if urls.len() > 1 {
+        report
+            .parameters
+            .insert("server URLs".into(), urls.join(", "));
+    }
     let runner = Runner {
         target: target.clone(),
-        connector,
+        connectors,
+        share: (index, of),
         options: options.clone(),
         live,
         probe,
@@ -270,6 +299,17 @@ pub fn loopback_sources(base_url: &str, n: u8) -> Vec<IpAddr> {
     }
 }
 
+/// [`loopback_sources`] for sockets spread over `urls`: only when every one is a loopback server
+/// (a local address like 127.0.0.2 cannot reach another machine).
+pub fn loopback_sources_for(urls: &[String], n: u8) -> Vec<IpAddr> {
+    match urls.first() {
+        Some(first) if urls.iter().all(|u| !loopback_sources(u, 1).is_empty()) => {
+            loopback_sources(first, n)
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +322,15 @@ mod tests {
             IpAddr::from([127, 0, 0, 2])
         );
         assert!(loopback_sources("https://chat.example.org", 4).is_empty());
+        let both = [
+            "https://127.0.0.1:1".to_owned(),
+            "https://localhost:2".to_owned(),
+        ];
+        assert_eq!(loopback_sources_for(&both, 3).len(), 3);
+        let mixed = [
+            "https://127.0.0.1:1".to_owned(),
+            "https://a.example:2".to_owned(),
+        ];
+        assert!(loopback_sources_for(&mixed, 3).is_empty());
     }
 }

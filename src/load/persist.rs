@@ -85,7 +85,7 @@ impl Runner {
                 while outstanding > 0 {
                     match tokio::time::timeout(Duration::from_secs(30), rx.next_raw()).await {
                         Ok(Ok(RawIncoming::Text(t))) => {
-                            if matches!(ctx.on_text(i, t.as_str()), Some((from, _)) if from == i) {
+                            if matches!(ctx.on_text(i, t.as_str()), Some(m) if m.from == i) {
                                 outstanding -= 1;
                                 if Instant::now() < measure_end {
                                     if tx.send(&frame(&ctx)).await.is_err() {

@@ -36,6 +36,7 @@ impl std::fmt::Debug for super::Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
             .field("base_url", &self.base_url)
+            .field("nodes", &self.nodes)
             .field("trust", &self.trust)
             .field(
                 "admin_token",
@@ -220,6 +221,7 @@ mod redaction_tests {
         };
         let target = Target {
             base_url: "https://localhost:1".into(),
+            nodes: vec![],
             trust: Trust::SystemRoots,
             admin_token: Some("adm_secret_token".into()),
             tokens_file: None,

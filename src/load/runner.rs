@@ -18,7 +18,11 @@ use crate::client::{ClientResult, ConnectAs, WsClient, WsConnector};
 
 pub(super) struct Runner {
     pub(super) target: Target,
-    pub(super) connector: WsConnector,
+    /// One per server URL, node `i` at index `i` (at least one).
+    pub(super) connectors: Vec<WsConnector>,
+    /// This process's share of the run: `(index, of)` (a fan-out's local channel `k` is global
+    /// channel `index + k × of`).
+    pub(super) share: (usize, usize),
     pub(super) options: Options,
     pub(super) live: Arc<Live>,
     pub(super) probe: ServerProbe,
@@ -49,10 +53,32 @@ impl Runner {
         &self.provisioned.channels[i % self.provisioned.channels.len()]
     }
 
-    /// Connect socket `i` as its user, from its source address.
+    /// The connector of node `node` (taken modulo the number of URLs).
+    pub(super) fn connector(&self, node: usize) -> &WsConnector {
+        &self.connectors[node % self.connectors.len()]
+    }
+
+    /// Where socket `i` goes outside a fan-out: round-robin, node `i mod nodes`.
+    pub(super) fn round_robin(&self) -> impl Fn(usize) -> usize + Sync + use<> {
+        let nodes = self.connectors.len().max(1);
+        move |i| i % nodes
+    }
+
+    /// Connect socket `i` as its user, from its source address, to node `i mod nodes`.
     pub(super) async fn connect(&self, i: usize, subscribe_none: bool) -> ClientResult<WsClient> {
+        self.connect_on(i, (self.round_robin())(i), subscribe_none)
+            .await
+    }
+
+    /// Connect socket `i` as its user, from its source address, to node `node`.
+    pub(super) async fn connect_on(
+        &self,
+        i: usize,
+        node: usize,
+        subscribe_none: bool,
+    ) -> ClientResult<WsClient> {
         let ips = &self.options.source_ips;
-        self.connector
+        self.connector(node)
             .connect(&ConnectAs {
                 token: &self.user(i).token,
                 subscribe_none,
@@ -62,23 +88,27 @@ impl Runner {
             .await
     }
 
-    /// Open `n` sockets (index-preserving; failures are `None`), each with a reader task.
+    /// Open `n` sockets (index-preserving; failures are `None`), socket `i` on node `place(i)`,
+    /// each with a reader task.
     pub(super) async fn open(
         &self,
         n: usize,
         subscribe_none: bool,
         ctx: &Arc<ReadCtx>,
+        place: &(dyn Fn(usize) -> usize + Sync),
     ) -> (Vec<Option<Conn>>, Duration) {
         let started = Instant::now();
         let conns: Vec<Option<Conn>> = stream::iter(0..n)
             .map(|i| {
                 let ctx = ctx.clone();
+                let node = place(i);
                 async move {
-                    match self.connect(i, subscribe_none).await {
+                    match self.connect_on(i, node, subscribe_none).await {
                         Ok(ws) => {
                             Counters::add(&self.live.counters.connected, 1);
+                            ctx.spread.socket_on(node);
                             let (tx, rx) = ws.split();
-                            let reader = tokio::spawn(read_loop(i, rx, ctx));
+                            let reader = tokio::spawn(read_loop(i, node, rx, ctx));
                             Some(Conn { tx, reader })
                         }
                         Err(e) => {

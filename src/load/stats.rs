@@ -213,6 +213,9 @@ pub struct Report {
     /// The `abuse` scenario's legitimate REST calls and flood answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abuse: Option<super::abuse::AbuseFigures>,
+    /// The fan-out's deliveries per server URL and across them, duplicates and order violations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<super::spread::DeliveryFigures>,
     pub notes: Vec<String>,
 }
 
@@ -299,6 +302,9 @@ impl Report {
                 format!("mailbox {actor}"),
                 format!("depth {depth}, high-water {high}"),
             ));
+        }
+        if let Some(d) = &self.delivery {
+            rows.extend(d.rows());
         }
         if let Some(a) = &self.abuse {
             rows.extend(a.rows());

@@ -258,6 +258,7 @@ pub fn merge(parts: &[WorkerResult], scenario: &Scenario) -> Report {
     let (mut rate, mut sent, mut sent_ps, mut deliv, mut deliv_ps, mut pers, mut cyc) =
         (0.0, 0, 0.0, 0, 0.0, 0.0, 0.0);
     let mut notes = Vec::new();
+    let mut delivery: Option<super::spread::DeliveryFigures> = None;
     let mut measured: f64 = 0.0;
     for p in parts {
         let r = &p.report;
@@ -277,6 +278,12 @@ pub fn merge(parts: &[WorkerResult], scenario: &Scenario) -> Report {
                 notes.push(n.clone());
             }
         }
+        if let Some(d) = &r.delivery {
+            match &mut delivery {
+                Some(all) => all.merge(d),
+                None => delivery = Some(d.clone()),
+            }
+        }
         if let Some(h) = decode_histogram(&p.histogram) {
             let _ = histogram.add(&h);
         }
@@ -294,6 +301,7 @@ pub fn merge(parts: &[WorkerResult], scenario: &Scenario) -> Report {
     report.errors = errors;
     report.latency = LatencySummary::of(&histogram);
     report.notes = notes;
+    report.delivery = delivery;
     report
         .notes
         .push(format!("load split over {} worker processes", parts.len()));

@@ -14,6 +14,7 @@ use crate::support::*;
 fn target(server: &TestServer) -> Target {
     Target {
         base_url: server.base_url.clone(),
+        nodes: Vec::new(),
         trust: server.trust(),
         admin_token: Some(server.admin_token.clone()),
         tokens_file: None,
@@ -61,8 +62,89 @@ async fn fanout_smoke_run_delivers_and_reports() {
     assert_eq!(report.errors.error_events, 0, "{:?}", report.notes);
     assert!(report.server_figures.mailbox_depth.contains_key("db"));
     assert_eq!(report.server_figures.rss_before_bytes, None);
+    // One URL: no cross-node figures (not 0 %), but duplicates and order are still checked.
+    let delivery = report.delivery.as_ref().expect("fan-out delivery figures");
+    assert_eq!(delivery.nodes.len(), 1);
+    assert_eq!(delivery.cross_node, None);
+    assert_eq!(delivery.cross_node_delivery_ratio, None);
+    assert_eq!((delivery.duplicates, delivery.order_violations), (0, 0));
+    assert!(delivery.order_checked_by_seq > 0, "{}", report.table());
+    assert!(report.table().contains("n/a (one server URL)"));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["scenario"], "fanout");
+    assert!(json["delivery"]["cross_node_delivery_ratio"].is_null());
+}
+
+/// Two URLs naming the same test server (by address and by name): the sockets and publishers
+/// spread over both, every cross-"node" delivery arrives, none twice, none out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_two_urls_spreads_and_checks_cross_node_delivery() {
+    let server = TestServer::start().await;
+    let port = server.base_url.rsplit(':').next().unwrap().to_owned();
+    let urls = vec![
+        format!("https://127.0.0.1:{port}"),
+        format!("https://localhost:{port}"),
+    ];
+    let mut target = target(&server);
+    target.nodes = urls.clone();
+    let scenario = Scenario::Fanout(FanoutLoad {
+        channels: 2,
+        members: 4,
+        rate: 40.0,
+        publishers: 1,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        size: 64,
+    });
+    let options = Options {
+        // Long enough for every in-window message to arrive on a busy 2-core machine: the ratio
+        // must be exactly 1.
+        drain: Duration::from_secs(2),
+        ..options()
+    };
+    let report = load::run(&target, &scenario, &options, Arc::new(Live::default()))
+        .await
+        .unwrap();
+    let table = report.table();
+    assert_eq!(
+        (report.connections, report.connect_failures),
+        (8, 0),
+        "{table}"
+    );
+    let d = report.delivery.as_ref().expect("fan-out delivery figures");
+    assert_eq!(
+        d.nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>(),
+        urls
+    );
+    // Round-robin: 4 sockets on each URL, and channel 1's publisher on the second one.
+    assert_eq!(
+        d.nodes.iter().map(|n| n.sockets).collect::<Vec<_>>(),
+        [4, 4],
+        "{table}"
+    );
+    assert_eq!(
+        d.nodes.iter().map(|n| n.publishers).collect::<Vec<_>>(),
+        [1, 1],
+        "{table}"
+    );
+    assert!(d.nodes.iter().all(|n| n.sent > 0), "{table}");
+    let cross = d.cross_node.expect("cross-node figures with two URLs");
+    // Each message reaches the 2 members of its channel on the other URL.
+    assert_eq!(cross.expected, report.sent * 2, "{table}");
+    assert_eq!(cross.delivered, cross.expected, "{table}");
+    assert_eq!(d.cross_node_delivery_ratio, Some(1.0), "{table}");
+    assert_eq!(d.same_node.delivered, d.same_node.expected, "{table}");
+    assert_eq!(d.duplicates, 0, "{table}");
+    assert_eq!(d.order_violations, 0, "{table}");
+    // The server sends `seq`: order was checked by it, not by the fallback.
+    assert!(d.order_checked_by_seq > 0, "{table}");
+    assert_eq!(d.order_checked_by_send_order, 0, "{table}");
+    assert!(table.contains("cross-node delivery ratio"), "{table}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["delivery"]["cross_node_delivery_ratio"], 1.0);
+    assert_eq!(json["delivery"]["duplicates"], 0);
+    assert_eq!(json["delivery"]["order_violations"], 0);
+    assert_eq!(json["parameters"]["server URLs"], urls.join(", "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,6 +227,10 @@ async fn a_split_run_over_worker_processes_merges_their_results() {
             .any(|n| n.contains("2 worker processes"))
     );
     assert_eq!(report.errors.error_events, 0, "{:?}", report.notes);
+    // The workers' delivery figures are merged: both channels' sockets are counted.
+    let delivery = report.delivery.as_ref().expect("merged delivery figures");
+    assert_eq!(delivery.nodes[0].sockets, 6);
+    assert_eq!((delivery.duplicates, delivery.order_violations), (0, 0));
 
     let connections = Scenario::Connections(ConnectionsLoad {
         connections: 7,
