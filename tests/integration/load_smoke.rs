@@ -265,7 +265,9 @@ async fn abuse_smoke_run_refuses_the_flood_and_serves_the_users() {
             members: 4,
             rate: 40.0,
             publishers: 1,
-            duration: Duration::from_secs(2),
+            // Long enough for the first password checks to finish on a 2-core machine busy with
+            // the rest of the suite (at 2 s, a login flood sometimes finished no attempt at all).
+            duration: Duration::from_secs(5),
             warmup: Duration::from_millis(500),
             size: 64,
         },
