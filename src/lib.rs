@@ -13,6 +13,7 @@
 //! Layers point one way: [`http`]/[`ws`] handlers → [`actors`] → [`service`] → [`db`] + [`crypto`].
 
 pub mod actors;
+pub mod app;
 pub mod bootstrap;
 pub mod client;
 pub mod cluster;

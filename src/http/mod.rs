@@ -19,35 +19,10 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, Resource, ResponseError, web};
 
-use crate::actors::admin::AdminHandle;
-use crate::actors::db::DbHandle;
-use crate::actors::hashing::PasswordQueue;
-use crate::actors::hub::{HubHandle, Notice};
-use crate::config::{Secret, WsConfig};
+pub use crate::app::AppState;
 use crate::error::{AppError, CapHit};
-use crate::limits::{self, Limits};
+use crate::limits;
 use crate::metrics::Metrics;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub db: DbHandle,
-    pub passwords: PasswordQueue,
-    pub hub: HubHandle,
-    pub admin: AdminHandle,
-    pub metrics: Arc<Metrics>,
-    pub admin_token: Secret<String>,
-    pub ws: Arc<WsConfig>,
-    pub limits: Arc<Limits>,
-    /// The cluster bus's connection state; `None` on a single node.
-    pub cluster: Option<tokio::sync::watch::Receiver<crate::cluster::BusStatus>>,
-}
-
-impl AppState {
-    /// The notifier seam: REST changes that WebSocket clients must hear about.
-    pub fn notify(&self, notice: Notice) {
-        self.hub.tell(notice);
-    }
-}
 
 /// A resource whose unmatched methods answer 405 with the JSON error body.
 fn resource(path: &str) -> Resource {

@@ -40,16 +40,6 @@ pub enum UserAction {
     Demote,
 }
 
-/// The `subscribe` query parameter of `GET /ws`.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SubscribeMode {
-    /// Subscribed to every channel (the default, dialtone v1 behaviour).
-    All,
-    /// No subscriptions until the client sends `subscribe`.
-    None,
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -94,7 +84,7 @@ pub enum SubscribeMode {
         super::admin::stats,
         crate::ws::upgrade,
     ),
-    components(schemas(ClientFrame, Event, MailboxStats, UserAction, SubscribeMode)),
+    components(schemas(ClientFrame, Event, MailboxStats, UserAction, crate::ws::SubscribeMode)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "health", description = "Liveness, readiness, metrics and this document"),

@@ -14,8 +14,8 @@ use actix_web::{FromRequest, HttpRequest, web};
 use serde::de::DeserializeOwned;
 
 use super::{AccountLimit, IpLimit, Limits, UserLimit, client_ip};
+use crate::app::AppState;
 use crate::error::AppError;
-use crate::http::AppState;
 use crate::http::extract::{Auth, Json, state};
 use crate::protocol::rest::{LoginRequest, RegisterRequest};
 use crate::service::auth::AuthContext;

@@ -14,16 +14,7 @@ use crate::limits::label;
 use crate::protocol::REDACTED;
 use crate::protocol::rest::{AuthResponse, LoginRequest, RegisterRequest};
 
-/// An authenticated request's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthContext {
-    pub session_id: String,
-    pub user_id: String,
-    pub device_id: String,
-    pub is_admin: bool,
-    pub is_trusted: bool,
-    pub expires_at: Time,
-}
+pub use super::context::AuthContext;
 
 /// Result of a login or registration.
 #[derive(Debug, Clone)]

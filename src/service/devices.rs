@@ -1,6 +1,6 @@
 //! Devices and their public keys (encrypted at rest, looked up by keyed hash).
 
-use super::auth::AuthContext;
+use super::context::AuthContext;
 use super::validate;
 use super::{Caps, ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod channels;
+pub mod context;
 pub mod devices;
 pub mod invites;
 pub mod key_authority;

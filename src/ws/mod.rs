@@ -16,9 +16,8 @@ use self::frames::{Inbound, Outbox, OutboxBody, PeerGone};
 use self::session::WsSession;
 use crate::actors::db::Authenticate;
 use crate::actors::hub::Notice;
+use crate::app::{AppState, bearer_token};
 use crate::error::AppError;
-use crate::http::AppState;
-use crate::http::extract::bearer_token;
 use crate::limits::ws::SessionBudget;
 use crate::protocol::ws::{BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
 use crate::service::ServiceError;
@@ -42,6 +41,16 @@ fn subprotocol_token(req: &HttpRequest) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The `subscribe` query parameter of `GET /ws`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscribeMode {
+    /// Subscribed to every channel (the default, dialtone v1 behaviour).
+    All,
+    /// No subscriptions until the client sends `subscribe`.
+    None,
+}
+
 #[utoipa::path(
     get,
     path = "/ws",
@@ -53,7 +62,7 @@ fn subprotocol_token(req: &HttpRequest) -> Option<String> {
         server sends `Event`s (see components). Inbound frames over 64 KiB close the socket with \
         1009; a slow consumer is closed with 1008; shutdown closes with 1001.",
     params(
-        ("subscribe" = Option<crate::http::openapi::SubscribeMode>, Query, description = "`none`: start with no channel subscriptions"),
+        ("subscribe" = Option<SubscribeMode>, Query, description = "`none`: start with no channel subscriptions"),
         ("Upgrade" = String, Header, description = "`websocket`"),
         ("Connection" = String, Header, description = "`Upgrade`"),
         ("Sec-WebSocket-Version" = String, Header, description = "`13`"),

@@ -1,0 +1,44 @@
+//! What the two edges share: the application state every HTTP handler and WebSocket upgrade can
+//! reach, and how a request presents its bearer token. `http` routes to `ws`; both depend on this,
+//! neither on the other's internals.
+
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+
+use crate::actors::admin::AdminHandle;
+use crate::actors::db::DbHandle;
+use crate::actors::hashing::PasswordQueue;
+use crate::actors::hub::{HubHandle, Notice};
+use crate::config::{Secret, WsConfig};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: DbHandle,
+    pub passwords: PasswordQueue,
+    pub hub: HubHandle,
+    pub admin: AdminHandle,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Secret<String>,
+    pub ws: Arc<WsConfig>,
+    pub limits: Arc<Limits>,
+    /// The cluster bus's connection state; `None` on a single node.
+    pub cluster: Option<tokio::sync::watch::Receiver<crate::cluster::BusStatus>>,
+}
+
+impl AppState {
+    /// The notifier seam: REST changes that WebSocket clients must hear about.
+    pub fn notify(&self, notice: Notice) {
+        self.hub.tell(notice);
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get("authorization")?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
