@@ -118,6 +118,33 @@ impl AppError {
     }
 }
 
+/// How often a 503 refusal is logged at WARN; the ones in between go to DEBUG and are counted in
+/// the next warning. Every refusal is also in `dialtone_http_responses_total{status="503"}`; under a
+/// flood (each refused login is a 503 from the password queue) a warning per request would drown
+/// the log.
+const REFUSAL_WARN_EVERY_SECS: u64 = 10;
+
+fn refusal_logged(error: &AppError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARN: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_WARN.load(Ordering::Relaxed);
+    if now >= last + REFUSAL_WARN_EVERY_SECS
+        && LAST_WARN
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let suppressed = SINCE.swap(0, Ordering::Relaxed);
+        tracing::warn!(status = 503, error = %error, suppressed, "request refused");
+    } else {
+        SINCE.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(status = 503, error = %error, "request refused");
+    }
+}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         self.parts().0
@@ -128,7 +155,7 @@ impl ResponseError for AppError {
         // The details (SQL errors, crypto failures) are for the log only. A 503 is a designed
         // refusal (a limit reached, a dependency down and retried): a warning, not a fault.
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::warn!(status = status.as_u16(), error = %self, "request refused");
+            refusal_logged(self);
         } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }

@@ -139,6 +139,9 @@ enum ScenarioCmd {
         warmup: f64,
         #[arg(long, default_value_t = 128)]
         size: usize,
+        /// Channels the senders share (sender i on channel i mod N); 0 = one per sender.
+        #[arg(long, default_value_t = 0)]
+        channels: usize,
     },
     /// (internal) One worker process of a split run.
     #[command(hide = true)]
@@ -258,12 +261,14 @@ fn main() -> ExitCode {
             duration,
             warmup,
             size,
+            channels,
         } => Scenario::Persist(PersistLoad {
             senders,
             window,
             duration: secs(duration),
             warmup: secs(warmup),
             size,
+            channels,
         }),
         ScenarioCmd::Churn { workers, duration } => Scenario::Churn(ChurnLoad {
             workers,

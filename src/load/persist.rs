@@ -27,14 +27,15 @@ impl Runner {
             duration,
             warmup,
             size,
+            channels: _,
         } = load;
         let base = Instant::now();
         let ctx = ReadCtx::new(self.live.clone(), base);
         self.live.set_phase("connecting");
         let started = Instant::now();
         let padding = "p".repeat(size.saturating_sub(24));
-        // Each sender has its own channel and no subscriptions: every message's only delivery is
-        // its echo, the commit acknowledgement.
+        // Each sender has its own channel (or shares one of `channels`) and no subscriptions:
+        // every message's only delivery is its echo, the commit acknowledgement.
         let conns: Vec<_> = stream::iter(0..senders)
             .map(|i| async move { self.connect(i, true).await.ok() })
             .buffered(self.options.connect_concurrency.max(1))

@@ -37,6 +37,11 @@ pub struct PersistLoad {
     pub duration: Duration,
     pub warmup: Duration,
     pub size: usize,
+    /// Channels the senders share, sender `i` on channel `i mod channels`; 0: one channel per
+    /// sender. One channel for all measures the per-channel commit order (its `seq` counter row)
+    /// against many channels.
+    #[serde(default)]
+    pub channels: usize,
 }
 
 /// `churn`: connect/disconnect loops.
@@ -126,6 +131,14 @@ impl Scenario {
             Scenario::Persist(p) => vec![
                 ("senders", p.senders.to_string()),
                 ("window", p.window.to_string()),
+                (
+                    "channels",
+                    if p.channels == 0 {
+                        "one per sender".to_owned()
+                    } else {
+                        p.channels.to_string()
+                    },
+                ),
                 ("duration", d(p.duration)),
                 ("warmup", d(p.warmup)),
                 ("size", format!("{} B", p.size)),
@@ -157,6 +170,7 @@ impl Scenario {
         match self {
             Scenario::Fanout(f) => f.channels,
             Scenario::Abuse(a) => a.fanout.channels,
+            Scenario::Persist(p) if p.channels > 0 => p.channels.min(p.senders.max(1)),
             Scenario::Persist(p) => p.senders,
             Scenario::Connections(_) | Scenario::Churn(_) => 0,
         }

@@ -156,6 +156,8 @@ async fn persist_and_churn_smoke_runs() {
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(200),
         size: 32,
+        // Both senders on one channel: the shared-channel form of the scenario.
+        channels: 1,
     });
     let report = load::run(
         &target(&server),

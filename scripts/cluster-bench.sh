@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Fan-out on one node against the same load spread over N nodes (issue 11's benchmark), in one
+# sitting, alternating. Every run gets fresh servers (release, TLS, PostgreSQL with
+# synchronous_commit on) on a fresh database; the cluster runs use a private nats-server. The
+# load generator spreads its sockets over every node's URL, so most deliveries cross the bus.
+#   usage: scripts/cluster-bench.sh TARGET_DIR      (holds release `dialtone` and `dialtone-load`)
+#   env:   NODES=3 RATE=500 RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
+# Server CPU per delivery is the CPU time of every node process during the run (utime+stime from
+# /proc, summed) divided by the deliveries.
+set -uo pipefail
+T="$1"; NODES="${NODES:-3}"; RATE="${RATE:-500}"; RUNS="${RUNS:-3}"; MEMBERS="${MEMBERS:-100}"
+CHANNELS="${CHANNELS:-20}"; DURATION="${DURATION:-20}"; OUT="${OUT:-$(mktemp -d -t cluster.XXXX)}"
+mkdir -p "$OUT"; W=$(mktemp -d -t clusterw.XXXX); DB=""; PIDS=(); NATS_PID=""
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+stop() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  PIDS=()
+  [ -n "$NATS_PID" ] && { kill "$NATS_PID" 2>/dev/null; wait "$NATS_PID" 2>/dev/null; NATS_PID=""; }
+  [ -n "$DB" ] && { psql -h 127.0.0.1 -U postgres -XAtqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; DB=""; }
+}
+trap 'stop; rm -rf "$W"' EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
+FP=$(openssl x509 -in "$W/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)
+TOK=$(openssl rand -hex 24); PEPPER=$(openssl rand -hex 24); KEY=$(openssl rand -base64 32)
+URLS=""
+start() { # number of nodes
+  local n="$1" cluster=()
+  DB="dt_clu_$(openssl rand -hex 4)"; psql -h 127.0.0.1 -U postgres -XAtqc "CREATE DATABASE $DB" >/dev/null
+  if [ "$n" -gt 1 ]; then
+    local np; np=$(free_port)
+    nats-server -a 127.0.0.1 -p "$np" >>"$OUT/nats.log" 2>&1 & NATS_PID=$!
+    cluster=(DIALTONE_NATS_URL="nats://127.0.0.1:$np" DIALTONE_CLUSTER_SUBJECT_PREFIX=bench)
+    sleep 0.5
+  fi
+  URLS=""
+  for i in $(seq 1 "$n"); do
+    local port; port=$(free_port); rm -rf "$W/data$i"
+    ( cd "$W" && exec env DIALTONE_LISTEN_ADDR=127.0.0.1:$port DIALTONE_DB_URL="postgres://postgres@127.0.0.1:5432/$DB" \
+      DIALTONE_USERNAME_PEPPER=$PEPPER DIALTONE_ADMIN_TOKEN=$TOK DIALTONE_CHANNEL_KEY=$KEY \
+      DIALTONE_TLS_CERT="$W/cert.pem" DIALTONE_TLS_KEY="$W/key.pem" DIALTONE_DATA_DIR="$W/data$i" \
+      DIALTONE_WS_SEND_RATE=0 DIALTONE_LIMIT_USER_MESSAGES=off DIALTONE_LIMIT_USER_BYTES=off \
+      DIALTONE_LIMIT_WS_UPGRADE_IP=off DIALTONE_NODE_ID="node$i" "${cluster[@]}" RUST_LOG=warn \
+      "$T/dialtone" serve ) >>"$OUT/server.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 120); do curl -sk "https://127.0.0.1:$port/ready" | grep -q ready && break; sleep 0.5; done
+    URLS="${URLS:+$URLS,}https://127.0.0.1:$port"
+  done
+}
+cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
+report() { # json name run cpu_seconds
+  python3 - "$@" <<'PY'
+import json,sys
+try: j=json.load(open(sys.argv[1]))
+except Exception as e: print(f"{sys.argv[2]:8} run {sys.argv[3]}: no report ({e})"); sys.exit()
+l=j["latency"]; d=j.get("delivery") or {}; e=j["errors"]
+want=j["sent"]*int(j["parameters"]["members"]); cpu=float(sys.argv[4])
+ratio=d.get("cross_node_delivery_ratio")
+print(f"{sys.argv[2]:8} run {sys.argv[3]}: {j['deliveries_per_sec']:>8.0f} deliveries/s "
+      f"({100*j['delivered']/max(want,1):6.2f}% arrived, cross-node {'n/a' if ratio is None else f'{100*ratio:.2f}%'}), "
+      f"p50 {l['p50_us']/1000:6.1f} ms, p99 {l['p99_us']/1000:6.1f} ms, dup {d.get('duplicates','?')}, "
+      f"order {d.get('order_violations','?')}, server cpu {cpu:6.1f} s = {1e6*cpu/max(j['delivered'],1):5.2f} us/delivery, "
+      f"errors {e['send_failures']+e['error_events']+e['unexpected_closes']}, slow {e['slow_consumer_closes']}")
+PY
+}
+HZ=$(getconf CLK_TCK)
+for run in $(seq "$RUNS"); do
+  for n in 1 "$NODES"; do
+    name="${n}node"; start "$n" || { stop; continue; }
+    before=$(cpu_ticks)
+    "$T/dialtone-load" --server "$URLS" --fingerprint "$FP" --admin-token "$TOK" --quiet \
+      --json "$OUT/$name-$run.json" fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$RATE" \
+      --duration "$DURATION" --warmup 5 >"$OUT/$name-$run.txt" 2>&1
+    after=$(cpu_ticks)
+    report "$OUT/$name-$run.json" "$name" "$run" "$(python3 -c "print(($after-$before)/$HZ)")"
+    stop
+  done
+done
+echo "reports in $OUT"
