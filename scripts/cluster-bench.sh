@@ -5,8 +5,8 @@
 # load generator spreads its sockets over every node's URL, so most deliveries cross the bus.
 #   usage: scripts/cluster-bench.sh TARGET_DIR      (holds release `dialtone` and `dialtone-load`)
 #   env:   NODES=3 RATE=500 RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
-# Server CPU per delivery is the CPU time of every node process during the run (utime+stime from
-# /proc, summed) divided by the deliveries.
+# Server CPU per delivery: the load generator reads every node's CPU time (utime+stime, /proc) over
+# the measured window (`--server-pid` with every node's pid), summed, divided by the deliveries.
 set -uo pipefail
 T="$1"; NODES="${NODES:-3}"; RATE="${RATE:-500}"; RUNS="${RUNS:-3}"; MEMBERS="${MEMBERS:-100}"
 CHANNELS="${CHANNELS:-20}"; DURATION="${DURATION:-20}"; OUT="${OUT:-$(mktemp -d -t cluster.XXXX)}"
@@ -48,32 +48,39 @@ start() { # number of nodes
     URLS="${URLS:+$URLS,}https://127.0.0.1:$port"
   done
 }
-cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
-report() { # json name run cpu_seconds
+report() { # json name run
   python3 - "$@" <<'PY'
 import json,sys
 try: j=json.load(open(sys.argv[1]))
 except Exception as e: print(f"{sys.argv[2]:8} run {sys.argv[3]}: no report ({e})"); sys.exit()
 l=j["latency"]; d=j.get("delivery") or {}; e=j["errors"]
-want=j["sent"]*int(j["parameters"]["members"]); cpu=float(sys.argv[4])
+want=j["sent"]*int(j["parameters"]["members"]); sf=j.get("server_figures") or {}
+cpu=(sf.get("cpu_percent") or 0)/100
 ratio=d.get("cross_node_delivery_ratio")
 print(f"{sys.argv[2]:8} run {sys.argv[3]}: {j['deliveries_per_sec']:>8.0f} deliveries/s "
       f"({100*j['delivered']/max(want,1):6.2f}% arrived, cross-node {'n/a' if ratio is None else f'{100*ratio:.2f}%'}), "
       f"p50 {l['p50_us']/1000:6.1f} ms, p99 {l['p99_us']/1000:6.1f} ms, dup {d.get('duplicates','?')}, "
-      f"order {d.get('order_violations','?')}, server cpu {cpu:6.1f} s = {1e6*cpu/max(j['delivered'],1):5.2f} us/delivery, "
+      f"order {d.get('order_violations','?')}, server cpu {100*cpu:4.0f}% = {1e6*cpu/max(j['deliveries_per_sec'],1):5.2f} us/delivery, "
       f"errors {e['send_failures']+e['error_events']+e['unexpected_closes']}, slow {e['slow_consumer_closes']}")
 PY
 }
-HZ=$(getconf CLK_TCK)
 for run in $(seq "$RUNS"); do
   for n in 1 "$NODES"; do
     name="${n}node"; start "$n" || { stop; continue; }
-    before=$(cpu_ticks)
-    "$T/dialtone-load" --server "$URLS" --fingerprint "$FP" --admin-token "$TOK" --quiet \
+    pids=$(IFS=,; echo "${PIDS[*]}")
+    "$T/dialtone-load" --server "$URLS" --fingerprint "$FP" --admin-token "$TOK" --server-pid "$pids" --quiet \
       --json "$OUT/$name-$run.json" fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$RATE" \
       --duration "$DURATION" --warmup 5 >"$OUT/$name-$run.txt" 2>&1
-    after=$(cpu_ticks)
-    report "$OUT/$name-$run.json" "$name" "$run" "$(python3 -c "print(($after-$before)/$HZ)")"
+    report "$OUT/$name-$run.json" "$name" "$run"
+    if [ "$n" -gt 1 ]; then # what crossed the bus, summed over the nodes, for the whole server run
+      for u in ${URLS//,/ }; do curl -sk -H "X-Admin-Token: $TOK" "$u/metrics"; done | python3 -c '
+import sys,collections
+t=collections.Counter()
+for l in sys.stdin:
+    if l.startswith("dialtone_cluster_") and not l.startswith("#"):
+        k,v=l.rsplit(" ",1); t[k]+=float(v)
+print("         bus: "+", ".join(f"{k[len("dialtone_cluster_"):]}={int(v)}" for k,v in sorted(t.items()) if k.endswith("_total")))'
+    fi
     stop
   done
 done

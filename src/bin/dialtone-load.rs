@@ -67,9 +67,10 @@ struct TargetArgs {
     /// Accounts to provision; sockets share them round-robin.
     #[arg(long, default_value_t = 50, global = true)]
     users: usize,
-    /// Server process id, for RSS and CPU (server on this machine).
-    #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    /// Server process id, for RSS and CPU (servers on this machine); several nodes: repeat it or
+    /// give a comma-separated list, and RSS and CPU are their sums.
+    #[arg(long, value_delimiter = ',', global = true)]
+    server_pid: Vec<u32>,
     /// Source addresses to spread connections over (default 127.0.0.1-8 when every server URL is a
     /// loopback one).
     #[arg(long, value_delimiter = ',', global = true)]
@@ -283,7 +284,7 @@ fn main() -> ExitCode {
             t.source_ips.clone()
         },
         users: t.users,
-        server_pid: t.server_pid,
+        server_pids: t.server_pid,
         connect_concurrency: t.connect_concurrency,
         default_subscriptions: t.default_subscriptions,
         ..Options::default()

@@ -8,6 +8,9 @@
 //! consumer), which the reader finds as a `seq` gap.
 //! The client reconnects on its own, forever, and resubscribes; each (re)connect raises
 //! [`BusStatus::connects`], so the node knows to run a repair.
+//! Thread: the client, its connection and both pumps run on a thread of their own (`dialtone-bus`,
+//! one current-thread runtime), not on the hub's: socket I/O to NATS never competes with the
+//! hub and the channel actors. The thread ends when the [`NatsBus`] is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +28,54 @@ pub struct NatsBus {
     client: async_nats::Client,
     queue: mpsc::Sender<(String, Bytes)>,
     status: watch::Receiver<BusStatus>,
+    /// The bus thread's runtime, where subscriptions are made.
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the bus: ends the bus thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl NatsBus {
     /// Configure the client and start connecting in the background: a NATS that is down at start
     /// delays clustering (and `/ready`), it does not stop the node.
     pub async fn connect(cfg: &ClusterConfig) -> Result<Self, BusError> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let cfg = cfg.clone();
+        std::thread::Builder::new()
+            .name("dialtone-bus".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(BusError::Transport(format!(
+                            "cannot start the bus thread's runtime: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                    let bus = Self::connect_here(&cfg, stop_tx).await;
+                    let ok = bus.is_ok();
+                    let _ = ready_tx.send(bus);
+                    if ok {
+                        // Serve the client and the pumps until the bus is dropped.
+                        let _ = stop_rx.await;
+                    }
+                });
+            })
+            .map_err(|e| BusError::Transport(format!("cannot start the bus thread: {e}")))?;
+        ready_rx
+            .await
+            .unwrap_or_else(|_| Err(BusError::Transport("the bus thread ended".into())))
+    }
+
+    async fn connect_here(
+        cfg: &ClusterConfig,
+        stop: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<Self, BusError> {
         let (status_tx, status) = watch::channel(BusStatus::default());
         let status_tx = Arc::new(status_tx);
         let events = status_tx.clone();
@@ -115,6 +160,8 @@ impl NatsBus {
             client,
             queue,
             status,
+            runtime: tokio::runtime::Handle::current(),
+            _stop: stop,
         })
     }
 }
@@ -134,27 +181,36 @@ impl Bus for NatsBus {
         filter: String,
     ) -> BoxFuture<'static, Result<mpsc::Receiver<Inbound>, BusError>> {
         let client = self.client.clone();
-        Box::pin(async move {
-            let mut sub = client
-                .subscribe(filter)
-                .await
-                .map_err(|e| BusError::Transport(e.to_string()))?;
+        let (made_tx, made_rx) = tokio::sync::oneshot::channel();
+        self.runtime.spawn(async move {
+            let mut sub = match client.subscribe(filter).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    let _ = made_tx.send(Err(BusError::Transport(e.to_string())));
+                    return;
+                }
+            };
             // Small: NATS itself buffers `inbound_capacity` per subscription.
             let (tx, rx) = mpsc::channel(1024);
-            tokio::spawn(async move {
-                while let Some(msg) = sub.next().await {
-                    let inbound = Inbound {
-                        subject: msg.subject.to_string(),
-                        payload: msg.payload,
-                    };
-                    // Waiting here is the backpressure: NATS then drops (a gap) instead of this
-                    // node queueing without bound.
-                    if tx.send(inbound).await.is_err() {
-                        break;
-                    }
+            if made_tx.send(Ok(rx)).is_err() {
+                return;
+            }
+            while let Some(msg) = sub.next().await {
+                let inbound = Inbound {
+                    subject: msg.subject.to_string(),
+                    payload: msg.payload,
+                };
+                // Waiting here is the backpressure: NATS then drops (a gap) instead of this
+                // node queueing without bound.
+                if tx.send(inbound).await.is_err() {
+                    break;
                 }
-            });
-            Ok(rx)
+            }
+        });
+        Box::pin(async move {
+            made_rx
+                .await
+                .unwrap_or_else(|_| Err(BusError::Transport("the bus thread ended".into())))
         })
     }
 

@@ -200,7 +200,11 @@ pub async fn execute(
         .filter(|_| measure_server)
         .map(|t| rest.with_credentials(Credentials::AdminToken(t.clone())));
     let probe = ServerProbe::new(
-        options.server_pid.filter(|_| measure_server),
+        if measure_server {
+            options.server_pids.clone()
+        } else {
+            Vec::new()
+        },
         metrics_client,
     );
     if of > 1 && !scenario.splits() {

@@ -8,10 +8,12 @@ use crate::client::RestClient;
 /// Linux reports `/proc/<pid>/stat` CPU times in USER_HZ, which is 100 on every x86/arm Linux.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Access to the server's process and metrics.
+/// Access to the server's processes (one per node) and metrics.
 #[derive(Clone)]
 pub struct ServerProbe {
+    /// The first process (reported as the server's pid).
     pub pid: Option<u32>,
+    pids: Vec<u32>,
     metrics: Option<RestClient>,
 }
 
@@ -26,20 +28,37 @@ pub struct MetricsSnapshot {
 
 impl ServerProbe {
     /// `metrics`: a client allowed to read `/metrics` (admin token), if any.
-    pub fn new(pid: Option<u32>, metrics: Option<RestClient>) -> Self {
-        Self { pid, metrics }
+    /// `pids`: the server's processes, summed (several nodes on this machine); none: not read.
+    pub fn new(pids: Vec<u32>, metrics: Option<RestClient>) -> Self {
+        Self {
+            pid: pids.first().copied(),
+            pids,
+            metrics,
+        }
     }
 
-    /// Resident set size in bytes.
+    /// Resident set size in bytes, summed over the processes (`None` if any cannot be read).
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-        parse_vm_rss(&status)
+        self.sum(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            parse_vm_rss(&status)
+        })
     }
 
-    /// CPU time (user + system) consumed so far, in seconds.
+    /// CPU time (user + system) consumed so far, in seconds, summed over the processes.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        parse_cpu_ticks(&stat).map(|t| t as f64 / TICKS_PER_SECOND)
+        self.sum(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            parse_cpu_ticks(&stat)
+        })
+        .map(|t| t as f64 / TICKS_PER_SECOND)
+    }
+
+    fn sum(&self, read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|p| read(*p)).sum()
     }
 
     pub async fn metrics(&self) -> Option<MetricsSnapshot> {

@@ -211,8 +211,9 @@ pub struct Options {
     pub source_ips: Vec<IpAddr>,
     /// Accounts to provision (sockets share them round-robin).
     pub users: usize,
-    /// Server process id, for RSS and CPU (local servers).
-    pub server_pid: Option<u32>,
+    /// Server process ids, for RSS and CPU (local servers; several nodes are summed).
+    #[serde(default)]
+    pub server_pids: Vec<u32>,
     /// Connections opened at once.
     pub connect_concurrency: usize,
     /// Rely on the server's default subscriptions instead of `subscribe=none` + `subscribe`
@@ -227,7 +228,7 @@ impl Default for Options {
         Self {
             source_ips: Vec::new(),
             users: 50,
-            server_pid: None,
+            server_pids: Vec::new(),
             connect_concurrency: 128,
             default_subscriptions: false,
             drain: Duration::from_secs(2),

@@ -97,7 +97,7 @@ pub async fn run_split(
     let rest = RestClient::new(&plan.target.base_url, &plan.target.trust)
         .map_err(|e| LoadError::Config(e.to_string()))?;
     let probe = ServerProbe::new(
-        plan.options.server_pid,
+        plan.options.server_pids.clone(),
         plan.target
             .admin_token
             .as_ref()
@@ -213,7 +213,7 @@ pub async fn run_split(
     let parts: Vec<WorkerResult> = results.into_iter().flatten().collect();
     let mut report = merge(&parts, &plan.scenario);
     let f = &mut report.server_figures;
-    f.pid = plan.options.server_pid;
+    f.pid = plan.options.server_pids.first().copied();
     f.rss_before_bytes = rss_before;
     f.rss_after_bytes = probe.rss_bytes();
     if let Some(Some(at_load)) = held_rss {

@@ -27,7 +27,7 @@ fn options() -> Options {
         users: 3,
         // The test server runs inside this process: it has no pid of its own, so the report must
         // leave the server's RSS and CPU out rather than measure the test process.
-        server_pid: None,
+        server_pids: Vec::new(),
         source_ips: load::loopback_sources("https://localhost", 2),
         drain: Duration::from_millis(500),
         ..Options::default()

@@ -132,10 +132,14 @@ impl Node {
     }
 }
 
-/// A message from the bus, handed over by the pump task.
+/// Messages from the bus, handed over by the pump task: whatever arrived while the hub handled the
+/// previous batch (at most [`PUMP_BATCH`]), so one hub round trip is not paid per message.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct FromBus(pub Inbound);
+pub(super) struct FromBus(pub Vec<Inbound>);
+
+/// Largest batch the pump hands the hub at once.
+const PUMP_BATCH: usize = 256;
 
 /// The bus connection changed (sent by the status watcher).
 #[derive(Message)]
@@ -316,8 +320,15 @@ impl Hub {
         let hub = ctx.address();
         if let Some(mut rx) = node.inbound.take() {
             actix::spawn(async move {
-                while let Some(inbound) = rx.recv().await {
-                    if hub.send(FromBus(inbound)).await.is_err() {
+                while let Some(first) = rx.recv().await {
+                    let mut batch = vec![first];
+                    while batch.len() < PUMP_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    if hub.send(FromBus(batch)).await.is_err() {
                         return;
                     }
                 }
@@ -560,13 +571,27 @@ impl Handler<FromBus> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: FromBus, _: &mut Context<Self>) {
+        for inbound in msg.0 {
+            self.from_bus(inbound);
+        }
+        if let Some(node) = &self.cluster {
+            self.metrics
+                .cluster
+                .peers
+                .set(i64::try_from(node.peers.count()).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+impl Hub {
+    fn from_bus(&mut self, inbound: Inbound) {
         let Some(node) = self.cluster.as_mut() else {
             return;
         };
-        let Some(body) = node.mac.open(&msg.0.payload) else {
+        let Some(body) = node.mac.open(&inbound.payload) else {
             self.metrics.cluster.bus_undecodable.inc();
             tracing::warn!(
-                subject = %msg.0.subject,
+                subject = %inbound.subject,
                 "cluster message with a bad signature ignored (another cluster on this prefix, or a forgery)"
             );
             return;
@@ -626,12 +651,6 @@ impl Handler<FromBus> for Hub {
                 let changed = node.peers.leave(&from);
                 self.announce(changed);
             }
-        }
-        if let Some(node) = &self.cluster {
-            self.metrics
-                .cluster
-                .peers
-                .set(i64::try_from(node.peers.count()).unwrap_or(i64::MAX));
         }
     }
 }
