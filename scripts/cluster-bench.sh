@@ -79,7 +79,8 @@ t=collections.Counter()
 for l in sys.stdin:
     if l.startswith("dialtone_cluster_") and not l.startswith("#"):
         k,v=l.rsplit(" ",1); t[k]+=float(v)
-print("         bus: "+", ".join(f"{k[len("dialtone_cluster_"):]}={int(v)}" for k,v in sorted(t.items()) if k.endswith("_total")))'
+n=len("dialtone_cluster_")
+print("         bus: "+", ".join("%s=%d" % (k[n:], v) for k,v in sorted(t.items()) if k.endswith("_total")))'
     fi
     stop
   done
