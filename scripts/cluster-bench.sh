@@ -5,6 +5,11 @@
 # load generator spreads its sockets over every node's URL, so most deliveries cross the bus.
 #   usage: scripts/cluster-bench.sh TARGET_DIR      (holds release `dialtone` and `dialtone-load`)
 #   env:   NODES=3 RATE=500 RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
+#          MODES="1 3"          node counts to alternate (default: 1 and $NODES)
+#          SCENARIO=persist     durable commits/s instead (50 senders, window 64, spread over the
+#                               nodes); PERSIST_CHANNELS=1 puts them all on one hot channel
+#          ONE_URL=1            load only the first node while the others run (no deliveries cross
+#                               the bus: separates the cost of running N processes from the hop)
 # Server CPU per delivery: the load generator reads every node's CPU time (utime+stime, /proc) over
 # the measured window (`--server-pid` with every node's pid), summed, divided by the deliveries.
 set -uo pipefail
@@ -54,7 +59,7 @@ import json,sys
 try: j=json.load(open(sys.argv[1]))
 except Exception as e: print(f"{sys.argv[2]:8} run {sys.argv[3]}: no report ({e})"); sys.exit()
 l=j["latency"]; d=j.get("delivery") or {}; e=j["errors"]
-want=j["sent"]*int(j["parameters"]["members"]); sf=j.get("server_figures") or {}
+want=j["sent"]*int(j["parameters"].get("members","1")); sf=j.get("server_figures") or {}
 cpu=(sf.get("cpu_percent") or 0)/100
 ratio=d.get("cross_node_delivery_ratio")
 print(f"{sys.argv[2]:8} run {sys.argv[3]}: {j['deliveries_per_sec']:>8.0f} deliveries/s "
@@ -64,13 +69,19 @@ print(f"{sys.argv[2]:8} run {sys.argv[3]}: {j['deliveries_per_sec']:>8.0f} deliv
       f"errors {e['send_failures']+e['error_events']+e['unexpected_closes']}, slow {e['slow_consumer_closes']}")
 PY
 }
+MODES="${MODES:-1 $NODES}"
+if [ "${SCENARIO:-fanout}" = persist ]; then
+  LOAD=(persist --senders 50 --window 64 --channels "${PERSIST_CHANNELS:-0}" --duration "$DURATION" --warmup 3)
+else
+  LOAD=(fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$RATE" --duration "$DURATION" --warmup 5)
+fi
 for run in $(seq "$RUNS"); do
-  for n in 1 "$NODES"; do
+  for n in $MODES; do
     name="${n}node"; start "$n" || { stop; continue; }
+    if [ "${ONE_URL:-0}" = 1 ] && [ "$n" -gt 1 ]; then URLS="${URLS%%,*}"; name="${n}node-1url"; fi
     pids=$(IFS=,; echo "${PIDS[*]}")
     "$T/dialtone-load" --server "$URLS" --fingerprint "$FP" --admin-token "$TOK" --server-pid "$pids" --quiet \
-      --json "$OUT/$name-$run.json" fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$RATE" \
-      --duration "$DURATION" --warmup 5 >"$OUT/$name-$run.txt" 2>&1
+      --json "$OUT/$name-$run.json" "${LOAD[@]}" >"$OUT/$name-$run.txt" 2>&1
     report "$OUT/$name-$run.json" "$name" "$run"
     if [ "$n" -gt 1 ]; then # what crossed the bus, summed over the nodes, for the whole server run
       for u in ${URLS//,/ }; do curl -sk -H "X-Admin-Token: $TOK" "$u/metrics"; done | python3 -c '
