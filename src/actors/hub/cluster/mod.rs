@@ -15,8 +15,14 @@
 //! `DIALTONE_CLUSTER_REPAIR_MS` (and after each reconnect) every channel's last `seq` is compared
 //! with what this node delivered. Revocations are re-checked against the database on a timer and
 //! after each reconnect, because the notice that announced them may have been lost.
+//!
+//! Layout: this file holds the wire types, the node's state, publishing and local sequencing;
+//! `inbound` what the node makes of bus messages, connection changes and presence heartbeats;
+//! `repair` the gap fills, the periodic repair and the session re-check.
 
-use std::collections::HashSet;
+mod inbound;
+mod repair;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,16 +31,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::{Broadcast, Hub, Notice};
-use crate::actors::db::{ChannelSeqs, CommittedMessage, DbHandle, LiveSessions, MessagesAfterSeq};
-use crate::actors::{SessionKey, message_frame};
-use crate::cluster::presence::{Beat, Changed, Peers};
-use crate::cluster::sequencer::{Due, Sequencer};
+use super::{Hub, Notice};
+use crate::actors::db::{CommittedMessage, DbHandle};
+use crate::actors::message_frame;
+use crate::cluster::presence::Peers;
+use crate::cluster::sequencer::Sequencer;
 use crate::cluster::{Bus, BusStatus, Inbound};
 use crate::config::ClusterConfig;
 use crate::crypto::bus_mac::BusMac;
 use crate::db::models::MessageRow;
-use crate::protocol::ws::{Event, close_code};
+use crate::protocol::ws::Event;
 use crate::service::messages::StoredBroadcast;
 
 /// Rows one gap fill reads at most.
@@ -359,325 +365,8 @@ impl Hub {
         self.heartbeat();
     }
 
-    /// Gaps that outlived the hold: read them from the database (or skip, without subscribers).
-    fn fill_due(&mut self, ctx: &mut Context<Self>) {
-        let Some(node) = self.cluster.as_mut() else {
-            return;
-        };
-        let due = node.seq.due(Instant::now(), node.config.gap_hold);
-        for Due {
-            channel_id,
-            after_seq,
-        } in due
-        {
-            let subscribed = matches!(self.channels.get(&channel_id), Some(Some(_)));
-            if !subscribed {
-                let released = self
-                    .cluster
-                    .as_mut()
-                    .map(|n| n.seq.skip(&channel_id))
-                    .unwrap_or_default();
-                self.deliver_ready(&channel_id, released);
-                continue;
-            }
-            let Some(db) = self.cluster.as_ref().map(|n| n.db.clone()) else {
-                return;
-            };
-            self.metrics.cluster.gap_fills.inc();
-            let id = channel_id.clone();
-            let read = async move {
-                db.call(MessagesAfterSeq {
-                    channel_id: id,
-                    after_seq,
-                    limit: FILL_PAGE,
-                })
-                .await
-            };
-            ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
-                let Some(node) = hub.cluster.as_mut() else { return };
-                let now = Instant::now();
-                match result {
-                    Ok(rows) => {
-                        let exhausted = (rows.len() as i64) < FILL_PAGE;
-                        let items = rows
-                            .into_iter()
-                            .map(|row| {
-                                (
-                                    row.seq,
-                                    CommittedMessage { row, origin: None },
-                                )
-                            })
-                            .collect();
-                        let ready = node.seq.filled(&channel_id, items, exhausted, now);
-                        hub.metrics
-                            .cluster
-                            .gap_filled_messages
-                            .inc_by(ready.len() as u64);
-                        hub.deliver_ready(&channel_id, ready);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cluster gap fill failed; retrying after the hold");
-                        node.seq.fill_failed(&channel_id, now);
-                    }
-                }
-            }));
-        }
-    }
-
-    /// Compare every channel's last seq in the database with what this node delivered; apply
-    /// channel creations and deletions whose notices were lost.
-    pub(super) fn repair(&mut self, ctx: &mut Context<Self>) {
-        let Some(node) = &self.cluster else { return };
-        self.metrics.cluster.repairs.inc();
-        let db = node.db.clone();
-        let known: HashSet<String> = self.channels.keys().cloned().collect();
-        let read = async move { db.call(ChannelSeqs {}).await };
-        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
-            let seqs = match result {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster repair could not read the channels");
-                    return;
-                }
-            };
-            let now = Instant::now();
-            let in_db: HashSet<&str> = seqs.iter().map(|(id, _)| id.as_str()).collect();
-            let vanished: Vec<String> = known
-                .iter()
-                .filter(|id| !in_db.contains(id.as_str()) && hub.channels.contains_key(*id))
-                .cloned()
-                .collect();
-            for id in vanished {
-                hub.apply_notice(Notice::ChannelDeleted(id));
-            }
-            for (id, last) in &seqs {
-                if !hub.channels.contains_key(id) {
-                    hub.channel_appeared(id);
-                }
-                if let Some(node) = hub.cluster.as_mut() {
-                    node.seq.note_head(id, *last, now);
-                }
-            }
-        }));
-    }
-
-    /// A channel this node never heard about (its notice was lost): track it and subscribe the
-    /// sessions that follow every channel.
-    fn channel_appeared(&mut self, channel_id: &str) {
-        self.channels.entry(channel_id.to_owned()).or_insert(None);
-        let auto: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.auto)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in auto {
-            self.join(key, channel_id);
-        }
-    }
-
-    /// Announce this node's online users (in parts) and drop peers that went silent.
-    fn heartbeat(&mut self) {
-        let Some(node) = self.cluster.as_mut() else {
-            return;
-        };
-        node.round += 1;
-        let round = node.round;
-        let (dead, changed) = node.peers.expire(Instant::now());
-        let peers = node.peers.count();
-        if !dead.is_empty() {
-            tracing::warn!(nodes = ?dead, "cluster peers went silent; dropped from presence");
-        }
-        self.metrics
-            .cluster
-            .peers
-            .set(i64::try_from(peers).unwrap_or(i64::MAX));
-        self.announce(changed);
-        let users: Vec<String> = self.online.keys().cloned().collect();
-        let chunks: Vec<Vec<String>> = if users.is_empty() {
-            vec![Vec::new()]
-        } else {
-            users.chunks(BEAT_PART).map(<[String]>::to_vec).collect()
-        };
-        let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
-        for (part, users) in chunks.into_iter().enumerate() {
-            self.publish(
-                "presence",
-                PeerEvent::Heartbeat {
-                    round,
-                    part: u32::try_from(part).unwrap_or(u32::MAX),
-                    parts,
-                    users,
-                },
-            );
-        }
-    }
-
-    /// Tell local sockets about users whose cluster-wide presence changed.
-    fn announce(&mut self, changed: Changed) {
-        for user_id in changed.online {
-            if !self.online.contains_key(&user_id) {
-                self.tell_everyone(&Event::presence(user_id, true));
-            }
-        }
-        for user_id in changed.offline {
-            if !self.online.contains_key(&user_id) {
-                self.tell_everyone(&Event::presence(user_id, false));
-            }
-        }
-    }
-
-    /// Close sockets whose login session was revoked or whose user was disabled meanwhile.
-    pub(super) fn check_sessions(&mut self, ctx: &mut Context<Self>) {
-        let Some(node) = &self.cluster else { return };
-        if self.sessions.is_empty() {
-            return;
-        }
-        self.metrics.cluster.session_checks.inc();
-        let db = node.db.clone();
-        let asked: HashSet<String> = self
-            .sessions
-            .values()
-            .map(|e| e.db_session_id.clone())
-            .collect();
-        let ids: Vec<String> = asked.iter().cloned().collect();
-        let read = async move { db.call(LiveSessions { session_ids: ids }).await };
-        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
-            let live = match result {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster session re-check failed");
-                    return;
-                }
-            };
-            let mut closed = 0u64;
-            for entry in hub.sessions.values() {
-                if asked.contains(&entry.db_session_id) && !live.contains(&entry.db_session_id) {
-                    entry.handle.close(close_code::NORMAL, "session revoked");
-                    closed += 1;
-                }
-            }
-            hub.metrics.cluster.sessions_closed_by_check.inc_by(closed);
-        }));
-    }
-
     /// Graceful shutdown: peers drop this node's users now.
     pub(super) fn publish_leaving(&self) {
         self.publish("presence", PeerEvent::Leaving);
-    }
-}
-
-impl Handler<FromBus> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: FromBus, _: &mut Context<Self>) {
-        for inbound in msg.0 {
-            self.from_bus(inbound);
-        }
-        if let Some(node) = &self.cluster {
-            self.metrics
-                .cluster
-                .peers
-                .set(i64::try_from(node.peers.count()).unwrap_or(i64::MAX));
-        }
-    }
-}
-
-impl Hub {
-    fn from_bus(&mut self, inbound: Inbound) {
-        let Some(node) = self.cluster.as_mut() else {
-            return;
-        };
-        let Some(body) = node.mac.open(&inbound.payload) else {
-            self.metrics.cluster.bus_undecodable.inc();
-            tracing::warn!(
-                subject = %inbound.subject,
-                "cluster message with a bad signature ignored (another cluster on this prefix, or a forgery)"
-            );
-            return;
-        };
-        let envelope: Envelope = match serde_json::from_slice(body) {
-            Ok(e) => e,
-            Err(e) => {
-                self.metrics.cluster.bus_undecodable.inc();
-                tracing::warn!(error = %e, "undecodable cluster message ignored");
-                return;
-            }
-        };
-        if envelope.node == node.config.node_id {
-            return;
-        }
-        self.metrics.cluster.bus_in.inc();
-        let now = Instant::now();
-        node.peers.seen(&envelope.node, now);
-        let from = envelope.node;
-        match envelope.event {
-            PeerEvent::Messages { channel_id, rows } => {
-                let messages = rows
-                    .into_iter()
-                    .map(|row| CommittedMessage { row, origin: None })
-                    .collect();
-                self.sequence(&channel_id, messages);
-            }
-            PeerEvent::Notice { notice } => self.apply_notice(notice),
-            PeerEvent::Broadcast { broadcast } => self.apply_broadcast(Broadcast(broadcast)),
-            PeerEvent::Online { user_id } => {
-                let changed = node.peers.online(&from, &user_id, now);
-                self.announce(changed);
-            }
-            PeerEvent::Offline { user_id } => {
-                let changed = node.peers.offline(&from, &user_id, now);
-                self.announce(changed);
-            }
-            PeerEvent::Heartbeat {
-                round,
-                part,
-                parts,
-                users,
-            } => {
-                let changed = node.peers.heartbeat(
-                    &from,
-                    Beat {
-                        round,
-                        part,
-                        parts,
-                        users,
-                    },
-                    now,
-                );
-                self.announce(changed);
-            }
-            PeerEvent::Leaving => {
-                let changed = node.peers.leave(&from);
-                self.announce(changed);
-            }
-        }
-    }
-}
-
-impl Handler<BusChanged> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: BusChanged, ctx: &mut Context<Self>) {
-        let Some(node) = self.cluster.as_mut() else {
-            return;
-        };
-        let status = msg.0;
-        self.metrics
-            .cluster
-            .connected
-            .set(i64::from(status.connected));
-        if status.connects > node.connects {
-            let reconnect = node.connects > 0;
-            node.connects = status.connects;
-            if reconnect {
-                // What was published while the connection was down is lost both ways.
-                self.metrics.cluster.reconnects.inc();
-                tracing::info!("cluster bus reconnected: repairing");
-            }
-            self.repair(ctx);
-            self.check_sessions(ctx);
-            self.heartbeat();
-        }
     }
 }

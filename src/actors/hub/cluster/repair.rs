@@ -1,0 +1,168 @@
+//! Repair from PostgreSQL: gap fills, the periodic comparison of every channel's last `seq` with
+//! what this node delivered (which also applies lost channel creations and deletions), and the
+//! re-check of open sockets against revoked sessions and disabled users.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::super::{Hub, Notice};
+use super::FILL_PAGE;
+use crate::actors::SessionKey;
+use crate::actors::db::{ChannelSeqs, CommittedMessage, LiveSessions, MessagesAfterSeq};
+use crate::cluster::sequencer::Due;
+use crate::protocol::ws::close_code;
+
+impl Hub {
+    /// Gaps that outlived the hold: read them from the database (or skip, without subscribers).
+    pub(super) fn fill_due(&mut self, ctx: &mut Context<Self>) {
+        let Some(node) = self.cluster.as_mut() else {
+            return;
+        };
+        let due = node.seq.due(Instant::now(), node.config.gap_hold);
+        for Due {
+            channel_id,
+            after_seq,
+        } in due
+        {
+            let subscribed = matches!(self.channels.get(&channel_id), Some(Some(_)));
+            if !subscribed {
+                let released = self
+                    .cluster
+                    .as_mut()
+                    .map(|n| n.seq.skip(&channel_id))
+                    .unwrap_or_default();
+                self.deliver_ready(&channel_id, released);
+                continue;
+            }
+            let Some(db) = self.cluster.as_ref().map(|n| n.db.clone()) else {
+                return;
+            };
+            self.metrics.cluster.gap_fills.inc();
+            let id = channel_id.clone();
+            let read = async move {
+                db.call(MessagesAfterSeq {
+                    channel_id: id,
+                    after_seq,
+                    limit: FILL_PAGE,
+                })
+                .await
+            };
+            ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+                let Some(node) = hub.cluster.as_mut() else { return };
+                let now = Instant::now();
+                match result {
+                    Ok(rows) => {
+                        let exhausted = (rows.len() as i64) < FILL_PAGE;
+                        let items = rows
+                            .into_iter()
+                            .map(|row| {
+                                (
+                                    row.seq,
+                                    CommittedMessage { row, origin: None },
+                                )
+                            })
+                            .collect();
+                        let ready = node.seq.filled(&channel_id, items, exhausted, now);
+                        hub.metrics
+                            .cluster
+                            .gap_filled_messages
+                            .inc_by(ready.len() as u64);
+                        hub.deliver_ready(&channel_id, ready);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster gap fill failed; retrying after the hold");
+                        node.seq.fill_failed(&channel_id, now);
+                    }
+                }
+            }));
+        }
+    }
+
+    /// Compare every channel's last seq in the database with what this node delivered; apply
+    /// channel creations and deletions whose notices were lost.
+    pub(super) fn repair(&mut self, ctx: &mut Context<Self>) {
+        let Some(node) = &self.cluster else { return };
+        self.metrics.cluster.repairs.inc();
+        let db = node.db.clone();
+        let known: HashSet<String> = self.channels.keys().cloned().collect();
+        let read = async move { db.call(ChannelSeqs {}).await };
+        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+            let seqs = match result {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster repair could not read the channels");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            let in_db: HashSet<&str> = seqs.iter().map(|(id, _)| id.as_str()).collect();
+            let vanished: Vec<String> = known
+                .iter()
+                .filter(|id| !in_db.contains(id.as_str()) && hub.channels.contains_key(*id))
+                .cloned()
+                .collect();
+            for id in vanished {
+                hub.apply_notice(Notice::ChannelDeleted(id));
+            }
+            for (id, last) in &seqs {
+                if !hub.channels.contains_key(id) {
+                    hub.channel_appeared(id);
+                }
+                if let Some(node) = hub.cluster.as_mut() {
+                    node.seq.note_head(id, *last, now);
+                }
+            }
+        }));
+    }
+
+    /// A channel this node never heard about (its notice was lost): track it and subscribe the
+    /// sessions that follow every channel.
+    fn channel_appeared(&mut self, channel_id: &str) {
+        self.channels.entry(channel_id.to_owned()).or_insert(None);
+        let auto: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.auto)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in auto {
+            self.join(key, channel_id);
+        }
+    }
+
+    /// Close sockets whose login session was revoked or whose user was disabled meanwhile.
+    pub(super) fn check_sessions(&mut self, ctx: &mut Context<Self>) {
+        let Some(node) = &self.cluster else { return };
+        if self.sessions.is_empty() {
+            return;
+        }
+        self.metrics.cluster.session_checks.inc();
+        let db = node.db.clone();
+        let asked: HashSet<String> = self
+            .sessions
+            .values()
+            .map(|e| e.db_session_id.clone())
+            .collect();
+        let ids: Vec<String> = asked.iter().cloned().collect();
+        let read = async move { db.call(LiveSessions { session_ids: ids }).await };
+        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+            let live = match result {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster session re-check failed");
+                    return;
+                }
+            };
+            let mut closed = 0u64;
+            for entry in hub.sessions.values() {
+                if asked.contains(&entry.db_session_id) && !live.contains(&entry.db_session_id) {
+                    entry.handle.close(close_code::NORMAL, "session revoked");
+                    closed += 1;
+                }
+            }
+            hub.metrics.cluster.sessions_closed_by_check.inc_by(closed);
+        }));
+    }
+}
