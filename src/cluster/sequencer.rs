@@ -63,8 +63,8 @@ impl<T> Stream<T> {
 pub struct Offered<T> {
     /// Messages now deliverable, in seq order (this one, and any it unblocked).
     pub ready: Vec<T>,
-    /// The message had already been delivered or is already held: it was dropped.
-    pub duplicate: bool,
+    /// The message itself, handed back: it had already been delivered or is already held.
+    pub duplicate: Option<T>,
 }
 
 /// A gap to fill: read the channel's messages after `after_seq`.
@@ -112,7 +112,7 @@ impl<T> Sequencer<T> {
         if seq <= s.delivered || s.held.contains_key(&seq) {
             return Offered {
                 ready,
-                duplicate: true,
+                duplicate: Some(item),
             };
         }
         s.head = s.head.max(seq);
@@ -126,7 +126,7 @@ impl<T> Sequencer<T> {
         s.settle(now);
         Offered {
             ready,
-            duplicate: false,
+            duplicate: None,
         }
     }
 
@@ -245,7 +245,7 @@ mod tests {
     const HOLD: Duration = Duration::from_millis(100);
 
     fn ready(o: Offered<&'static str>) -> Vec<&'static str> {
-        assert!(!o.duplicate);
+        assert!(o.duplicate.is_none());
         o.ready
     }
 
@@ -255,8 +255,8 @@ mod tests {
         let mut s = Sequencer::new([("c".to_owned(), 3)]);
         assert_eq!(ready(s.offer("c", 4, "a", t)), vec!["a"]);
         assert_eq!(ready(s.offer("c", 5, "b", t)), vec!["b"]);
-        assert!(s.offer("c", 5, "b", t).duplicate);
-        assert!(s.offer("c", 2, "old", t).duplicate);
+        assert_eq!(s.offer("c", 5, "b", t).duplicate, Some("b"));
+        assert!(s.offer("c", 2, "old", t).duplicate.is_some());
         assert_eq!(s.delivered("c"), 5);
         assert!(s.due(t + HOLD, HOLD).is_empty());
     }
@@ -267,7 +267,10 @@ mod tests {
         let mut s = Sequencer::new([("c".to_owned(), 0)]);
         assert!(ready(s.offer("c", 2, "two", t)).is_empty());
         assert!(ready(s.offer("c", 3, "three", t)).is_empty());
-        assert!(s.offer("c", 3, "three", t).duplicate, "held counts as seen");
+        assert!(
+            s.offer("c", 3, "three", t).duplicate.is_some(),
+            "held counts as seen"
+        );
         assert_eq!(s.held(), 2);
         assert!(s.due(t, HOLD).is_empty(), "not due before the hold time");
         assert_eq!(
@@ -351,7 +354,7 @@ mod tests {
         s.note_head("c", 9, t);
         assert_eq!(s.skip("c"), vec!["3"]);
         assert_eq!(s.delivered("c"), 9);
-        assert!(s.offer("c", 8, "8", t).duplicate);
+        assert!(s.offer("c", 8, "8", t).duplicate.is_some());
         assert_eq!(ready(s.offer("c", 10, "10", t)), vec!["10"]);
     }
 

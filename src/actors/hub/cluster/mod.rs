@@ -269,13 +269,10 @@ impl Hub {
         let mut duplicates = Vec::new();
         for m in messages {
             let seq = m.row.seq;
-            // The origin is needed if the message turns out to be a duplicate.
-            let origin = m.origin.clone();
-            let row = m.row.clone();
             let offered = node.seq.offer(channel_id, seq, m, now);
-            if offered.duplicate {
+            if let Some(dup) = offered.duplicate {
                 self.metrics.cluster.duplicates_dropped.inc();
-                duplicates.push((row, origin));
+                duplicates.push(dup);
             }
             ready.extend(offered.ready);
         }
@@ -285,14 +282,14 @@ impl Hub {
             .set(i64::try_from(node.seq.held()).unwrap_or(i64::MAX));
         // A local message a gap fill already delivered (to subscribers) still owes its sender
         // the echo when the sender is not subscribed.
-        for (row, origin) in duplicates {
-            if let Some(origin) = origin {
+        for dup in duplicates {
+            if let Some(origin) = &dup.origin {
                 let subscribed = self
                     .sessions
                     .get(&origin.key)
                     .is_some_and(|e| e.channels.contains(channel_id));
                 if !subscribed {
-                    origin.send_frames(Arc::from(vec![message_frame(&row)]));
+                    origin.send_frames(Arc::from(vec![message_frame(&dup.row)]));
                 }
             }
         }
