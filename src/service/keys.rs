@@ -143,6 +143,118 @@ fn sealed_directory(row: &DirectoryEnvelopeRow) -> Sealed<'_> {
     }
 }
 
+/// A key envelope row (channel or directory key) as the upload loop handles it: whom it is for,
+/// what it seals, and how it is read and written.
+trait EnvelopeRow: Sized + Send + Sync {
+    fn device_id(&self) -> &str;
+    fn sealed(&self) -> Sealed<'_>;
+    /// What is stored for this row's target now.
+    fn stored<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<Option<Self>>> + Send + 'a;
+    /// Insert unless one appeared meanwhile; `false` then.
+    fn insert_new<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<bool>> + Send + 'a;
+    fn upsert<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<()>> + Send + 'a;
+}
+
+impl EnvelopeRow for ChannelEnvelopeRow {
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    fn sealed(&self) -> Sealed<'_> {
+        sealed_channel(self)
+    }
+    fn stored<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<Option<Self>>> + Send + 'a {
+        db::keys::channel_envelope(db, &self.channel_id, &self.device_id)
+    }
+    fn insert_new<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<bool>> + Send + 'a {
+        db::keys::insert_new_channel_envelope(db, self)
+    }
+    fn upsert<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<()>> + Send + 'a {
+        db::keys::upsert_channel_envelope(db, self)
+    }
+}
+
+impl EnvelopeRow for DirectoryEnvelopeRow {
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    fn sealed(&self) -> Sealed<'_> {
+        sealed_directory(self)
+    }
+    fn stored<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<Option<Self>>> + Send + 'a {
+        db::keys::directory_envelope(db, &self.device_id)
+    }
+    fn insert_new<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<bool>> + Send + 'a {
+        db::keys::insert_new_directory_envelope(db, self)
+    }
+    fn upsert<'a>(
+        &'a self,
+        db: &'a mut db::Db<'_>,
+    ) -> impl Future<Output = db::DbResult<()>> + Send + 'a {
+        db::keys::upsert_directory_envelope(db, self)
+    }
+}
+
+/// Judge and write every target of an upload, inside its transaction: an unknown device, or any
+/// target another holder's envelope already occupies, declines the whole upload (the caller rolls
+/// back).
+async fn write_envelopes<R: EnvelopeRow>(
+    db: &mut db::Db<'_>,
+    caller: &AuthContext,
+    rows: &[R],
+) -> db::DbResult<Result<(), Declined>> {
+    let mut conflicts: Vec<String> = Vec::new();
+    for row in rows {
+        if db::devices::find(db, row.device_id()).await?.is_none() {
+            return Ok(Err(Declined::Device));
+        }
+        let stored = row.stored(db).await?;
+        let stored = stored.as_ref().map(EnvelopeRow::sealed);
+        let write =
+            key_authority::judge(db, caller, row.device_id(), &row.sealed(), stored.as_ref())
+                .await?;
+        let written = match write {
+            Write::Insert => row.insert_new(db).await?,
+            Write::Replace => {
+                row.upsert(db).await?;
+                true
+            }
+            Write::Unchanged => true,
+            Write::Conflict => false,
+        };
+        if !written && !conflicts.iter().any(|c| c == row.device_id()) {
+            conflicts.push(row.device_id().to_owned());
+        }
+    }
+    if !conflicts.is_empty() {
+        return Ok(Err(Declined::Refused(Refusal::Conflict, conflicts)));
+    }
+    Ok(Ok(()))
+}
+
 /// `POST /channels/keys`.
 pub async fn upload_channel_keys(
     store: &Store,
@@ -191,42 +303,7 @@ pub async fn upload_channel_keys(
                     let ids = targets(rows.iter().map(|r| r.device_id.as_str()));
                     return Ok(Err(Declined::Refused(Refusal::NotKeyHolder, ids)));
                 }
-                let mut conflicts = Vec::new();
-                for row in &rows {
-                    if db::devices::find(&mut db, &row.device_id).await?.is_none() {
-                        return Ok(Err(Declined::Device));
-                    }
-                    let stored =
-                        db::keys::channel_envelope(&mut db, &row.channel_id, &row.device_id)
-                            .await?;
-                    let stored = stored.as_ref().map(sealed_channel);
-                    let write = key_authority::judge(
-                        &mut db,
-                        &caller,
-                        &row.device_id,
-                        &sealed_channel(row),
-                        stored.as_ref(),
-                    )
-                    .await?;
-                    let written = match write {
-                        Write::Insert => {
-                            db::keys::insert_new_channel_envelope(&mut db, row).await?
-                        }
-                        Write::Replace => {
-                            db::keys::upsert_channel_envelope(&mut db, row).await?;
-                            true
-                        }
-                        Write::Unchanged => true,
-                        Write::Conflict => false,
-                    };
-                    if !written && !conflicts.contains(&row.device_id) {
-                        conflicts.push(row.device_id.clone());
-                    }
-                }
-                if !conflicts.is_empty() {
-                    return Ok(Err(Declined::Refused(Refusal::Conflict, conflicts)));
-                }
-                Ok(Ok(()))
+                write_envelopes(&mut db, &caller, &rows).await
             }
             .boxed()
         })
@@ -266,40 +343,7 @@ pub async fn upload_directory_keys(
                     let ids = targets(rows.iter().map(|r| r.device_id.as_str()));
                     return Ok(Err(Declined::Refused(Refusal::NotKeyHolder, ids)));
                 }
-                let mut conflicts = Vec::new();
-                for row in &rows {
-                    if db::devices::find(&mut db, &row.device_id).await?.is_none() {
-                        return Ok(Err(Declined::Device));
-                    }
-                    let stored = db::keys::directory_envelope(&mut db, &row.device_id).await?;
-                    let stored = stored.as_ref().map(sealed_directory);
-                    let write = key_authority::judge(
-                        &mut db,
-                        &caller,
-                        &row.device_id,
-                        &sealed_directory(row),
-                        stored.as_ref(),
-                    )
-                    .await?;
-                    let written = match write {
-                        Write::Insert => {
-                            db::keys::insert_new_directory_envelope(&mut db, row).await?
-                        }
-                        Write::Replace => {
-                            db::keys::upsert_directory_envelope(&mut db, row).await?;
-                            true
-                        }
-                        Write::Unchanged => true,
-                        Write::Conflict => false,
-                    };
-                    if !written && !conflicts.contains(&row.device_id) {
-                        conflicts.push(row.device_id.clone());
-                    }
-                }
-                if !conflicts.is_empty() {
-                    return Ok(Err(Declined::Refused(Refusal::Conflict, conflicts)));
-                }
-                Ok(Ok(()))
+                write_envelopes(&mut db, &caller, &rows).await
             }
             .boxed()
         })
