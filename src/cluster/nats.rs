@@ -149,10 +149,15 @@ impl NatsBus {
         let (queue, mut pending) = mpsc::channel::<(String, Bytes)>(cfg.publish_queue);
         let publisher = client.clone();
         tokio::spawn(async move {
+            let mut failures = 0u64;
+            // Ends only when the bus is dropped (the queue closes). A failed publish loses that
+            // one message for the peers (repair heals messages); it never stops the ones after.
             while let Some((subject, payload)) = pending.recv().await {
-                // An error here means the client is closed (shutdown): nothing left to do.
-                if publisher.publish(subject, payload).await.is_err() {
-                    break;
+                if let Err(e) = publisher.publish(subject, payload).await {
+                    failures += 1;
+                    if failures.is_power_of_two() {
+                        tracing::warn!(error = %e, failures, "cluster publish failed");
+                    }
                 }
             }
         });
@@ -190,6 +195,10 @@ impl Bus for NatsBus {
                     return;
                 }
             };
+            // The SUB reaches the server before the caller reads the database (subscribe, then
+            // catch up). Bounded: with NATS down at start, the subscription is made on connect
+            // and the first repair covers what came before.
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
             // Small: NATS itself buffers `inbound_capacity` per subscription.
             let (tx, rx) = mpsc::channel(1024);
             if made_tx.send(Ok(rx)).is_err() {

@@ -5,9 +5,9 @@
 //! ahead of a gap (`held`), and the highest seq known to exist (`head`, from the messages seen
 //! and from the database's counters). A channel whose `head` is ahead of `delivered` is
 //! *behind*; once it has been behind for the hold time the hub fills it from the database.
-//! Bound: `held` only grows while a gap is open, and a gap lives at most the hold time plus one
-//! database read; a fill that finds the missing seqs gone (the channel was deleted) releases what
-//! was held instead of waiting for them.
+//! Bound: `held` only grows while a gap is open. Seqs have no gaps within a channel, so a gap
+//! closes as soon as a read sees the missing seqs (one hold plus one read, more while the
+//! database is down); a deleted channel's state, held messages included, is dropped with it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -185,16 +185,13 @@ impl<T> Sequencer<T> {
             s.drain(&mut ready);
         }
         s.drain(&mut ready);
-        if exhausted && s.delivered < s.head {
-            // The database has nothing more: the missing seqs are gone (deleted with their
-            // channel). Release what is held rather than wait for them.
-            while let Some((seq, item)) = s.held.pop_first() {
-                ready.push(item);
-                s.delivered = seq;
-            }
-            s.head = s.delivered;
-        }
         s.settle(now);
+        if exhausted && s.behind_since.is_some() {
+            // Still behind although the read found nothing more: the missing seqs are committed
+            // but were not visible to that read yet (seqs have no gaps within a channel). Read
+            // again after another hold; never skip them. A deleted channel is forgotten instead.
+            s.behind_since = Some(now);
+        }
         s.refill = s.behind_since.is_some() && !exhausted;
         ready
     }
@@ -337,13 +334,23 @@ mod tests {
     }
 
     #[test]
-    fn seqs_that_are_gone_release_what_was_held() {
+    fn a_read_that_misses_committed_seqs_is_retried_not_skipped() {
         let t = Instant::now();
         let mut s = Sequencer::new([("c".to_owned(), 0)]);
         s.offer("c", 3, "3", t);
         s.due(t + HOLD, HOLD);
-        assert_eq!(s.filled("c", vec![], true, t + HOLD), vec!["3"]);
-        assert_eq!(ready(s.offer("c", 4, "4", t)), vec!["4"]);
+        // The read's snapshot had only seq 1; seq 2 committed just after it.
+        assert_eq!(s.filled("c", vec![(1, "1")], true, t + HOLD), vec!["1"]);
+        assert!(s.due(t + HOLD, HOLD).is_empty(), "not at once");
+        assert_eq!(
+            s.due(t + HOLD * 2, HOLD)[0].after_seq,
+            1,
+            "again after a hold"
+        );
+        assert_eq!(
+            s.filled("c", vec![(2, "2")], true, t + HOLD * 2),
+            vec!["2", "3"]
+        );
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Hub {
                 }
                 if let Some(node) = self.cluster.as_mut() {
                     node.seq.forget(&channel_id);
+                    node.deletions += 1;
                 }
                 for entry in self.sessions.values_mut() {
                     entry.channels.remove(&channel_id);

@@ -15,6 +15,11 @@ use crate::protocol::ws::Event;
 impl Hub {
     /// Announce this node's online users (in parts) and drop peers that went silent.
     pub(super) fn heartbeat(&mut self) {
+        // After `leaving` (shutdown) a heartbeat would bring this node back into the peers'
+        // presence with the users it is about to close.
+        if self.shutting_down {
+            return;
+        }
         let Some(node) = self.cluster.as_mut() else {
             return;
         };
@@ -110,6 +115,10 @@ impl Hub {
         node.peers.seen(&envelope.node, now);
         let from = envelope.node;
         match envelope.event {
+            // A channel this node does not know (deleted, or its creation notice not here yet):
+            // dropped, so no state is kept for it. If it exists, the next repair learns of it and
+            // a fill delivers these.
+            PeerEvent::Messages { channel_id, .. } if !self.channels.contains_key(&channel_id) => {}
             PeerEvent::Messages { channel_id, rows } => {
                 let messages = rows
                     .into_iter()

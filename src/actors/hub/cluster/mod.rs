@@ -49,6 +49,10 @@ const FILL_PAGE: i64 = 500;
 const BEAT_PART: usize = 2_000;
 /// A peer silent for this many heartbeats is dropped from presence.
 const PEER_MISSES: u32 = 3;
+/// Largest bus payload this node sends: half of NATS's default `max_payload` (1 MiB). A group
+/// commit's messages of one channel are split to stay under it; any other event above it is
+/// dropped and counted.
+const MAX_BUS_PAYLOAD: usize = 512 * 1024;
 
 /// What the server hands the hub to cluster it.
 pub struct ClusterLink {
@@ -107,6 +111,9 @@ pub(super) struct Node {
     db: DbHandle,
     pub(super) seq: Sequencer<CommittedMessage>,
     pub(super) peers: Peers,
+    /// Channel deletions applied so far: a repair read that a deletion overtook must not bring
+    /// the channel back.
+    pub(super) deletions: u64,
     round: u64,
     connects: u64,
     status: watch::Receiver<BusStatus>,
@@ -122,6 +129,7 @@ impl Node {
         Self {
             seq: Sequencer::new(link.seqs),
             peers: Peers::new(timeout),
+            deletions: 0,
             round: 0,
             connects,
             status,
@@ -152,6 +160,29 @@ const PUMP_BATCH: usize = 256;
 #[rtype(result = "()")]
 pub(super) struct BusChanged(pub BusStatus);
 
+/// One channel's committed rows in bus-sized parts, in order (a body is at most 16 KiB, and a
+/// group commit may hold hundreds of one channel's messages).
+fn payload_chunks(messages: &[CommittedMessage]) -> Vec<Vec<MessageRow>> {
+    // JSON field names, ids, timestamps and escaping, generously.
+    const ROW_OVERHEAD: usize = 512;
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<MessageRow> = Vec::new();
+    let mut size = 0;
+    for m in messages {
+        let row = m.row.body.len() + m.row.sender_name_enc.len() + ROW_OVERHEAD;
+        if !chunk.is_empty() && size + row > MAX_BUS_PAYLOAD - 4096 {
+            chunks.push(std::mem::take(&mut chunk));
+            size = 0;
+        }
+        size += row;
+        chunk.push(m.row.clone());
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
 impl Hub {
     /// Publish one event; a full or closed bus loses it for the peers (counted; repair heals it).
     fn publish(&self, tail: &str, event: PeerEvent) {
@@ -171,6 +202,14 @@ impl Hub {
                 return;
             }
         };
+        if body.len() > MAX_BUS_PAYLOAD {
+            self.metrics.cluster.bus_dropped.inc();
+            tracing::warn!(
+                bytes = body.len(),
+                "cluster event too large for the bus; not published"
+            );
+            return;
+        }
         let bus = node.bus.clone();
         let subject = node.subject(tail);
         let payload = Bytes::from(node.mac.seal(&body));
@@ -216,7 +255,8 @@ impl Hub {
     /// A user's first socket on this node opened (`true`) or its last closed.
     pub(super) fn local_presence(&mut self, user_id: String, online: bool) {
         let elsewhere = self.cluster.as_ref().is_some_and(|n| n.peers.has(&user_id));
-        if self.cluster.is_some() {
+        // Shutting down: the peers already dropped this node's users on `leaving`.
+        if self.cluster.is_some() && !self.shutting_down {
             let event = if online {
                 PeerEvent::Online {
                     user_id: user_id.clone(),
@@ -246,14 +286,15 @@ impl Hub {
             .is_some_and(|n| n.config.fault_skip_message_publish);
         for (channel_id, messages) in by_channel {
             if !skip_publish {
-                let rows = messages.iter().map(|m| m.row.clone()).collect();
-                self.publish(
-                    &format!("ch.{channel_id}"),
-                    PeerEvent::Messages {
-                        channel_id: channel_id.clone(),
-                        rows,
-                    },
-                );
+                for rows in payload_chunks(&messages) {
+                    self.publish(
+                        &format!("ch.{channel_id}"),
+                        PeerEvent::Messages {
+                            channel_id: channel_id.clone(),
+                            rows,
+                        },
+                    );
+                }
             }
             self.sequence(&channel_id, messages);
         }
@@ -276,10 +317,6 @@ impl Hub {
             }
             ready.extend(offered.ready);
         }
-        self.metrics
-            .cluster
-            .held
-            .set(i64::try_from(node.seq.held()).unwrap_or(i64::MAX));
         // A local message a gap fill already delivered (to subscribers) still owes its sender
         // the echo when the sender is not subscribed.
         for dup in duplicates {

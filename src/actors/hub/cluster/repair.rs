@@ -20,6 +20,11 @@ impl Hub {
         let Some(node) = self.cluster.as_mut() else {
             return;
         };
+        // Read here, on the tick, not per batch: it visits every channel.
+        self.metrics
+            .cluster
+            .held
+            .set(i64::try_from(node.seq.held()).unwrap_or(i64::MAX));
         let due = node.seq.due(Instant::now(), node.config.gap_hold);
         for Due {
             channel_id,
@@ -87,6 +92,7 @@ impl Hub {
         self.metrics.cluster.repairs.inc();
         let db = node.db.clone();
         let known: HashSet<String> = self.channels.keys().cloned().collect();
+        let deletions = node.deletions;
         let read = async move { db.call(ChannelSeqs {}).await };
         ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
             let seqs = match result {
@@ -106,8 +112,16 @@ impl Hub {
             for id in vanished {
                 hub.apply_notice(Notice::ChannelDeleted(id));
             }
+            // A deletion applied while this read ran may be of a channel the read still lists.
+            let overtaken = hub
+                .cluster
+                .as_ref()
+                .is_some_and(|n| n.deletions != deletions);
             for (id, last) in &seqs {
                 if !hub.channels.contains_key(id) {
+                    if overtaken {
+                        continue;
+                    }
                     hub.channel_appeared(id);
                 }
                 if let Some(node) = hub.cluster.as_mut() {
