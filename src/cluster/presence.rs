@@ -50,6 +50,11 @@ impl Peers {
         self.peers.values().any(|p| p.users.contains(user_id))
     }
 
+    /// Whether `node` is a live peer.
+    pub fn knows(&self, node: &str) -> bool {
+        self.peers.contains_key(node)
+    }
+
     /// Peers heard from within the timeout.
     pub fn count(&self) -> usize {
         self.peers.len()

@@ -158,3 +158,42 @@ async fn a_forged_bus_message_without_the_cluster_key_is_ignored() {
     ws_ready(&mut ws).await;
     assert!(bob.rest.channels().await.is_ok(), "the session still works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_bus_message_is_refused() {
+    use futures_util::StreamExt;
+    let Some(cluster) = TestCluster::start(2).await else {
+        return;
+    };
+    // Capture a genuine, signed heartbeat off the wire and publish it again, as anyone who can
+    // read and write the bus (but holds no key) could.
+    let nats = async_nats::connect(cluster.nats.as_str()).await.unwrap();
+    let mut sub = nats
+        .subscribe(format!("{}.presence", cluster.prefix))
+        .await
+        .unwrap();
+    let captured = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a heartbeat within the wait")
+        .unwrap();
+    let refused = || async {
+        let mut total = 0;
+        for node in &cluster.nodes {
+            total += Scrape::of(node)
+                .await
+                .counter("dialtone_cluster_bus_undecodable_total");
+        }
+        total
+    };
+    assert_eq!(refused().await, 0, "genuine traffic is all accepted");
+    for _ in 0..3 {
+        nats.publish(captured.subject.clone(), captured.payload.clone())
+            .await
+            .unwrap();
+    }
+    nats.flush().await.unwrap();
+    eventually("the other node refuses the replays", || async {
+        refused().await >= 3
+    })
+    .await;
+}

@@ -6,13 +6,24 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::super::{Broadcast, Hub};
-use super::{BEAT_PART, BusChanged, Envelope, FromBus, PeerEvent};
+use super::{BEAT_PART, BusChanged, Envelope, FromBus, PeerEvent, REPLAY_WINDOW_MS, unix_ms};
 use crate::actors::db::CommittedMessage;
 use crate::cluster::Inbound;
 use crate::cluster::presence::{Beat, Changed};
 use crate::protocol::ws::Event;
 
 impl Hub {
+    /// Count a refused bus message; log the 1st, 2nd, 4th, 8th… (a flood must not flood the log).
+    fn refuse(&mut self, why: &'static str) {
+        self.metrics.cluster.bus_undecodable.inc();
+        if let Some(node) = self.cluster.as_mut() {
+            node.refused += 1;
+            if node.refused.is_power_of_two() {
+                tracing::warn!(why, refused = node.refused, "cluster bus message ignored");
+            }
+        }
+    }
+
     /// Announce this node's online users (in parts) and drop peers that went silent.
     pub(super) fn heartbeat(&mut self) {
         // After `leaving` (shutdown) a heartbeat would bring this node back into the peers'
@@ -26,6 +37,9 @@ impl Hub {
         node.round += 1;
         let round = node.round;
         let (dead, changed) = node.peers.expire(Instant::now());
+        // Replay state only for live peers (a dead node's next start has a new boot anyway).
+        let peers = &node.peers;
+        node.accepted.retain(|n, _| peers.knows(n));
         let peers = node.peers.count();
         if !dead.is_empty() {
             tracing::warn!(nodes = ?dead, "cluster peers went silent; dropped from presence");
@@ -91,25 +105,34 @@ impl Hub {
         let Some(node) = self.cluster.as_mut() else {
             return;
         };
-        let Some(body) = node.mac.open(&inbound.payload) else {
-            self.metrics.cluster.bus_undecodable.inc();
-            tracing::warn!(
-                subject = %inbound.subject,
-                "cluster message with a bad signature ignored (another cluster on this prefix, or a forgery)"
-            );
+        let Some(body) = node.mac.open(inbound.subject.as_bytes(), &inbound.payload) else {
+            self.refuse("bad signature (another cluster on this prefix, or a forgery)");
             return;
         };
         let envelope: Envelope = match serde_json::from_slice(body) {
             Ok(e) => e,
-            Err(e) => {
-                self.metrics.cluster.bus_undecodable.inc();
-                tracing::warn!(error = %e, "undecodable cluster message ignored");
+            Err(_) => {
+                self.refuse("undecodable");
                 return;
             }
         };
         if envelope.node == node.config.node_id {
             return;
         }
+        if (unix_ms() - envelope.at).abs() > REPLAY_WINDOW_MS {
+            self.refuse("stale or from a clock more than 60 s off");
+            return;
+        }
+        let replayed = node
+            .accepted
+            .get(&envelope.node)
+            .is_some_and(|(boot, n)| *boot == envelope.boot && envelope.n <= *n);
+        if replayed {
+            self.refuse("replayed");
+            return;
+        }
+        node.accepted
+            .insert(envelope.node.clone(), (envelope.boot.clone(), envelope.n));
         self.metrics.cluster.bus_in.inc();
         let now = Instant::now();
         node.peers.seen(&envelope.node, now);

@@ -67,10 +67,19 @@ pub struct ClusterLink {
     pub inbound: mpsc::Receiver<Inbound>,
 }
 
-/// One bus message: who sent it, and what.
+/// A signed message older (or further ahead) than this is refused: a replay, or a clock that is
+/// badly off.
+const REPLAY_WINDOW_MS: i64 = 60_000;
+
+/// One bus message: who sent it, and what. `boot` (random per start) and `n` (counting from 1
+/// per boot) let receivers refuse a replayed message; `at` (Unix milliseconds) bounds how old one
+/// may be.
 #[derive(Serialize, Deserialize)]
 pub(super) struct Envelope {
     node: String,
+    boot: String,
+    n: u64,
+    at: i64,
     #[serde(flatten)]
     event: PeerEvent,
 }
@@ -107,8 +116,15 @@ pub(super) enum PeerEvent {
 pub(super) struct Node {
     bus: Arc<dyn Bus>,
     config: ClusterConfig,
-    mac: BusMac,
+    mac: Arc<BusMac>,
     db: DbHandle,
+    /// This start's id, and the count of messages published in it.
+    boot: String,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Per peer: the boot and the last `n` accepted (replay protection).
+    accepted: std::collections::HashMap<String, (String, u64)>,
+    /// Bus messages refused (bad tag, replayed, stale), for log sampling.
+    refused: u64,
     pub(super) seq: Sequencer<CommittedMessage>,
     pub(super) peers: Peers,
     /// Channel deletions applied so far: a repair read that a deletion overtook must not bring
@@ -136,7 +152,11 @@ impl Node {
             inbound: Some(link.inbound),
             bus: link.bus,
             config: link.config,
-            mac: link.mac,
+            mac: Arc::new(link.mac),
+            boot: uuid::Uuid::new_v4().simple().to_string(),
+            sent: Arc::default(),
+            accepted: std::collections::HashMap::new(),
+            refused: 0,
             db: link.db,
         }
     }
@@ -159,6 +179,10 @@ const PUMP_BATCH: usize = 256;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct BusChanged(pub BusStatus);
+
+fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// One channel's committed rows in bus-sized parts, in order (a body is at most 16 KiB, and a
 /// group commit may hold hundreds of one channel's messages).
@@ -191,36 +215,47 @@ impl Hub {
             PeerEvent::Messages { .. } => node.config.fault_publish_delay,
             _ => None,
         };
-        let envelope = Envelope {
-            node: node.config.node_id.clone(),
-            event,
-        };
-        let body = match serde_json::to_vec(&envelope) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::error!(error = %e, "cluster event did not serialize");
-                return;
-            }
-        };
-        if body.len() > MAX_BUS_PAYLOAD {
-            self.metrics.cluster.bus_dropped.inc();
-            tracing::warn!(
-                bytes = body.len(),
-                "cluster event too large for the bus; not published"
-            );
-            return;
-        }
+        let node_id = node.config.node_id.clone();
+        let boot = node.boot.clone();
+        let sent = node.sent.clone();
+        let mac = node.mac.clone();
         let bus = node.bus.clone();
         let subject = node.subject(tail);
-        let payload = Bytes::from(node.mac.seal(&body));
         let metrics = self.metrics.clone();
-        let send = move || match bus.publish(subject, payload) {
-            Ok(()) => {
-                metrics.cluster.bus_out.inc();
-            }
-            Err(e) => {
+        // Numbered and stamped when handed to the bus, so `n` follows publish order even for a
+        // delayed publish.
+        let send = move || {
+            let envelope = Envelope {
+                node: node_id,
+                boot,
+                n: sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                at: unix_ms(),
+                event,
+            };
+            let body = match serde_json::to_vec(&envelope) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster event did not serialize");
+                    return;
+                }
+            };
+            if body.len() > MAX_BUS_PAYLOAD {
                 metrics.cluster.bus_dropped.inc();
-                tracing::debug!(error = %e, "cluster publish dropped");
+                tracing::warn!(
+                    bytes = body.len(),
+                    "cluster event too large for the bus; not published"
+                );
+                return;
+            }
+            let payload = Bytes::from(mac.seal(subject.as_bytes(), &body));
+            match bus.publish(subject, payload) {
+                Ok(()) => {
+                    metrics.cluster.bus_out.inc();
+                }
+                Err(e) => {
+                    metrics.cluster.bus_dropped.inc();
+                    tracing::debug!(error = %e, "cluster publish dropped");
+                }
             }
         };
         match delay {
