@@ -42,12 +42,7 @@ pub async fn collect(ws: &mut WsClient, channel: &str, n: usize) -> Vec<(i64, St
 
 /// After a probe round trip, no further message of `channel` came (no late duplicate).
 pub async fn assert_no_more_messages(ws: &mut WsClient, channel: &str) {
-    ws.send(&ClientFrame {
-        kind: "test.ready.probe".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    send_probe(ws).await;
     loop {
         match ws.next_within(WAIT).await {
             Ok(Some(Incoming::Event(e))) if e.kind == event_type::CHANNEL_MESSAGE_NEW => {
@@ -95,12 +90,7 @@ pub async fn known_on(cluster: &TestCluster, i: usize, user: &TestUser, channel:
     eventually("the channel is known on the node", || async {
         let mut ws = node.ws(user).await;
         ws.send(&ClientFrame::subscribe(channel)).await.unwrap();
-        ws.send(&ClientFrame {
-            kind: "test.ready.probe".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        send_probe(&mut ws).await;
         loop {
             match ws.next_within(WAIT).await {
                 Ok(Some(Incoming::Event(e))) if e.kind == event_type::ERROR => {

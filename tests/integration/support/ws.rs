@@ -103,14 +103,16 @@ pub async fn send_messages(
     echoes
 }
 
-fn probe_frame() -> dialtone::protocol::ws::ClientFrame {
+/// A frame type the server does not support: answered with an `unsupported_type` error, which
+/// marks a round trip (everything the server sent before it arrives first).
+pub fn probe_frame() -> dialtone::protocol::ws::ClientFrame {
     dialtone::protocol::ws::ClientFrame {
         kind: "test.ready.probe".into(),
         ..Default::default()
     }
 }
 
-async fn send_probe(ws: &mut WsClient) {
+pub async fn send_probe(ws: &mut WsClient) {
     ws.send(&probe_frame()).await.expect("send probe");
 }
 
