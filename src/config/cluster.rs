@@ -59,6 +59,9 @@ pub struct ClusterConfig {
     /// Test hook, never read from the environment: publish channel messages this much later
     /// than their commit (a slow link), so peers see them after their own later commits.
     pub fault_publish_delay: Option<Duration>,
+    /// Test hook, never read from the environment: apply notices (channel changes, revocations)
+    /// locally but do not publish them, as if the bus lost every one.
+    pub fault_skip_notice_publish: bool,
 }
 
 impl ClusterConfig {
@@ -148,6 +151,7 @@ impl ClusterConfig {
             inbound_capacity: env.num("DIALTONE_CLUSTER_INBOUND_CAPACITY", 65_536, 16, 1 << 24)?,
             fault_skip_message_publish: false,
             fault_publish_delay: None,
+            fault_skip_notice_publish: false,
         }))
     }
 }

@@ -44,6 +44,15 @@ pub async fn find(db: &mut Db<'_>, id: &str) -> DbResult<Option<ChannelRow>> {
         .optional())?)
 }
 
+/// Those of `ids` that exist.
+pub async fn find_many(db: &mut Db<'_>, ids: &[String]) -> DbResult<Vec<ChannelRow>> {
+    Ok(dispatch!(db, |c| channels::table
+        .filter(channels::id.eq_any(ids))
+        .select(ChannelRow::as_select())
+        .load(c)
+        .await)?)
+}
+
 pub async fn exists(db: &mut Db<'_>, id: &str) -> DbResult<bool> {
     Ok(dispatch!(db, |c| diesel::select(diesel::dsl::exists(
         channels::table.find(id)

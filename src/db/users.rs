@@ -87,6 +87,16 @@ pub async fn other_active_admins(db: &mut Db<'_>, id: &str) -> DbResult<i64> {
         .await)?)
 }
 
+/// Those of `ids` whose account is disabled.
+pub async fn disabled_among(db: &mut Db<'_>, ids: &[String]) -> DbResult<Vec<String>> {
+    Ok(dispatch!(db, |c| users::table
+        .filter(users::id.eq_any(ids))
+        .filter(users::disabled_at.is_not_null())
+        .select(users::id)
+        .load(c)
+        .await)?)
+}
+
 /// `(id, is_admin)` of those of `ids` that exist.
 pub async fn admin_flags(db: &mut Db<'_>, ids: &[String]) -> DbResult<Vec<(String, bool)>> {
     Ok(dispatch!(db, |c| users::table

@@ -1,5 +1,7 @@
 //! Registration, login, sessions.
 
+use std::collections::HashSet;
+
 use chrono::Utc;
 use futures_util::FutureExt;
 
@@ -344,18 +346,36 @@ pub async fn authenticate(store: &Store, token: &str) -> ServiceResult<AuthConte
     })
 }
 
-/// Those of `session_ids` still valid (not revoked, user not disabled), in chunks the database
-/// takes as one parameter list.
-pub async fn live_sessions(
+/// What the cluster's session re-check found (see [`check_sessions`]).
+#[derive(Debug, Default)]
+pub struct SessionCheck {
+    /// Those of the asked session ids still valid (not revoked, user not disabled).
+    pub live: HashSet<String>,
+    /// Those of the asked user ids whose account is disabled: their sockets close with
+    /// "account disabled" rather than "session revoked" (disabling deletes the sessions too).
+    pub disabled_users: HashSet<String>,
+}
+
+/// Re-check open sockets against the database, in chunks the database takes as one parameter
+/// list.
+pub async fn check_sessions(
     store: &Store,
     session_ids: Vec<String>,
-) -> ServiceResult<std::collections::HashSet<String>> {
+    user_ids: Vec<String>,
+) -> ServiceResult<SessionCheck> {
     let mut conn = store.pool.get().await?;
-    let mut live = std::collections::HashSet::new();
+    let mut check = SessionCheck::default();
     for chunk in session_ids.chunks(500) {
-        live.extend(db::sessions::live_among(&mut conn.db(), chunk).await?);
+        check
+            .live
+            .extend(db::sessions::live_among(&mut conn.db(), chunk).await?);
     }
-    Ok(live)
+    for chunk in user_ids.chunks(500) {
+        check
+            .disabled_users
+            .extend(db::users::disabled_among(&mut conn.db(), chunk).await?);
+    }
+    Ok(check)
 }
 
 /// `POST /auth/logout`: revoke one session.

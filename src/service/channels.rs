@@ -52,6 +52,21 @@ pub async fn list(store: &Store) -> ServiceResult<Vec<Channel>> {
         .collect())
 }
 
+/// Those of `ids` that exist (a cluster node announces channels it learned of by repair).
+pub async fn by_ids(store: &Store, ids: Vec<String>) -> ServiceResult<Vec<Channel>> {
+    let mut conn = store.pool.get().await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        found.extend(
+            db::channels::find_many(&mut conn.db(), chunk)
+                .await?
+                .into_iter()
+                .map(wire),
+        );
+    }
+    Ok(found)
+}
+
 /// Every channel id (the broker's registry at start).
 pub async fn ids(store: &Store) -> ServiceResult<Vec<String>> {
     let mut conn = store.pool.get().await?;

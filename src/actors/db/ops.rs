@@ -145,10 +145,12 @@ db_requests! {
     ChannelIds {} -> Vec<String> => |s, m| channels::ids(s);
     /// Every channel's last committed seq (cluster start and repair).
     ChannelSeqs {} -> Vec<(String, i64)> => |s, m| channels::seqs(s);
+    /// Those of `ids` that exist (channels a cluster node learned of by repair, to announce).
+    ChannelsByIds { ids: Vec<String> } -> Vec<crate::protocol::rest::Channel> => |s, m| channels::by_ids(s, m.ids);
     /// The cluster's gap fill: committed messages after a seq.
     MessagesAfterSeq { channel_id: String, after_seq: i64, limit: i64 } -> Vec<crate::db::models::MessageRow> => |s, m| channels::messages_after_seq(s, &m.channel_id, m.after_seq, m.limit);
     /// The cluster's session re-check: which of these login sessions are still valid.
-    LiveSessions { session_ids: Vec<String> } -> std::collections::HashSet<String> => |s, m| auth::live_sessions(s, m.session_ids);
+    CheckSessions { session_ids: Vec<String>, user_ids: Vec<String> } -> auth::SessionCheck => |s, m| auth::check_sessions(s, m.session_ids, m.user_ids);
     /// `POST /channels`.
     CreateChannel { ctx: AuthContext, name_enc: String } -> Channel => |s, m| channels::create(s, &m.ctx, m.name_enc);
     /// `PATCH /channels`.

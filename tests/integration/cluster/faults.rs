@@ -197,3 +197,58 @@ async fn a_replayed_bus_message_is_refused() {
     })
     .await;
 }
+
+/// The close code and reason that end `ws` (events before it are skipped).
+async fn closed_with(ws: &mut dialtone::client::WsClient) -> (u16, String) {
+    loop {
+        match ws.next_within(WAIT).await {
+            Ok(Some(Incoming::Closed { code, reason })) => return (code, reason),
+            Ok(Some(Incoming::Event(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notices_the_bus_lost_are_healed_by_repair_and_the_session_check() {
+    let Some(nats) = shared_nats() else { return };
+    let cluster = TestCluster::start_on(2, &nats, |i, s| {
+        s.skip_notice_publish = i == 0;
+    })
+    .await;
+    let admin = cluster.nodes[0].user("admin").await;
+    let bob = cluster.nodes[0].user("bob").await;
+    let carol = cluster.nodes[0].user("carol").await;
+    let mut bob_b = cluster.nodes[1].ws(&bob).await;
+    let mut carol_b = cluster.nodes[1].ws(&carol).await;
+    ws_ready(&mut bob_b).await;
+    ws_ready(&mut carol_b).await;
+
+    // A channel created on node 0 is announced on node 1 once its repair reads it.
+    let ch = admin.rest.create_channel("bG9zdA==").await.unwrap();
+    let e = next_of(&mut carol_b, event_type::CHANNEL_UPDATED).await;
+    assert_eq!(e.channel_id.as_deref(), Some(ch.id.as_str()));
+    assert_eq!(e.channel_name_enc.as_deref(), Some("bG9zdA=="));
+
+    // Revocations whose notices were lost close the sockets with the reason the notice gives.
+    bob.rest.logout().await.unwrap();
+    assert_eq!(
+        closed_with(&mut bob_b).await,
+        (1000, "session revoked".into())
+    );
+    cluster.nodes[0]
+        .admin()
+        .admin_user_action(carol.id(), "disable")
+        .await
+        .unwrap();
+    assert_eq!(
+        closed_with(&mut carol_b).await,
+        (1000, "account disabled".into())
+    );
+    let m = Scrape::of(&cluster.nodes[1]).await;
+    assert!(
+        m.counter("dialtone_cluster_sessions_closed_by_check_total") >= 2,
+        "{}",
+        m.0
+    );
+}

@@ -28,6 +28,8 @@ pub struct ServerSettings {
     pub skip_message_publish: bool,
     /// Cluster fault: publish channel messages this long after their commit (a slow link).
     pub publish_delay: Option<Duration>,
+    /// Cluster fault: apply notices locally but never publish them (the bus lost them all).
+    pub skip_notice_publish: bool,
 }
 
 impl ServerSettings {
@@ -53,6 +55,7 @@ impl ServerSettings {
             vars,
             skip_message_publish: false,
             publish_delay: None,
+            skip_notice_publish: false,
         }
     }
 
@@ -121,6 +124,7 @@ impl TestServer {
         if let Some(cluster) = config.cluster.as_mut() {
             cluster.fault_skip_message_publish = self.settings.skip_message_publish;
             cluster.fault_publish_delay = self.settings.publish_delay;
+            cluster.fault_skip_notice_publish = self.settings.skip_notice_publish;
         }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

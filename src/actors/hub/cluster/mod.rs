@@ -270,6 +270,13 @@ impl Hub {
     }
 
     pub(super) fn publish_notice(&self, notice: &Notice) {
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|n| n.config.fault_skip_notice_publish)
+        {
+            return;
+        }
         self.publish(
             "ev",
             PeerEvent::Notice {

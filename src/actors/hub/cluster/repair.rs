@@ -10,9 +10,11 @@ use actix::prelude::*;
 use super::super::{Hub, Notice};
 use super::FILL_PAGE;
 use crate::actors::SessionKey;
-use crate::actors::db::{ChannelSeqs, CommittedMessage, LiveSessions, MessagesAfterSeq};
+use crate::actors::db::{
+    ChannelSeqs, ChannelsByIds, CheckSessions, CommittedMessage, MessagesAfterSeq,
+};
 use crate::cluster::sequencer::Due;
-use crate::protocol::ws::close_code;
+use crate::protocol::ws::{Event, close_code};
 
 impl Hub {
     /// Gaps that outlived the hold: read them from the database (or skip, without subscribers).
@@ -94,7 +96,7 @@ impl Hub {
         let known: HashSet<String> = self.channels.keys().cloned().collect();
         let deletions = node.deletions;
         let read = async move { db.call(ChannelSeqs {}).await };
-        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+        ctx.spawn(read.into_actor(self).map(move |result, hub, ctx| {
             let seqs = match result {
                 Ok(s) => s,
                 Err(e) => {
@@ -117,17 +119,40 @@ impl Hub {
                 .cluster
                 .as_ref()
                 .is_some_and(|n| n.deletions != deletions);
+            let mut appeared = Vec::new();
             for (id, last) in &seqs {
                 if !hub.channels.contains_key(id) {
                     if overtaken {
                         continue;
                     }
                     hub.channel_appeared(id);
+                    appeared.push(id.clone());
                 }
                 if let Some(node) = hub.cluster.as_mut() {
                     node.seq.note_head(id, *last, now);
                 }
             }
+            if !appeared.is_empty() {
+                hub.announce_appeared(appeared, ctx);
+            }
+        }));
+    }
+
+    /// Tell clients about channels learned by repair, as the lost `ChannelCreated` would have
+    /// (`channel.updated` with the name). A channel deleted meanwhile is not announced.
+    fn announce_appeared(&mut self, ids: Vec<String>, ctx: &mut Context<Self>) {
+        let Some(node) = &self.cluster else { return };
+        let db = node.db.clone();
+        let read = async move { db.call(ChannelsByIds { ids }).await };
+        ctx.spawn(read.into_actor(self).map(|result, hub, _| match result {
+            Ok(channels) => {
+                for c in channels {
+                    if hub.channels.contains_key(&c.id) {
+                        hub.tell_everyone(&Event::channel_updated(c.id, c.name_enc));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster repair could not read new channels"),
         }));
     }
 
@@ -159,11 +184,18 @@ impl Hub {
             .values()
             .map(|e| e.db_session_id.clone())
             .collect();
-        let ids: Vec<String> = asked.iter().cloned().collect();
-        let read = async move { db.call(LiveSessions { session_ids: ids }).await };
+        let users: HashSet<String> = self.sessions.values().map(|e| e.user_id.clone()).collect();
+        let read = async move {
+            db.call(CheckSessions {
+                session_ids: asked.iter().cloned().collect(),
+                user_ids: users.into_iter().collect(),
+            })
+            .await
+            .map(|check| (asked, check))
+        };
         ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
-            let live = match result {
-                Ok(l) => l,
+            let (asked, check) = match result {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster session re-check failed");
                     return;
@@ -171,10 +203,19 @@ impl Hub {
             };
             let mut closed = 0u64;
             for entry in hub.sessions.values() {
-                if asked.contains(&entry.db_session_id) && !live.contains(&entry.db_session_id) {
-                    entry.handle.close(close_code::NORMAL, "session revoked");
-                    closed += 1;
+                // Sessions registered after the read was sent are not judged by it.
+                if !asked.contains(&entry.db_session_id) {
+                    continue;
                 }
+                let reason = if check.disabled_users.contains(&entry.user_id) {
+                    "account disabled"
+                } else if !check.live.contains(&entry.db_session_id) {
+                    "session revoked"
+                } else {
+                    continue;
+                };
+                entry.handle.close(close_code::NORMAL, reason);
+                closed += 1;
             }
             hub.metrics.cluster.sessions_closed_by_check.inc_by(closed);
         }));
