@@ -1,0 +1,342 @@
+//! The local key store: one file per profile holding everything a device must keep secret (its
+//! X25519 secret key, the channel keys, the directory key, the session token) plus the profile
+//! that goes with them (server, trust, user, device), sealed under a passphrase.
+//!
+//! Format (JSON): `{format, version, kdf: {algorithm, m_cost, t_cost, p_cost, salt}, sealed}` where
+//! `sealed` is [`crate::crypto::e2e::seal`] (AES-256-GCM) of the contents under an argon2id key
+//! derived from the passphrase and the random 16-byte salt. Only the KDF parameters are in the
+//! clear; a wrong passphrase and a damaged file are indistinguishable on purpose (GCM says only
+//! "does not authenticate").
+//!
+//! The file is created with mode 0600 and written atomically (temporary file in the same folder,
+//! fsync, rename), so a crash never leaves a half-written store. Two processes may share one
+//! profile (`tail` running while `send` is used): a save merges what another process wrote since
+//! (see [`KeyStore::save`]).
+//!
+//! Layout: this file holds the API ([`KeyStore`], [`Profile`], errors); `file` the on-disk format
+//! and its sealing.
+
+mod file;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::tls::Trust;
+use crate::crypto::e2e::{self, DeviceKeypair, SymmetricKey};
+use file::{
+    Contents, FORMAT, FileFormat, SealingKey, VERSION, decode_key, format_error, read_file, unseal,
+    write_atomically,
+};
+
+/// Smallest passphrase accepted when a store is created.
+pub const MIN_PASSPHRASE_CHARS: usize = 8;
+
+/// Errors of the key store. Messages name the file, never its contents.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    #[error("wrong passphrase or corrupted key store {}", .0.display())]
+    WrongPassphrase(PathBuf),
+    #[error("no key store at {} (register or log in with this profile first)", .0.display())]
+    NotFound(PathBuf),
+    #[error("a key store already exists at {} (use another --profile, or log in)", .0.display())]
+    Exists(PathBuf),
+    #[error("{} is not a dialtone key store: {reason}", path.display())]
+    Format { path: PathBuf, reason: String },
+    #[error("key store {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "key store {} was replaced by another process (re-created or another passphrase); not overwriting it",
+        .0.display()
+    )]
+    ChangedOnDisk(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type KeyStoreResult<T> = Result<T, KeyStoreError>;
+
+/// Who this device is, on which server. Saved inside the sealed part of the store.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// `https://host:port`.
+    pub server_url: String,
+    pub trust: Trust,
+    pub user_id: String,
+    pub device_id: String,
+    pub username: String,
+    /// The session token; `None` after logout.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub is_admin: bool,
+    /// The profile name (`POST /users/profiles`) was published under the directory key.
+    #[serde(default)]
+    pub profile_published: bool,
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The session token is a bearer secret: never in logs or panic messages.
+        f.debug_struct("Profile")
+            .field("server_url", &self.server_url)
+            .field("trust", &self.trust)
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .field("username", &self.username)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("is_admin", &self.is_admin)
+            .field("profile_published", &self.profile_published)
+            .finish()
+    }
+}
+
+/// An open key store: the secrets in memory, and where and how to write them back.
+pub struct KeyStore {
+    path: PathBuf,
+    sealing: SealingKey,
+    profile: Option<Profile>,
+    /// This process changed the profile since it was loaded (so a save keeps ours, not the file's).
+    profile_dirty: bool,
+    device: DeviceKeypair,
+    channel_keys: BTreeMap<String, SymmetricKey>,
+    /// Channels whose key this process dropped (deleted channels): a merge must not bring them back.
+    removed_channels: BTreeSet<String>,
+    directory_key: Option<SymmetricKey>,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("path", &self.path)
+            .field("profile", &self.profile)
+            .field("device", &self.device)
+            .field("channel_keys", &self.channel_keys.len())
+            .field("directory_key", &self.directory_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    /// The store file of `profile` under `home`. Profile names are plain words (they become
+    /// file names).
+    pub fn path_for(home: &Path, profile: &str) -> KeyStoreResult<PathBuf> {
+        let ok = !profile.is_empty()
+            && profile.len() <= 64
+            && profile
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && !profile.starts_with('.');
+        if !ok {
+            return Err(KeyStoreError::Invalid(format!(
+                "invalid profile name {profile:?}: use letters, digits, '-', '_' or '.' (at most 64)"
+            )));
+        }
+        Ok(home.join(format!("{profile}.keystore")))
+    }
+
+    /// A new store with a fresh device key, in memory only until [`KeyStore::save`]. Fails if a
+    /// store already exists at `path`, so an existing device key is never overwritten.
+    pub fn create(path: &Path, passphrase: &str) -> KeyStoreResult<Self> {
+        Self::create_with_device(path, passphrase, DeviceKeypair::generate())
+    }
+
+    /// [`KeyStore::create`] with a given device key.
+    pub fn create_with_device(
+        path: &Path,
+        passphrase: &str,
+        device: DeviceKeypair,
+    ) -> KeyStoreResult<Self> {
+        if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+            return Err(KeyStoreError::Invalid(format!(
+                "the key store passphrase must have at least {MIN_PASSPHRASE_CHARS} characters"
+            )));
+        }
+        if path.exists() {
+            return Err(KeyStoreError::Exists(path.to_owned()));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            sealing: SealingKey::fresh(passphrase)?,
+            profile: None,
+            profile_dirty: true,
+            device,
+            channel_keys: BTreeMap::new(),
+            removed_channels: BTreeSet::new(),
+            directory_key: None,
+        })
+    }
+
+    pub fn exists(path: &Path) -> bool {
+        path.exists()
+    }
+
+    /// Open and decrypt the store at `path`.
+    pub fn open(path: &Path, passphrase: &str) -> KeyStoreResult<Self> {
+        let file = read_file(path)?;
+        let kdf = &file.kdf;
+        let salt = STANDARD
+            .decode(&kdf.salt)
+            .map_err(|_| format_error(path, "salt is not base64"))?;
+        let sealing = SealingKey::derive(passphrase, kdf.m_cost, kdf.t_cost, kdf.p_cost, salt)?;
+        let contents = unseal(path, &sealing.key, &file.sealed)?;
+        let device_secret: [u8; 32] = decode_key(&contents.device_secret)
+            .map(|k| *k)
+            .ok_or_else(|| format_error(path, "device secret key is not 32 bytes of base64"))?;
+        let mut channel_keys = BTreeMap::new();
+        for (channel, key) in &contents.channel_keys {
+            let key = decode_key(key)
+                .ok_or_else(|| format_error(path, "a channel key is not 32 bytes of base64"))?;
+            channel_keys.insert(channel.clone(), key);
+        }
+        let directory_key = match &contents.directory_key {
+            Some(k) => Some(decode_key(k).ok_or_else(|| {
+                format_error(path, "the directory key is not 32 bytes of base64")
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            sealing,
+            profile: contents.profile.clone(),
+            profile_dirty: false,
+            device: DeviceKeypair::from_secret_bytes(device_secret),
+            channel_keys,
+            removed_channels: BTreeSet::new(),
+            directory_key,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The profile, once this device has registered or logged in.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
+    /// Change the profile (kept over the file's on the next save).
+    pub fn profile_mut(&mut self) -> Option<&mut Profile> {
+        self.profile_dirty = true;
+        self.profile.as_mut()
+    }
+
+    pub fn set_profile(&mut self, profile: Profile) {
+        self.profile_dirty = true;
+        self.profile = Some(profile);
+    }
+
+    pub fn device(&self) -> &DeviceKeypair {
+        &self.device
+    }
+
+    pub fn channel_key(&self, channel_id: &str) -> Option<&SymmetricKey> {
+        self.channel_keys.get(channel_id)
+    }
+
+    /// The channels whose key this device holds.
+    pub fn channel_ids(&self) -> Vec<String> {
+        self.channel_keys.keys().cloned().collect()
+    }
+
+    pub fn set_channel_key(&mut self, channel_id: &str, key: SymmetricKey) {
+        self.removed_channels.remove(channel_id);
+        self.channel_keys.insert(channel_id.to_owned(), key);
+    }
+
+    /// Forget a channel's key (the channel was deleted).
+    pub fn remove_channel_key(&mut self, channel_id: &str) -> bool {
+        self.removed_channels.insert(channel_id.to_owned());
+        self.channel_keys.remove(channel_id).is_some()
+    }
+
+    pub fn directory_key(&self) -> Option<&SymmetricKey> {
+        self.directory_key.as_ref()
+    }
+
+    pub fn set_directory_key(&mut self, key: SymmetricKey) {
+        self.directory_key = Some(key);
+    }
+
+    /// Write the store back, atomically, mode 0600.
+    ///
+    /// If another process saved the same store since it was loaded, its changes are merged first
+    /// rather than lost: channel keys it learned are kept (except ones this process removed), its
+    /// directory key is taken if this process has none, and its profile (e.g. a fresh token from a
+    /// `login`) wins unless this process changed the profile itself. A file re-created under
+    /// another salt or passphrase is never overwritten.
+    pub fn save(&mut self) -> KeyStoreResult<()> {
+        if self.path.exists() {
+            self.merge_from_disk()?;
+        }
+        let contents = Contents {
+            profile: self.profile.clone(),
+            device_secret: STANDARD.encode(*self.device.secret_bytes()),
+            channel_keys: self
+                .channel_keys
+                .iter()
+                .map(|(c, k)| (c.clone(), STANDARD.encode(k.as_slice())))
+                .collect(),
+            directory_key: self
+                .directory_key
+                .as_ref()
+                .map(|k| STANDARD.encode(k.as_slice())),
+        };
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&contents)
+                .map_err(|e| KeyStoreError::Invalid(format!("key store encoding: {e}")))?,
+        );
+        let file = FileFormat {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            kdf: self.sealing.kdf_params(),
+            sealed: e2e::seal(&self.sealing.key, &plain),
+        };
+        let bytes = serde_json::to_vec_pretty(&file)
+            .map_err(|e| KeyStoreError::Invalid(format!("key store encoding: {e}")))?;
+        write_atomically(&self.path, &bytes)?;
+        self.profile_dirty = false;
+        Ok(())
+    }
+
+    fn merge_from_disk(&mut self) -> KeyStoreResult<()> {
+        let file = read_file(&self.path)?;
+        let same_salt = STANDARD
+            .decode(&file.kdf.salt)
+            .is_ok_and(|s| s == self.sealing.salt);
+        if !same_salt {
+            return Err(KeyStoreError::ChangedOnDisk(self.path.clone()));
+        }
+        let disk = unseal(&self.path, &self.sealing.key, &file.sealed)
+            .map_err(|_| KeyStoreError::ChangedOnDisk(self.path.clone()))?;
+        if decode_key(&disk.device_secret).as_deref() != Some(&*self.device.secret_bytes()) {
+            return Err(KeyStoreError::ChangedOnDisk(self.path.clone()));
+        }
+        for (channel, key) in &disk.channel_keys {
+            if self.channel_keys.contains_key(channel) || self.removed_channels.contains(channel) {
+                continue;
+            }
+            if let Some(key) = decode_key(key) {
+                self.channel_keys.insert(channel.clone(), key);
+            }
+        }
+        if self.directory_key.is_none() {
+            self.directory_key = disk.directory_key.as_deref().and_then(decode_key);
+        }
+        if !self.profile_dirty && disk.profile.is_some() {
+            self.profile = disk.profile.clone();
+        }
+        Ok(())
+    }
+}
