@@ -7,6 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::crypto::device_list::ListError;
 use crate::db::DbError;
 use crate::limits::{CAP_RETRY_AFTER_SECS, Refused};
 use crate::protocol::rest::ErrorBody;
@@ -74,6 +75,15 @@ impl AppError {
                 S::EnvelopeRefused { reason, .. } => {
                     (StatusCode::CONFLICT, reason.code(), e.to_string())
                 }
+                // Behind the current version (another device published first): refetch, re-sign.
+                S::DeviceList(ListError::Version { .. } | ListError::Chain) => {
+                    (StatusCode::CONFLICT, "device_list_conflict", e.to_string())
+                }
+                S::DeviceList(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_device_list",
+                    e.to_string(),
+                ),
                 S::InviteUsed => (StatusCode::GONE, "invite_used", e.to_string()),
                 S::InviteExpired => (StatusCode::GONE, "invite_expired", e.to_string()),
                 S::InviteRevoked => (StatusCode::GONE, "invite_revoked", e.to_string()),

@@ -12,7 +12,8 @@
 //! - [`chat::Chat`]: the end-to-end layer — a device signed in with its [`keystore::KeyStore`],
 //!   encrypting and decrypting messages, broadcasts, channel and profile names, distributing
 //!   channel and directory keys, and following the live stream ([`tail`]) across reconnects;
-//! - [`sealing`]: the E2E encoding of each relayed field, as pure functions.
+//! - [`sealing`]: the E2E encoding of each relayed field, as pure functions;
+//! - [`trust`]: trust v2 — fetching and checking signed device lists against pinned identities.
 
 pub mod chat;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod rest;
 pub mod sealing;
 pub mod tail;
 pub mod tls;
+pub mod trust;
 pub mod ws;
 
 pub use chat::{

@@ -246,6 +246,27 @@ impl RestClient {
             .await
     }
 
+    /// Publish the next version of this user's signed device list (trust v2).
+    pub async fn publish_device_list(
+        &self,
+        list: &crate::protocol::trust::SignedDeviceList,
+    ) -> ClientResult<crate::protocol::trust::DeviceListAccepted> {
+        self.call(Method::POST, "/devices/list", list).await
+    }
+
+    /// A user's newest signed device list, or every list after `after_version` (trust v2).
+    pub async fn device_lists(
+        &self,
+        user_id: &str,
+        after_version: Option<u64>,
+    ) -> ClientResult<crate::protocol::trust::DeviceListsResponse> {
+        let mut path = format!("/devices/list?user_id={}", urlencode(user_id));
+        if let Some(v) = after_version {
+            path.push_str(&format!("&after_version={v}"));
+        }
+        self.get(&path).await
+    }
+
     /// Every device's key (`?all=1`).
     pub async fn all_device_keys(&self) -> ClientResult<Vec<DeviceKey>> {
         Ok(self

@@ -24,6 +24,7 @@ pub enum Column {
     DevicesPublicKey,
     BroadcastSenderName,
     BroadcastSenderPublicKey,
+    DeviceListsStatement,
 }
 
 impl Column {
@@ -33,6 +34,7 @@ impl Column {
             Column::DevicesPublicKey => "devices.public_key",
             Column::BroadcastSenderName => "broadcast_messages.sender_name_enc",
             Column::BroadcastSenderPublicKey => "broadcast_messages.sender_public_key",
+            Column::DeviceListsStatement => "device_lists.statement",
         }
     }
 }

@@ -4,15 +4,19 @@
 //! - [`keyed_hash`]: HMAC-SHA256 lookup hashes for usernames and device keys;
 //! - [`password`]: argon2id hashing, with dialtone v1 bcrypt hashes still verifying;
 //! - [`token`]: session/invite tokens and constant-time secret comparison;
-//! - [`e2e`]: the client-side end-to-end scheme (X25519 + HKDF-SHA256 + AES-256-GCM).
+//! - [`e2e`]: the client-side end-to-end scheme (X25519 + HKDF-SHA256 + AES-256-GCM);
+//! - [`sign`]: trust v2 Ed25519 signatures under a per-kind context;
+//! - [`device_list`]: trust v2 signed device lists, checked by the server and by clients.
 //!
 //! The server reaches [`field`] and [`keyed_hash`] only through the database actor.
 
 pub mod bus_mac;
+pub mod device_list;
 pub mod e2e;
 pub mod field;
 pub mod keyed_hash;
 pub mod password;
+pub mod sign;
 pub mod token;
 
 use hkdf::Hkdf;
@@ -40,6 +44,8 @@ pub enum CryptoError {
     InvalidKey(&'static str),
     #[error("decryption failed: {0}")]
     Decrypt(&'static str),
+    #[error("bad signature: {0}")]
+    Signature(&'static str),
 }
 
 /// `len` bytes from the operating system's CSPRNG.

@@ -8,6 +8,7 @@
 
 pub mod broadcasts;
 pub mod channels;
+pub mod device_lists;
 pub mod devices;
 pub mod invites;
 pub mod keys;

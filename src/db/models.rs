@@ -51,6 +51,21 @@ pub struct DeviceRow {
     pub public_key_hash: Option<String>,
 }
 
+/// One version of a user's signed device list (trust v2); `statement` is field-encrypted.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = device_lists)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct DeviceListRow {
+    pub id: String,
+    pub user_id: String,
+    pub version: i64,
+    pub statement: String,
+    pub identity_signature: String,
+    pub hash: String,
+    pub created_at: Time,
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(treat_none_as_default_value = false)]
 #[diesel(table_name = sessions)]

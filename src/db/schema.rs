@@ -158,7 +158,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::TimestampUtc;
+
+    /// Added (trust v2): each version of a user's signed device list.
+    device_lists (id) {
+        id -> Text,
+        user_id -> Text,
+        version -> BigInt,
+        /// Field-encrypted: the statement's base64, exactly as signed.
+        statement -> Text,
+        identity_signature -> Text,
+        hash -> Text,
+        created_at -> TimestampUtc,
+    }
+}
+
 diesel::joinable!(devices -> users (user_id));
+diesel::joinable!(device_lists -> users (user_id));
 diesel::joinable!(channel_messages -> channels (channel_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(user_profiles -> users (user_id));
@@ -166,6 +184,7 @@ diesel::joinable!(user_profiles -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     devices,
+    device_lists,
     broadcast_messages,
     channels,
     channel_messages,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod channels;
+pub mod device_lists;
 pub mod devices;
 pub mod extract;
 pub mod health;
@@ -84,6 +85,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(devices::create)),
         )
         .service(resource("/devices/keys").route(web::get().to(devices::keys)))
+        .service(
+            resource("/devices/list")
+                .route(web::get().to(device_lists::fetch))
+                .route(web::post().to(device_lists::publish)),
+        )
         .service(resource("/devices/{id}").route(web::delete().to(devices::delete)))
         .service(
             resource("/channels")

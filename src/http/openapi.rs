@@ -64,6 +64,8 @@ pub enum UserAction {
         super::devices::create,
         super::devices::keys,
         super::devices::delete,
+        super::device_lists::publish,
+        super::device_lists::fetch,
         super::channels::list,
         super::channels::create,
         super::channels::rename,

@@ -129,6 +129,8 @@ pub trait Throttle: 'static {
 pub struct History;
 /// `POST /devices`.
 pub struct DeviceCreation;
+/// `POST /devices/list` (shares the device-creation bucket: both change a user's devices).
+pub struct DeviceListUpload;
 /// `POST /users/profiles`.
 pub struct ProfileUpload;
 /// `POST /channels/keys`, `POST /directory/keys`.
@@ -138,6 +140,9 @@ impl Throttle for History {
     const LIMIT: UserLimit = UserLimit::History;
 }
 impl Throttle for DeviceCreation {
+    const LIMIT: UserLimit = UserLimit::Devices;
+}
+impl Throttle for DeviceListUpload {
     const LIMIT: UserLimit = UserLimit::Devices;
 }
 impl Throttle for ProfileUpload {

@@ -28,6 +28,8 @@ pub mod event_type {
     pub const USER_PROFILE_UPDATED: &str = "user.profile.updated";
     pub const DEVICE_JOINED: &str = "device.joined";
     pub const PRESENCE_UPDATED: &str = "presence.updated";
+    /// [v2] A user published a new signed device list: `{sender, version}`.
+    pub const DEVICE_LIST_UPDATED: &str = "device_list.updated";
     /// [ext] Ends the replay of a `sync` request.
     pub const SYNC_COMPLETE: &str = "sync.complete";
     pub const ERROR: &str = "error";
@@ -217,6 +219,9 @@ pub struct Event {
     /// commit order, no gap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
+    /// [v2] On `device_list.updated`: the list's new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 impl Event {
@@ -281,6 +286,14 @@ impl Event {
             sender: user_id,
             device_id: Some(device_id),
             ..Self::of(event_type::DEVICE_JOINED)
+        }
+    }
+
+    pub fn device_list_updated(user_id: String, version: u64) -> Self {
+        Self {
+            sender: user_id,
+            version: Some(version),
+            ..Self::of(event_type::DEVICE_LIST_UPDATED)
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod channels;
 pub mod context;
+pub mod device_lists;
 pub mod devices;
 pub mod invites;
 pub mod key_authority;
@@ -123,6 +124,9 @@ pub enum ServiceError {
         reason: key_authority::Refusal,
         device_ids: Vec<String>,
     },
+    /// A device list refused by its checks (format, signatures, version or chain).
+    #[error(transparent)]
+    DeviceList(#[from] crate::crypto::device_list::ListError),
     #[error("invite already used")]
     InviteUsed,
     #[error("invite expired")]

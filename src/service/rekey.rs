@@ -38,6 +38,7 @@ pub struct RekeyReport {
     pub devices_public_key: ColumnReport,
     pub broadcast_sender_name: ColumnReport,
     pub broadcast_sender_public_key: ColumnReport,
+    pub device_lists_statement: ColumnReport,
 }
 
 impl RekeyReport {
@@ -46,6 +47,7 @@ impl RekeyReport {
             + self.devices_public_key.failed
             + self.broadcast_sender_name.failed
             + self.broadcast_sender_public_key.failed
+            + self.device_lists_statement.failed
     }
 }
 
@@ -148,6 +150,20 @@ pub async fn run(store: &Store) -> ServiceResult<RekeyReport> {
             }
             report.broadcast_sender_name.count(name_outcome);
             report.broadcast_sender_public_key.count(key_outcome);
+        }
+    }
+    let mut after = String::new();
+    loop {
+        let page = db::device_lists::page_after(&mut db, &after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        for row in page {
+            let (outcome, new) =
+                reseal(store, Column::DeviceListsStatement, &row.id, &row.statement);
+            if let Some(new) = new {
+                db::device_lists::set_statement(&mut db, &row.id, &new).await?;
+            }
+            report.device_lists_statement.count(outcome);
         }
     }
     tracing::info!(?report, "rekey finished");

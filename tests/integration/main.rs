@@ -41,6 +41,7 @@ mod rest_keys;
 mod rest_users;
 mod smoke;
 mod tls_trust;
+mod trust;
 mod upgrade_v1;
 mod ws_announcements;
 mod ws_events;

@@ -13,12 +13,13 @@ use crate::protocol::rest::{
     Device, DeviceKeysResponse, DirectoryKeyEnvelope, DirectoryKeysUpload, InviteResponse,
     LoginRequest, MessagesResponse, Profile, RegisterRequest, User,
 };
+use crate::protocol::trust::{DeviceListAccepted, DeviceListsResponse, SignedDeviceList};
 use crate::service::auth::{self, AuthContext, LoginCandidate, LoginGrant, SignedIn};
 use crate::service::channels::{self, PageRequest};
 use crate::service::invites::{self, InviteInfo};
 use crate::service::messages::{self, BroadcastRequest, StoredBroadcast};
 use crate::service::rekey::{self, RekeyReport};
-use crate::service::{ServiceError, ServiceResult, Store, devices, keys, users};
+use crate::service::{ServiceError, ServiceResult, Store, device_lists, devices, keys, users};
 
 use super::DbActor;
 use super::commit::abandoned;
@@ -139,6 +140,10 @@ db_requests! {
     DeviceKeys { ctx: AuthContext, user_id: Option<String>, all: bool } -> DeviceKeysResponse => |s, m| devices::keys(s, &m.ctx, m.user_id, m.all);
     /// `DELETE /devices/{id}`: returns revoked session ids.
     DeleteDevice { ctx: AuthContext, device_id: String } -> Vec<String> => |s, m| devices::delete(s, &m.ctx, &m.device_id);
+    /// `POST /devices/list` (trust v2).
+    PublishDeviceList { ctx: AuthContext, list: SignedDeviceList } -> DeviceListAccepted => |s, m| device_lists::upload(s, &m.ctx, m.list);
+    /// `GET /devices/list` (trust v2).
+    FetchDeviceLists { user_id: String, after_version: Option<u64> } -> DeviceListsResponse => |s, m| device_lists::fetch(s, &m.user_id, m.after_version);
     /// `GET /channels`.
     ListChannels {} -> Vec<Channel> => |s, m| channels::list(s);
     /// Every channel id (broker start).

@@ -100,6 +100,9 @@ impl Hub {
             Notice::DeviceJoined { user_id, device_id } => {
                 self.tell_everyone(&Event::device_joined(user_id, device_id));
             }
+            Notice::DeviceListUpdated { user_id, version } => {
+                self.tell_everyone(&Event::device_list_updated(user_id, version));
+            }
             Notice::SessionsRevoked { session_ids } => {
                 let ids: HashSet<&str> = session_ids.iter().map(String::as_str).collect();
                 self.close_where(close_code::NORMAL, "session revoked", |e| {

@@ -54,6 +54,11 @@ pub enum Notice {
         user_id: String,
         device_id: String,
     },
+    /// A user published a new signed device list (trust v2).
+    DeviceListUpdated {
+        user_id: String,
+        version: u64,
+    },
     /// These login sessions were revoked (logout, device removed): close their sockets.
     SessionsRevoked {
         session_ids: Vec<String>,

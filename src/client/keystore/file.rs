@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{KeyStoreError, KeyStoreResult, Profile};
+use crate::client::trust::Pin;
 use crate::crypto::e2e::{self, SymmetricKey};
 use crate::crypto::random_bytes;
 
@@ -52,6 +53,15 @@ pub(super) struct Contents {
     pub(super) channel_keys: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) directory_key: Option<String>,
+    /// Trust v2: this device's Ed25519 signing key (seed); absent in stores made before v2.
+    #[serde(default)]
+    pub(super) signing_secret: Option<String>,
+    /// Trust v2: the user's identity key (seed), on the device that made it.
+    #[serde(default)]
+    pub(super) identity_secret: Option<String>,
+    /// Trust v2: contacts' identities pinned on first use, by user id.
+    #[serde(default)]
+    pub(super) pins: BTreeMap<String, Pin>,
 }
 
 impl Drop for Contents {
@@ -62,6 +72,12 @@ impl Drop for Contents {
             v.zeroize();
         }
         if let Some(k) = &mut self.directory_key {
+            k.zeroize();
+        }
+        for k in [&mut self.signing_secret, &mut self.identity_secret]
+            .into_iter()
+            .flatten()
+        {
             k.zeroize();
         }
     }

@@ -1,6 +1,8 @@
 //! The local key store: one file per profile holding everything a device must keep secret (its
-//! X25519 secret key, the channel keys, the directory key, the session token) plus the profile
-//! that goes with them (server, trust, user, device), sealed under a passphrase.
+//! X25519 secret key, the channel keys, the directory key, the session token; for trust v2 its
+//! Ed25519 signing key, the user's identity key on the device that holds it, and the identities
+//! pinned on first use) plus the profile that goes with them (server, trust, user, device), sealed
+//! under a passphrase. Stores made before trust v2 open as they are and get a signing key.
 //!
 //! Format (JSON): `{format, version, kdf: {algorithm, m_cost, t_cost, p_cost, salt}, sealed}` where
 //! `sealed` is [`crate::crypto::e2e::seal`] (AES-256-GCM) of the contents under an argon2id key
@@ -30,7 +32,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::tls::Trust;
+use super::trust::Pin;
 use crate::crypto::e2e::{self, DeviceKeypair, SymmetricKey};
+use crate::crypto::sign::SigningKeyPair;
 use file::{
     Contents, FORMAT, FileFormat, SealingKey, VERSION, decode_key, format_error, read_file, unseal,
     write_atomically,
@@ -113,6 +117,17 @@ pub struct KeyStore {
     /// Channels whose key this process dropped (deleted channels): a merge must not bring them back.
     removed_channels: BTreeSet<String>,
     directory_key: Option<SymmetricKey>,
+    /// Trust v2: this device's signing key, and whether it came from the file (a key made here
+    /// for a pre-v2 store yields to one another process saved first).
+    signing: SigningKeyPair,
+    signing_from_file: bool,
+    /// Trust v2: the identity key, when this device holds it; `identity_dirty` once this process
+    /// made or replaced it (a reset), so a merge keeps ours.
+    identity: Option<SigningKeyPair>,
+    identity_dirty: bool,
+    /// Trust v2: pinned identities; `pins_changed` names those this process set.
+    pins: BTreeMap<String, Pin>,
+    pins_changed: BTreeSet<String>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -123,6 +138,12 @@ impl fmt::Debug for KeyStore {
             .field("device", &self.device)
             .field("channel_keys", &self.channel_keys.len())
             .field("directory_key", &self.directory_key.is_some())
+            .field("signing_key", &self.signing.public_b64())
+            .field(
+                "identity_key",
+                &self.identity.as_ref().map(|k| k.public_b64()),
+            )
+            .field("pins", &self.pins.len())
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +195,12 @@ impl KeyStore {
             channel_keys: BTreeMap::new(),
             removed_channels: BTreeSet::new(),
             directory_key: None,
+            signing: SigningKeyPair::generate(),
+            signing_from_file: false,
+            identity: None,
+            identity_dirty: false,
+            pins: BTreeMap::new(),
+            pins_changed: BTreeSet::new(),
         })
     }
 
@@ -205,6 +232,14 @@ impl KeyStore {
             })?),
             None => None,
         };
+        let seed = |k: &Option<String>, what: &str| match k {
+            Some(k) => SigningKeyPair::from_b64(k)
+                .map(Some)
+                .map_err(|_| format_error(path, &format!("the {what} is not 32 bytes of base64"))),
+            None => Ok(None),
+        };
+        let signing = seed(&contents.signing_secret, "signing key")?;
+        let identity = seed(&contents.identity_secret, "identity key")?;
         Ok(Self {
             path: path.to_owned(),
             sealing,
@@ -214,6 +249,12 @@ impl KeyStore {
             channel_keys,
             removed_channels: BTreeSet::new(),
             directory_key,
+            signing_from_file: signing.is_some(),
+            signing: signing.unwrap_or_else(SigningKeyPair::generate),
+            identity,
+            identity_dirty: false,
+            pins: contents.pins.clone(),
+            pins_changed: BTreeSet::new(),
         })
     }
 
@@ -269,6 +310,32 @@ impl KeyStore {
         self.directory_key = Some(key);
     }
 
+    /// Trust v2: this device's Ed25519 signing key.
+    pub fn signing_key(&self) -> &SigningKeyPair {
+        &self.signing
+    }
+
+    /// Trust v2: the user's identity key, if this device holds it.
+    pub fn identity_key(&self) -> Option<&SigningKeyPair> {
+        self.identity.as_ref()
+    }
+
+    /// Keep a (new) identity key: the first one, or a reset's.
+    pub fn set_identity_key(&mut self, key: SigningKeyPair) {
+        self.identity = Some(key);
+        self.identity_dirty = true;
+    }
+
+    /// Trust v2: the pinned identity of `user_id`.
+    pub fn pin(&self, user_id: &str) -> Option<&Pin> {
+        self.pins.get(user_id)
+    }
+
+    pub fn set_pin(&mut self, pin: Pin) {
+        self.pins_changed.insert(pin.user_id.clone());
+        self.pins.insert(pin.user_id.clone(), pin);
+    }
+
     /// Write the store back, atomically, mode 0600.
     ///
     /// If another process saved the same store since it was loaded, its changes are merged first
@@ -292,6 +359,9 @@ impl KeyStore {
                 .directory_key
                 .as_ref()
                 .map(|k| STANDARD.encode(k.as_slice())),
+            signing_secret: Some(self.signing.seed_b64()),
+            identity_secret: self.identity.as_ref().map(SigningKeyPair::seed_b64),
+            pins: self.pins.clone(),
         };
         let plain = Zeroizing::new(
             serde_json::to_vec(&contents)
@@ -307,6 +377,9 @@ impl KeyStore {
             .map_err(|e| KeyStoreError::Invalid(format!("key store encoding: {e}")))?;
         write_atomically(&self.path, &bytes)?;
         self.profile_dirty = false;
+        self.signing_from_file = true;
+        self.identity_dirty = false;
+        self.pins_changed.clear();
         Ok(())
     }
 
@@ -333,6 +406,25 @@ impl KeyStore {
         }
         if self.directory_key.is_none() {
             self.directory_key = disk.directory_key.as_deref().and_then(decode_key);
+        }
+        if !self.signing_from_file
+            && let Some(k) = disk.signing_secret.as_deref()
+            && let Ok(k) = SigningKeyPair::from_b64(k)
+        {
+            // Another process gave this pre-v2 store its signing key first: one key per device.
+            self.signing = k;
+            self.signing_from_file = true;
+        }
+        if !self.identity_dirty
+            && let Some(k) = disk.identity_secret.as_deref()
+            && let Ok(k) = SigningKeyPair::from_b64(k)
+        {
+            self.identity = Some(k);
+        }
+        for (user, pin) in &disk.pins {
+            if !self.pins_changed.contains(user) {
+                self.pins.insert(user.clone(), pin.clone());
+            }
         }
         if !self.profile_dirty && disk.profile.is_some() {
             self.profile = disk.profile.clone();

@@ -164,3 +164,82 @@ fn profile_names_are_plain_words_and_debug_hides_the_token() {
     }
     assert!(!format!("{:?}", profile()).contains("secret-token"));
 }
+
+#[test]
+fn trust_keys_and_pins_round_trip_and_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = KeyStore::path_for(dir.path(), "default").unwrap();
+    let mut store = KeyStore::create(&path, "correct horse battery").unwrap();
+    store.set_profile(profile());
+    let ik = SigningKeyPair::generate();
+    let ik_public = ik.public_b64();
+    store.set_identity_key(ik);
+    let pin = Pin {
+        user_id: "u2".into(),
+        identity_key: "aWs=".into(),
+        version: 3,
+        hash: "aA==".into(),
+        verified: true,
+    };
+    store.set_pin(pin.clone());
+    store.save().unwrap();
+    let signing = store.signing_key().public_b64();
+
+    let mut other = KeyStore::open(&path, "correct horse battery").unwrap();
+    assert_eq!(other.signing_key().public_b64(), signing);
+    assert_eq!(
+        other.identity_key().map(|k| k.public_b64()),
+        Some(ik_public.clone())
+    );
+    assert_eq!(other.pin("u2"), Some(&pin));
+    for secret in [ik_public.as_str(), signing.as_str(), "aWs="] {
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(secret));
+    }
+    // Two processes pin different contacts: a save keeps both.
+    other.set_pin(Pin {
+        user_id: "u3".into(),
+        ..pin.clone()
+    });
+    store.set_pin(Pin {
+        version: 4,
+        ..pin.clone()
+    });
+    other.save().unwrap();
+    store.save().unwrap();
+    let merged = KeyStore::open(&path, "correct horse battery").unwrap();
+    assert_eq!(merged.pin("u2").map(|p| p.version), Some(4));
+    assert!(merged.pin("u3").is_some());
+}
+
+#[test]
+fn a_store_from_before_trust_v2_gets_one_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = KeyStore::path_for(dir.path(), "default").unwrap();
+    let mut store = KeyStore::create(&path, "correct horse battery").unwrap();
+    store.save().unwrap();
+    // Strip the v2 fields, as a v1-era store has none.
+    let file = read_file(&path).unwrap();
+    let mut contents = unseal(&path, &store.sealing.key, &file.sealed).unwrap();
+    contents.signing_secret = None;
+    contents.identity_secret = None;
+    let plain = serde_json::to_vec(&contents).unwrap();
+    let old = FileFormat {
+        sealed: e2e::seal(&store.sealing.key, &plain),
+        ..file
+    };
+    write_atomically(&path, &serde_json::to_vec(&old).unwrap()).unwrap();
+
+    // Two processes open it: each makes a key, and the first saved is the device's key.
+    let mut a = KeyStore::open(&path, "correct horse battery").unwrap();
+    let mut b = KeyStore::open(&path, "correct horse battery").unwrap();
+    assert_ne!(a.signing_key().public_b64(), b.signing_key().public_b64());
+    a.save().unwrap();
+    b.save().unwrap();
+    assert_eq!(a.signing_key().public_b64(), b.signing_key().public_b64());
+    let again = KeyStore::open(&path, "correct horse battery").unwrap();
+    assert_eq!(
+        again.signing_key().public_b64(),
+        a.signing_key().public_b64()
+    );
+    assert!(again.identity_key().is_none());
+}

@@ -39,6 +39,10 @@ async fn rekey_moves_every_value_to_the_new_key() {
         .await
         .unwrap();
     ws.close().await.unwrap();
+    // And a signed device list (trust v2): its statement is encrypted at rest too.
+    let ik = dialtone::crypto::sign::SigningKeyPair::generate();
+    let alice_list = crate::trust::signed_list(&ik, None, &[&crate::trust::Signer::new(&alice)]);
+    alice.rest.publish_device_list(&alice_list).await.unwrap();
     server
         .db
         .execute(&format!(
@@ -69,10 +73,11 @@ async fn rekey_moves_every_value_to_the_new_key() {
     assert_rekey_counts(&report, "devices_public_key", 3, 0);
     assert_rekey_counts(&report, "broadcast_sender_name", 1, 0);
     assert_rekey_counts(&report, "broadcast_sender_public_key", 1, 0);
+    assert_rekey_counts(&report, "device_lists_statement", 1, 0);
 
     // Every value is now under K2's key id; nothing is plaintext; the device hashes moved too.
     assert_eq!(key_ids(&server).await, BTreeSet::from([new_id.clone()]));
-    assert_eq!(encrypted_values(&server).await.len(), 3 + 3 + 2);
+    assert_eq!(encrypted_values(&server).await.len(), 3 + 3 + 2 + 1);
     for v in column(&server, "devices", "public_key").await {
         assert!(v.unwrap().starts_with("enc:v1:"));
     }
@@ -100,6 +105,7 @@ async fn rekey_moves_every_value_to_the_new_key() {
     assert_rekey_counts(&report, "devices_public_key", 0, 3);
     assert_rekey_counts(&report, "broadcast_sender_name", 0, 1);
     assert_rekey_counts(&report, "broadcast_sender_public_key", 0, 1);
+    assert_rekey_counts(&report, "device_lists_statement", 0, 1);
     assert_eq!(encrypted_values(&server).await, snapshot);
 
     // Servers on the rekeyed database: K2 with K1 as previous, then K2 alone.
@@ -137,6 +143,17 @@ async fn rekey_moves_every_value_to_the_new_key() {
             .await
             .unwrap();
         assert_eq!(b.device_id, bob_dev2.id);
+        let lists = server
+            .rest()
+            .with_token(&b.token)
+            .device_lists(alice.id(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            lists.lists,
+            vec![alice_list.clone()],
+            "the same signed bytes"
+        );
         let keys = server
             .rest()
             .with_token(&b.token)

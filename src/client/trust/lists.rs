@@ -1,0 +1,73 @@
+//! Fetch a user's signed device lists from the pinned version on and check every link, so a
+//! client wraps keys only for devices of a list it verified itself.
+
+use super::pins::{Pin, Verdict};
+use crate::client::ClientError;
+use crate::client::rest::RestClient;
+use crate::crypto::device_list::{self, CheckedList, ListError};
+
+/// Why a user's devices could not be verified. Each says what it means for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the server served a device list that does not verify ({0}): do not trust it")]
+    List(#[from] ListError),
+    #[error("{0} has not published a signed device list yet: their devices cannot be verified")]
+    NoList(String),
+    #[error(
+        "the server served version {served} of a device list already seen at version {pinned}: \
+         a rollback, refused"
+    )]
+    Rollback { pinned: u64, served: u64 },
+    #[error(
+        "the server served a different list at version {0} than the one pinned: the chain was \
+         forked, refused"
+    )]
+    Forked(u64),
+}
+
+/// The user's newest list, verified from `pinned` on (from version 1 without a pin), and how it
+/// compares with the pin. The caller stores the verdict's pin once the user accepted it.
+pub async fn verified_devices(
+    rest: &RestClient,
+    user_id: &str,
+    pinned: Option<&Pin>,
+) -> Result<(CheckedList, Verdict), TrustError> {
+    let mut at: Option<CheckedList> = None;
+    let mut after = pinned.map_or(0, |p| p.version.saturating_sub(1));
+    loop {
+        let page = rest.device_lists(user_id, Some(after)).await?;
+        if let Some(p) = pinned
+            && page.latest_version < p.version
+        {
+            return Err(TrustError::Rollback {
+                pinned: p.version,
+                served: page.latest_version,
+            });
+        }
+        let mut lists = page.lists.into_iter();
+        if at.is_none()
+            && let Some(p) = pinned
+        {
+            // The first list served is the pinned version itself: the same bytes, or a fork.
+            let first = lists.next().ok_or(TrustError::Forked(p.version))?;
+            let hash = device_list::hash_of(&first)?;
+            if hash != p.hash {
+                return Err(TrustError::Forked(p.version));
+            }
+            at = Some(device_list::stored(first, hash)?);
+        }
+        let rest_of_page: Vec<_> = lists.collect();
+        let n = rest_of_page.len();
+        at = device_list::check_chain(&rest_of_page, user_id, at)?;
+        let reached = at.as_ref().map_or(0, |l| l.statement.version);
+        if reached >= page.latest_version || n == 0 {
+            break;
+        }
+        after = reached;
+    }
+    let newest = at.ok_or_else(|| TrustError::NoList(user_id.to_owned()))?;
+    let verdict = Verdict::judge(pinned, &newest);
+    Ok((newest, verdict))
+}

@@ -1,0 +1,12 @@
+//! Trust v2 on the client (docs/TRUST.md): identities pinned on first use, and every device list
+//! the server serves checked link by link against the pin before any key is wrapped for it.
+//!
+//! - [`pins`]: what a client remembers of each contact's identity, and the verdict on what the
+//!   server serves now;
+//! - [`lists`]: fetching a user's lists from the pinned version on and checking the chain.
+
+pub mod lists;
+pub mod pins;
+
+pub use lists::{TrustError, verified_devices};
+pub use pins::{Pin, Verdict};
