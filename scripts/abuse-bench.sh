@@ -7,6 +7,8 @@
 #   usage: scripts/abuse-bench.sh TARGET_DIR [NAME=L/G/U/S ...]  (TARGET_DIR holds dialtone and dialtone-load)
 #   env:   RATE=500 RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=30 REST_USERS=50 REST_RATE=100 OUT=dir
 #          SERVER_ENV="VAR=value ..." (extra server settings)
+#          KEY=rsa|ec (the TLS key: RSA 2048, or ECDSA P-256 as certbot issues by default; refused
+#          upgrades close their connection, so a flood pays one handshake per attempt)
 set -uo pipefail
 BIN="$1"; shift
 [ $# -gt 0 ] || set -- none=0/0/0/1 flood16=100/50/50/16 flood200=100/50/50/200
@@ -17,7 +19,11 @@ W=$(mktemp -d -t abusew.XXXX); DB=""; PID=""
 stop() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; PID=""; }
          [ -n "$DB" ] && { psql -h 127.0.0.1 -U postgres -XAtqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; DB=""; }; }
 trap 'stop; rm -rf "$W"' EXIT
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+case "${KEY:-rsa}" in
+  ec) NEWKEY=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+  *) NEWKEY=(-newkey rsa:2048) ;;
+esac
+openssl req -x509 "${NEWKEY[@]}" -nodes -days 2 -subj "/CN=localhost" \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
 FP=$(openssl x509 -in "$W/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)
 TOK=$(openssl rand -hex 24)
