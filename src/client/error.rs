@@ -38,6 +38,10 @@ pub enum ChatError {
     SessionEnded(String),
     #[error("{0}")]
     Invalid(String),
+    /// Trust v2: a device list or an identity could not be verified, or an identity operation
+    /// was refused.
+    #[error(transparent)]
+    Trust(#[from] super::trust::TrustError),
 }
 
 pub type ChatResult<T> = Result<T, ChatError>;

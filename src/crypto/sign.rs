@@ -48,6 +48,7 @@ fn signed_bytes(context: SignContext, message: &[u8]) -> Vec<u8> {
 }
 
 /// An Ed25519 private key (an identity key or a device signing key). Zeroized on drop.
+#[derive(Clone)]
 pub struct SigningKeyPair(SigningKey);
 
 impl SigningKeyPair {

@@ -114,6 +114,7 @@ pub(crate) async fn command(cli: &Cli, chat: &mut Chat) -> Result<(), ChatError>
             print_report(&report);
             Ok(())
         }
+        Command::Identity { action } => crate::identity::identity(chat, action).await,
         Command::Users => {
             let profiles = chat.profiles().await?;
             let ids: Vec<String> = profiles.iter().map(|(id, _)| id.clone()).collect();

@@ -7,10 +7,11 @@
 //! warnings on stderr, and any error as one line on stderr with a non-zero exit code.
 //!
 //! Layout: this file holds the arguments and dispatch; `session` the key store, sign-in and
-//! secrets; `commands` the one-shot commands; `tail` the live stream; `output` what reaches the
-//! terminal.
+//! secrets; `commands` the one-shot commands; `identity` the trust v2 identity commands; `tail`
+//! the live stream; `output` what reaches the terminal.
 
 mod commands;
+mod identity;
 mod output;
 mod session;
 mod tail;
@@ -122,6 +123,39 @@ enum Command {
     },
     /// List people (published profiles) and who is online.
     Users,
+    /// Trust v2: this account's identity and signed device list, and contacts' identities.
+    Identity {
+        #[command(subcommand)]
+        action: IdentityAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityAction {
+    /// On your first device: create the identity key and publish the device list.
+    Init,
+    /// Show a user's verified devices (default: yours), pinning their identity on first use.
+    Show {
+        /// User id or published name.
+        user: Option<String>,
+    },
+    /// On a new device: print the offer and code that a listed device approves.
+    Pair,
+    /// On the device holding the identity key: sign a new device in.
+    Approve {
+        /// The offer the new device printed.
+        offer: String,
+        /// The code the new device shows (it must match).
+        #[arg(long)]
+        code: String,
+    },
+    /// Accept a contact's changed identity (after checking with them that they reset it).
+    Accept {
+        /// User id or published name.
+        user: String,
+    },
+    /// Start over with a new identity key, this device alone on the list (contacts are warned).
+    Reset,
 }
 
 #[derive(Subcommand)]

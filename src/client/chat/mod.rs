@@ -314,6 +314,11 @@ impl Chat {
         &mut self.store
     }
 
+    /// The REST client and the key store at once (trust v2 operations need both).
+    pub fn rest_and_store(&mut self) -> (&RestClient, &mut KeyStore) {
+        (&self.rest, &mut self.store)
+    }
+
     /// Give the store back (e.g. to reopen it elsewhere).
     pub fn into_store(self) -> KeyStore {
         self.store

@@ -3,6 +3,7 @@
 
 use super::pins::{Pin, Verdict};
 use crate::client::ClientError;
+use crate::client::keystore::KeyStoreError;
 use crate::client::rest::RestClient;
 use crate::crypto::device_list::{self, CheckedList, ListError};
 
@@ -25,6 +26,36 @@ pub enum TrustError {
          forked, refused"
     )]
     Forked(u64),
+    #[error(transparent)]
+    KeyStore(#[from] KeyStoreError),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("this profile is not logged in (run `login`)")]
+    NotLoggedIn,
+    #[error(
+        "your own identity key changed (list version {0}) since this device pinned it: another of \
+         your devices reset it, or the server lies; check on that device before trusting it"
+    )]
+    OwnIdentityChanged(u64),
+    #[error(
+        "this account already has an identity (list version {0}): sign this device in from a \
+         listed one (`identity pair` here, `identity approve` there), or `identity reset`"
+    )]
+    AlreadyPublished(u64),
+    #[error("this device is already on the account's device list")]
+    AlreadyListed,
+    #[error(
+        "the code does not match this offer: the offer was changed on the way, or mistyped; do \
+         not approve it"
+    )]
+    CodeMismatch,
+    #[error("bad pairing offer: {0}")]
+    BadOffer(String),
+    #[error(
+        "this device does not hold the account's identity key: approve from the device that \
+         created it (`identity init`), or `identity reset`"
+    )]
+    NoIdentityKey,
 }
 
 /// The user's newest list, verified from `pinned` on (from version 1 without a pin), and how it

@@ -3,8 +3,11 @@
 //!
 //! - [`pins`]: what a client remembers of each contact's identity, and the verdict on what the
 //!   server serves now;
-//! - [`lists`]: fetching a user's lists from the pinned version on and checking the chain.
+//! - [`lists`]: fetching a user's lists from the pinned version on and checking the chain;
+//! - [`identity`]: what a device does with its identity: the first list, pairing, reset, and
+//!   checking or accepting contacts.
 
+pub mod identity;
 pub mod lists;
 pub mod pins;
 

@@ -4,20 +4,20 @@ use crate::support::*;
 
 use super::*;
 
-struct Cli {
-    home: tempfile::TempDir,
+pub(super) struct Cli {
+    pub(super) home: tempfile::TempDir,
     server: String,
     fingerprint: String,
 }
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(super) struct Output {
+    pub(super) code: i32,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
 }
 
 impl Cli {
-    fn new(server: &TestServer) -> Self {
+    pub(super) fn new(server: &TestServer) -> Self {
         Self {
             home: tempfile::tempdir().unwrap(),
             server: server.base_url.clone(),
@@ -25,7 +25,12 @@ impl Cli {
         }
     }
 
-    fn command(&self, profile: &str, user: &str, args: &[&str]) -> tokio::process::Command {
+    pub(super) fn command(
+        &self,
+        profile: &str,
+        user: &str,
+        args: &[&str],
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dialtone-cli"));
         cmd.args([
             "--server",
@@ -46,7 +51,7 @@ impl Cli {
         cmd
     }
 
-    async fn run(&self, profile: &str, user: &str, args: &[&str]) -> Output {
+    pub(super) async fn run(&self, profile: &str, user: &str, args: &[&str]) -> Output {
         let out = tokio::time::timeout(WAIT * 3, self.command(profile, user, args).output())
             .await
             .expect("dialtone-cli finished in time")
@@ -59,7 +64,7 @@ impl Cli {
     }
 
     /// Run and require success.
-    async fn ok(&self, profile: &str, user: &str, args: &[&str]) -> String {
+    pub(super) async fn ok(&self, profile: &str, user: &str, args: &[&str]) -> String {
         let out = self.run(profile, user, args).await;
         assert_eq!(
             out.code, 0,
@@ -70,7 +75,7 @@ impl Cli {
     }
 
     /// Run and require a failure reported as one line on stderr.
-    async fn fails(&self, profile: &str, user: &str, args: &[&str]) -> String {
+    pub(super) async fn fails(&self, profile: &str, user: &str, args: &[&str]) -> String {
         let out = self.run(profile, user, args).await;
         assert_ne!(
             out.code, 0,

@@ -17,6 +17,7 @@ use crate::support::*;
 
 mod authority;
 mod cli;
+mod cli_identity;
 mod keys;
 mod plaintext;
 mod refusals;

@@ -1,0 +1,218 @@
+//! Trust v2 identity operations on a device's key store (docs/TRUST.md §2.5): the first list,
+//! pairing a new device with a short code, checking a contact against its pin, accepting a
+//! changed identity, and resetting one's own.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use super::lists::{TrustError, verified_devices};
+use super::pins::{Pin, Verdict};
+use crate::client::keystore::KeyStore;
+use crate::client::rest::RestClient;
+use crate::crypto::device_list::{self, CheckedList};
+use crate::crypto::sign::{self, SignContext, SigningKeyPair};
+use crate::protocol::format_time;
+use crate::protocol::trust::ListedDevice;
+
+/// What a new device shows so an existing one can sign it in: the offer to carry over (copy and
+/// paste; it holds public keys only) and the short code both screens must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingOffer {
+    pub offer: String,
+    pub code: String,
+}
+
+/// The short code of a pairing offer: 12 digits of SHA-256 over the exact offer, shown on both
+/// devices. It commits to the new device's keys, so an offer swapped on the way (by the server,
+/// or whoever carried it) shows another code.
+pub fn short_code(offer: &str) -> String {
+    let digest = Sha256::digest(offer.as_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&digest[..8]);
+    let digits = format!("{:012}", u64::from_be_bytes(n) % 1_000_000_000_000);
+    format!("{} {} {}", &digits[..4], &digits[4..8], &digits[8..])
+}
+
+fn me(store: &KeyStore) -> Result<(String, String), TrustError> {
+    let p = store.profile().ok_or(TrustError::NotLoggedIn)?;
+    Ok((p.user_id.clone(), p.device_id.clone()))
+}
+
+/// This user's own newest list, verified from this device's pin; `None` if there is none yet.
+async fn own_list(rest: &RestClient, store: &KeyStore) -> Result<Option<CheckedList>, TrustError> {
+    let (user, _) = me(store)?;
+    match verified_devices(rest, &user, store.pin(&user)).await {
+        Ok((list, Verdict::IdentityChanged { .. })) => {
+            Err(TrustError::OwnIdentityChanged(list.statement.version))
+        }
+        Ok((list, _)) => Ok(Some(list)),
+        Err(TrustError::NoList(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn this_device(store: &KeyStore, user: &str, device: &str, identity_key: &str) -> ListedDevice {
+    device_list::listed_device(
+        user,
+        identity_key,
+        device,
+        &store.device().public_key_b64(),
+        store.signing_key(),
+    )
+}
+
+/// Sign, publish and pin the list after `prev` naming `devices`; the store is saved.
+async fn publish_next(
+    rest: &RestClient,
+    store: &mut KeyStore,
+    prev: Option<&CheckedList>,
+    identity: &SigningKeyPair,
+    devices: Vec<ListedDevice>,
+) -> Result<CheckedList, TrustError> {
+    let (user, _) = me(store)?;
+    let st = device_list::next_statement(
+        &user,
+        prev,
+        &identity.public_b64(),
+        devices,
+        format_time(chrono::Utc::now()),
+    );
+    let signed = device_list::sign_statement(&st, identity);
+    let checked = device_list::check(&signed, &user, prev)?;
+    rest.publish_device_list(&signed).await?;
+    store.set_pin(Pin {
+        verified: true,
+        ..Pin::of(&checked)
+    });
+    store.save()?;
+    Ok(checked)
+}
+
+/// On a user's first device: make the identity key and publish list version 1 naming this
+/// device. Refused when the user already has a list (pair this device instead, or reset).
+pub async fn init(rest: &RestClient, store: &mut KeyStore) -> Result<CheckedList, TrustError> {
+    let (user, device) = me(store)?;
+    if let Some(list) = own_list(rest, store).await? {
+        return Err(TrustError::AlreadyPublished(list.statement.version));
+    }
+    let identity = SigningKeyPair::generate();
+    let entry = this_device(store, &user, &device, &identity.public_b64());
+    // Kept before publishing: a list the server stored must never lose its key to a crash.
+    store.set_identity_key(identity.clone());
+    store.save()?;
+    publish_next(rest, store, None, &identity, vec![entry]).await
+}
+
+/// On a new device: the offer and code an existing device approves (`approve`).
+pub async fn pairing_offer(
+    rest: &RestClient,
+    store: &KeyStore,
+) -> Result<PairingOffer, TrustError> {
+    let (user, device) = me(store)?;
+    let list = own_list(rest, store)
+        .await?
+        .ok_or_else(|| TrustError::NoList(user.clone()))?;
+    if list.statement.devices.iter().any(|d| d.device_id == device) {
+        return Err(TrustError::AlreadyListed);
+    }
+    let entry = this_device(store, &user, &device, &list.statement.identity_key);
+    let json = serde_json::to_vec(&entry).unwrap_or_default();
+    let offer = URL_SAFE_NO_PAD.encode(json);
+    let code = short_code(&offer);
+    Ok(PairingOffer { offer, code })
+}
+
+/// On a device holding the identity key: check a new device's offer against the code its screen
+/// shows, then publish the next list with it.
+pub async fn approve(
+    rest: &RestClient,
+    store: &mut KeyStore,
+    offer: &str,
+    code: &str,
+) -> Result<CheckedList, TrustError> {
+    let (user, _) = me(store)?;
+    let offer = offer.trim();
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    if digits(&short_code(offer)) != digits(code) {
+        return Err(TrustError::CodeMismatch);
+    }
+    let entry: ListedDevice = URL_SAFE_NO_PAD
+        .decode(offer)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| TrustError::BadOffer("not a pairing offer".into()))?;
+    let identity = store
+        .identity_key()
+        .cloned()
+        .ok_or(TrustError::NoIdentityKey)?;
+    let list = own_list(rest, store)
+        .await?
+        .ok_or_else(|| TrustError::NoList(user.clone()))?;
+    if list.statement.identity_key != identity.public_b64() {
+        return Err(TrustError::NoIdentityKey);
+    }
+    sign::verify(
+        &entry.signing_key,
+        SignContext::DeviceListDevice,
+        &device_list::binding_bytes(&user, &list.statement.identity_key, &entry),
+        &entry.binding_signature,
+    )
+    .map_err(|_| TrustError::BadOffer("its signature does not verify for this account".into()))?;
+    let mut devices = list.statement.devices.clone();
+    if devices.iter().any(|d| d.device_id == entry.device_id) {
+        return Err(TrustError::AlreadyListed);
+    }
+    devices.push(entry);
+    publish_next(rest, store, Some(&list), &identity, devices).await
+}
+
+/// A new identity key and a list naming this device alone; every contact sees an identity
+/// change. For a user who lost the device holding the identity key.
+pub async fn reset(rest: &RestClient, store: &mut KeyStore) -> Result<CheckedList, TrustError> {
+    let (user, device) = me(store)?;
+    // The chain continues from the newest list this device can verify.
+    let prev = match own_list(rest, store).await {
+        Ok(p) => p,
+        Err(TrustError::OwnIdentityChanged(_)) => {
+            let (list, _) = verified_devices(rest, &user, None).await?;
+            Some(list)
+        }
+        Err(e) => return Err(e),
+    };
+    let identity = SigningKeyPair::generate();
+    let entry = this_device(store, &user, &device, &identity.public_b64());
+    store.set_identity_key(identity.clone());
+    store.save()?;
+    publish_next(rest, store, prev.as_ref(), &identity, vec![entry]).await
+}
+
+/// Check a contact's devices against the pin (pinning on first use, following the chain); an
+/// identity change is returned and leaves the pin as it was.
+pub async fn check_contact(
+    rest: &RestClient,
+    store: &mut KeyStore,
+    user_id: &str,
+) -> Result<(CheckedList, Verdict), TrustError> {
+    let (list, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
+    if let Verdict::FirstUse(p) | Verdict::Same(p) = &verdict {
+        store.set_pin(p.clone());
+        store.save()?;
+    }
+    Ok((list, verdict))
+}
+
+/// Accept a contact's changed identity: pin the new one (unverified).
+pub async fn accept(
+    rest: &RestClient,
+    store: &mut KeyStore,
+    user_id: &str,
+) -> Result<Pin, TrustError> {
+    let (_, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
+    let pin = match verdict {
+        Verdict::FirstUse(p) | Verdict::Same(p) | Verdict::IdentityChanged { new: p, .. } => p,
+    };
+    store.set_pin(pin.clone());
+    store.save()?;
+    Ok(pin)
+}

@@ -1,0 +1,109 @@
+//! `dialtone-cli identity …` (trust v2): the first list, pairing a second device with its short
+//! code, a contact pinning the identity, and a reset that the contact must accept.
+
+use dialtone::client::KeyStore;
+
+use super::PASSPHRASE;
+use super::cli::Cli;
+use crate::support::*;
+
+fn user_id_of(cli: &Cli, profile: &str) -> String {
+    let path = cli.home.path().join(format!("{profile}.keystore"));
+    let store = KeyStore::open(&path, PASSPHRASE).unwrap();
+    store.profile().unwrap().user_id.clone()
+}
+
+fn field<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name:?} in {out}"))
+        .trim()
+}
+
+#[tokio::test]
+async fn e2e_cli_identity_init_pair_show_reset_and_accept() {
+    let server = TestServer::start().await;
+    let cli = Cli::new(&server);
+    let invite = server.invite().await;
+    let user = "cli-id-alice";
+    cli.ok(
+        "a1",
+        user,
+        &["register", "--username", user, "--invite", &invite],
+    )
+    .await;
+    let out = cli.ok("a1", user, &["identity", "init"]).await;
+    assert!(out.contains("device list version 1"), "{out}");
+    let err = cli.fails("a1", user, &["identity", "init"]).await;
+    assert!(err.contains("already has an identity"), "{err}");
+
+    // A second device: it offers, the first approves with the code it shows.
+    cli.ok("a2", user, &["login", "--username", user]).await;
+    let err = cli
+        .fails("a2", user, &["identity", "approve", "x", "--code", "1"])
+        .await;
+    assert!(
+        err.contains("code does not match") || err.contains("identity key"),
+        "{err}"
+    );
+    let out = cli.ok("a2", user, &["identity", "pair"]).await;
+    let (code, offer) = (
+        field(&out, "code:").to_owned(),
+        field(&out, "offer:").to_owned(),
+    );
+    let err = cli
+        .fails(
+            "a1",
+            user,
+            &["identity", "approve", &offer, "--code", "0000 0000 0000"],
+        )
+        .await;
+    assert!(err.contains("code does not match"), "{err}");
+    let out = cli
+        .ok(
+            "a1",
+            user,
+            &["identity", "approve", &offer, "--code", &code],
+        )
+        .await;
+    assert!(out.contains("version 2 names 2 devices"), "{out}");
+    let err = cli.fails("a2", user, &["identity", "pair"]).await;
+    assert!(
+        err.contains("already on the account's device list"),
+        "{err}"
+    );
+
+    // A contact pins alice on first use and sees both devices.
+    let invite = cli.ok("a1", user, &["invite", "--max-uses", "1"]).await;
+    let bob = "cli-id-bob";
+    cli.ok(
+        "bob",
+        bob,
+        &["register", "--username", bob, "--invite", invite.trim()],
+    )
+    .await;
+    let alice_id = user_id_of(&cli, "a1");
+    let shown = cli.run("bob", bob, &["identity", "show", &alice_id]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stderr.contains("identity pinned"), "{}", shown.stderr);
+    assert_eq!(
+        shown.stdout.matches("  device ").count(),
+        2,
+        "{}",
+        shown.stdout
+    );
+
+    // alice resets on her second device: bob is stopped until he accepts.
+    let out = cli.ok("a2", user, &["identity", "reset"]).await;
+    assert!(out.contains("version 3 names this device alone"), "{out}");
+    let err = cli
+        .fails("bob", bob, &["identity", "show", &alice_id])
+        .await;
+    assert!(err.contains("identity key changed"), "{err}");
+    cli.ok("bob", bob, &["identity", "accept", &alice_id]).await;
+    let out = cli.ok("bob", bob, &["identity", "show", &alice_id]).await;
+    assert_eq!(out.matches("  device ").count(), 1, "{out}");
+    // The first device, which pinned the old identity, is warned too.
+    let err = cli.fails("a1", user, &["identity", "show"]).await;
+    assert!(err.contains("your account's identity key changed"), "{err}");
+}
