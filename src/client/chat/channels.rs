@@ -105,9 +105,10 @@ impl Chat {
         // Keep the key before anything else can fail: it is the only copy until uploaded.
         self.store.set_channel_key(&channel.id, key.clone());
         self.store.save()?;
-        let devices = self.rest.all_device_keys().await?;
+        let (devices, withheld) = self.trusted_device_keys().await?;
         let wrapped = sealing::wrap_for_devices(self.store.device(), &key, &devices);
         let mut report = ShareReport::default();
+        report.skip(&withheld);
         report.skip(&wrapped.skipped);
         let done = self.upload(Target::Channel(&channel.id), &wrapped).await?;
         report.record(KeyRef::Channel(channel.id.clone()), done);
@@ -228,7 +229,7 @@ impl Chat {
         ws: &mut WsClient,
         text: &str,
     ) -> ChatResult<(ChatMessage, Vec<SkippedDevice>)> {
-        let devices = self.rest.all_device_keys().await?;
+        let (devices, withheld) = self.trusted_device_keys().await?;
         let (frame, wrapped) =
             sealing::seal_broadcast(self.store.device(), &self.username, text, &devices);
         if frame
@@ -254,7 +255,9 @@ impl Chat {
         if event.kind == event_type::ERROR {
             return Err(refused(&event));
         }
-        Ok((self.open_broadcast(&event)?, wrapped.skipped))
+        let mut skipped = withheld;
+        skipped.extend(wrapped.skipped);
+        Ok((self.open_broadcast(&event)?, skipped))
     }
 
     // ---- people and devices ----

@@ -3,7 +3,8 @@
 
 use crate::client::ClientError;
 use crate::client::key_upload::{self, Target, Uploaded};
-use crate::client::sealing::{self, Wrapped};
+use crate::client::sealing::{self, SkippedDevice, Wrapped};
+use crate::client::trust;
 use crate::crypto::e2e::{self, SymmetricKey};
 use crate::protocol::rest::{CreateInviteRequest, Device, DeviceKey, InviteResponse};
 
@@ -68,8 +69,9 @@ impl Chat {
         }
         self.store.set_directory_key(e2e::generate_key());
         self.store.save()?;
-        let devices = self.rest.all_device_keys().await?;
-        let report = self.share_directory_key_with(&devices).await?;
+        let (devices, withheld) = self.trusted_device_keys().await?;
+        let mut report = self.share_directory_key_with(&devices).await?;
+        report.skip(&withheld);
         Ok(Some(report))
     }
 
@@ -99,17 +101,39 @@ impl Chat {
         Ok(Some(key))
     }
 
-    /// Wrap every held key (or only `channel_id`'s) for every device the server lists (or only
-    /// `device_id`), and upload. Missing keys are fetched first when this device can read them.
+    /// The devices keys may be wrapped for (trust v2, [`crate::client::trust::screen`]): every
+    /// registered device of users without a signed device list, as v1 does; for the others only
+    /// the devices of their verified list. Returns them and the withheld ones; new pins are kept.
+    pub async fn trusted_device_keys(
+        &mut self,
+    ) -> ChatResult<(Vec<DeviceKey>, Vec<SkippedDevice>)> {
+        let devices = self.rest.all_device_keys().await?;
+        let screened = trust::screen::screen(&self.rest, &self.store, &self.user_id, devices).await;
+        let mut changed = false;
+        for pin in screened.pins {
+            if self.store.pin(&pin.user_id) != Some(&pin) {
+                self.store.set_pin(pin);
+                changed = true;
+            }
+        }
+        if changed {
+            self.store.save()?;
+        }
+        Ok((screened.allowed, screened.skipped))
+    }
+
+    /// Wrap every held key (or only `channel_id`'s) for every device keys may go to (or only
+    /// `device_id`; see [`Chat::trusted_device_keys`]), and upload. Missing keys are fetched first when this device can read them.
     pub async fn share_keys(
         &mut self,
         channel_id: Option<&str>,
         device_id: Option<&str>,
     ) -> ChatResult<ShareReport> {
-        let mut devices = self.rest.all_device_keys().await?;
+        let (mut devices, mut withheld) = self.trusted_device_keys().await?;
         devices.retain(|d| {
             d.device_id != self.device_id && device_id.is_none_or(|only| d.device_id == only)
         });
+        withheld.retain(|d| device_id.is_none_or(|only| d.device_id == only));
         match channel_id {
             Some(c) => {
                 self.channel_key(c).await?;
@@ -126,7 +150,9 @@ impl Chat {
                 }
             }
         }
-        self.share_with(channel_id, &devices).await
+        let mut report = self.share_with(channel_id, &devices).await?;
+        report.skip(&withheld);
+        Ok(report)
     }
 
     /// Share held keys with exactly `devices` (as listed by `GET /devices/keys?all=1`):

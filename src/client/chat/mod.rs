@@ -91,7 +91,8 @@ impl std::fmt::Display for KeyRef {
 pub struct ShareReport {
     /// Each key uploaded, with the number of devices it was wrapped for.
     pub shared: Vec<(KeyRef, usize)>,
-    /// Devices given nothing because their public key is unusable (each listed once).
+    /// Devices given nothing, each listed once with the reason: an unusable public key, or
+    /// (trust v2) not on its user's verified device list.
     pub skipped: Vec<SkippedDevice>,
     /// Keys whose upload failed, with the reason.
     pub failed: Vec<(KeyRef, String)>,

@@ -4,12 +4,15 @@
 //! - [`pins`]: what a client remembers of each contact's identity, and the verdict on what the
 //!   server serves now;
 //! - [`lists`]: fetching a user's lists from the pinned version on and checking the chain;
+//! - [`screen`]: which devices may get a key (only those of a verified list, for users who
+//!   published one);
 //! - [`identity`]: what a device does with its identity: the first list, pairing, reset, and
 //!   checking or accepting contacts.
 
 pub mod identity;
 pub mod lists;
 pub mod pins;
+pub mod screen;
 
 pub use lists::{TrustError, verified_devices};
 pub use pins::{Pin, Verdict};

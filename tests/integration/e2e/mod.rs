@@ -22,6 +22,7 @@ mod keys;
 mod plaintext;
 mod refusals;
 mod tail;
+mod trusted_sharing;
 
 pub(super) const PASSPHRASE: &str = "a passphrase for tests";
 
