@@ -6,6 +6,7 @@
 //! - [`token`]: session/invite tokens and constant-time secret comparison;
 //! - [`e2e`]: the client-side end-to-end scheme (X25519 + HKDF-SHA256 + AES-256-GCM);
 //! - [`sign`]: trust v2 Ed25519 signatures under a per-kind context;
+//! - [`safety`]: trust v2 safety numbers (Signal-style numeric fingerprints);
 //! - [`device_list`]: trust v2 signed device lists, checked by the server and by clients.
 //!
 //! The server reaches [`field`] and [`keyed_hash`] only through the database actor.
@@ -16,6 +17,7 @@ pub mod e2e;
 pub mod field;
 pub mod keyed_hash;
 pub mod password;
+pub mod safety;
 pub mod sign;
 pub mod token;
 

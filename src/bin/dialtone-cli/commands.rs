@@ -115,6 +115,7 @@ pub(crate) async fn command(cli: &Cli, chat: &mut Chat) -> Result<(), ChatError>
             Ok(())
         }
         Command::Identity { action } => crate::identity::identity(chat, action).await,
+        Command::Verify { user, mark } => crate::identity::verify(chat, user, *mark).await,
         Command::Users => {
             let profiles = chat.profiles().await?;
             let ids: Vec<String> = profiles.iter().map(|(id, _)| id.clone()).collect();

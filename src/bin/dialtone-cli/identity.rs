@@ -1,10 +1,11 @@
-//! `identity …`: trust v2 from the terminal (docs/TRUST.md): the first list, pairing with a short
+//! `identity …` and `verify`: trust v2 from the terminal (docs/TRUST.md): the first list, pairing with a short
 //! code, showing and accepting contacts' identities, reset. The rules live in
 //! [`dialtone::client::trust`]; this file asks and prints.
 
 use dialtone::client::trust::{Verdict, identity};
 use dialtone::client::{Chat, ChatError};
 use dialtone::crypto::device_list::CheckedList;
+use dialtone::crypto::safety;
 
 use crate::IdentityAction;
 use crate::output::{clean, out};
@@ -89,6 +90,52 @@ pub(crate) async fn identity(chat: &mut Chat, action: &IdentityAction) -> Result
             Ok(())
         }
     }
+}
+
+/// `verify USER [--mark]`.
+pub(crate) async fn verify(chat: &mut Chat, user: &str, mark: bool) -> Result<(), ChatError> {
+    let (user_id, name) = resolve_user(chat, Some(user)).await?;
+    if user_id == chat.user_id() {
+        return Err(ChatError::Invalid(
+            "a safety number is between you and someone else".into(),
+        ));
+    }
+    if mark {
+        let (rest, store) = chat.rest_and_store();
+        let pin = identity::mark_verified(rest, store, &user_id).await?;
+        out(&format!(
+            "{name} verified (identity list version {}); you will be warned if their identity changes",
+            pin.version
+        ));
+        return Ok(());
+    }
+    let view = identity::safety(chat.rest(), chat.store(), &user_id).await?;
+    match &view.verdict {
+        Verdict::IdentityChanged { .. } => eprintln!(
+            "warning: {name}'s identity key changed since this device pinned it: these are the \
+             numbers of the new identity"
+        ),
+        Verdict::Same(p) if p.verified => eprintln!("note: {name} is verified"),
+        _ => {}
+    }
+    let grouped = safety::grouped(&view.number);
+    let groups: Vec<&str> = grouped.split(' ').collect();
+    out(&format!("safety number with {name}:"));
+    out(&format!("  {}", groups[..6].join(" ")));
+    out(&format!("  {}", groups[6..].join(" ")));
+    if let Ok(code) = qrcode::QrCode::new(&view.qr) {
+        let image = code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build();
+        out(&image);
+    }
+    eprintln!(
+        "compare these 60 digits with {name} in person or on a call; if they match, run \
+         `verify {user} --mark`"
+    );
+    Ok(())
 }
 
 fn print_list(name: &str, list: &CheckedList, this_device: &str, verified: bool) {

@@ -123,6 +123,15 @@ enum Command {
     },
     /// List people (published profiles) and who is online.
     Users,
+    /// Show the safety number you share with a user (60 digits and a QR code) to compare with
+    /// them; `--mark` once they matched.
+    Verify {
+        /// User id or published name.
+        user: String,
+        /// The numbers matched: mark this contact verified (also accepts a changed identity).
+        #[arg(long)]
+        mark: bool,
+    },
     /// Trust v2: this account's identity and signed device list, and contacts' identities.
     Identity {
         #[command(subcommand)]

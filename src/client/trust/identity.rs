@@ -11,6 +11,7 @@ use super::pins::{Pin, Verdict};
 use crate::client::keystore::KeyStore;
 use crate::client::rest::RestClient;
 use crate::crypto::device_list::{self, CheckedList};
+use crate::crypto::safety;
 use crate::crypto::sign::{self, SignContext, SigningKeyPair};
 use crate::protocol::format_time;
 use crate::protocol::trust::ListedDevice;
@@ -202,7 +203,8 @@ pub async fn check_contact(
     Ok((list, verdict))
 }
 
-/// Accept a contact's changed identity: pin the new one (unverified).
+/// Accept a contact's changed identity: pin the new one (unverified). A contact the user had
+/// verified must be verified again instead ([`mark_verified`] after comparing safety numbers).
 pub async fn accept(
     rest: &RestClient,
     store: &mut KeyStore,
@@ -210,7 +212,67 @@ pub async fn accept(
 ) -> Result<Pin, TrustError> {
     let (_, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
     let pin = match verdict {
+        Verdict::IdentityChanged { pinned, .. } if pinned.verified => {
+            return Err(TrustError::ReverifyNeeded);
+        }
         Verdict::FirstUse(p) | Verdict::Same(p) | Verdict::IdentityChanged { new: p, .. } => p,
+    };
+    store.set_pin(pin.clone());
+    store.save()?;
+    Ok(pin)
+}
+
+/// What `verify` shows: the safety number of this user and a contact, its QR payload, and how
+/// the contact's identity compares with the pin.
+#[derive(Debug, Clone)]
+pub struct SafetyView {
+    /// 60 digits, identical on both sides.
+    pub number: String,
+    /// libsignal's `CombinedFingerprints` bytes (local first) for a QR code.
+    pub qr: Vec<u8>,
+    pub verdict: Verdict,
+    pub list: CheckedList,
+}
+
+/// The safety number between this user's identity and `user_id`'s current one (as the
+/// verified chain gives it; the pin is not changed here).
+pub async fn safety(
+    rest: &RestClient,
+    store: &KeyStore,
+    user_id: &str,
+) -> Result<SafetyView, TrustError> {
+    let (me_id, _) = me(store)?;
+    let mine = own_list(rest, store)
+        .await?
+        .ok_or_else(|| TrustError::NoList(me_id.clone()))?;
+    let (list, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
+    let raw = |k: &str| sign::parse_public(k).map(|k| k.to_bytes());
+    let my_key = raw(&mine.statement.identity_key)?;
+    let their_key = raw(&list.statement.identity_key)?;
+    let local = safety::fingerprint(&my_key, me_id.as_bytes(), safety::ITERATIONS);
+    let remote = safety::fingerprint(&their_key, user_id.as_bytes(), safety::ITERATIONS);
+    Ok(SafetyView {
+        number: safety::safety_number(&local, &remote),
+        qr: safety::qr_payload(&local, &remote),
+        verdict,
+        list,
+    })
+}
+
+/// The user compared safety numbers with `user_id` and they matched: pin the contact's current
+/// identity as verified (this also accepts a changed identity).
+pub async fn mark_verified(
+    rest: &RestClient,
+    store: &mut KeyStore,
+    user_id: &str,
+) -> Result<Pin, TrustError> {
+    let (_, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
+    let pin = match verdict {
+        Verdict::FirstUse(p) | Verdict::Same(p) | Verdict::IdentityChanged { new: p, .. } => p,
+    };
+    let pin = Pin {
+        verified: true,
+        ..pin
     };
     store.set_pin(pin.clone());
     store.save()?;

@@ -56,6 +56,11 @@ pub enum TrustError {
          created it (`identity init`), or `identity reset`"
     )]
     NoIdentityKey,
+    #[error(
+        "you had verified this contact, and their identity key changed: compare safety numbers \
+         with them again (`verify USER`), then `verify USER --mark`"
+    )]
+    ReverifyNeeded,
 }
 
 /// The user's newest list, verified from `pinned` on (from version 1 without a pin), and how it

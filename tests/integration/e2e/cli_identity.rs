@@ -1,5 +1,6 @@
 //! `dialtone-cli identity …` (trust v2): the first list, pairing a second device with its short
-//! code, a contact pinning the identity, and a reset that the contact must accept.
+//! code, a contact pinning the identity, safety numbers (`verify`), and a reset that a contact
+//! who had verified must verify again.
 
 use dialtone::client::KeyStore;
 
@@ -93,14 +94,59 @@ async fn e2e_cli_identity_init_pair_show_reset_and_accept() {
         shown.stdout
     );
 
-    // alice resets on her second device: bob is stopped until he accepts.
+    // Safety numbers: the same 60 digits on both sides; bob marks alice verified.
+    let bob_id = user_id_of(&cli, "bob");
+    let err = cli.fails("a1", user, &["verify", &bob_id]).await;
+    assert!(
+        err.contains("has not published a signed device list"),
+        "{err}"
+    );
+    cli.ok("bob", bob, &["identity", "init"]).await;
+    let digits = |out: &str| -> String {
+        out.lines()
+            .skip_while(|l| !l.starts_with("safety number with"))
+            .skip(1)
+            .take(2)
+            .flat_map(|l| l.split_whitespace())
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    let from_alice = cli.ok("a1", user, &["verify", &bob_id]).await;
+    let from_bob = cli.ok("bob", bob, &["verify", &alice_id]).await;
+    assert_eq!(digits(&from_alice).len(), 60, "{from_alice}");
+    assert_eq!(digits(&from_alice), digits(&from_bob));
+    assert!(
+        from_bob.contains('█') || from_bob.contains('▀'),
+        "a QR code: {from_bob}"
+    );
+    cli.ok("bob", bob, &["verify", &alice_id, "--mark"]).await;
+
+    // alice resets on her second device: bob is stopped, and must verify her again.
     let out = cli.ok("a2", user, &["identity", "reset"]).await;
     assert!(out.contains("version 3 names this device alone"), "{out}");
     let err = cli
         .fails("bob", bob, &["identity", "show", &alice_id])
         .await;
-    assert!(err.contains("identity key changed"), "{err}");
-    cli.ok("bob", bob, &["identity", "accept", &alice_id]).await;
+    assert!(
+        err.contains("identity key changed") && err.contains("you had verified it"),
+        "{err}"
+    );
+    let err = cli
+        .fails("bob", bob, &["identity", "accept", &alice_id])
+        .await;
+    assert!(err.contains("compare safety numbers"), "{err}");
+    let after = cli.run("bob", bob, &["verify", &alice_id]).await;
+    assert!(
+        after.stderr.contains("identity key changed"),
+        "{}",
+        after.stderr
+    );
+    assert_ne!(
+        digits(&after.stdout),
+        digits(&from_bob),
+        "a new identity, new numbers"
+    );
+    cli.ok("bob", bob, &["verify", &alice_id, "--mark"]).await;
     let out = cli.ok("bob", bob, &["identity", "show", &alice_id]).await;
     assert_eq!(out.matches("  device ").count(), 1, "{out}");
     // The first device, which pinned the old identity, is warned too.
