@@ -62,20 +62,26 @@ impl Handler<Notice> for Hub {
 }
 
 impl Hub {
+    /// A channel to track (created here, on another node, or learned by repair): the sessions
+    /// that follow every channel join it.
+    pub(super) fn channel_appeared(&mut self, channel_id: &str) {
+        self.channels.entry(channel_id.to_owned()).or_insert(None);
+        let auto: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.auto)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in auto {
+            self.join(key, channel_id);
+        }
+    }
+
     /// A notice from this node's REST handlers or from another node.
     pub(super) fn apply_notice(&mut self, msg: Notice) {
         match msg {
             Notice::ChannelCreated(channel) => {
-                self.channels.entry(channel.id.clone()).or_insert(None);
-                let auto: Vec<SessionKey> = self
-                    .sessions
-                    .iter()
-                    .filter(|(_, e)| e.auto)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for key in auto {
-                    self.join(key, &channel.id);
-                }
+                self.channel_appeared(&channel.id);
                 self.tell_everyone(&Event::channel_updated(channel.id, channel.name_enc));
             }
             Notice::ChannelUpdated(channel) => {

@@ -53,6 +53,12 @@ async fn own_list(rest: &RestClient, store: &KeyStore) -> Result<Option<CheckedL
     }
 }
 
+/// [`own_list`], which must exist (`NoList` otherwise).
+async fn own_list_required(rest: &RestClient, store: &KeyStore) -> Result<CheckedList, TrustError> {
+    let (user, _) = me(store)?;
+    own_list(rest, store).await?.ok_or(TrustError::NoList(user))
+}
+
 fn this_device(store: &KeyStore, user: &str, device: &str, identity_key: &str) -> ListedDevice {
     device_list::listed_device(
         user,
@@ -111,9 +117,7 @@ pub async fn pairing_offer(
     store: &KeyStore,
 ) -> Result<PairingOffer, TrustError> {
     let (user, device) = me(store)?;
-    let list = own_list(rest, store)
-        .await?
-        .ok_or_else(|| TrustError::NoList(user.clone()))?;
+    let list = own_list_required(rest, store).await?;
     if list.statement.devices.iter().any(|d| d.device_id == device) {
         return Err(TrustError::AlreadyListed);
     }
@@ -147,9 +151,7 @@ pub async fn approve(
         .identity_key()
         .cloned()
         .ok_or(TrustError::NoIdentityKey)?;
-    let list = own_list(rest, store)
-        .await?
-        .ok_or_else(|| TrustError::NoList(user.clone()))?;
+    let list = own_list_required(rest, store).await?;
     if list.statement.identity_key != identity.public_b64() {
         return Err(TrustError::NoIdentityKey);
     }
@@ -242,9 +244,7 @@ pub async fn safety(
     user_id: &str,
 ) -> Result<SafetyView, TrustError> {
     let (me_id, _) = me(store)?;
-    let mine = own_list(rest, store)
-        .await?
-        .ok_or_else(|| TrustError::NoList(me_id.clone()))?;
+    let mine = own_list_required(rest, store).await?;
     let (list, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
     let raw = |k: &str| sign::parse_public(k).map(|k| k.to_bytes());
     let my_key = raw(&mine.statement.identity_key)?;

@@ -10,7 +10,7 @@ async fn envelopes_for(server: &TestServer, channel: &str, device: &str) -> i64 
     server
         .db
         .count(&format!(
-            "SELECT count(*) FROM channel_key_envelopes WHERE channel_id = '{channel}' AND \
+            "SELECT count(*) AS v FROM channel_key_envelopes WHERE channel_id = '{channel}' AND \
              device_id = '{device}'"
         ))
         .await

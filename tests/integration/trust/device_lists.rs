@@ -35,7 +35,7 @@ async fn a_first_list_is_stored_served_verbatim_and_announced() {
     // Stored encrypted at rest: the statement names device keys.
     let stored = server
         .db
-        .string("SELECT statement FROM device_lists")
+        .string("SELECT statement AS v FROM device_lists")
         .await
         .unwrap();
     assert!(stored.starts_with("enc:v1:"), "{stored}");
@@ -140,7 +140,10 @@ async fn lists_the_server_cannot_vouch_for_are_refused_and_nothing_is_stored() {
         assert_eq!(status, 400, "{raw} → {body}");
     }
     assert_eq!(
-        server.db.count("SELECT count(*) FROM device_lists").await,
+        server
+            .db
+            .count("SELECT count(*) AS v FROM device_lists")
+            .await,
         0
     );
 
@@ -172,7 +175,10 @@ async fn lists_the_server_cannot_vouch_for_are_refused_and_nothing_is_stored() {
         "{body}"
     );
     assert_eq!(
-        server.db.count("SELECT count(*) FROM device_lists").await,
+        server
+            .db
+            .count("SELECT count(*) AS v FROM device_lists")
+            .await,
         1
     );
 
@@ -207,7 +213,10 @@ async fn concurrent_publishers_of_one_version_one_wins() {
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409], "{ra:?} {rb:?}");
     assert_eq!(
-        server.db.count("SELECT count(*) FROM device_lists").await,
+        server
+            .db
+            .count("SELECT count(*) AS v FROM device_lists")
+            .await,
         2
     );
 }

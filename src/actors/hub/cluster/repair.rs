@@ -9,7 +9,6 @@ use actix::prelude::*;
 
 use super::super::{Hub, Notice};
 use super::FILL_PAGE;
-use crate::actors::SessionKey;
 use crate::actors::db::{
     ChannelSeqs, ChannelsByIds, CheckSessions, CommittedMessage, MessagesAfterSeq,
 };
@@ -154,21 +153,6 @@ impl Hub {
             }
             Err(e) => tracing::warn!(error = %e, "cluster repair could not read new channels"),
         }));
-    }
-
-    /// A channel this node never heard about (its notice was lost): track it and subscribe the
-    /// sessions that follow every channel.
-    fn channel_appeared(&mut self, channel_id: &str) {
-        self.channels.entry(channel_id.to_owned()).or_insert(None);
-        let auto: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.auto)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in auto {
-            self.join(key, channel_id);
-        }
     }
 
     /// Close sockets whose login session was revoked or whose user was disabled meanwhile.
