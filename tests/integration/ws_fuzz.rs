@@ -229,16 +229,7 @@ impl Conn {
     }
 
     async fn try_open(server: &TestServer, token: &str) -> Result<Conn, String> {
-        let port: u16 = server.base_url.rsplit(':').next().unwrap().parse().unwrap();
-        let config = dialtone::client::tls::client_config(&server.trust()).unwrap();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let mut tls = server.raw_tls().await;
         let head = format!(
             "GET /ws?subscribe=none HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\

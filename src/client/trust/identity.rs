@@ -213,12 +213,10 @@ pub async fn accept(
     user_id: &str,
 ) -> Result<Pin, TrustError> {
     let (_, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
-    let pin = match verdict {
-        Verdict::IdentityChanged { pinned, .. } if pinned.verified => {
-            return Err(TrustError::ReverifyNeeded);
-        }
-        Verdict::FirstUse(p) | Verdict::Same(p) | Verdict::IdentityChanged { new: p, .. } => p,
-    };
+    if matches!(&verdict, Verdict::IdentityChanged { pinned, .. } if pinned.verified) {
+        return Err(TrustError::ReverifyNeeded);
+    }
+    let pin = verdict.into_newest();
     store.set_pin(pin.clone());
     store.save()?;
     Ok(pin)
@@ -267,12 +265,9 @@ pub async fn mark_verified(
     user_id: &str,
 ) -> Result<Pin, TrustError> {
     let (_, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
-    let pin = match verdict {
-        Verdict::FirstUse(p) | Verdict::Same(p) | Verdict::IdentityChanged { new: p, .. } => p,
-    };
     let pin = Pin {
         verified: true,
-        ..pin
+        ..verdict.into_newest()
     };
     store.set_pin(pin.clone());
     store.save()?;

@@ -46,6 +46,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The pin of the newest identity, whatever the verdict (the caller decided to take it).
+    pub fn into_newest(self) -> Pin {
+        match self {
+            Verdict::FirstUse(p) | Verdict::Same(p) | Verdict::IdentityChanged { new: p, .. } => p,
+        }
+    }
+
     pub fn judge(pinned: Option<&Pin>, newest: &CheckedList) -> Verdict {
         let new = Pin::of(newest);
         match pinned {

@@ -15,16 +15,7 @@ type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 /// Open a TLS connection and upgrade it to a WebSocket by hand (no client library, so the test
 /// can write any frame header it likes). Returns the stream after the 101.
 async fn raw_upgrade(server: &TestServer, user: &TestUser) -> Tls {
-    let port: u16 = server.base_url.rsplit(':').next().unwrap().parse().unwrap();
-    let config = dialtone::client::tls::client_config(&server.trust()).unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = server.raw_tls().await;
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
     let head = format!(
         "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -31,15 +31,7 @@ async fn plain_http_bad_hellos_and_junk_after_the_handshake_log_no_error() {
         drain(&mut s).await;
     }
     // A handshake, then bytes no HTTP parser accepts.
-    let config = dialtone::client::tls::client_config(&server.trust()).unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = server.raw_tls().await;
     tls.write_all(b"\x01\x02 not http at all\r\n\r\n")
         .await
         .unwrap();

@@ -59,16 +59,7 @@ async fn error_response(req: reqwest::RequestBuilder, status: u16) -> serde_json
 /// connection reset instead of reading the answer.
 async fn post_head_only(server: &TestServer, path: &str, len: usize) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let port: u16 = server.base_url.rsplit(':').next().unwrap().parse().unwrap();
-    let config = dialtone::client::tls::client_config(&server.trust()).unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = server.raw_tls().await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {len}\r\n\r\n"

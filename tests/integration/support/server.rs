@@ -255,6 +255,20 @@ impl TestServer {
     }
 
     /// Log `user` in again from a new device.
+    /// A raw TLS connection to this server (no HTTP client), for tests that write bytes by hand.
+    pub async fn raw_tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let port: u16 = self.base_url.rsplit(':').next().unwrap().parse().unwrap();
+        let config = dialtone::client::tls::client_config(&self.trust()).unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
     pub async fn new_device(&self, user: &TestUser) -> TestUser {
         let keys = DeviceKeypair::generate();
         let auth = self
