@@ -105,7 +105,7 @@ impl Chat {
         // Keep the key before anything else can fail: it is the only copy until uploaded.
         self.store.set_channel_key(&channel.id, key.clone());
         self.store.save()?;
-        let (devices, withheld) = self.trusted_device_keys().await?;
+        let (devices, withheld) = self.trusted_device_keys(None).await?;
         let wrapped = sealing::wrap_for_devices(self.store.device(), &key, &devices);
         let mut report = ShareReport::default();
         report.skip(&withheld);
@@ -229,7 +229,7 @@ impl Chat {
         ws: &mut WsClient,
         text: &str,
     ) -> ChatResult<(ChatMessage, Vec<SkippedDevice>)> {
-        let (devices, withheld) = self.trusted_device_keys().await?;
+        let (devices, withheld) = self.trusted_device_keys(None).await?;
         let (frame, wrapped) =
             sealing::seal_broadcast(self.store.device(), &self.username, text, &devices);
         if frame

@@ -69,7 +69,7 @@ impl Chat {
         }
         self.store.set_directory_key(e2e::generate_key());
         self.store.save()?;
-        let (devices, withheld) = self.trusted_device_keys().await?;
+        let (devices, withheld) = self.trusted_device_keys(None).await?;
         let mut report = self.share_directory_key_with(&devices).await?;
         report.skip(&withheld);
         Ok(Some(report))
@@ -129,11 +129,8 @@ impl Chat {
         channel_id: Option<&str>,
         device_id: Option<&str>,
     ) -> ChatResult<ShareReport> {
-        let (mut devices, mut withheld) = self.trusted_device_keys().await?;
-        devices.retain(|d| {
-            d.device_id != self.device_id && device_id.is_none_or(|only| d.device_id == only)
-        });
-        withheld.retain(|d| device_id.is_none_or(|only| d.device_id == only));
+        let (mut devices, withheld) = self.trusted_device_keys(device_id).await?;
+        devices.retain(|d| d.device_id != self.device_id);
         match channel_id {
             Some(c) => {
                 self.channel_key(c).await?;
