@@ -103,11 +103,15 @@ impl Chat {
 
     /// The devices keys may be wrapped for (trust v2, [`crate::client::trust::screen`]): every
     /// registered device of users without a signed device list, as v1 does; for the others only
-    /// the devices of their verified list. Returns them and the withheld ones; new pins are kept.
+    /// the devices of their verified list. `only`: screen just that device (and fetch just its
+    /// user's lists), as `tail` does for each `device.joined`. Returns them and the withheld
+    /// ones; new pins are kept.
     pub async fn trusted_device_keys(
         &mut self,
+        only: Option<&str>,
     ) -> ChatResult<(Vec<DeviceKey>, Vec<SkippedDevice>)> {
-        let devices = self.rest.all_device_keys().await?;
+        let mut devices = self.rest.all_device_keys().await?;
+        devices.retain(|d| only.is_none_or(|o| d.device_id == o));
         let screened = trust::screen::screen(&self.rest, &self.store, &self.user_id, devices).await;
         let mut changed = false;
         for pin in screened.pins {
