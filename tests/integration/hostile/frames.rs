@@ -1,7 +1,6 @@
 //! The WebSocket frame limit acts on the declared length: a header declaring more than
 //! `DIALTONE_WS_MAX_FRAME` is closed with 1009 at once, before any payload is sent.
 
-
 use base64::Engine;
 use dialtone::protocol::ws::close_code;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
