@@ -12,6 +12,7 @@ use crate::db::DbError;
 use crate::limits::{CAP_RETRY_AFTER_SECS, Refused};
 use crate::protocol::rest::ErrorBody;
 use crate::service::ServiceError;
+use crate::service::generations::RotationRefused;
 
 /// What a `503` tells the client to wait before retrying.
 const RETRY_AFTER_SECS: &str = "1";
@@ -75,6 +76,7 @@ impl AppError {
                 S::EnvelopeRefused { reason, .. } => {
                     (StatusCode::CONFLICT, reason.code(), e.to_string())
                 }
+                S::Rotation(r) => (StatusCode::CONFLICT, r.code(), e.to_string()),
                 // Behind the current version (another device published first): refetch, re-sign.
                 S::DeviceList(ListError::Version { .. } | ListError::Chain) => {
                     (StatusCode::CONFLICT, "device_list_conflict", e.to_string())
@@ -196,10 +198,19 @@ impl ResponseError for AppError {
             }
             _ => None,
         };
+        let (missing, extra) = match self {
+            AppError::Service(ServiceError::Rotation(RotationRefused::Coverage {
+                missing,
+                extra,
+            })) => (Some(missing.clone()), Some(extra.clone())),
+            _ => (None, None),
+        };
         res.json(ErrorBody {
             error,
             code: code.to_owned(),
             device_ids,
+            missing,
+            extra,
         })
     }
 }

@@ -14,7 +14,7 @@ use anyhow::Context;
 use crate::actors::admin::AdminActor;
 use crate::actors::db::{
     ChannelIds, ChannelSeqs, CommittedBatch, DbActor, DbActorConfig, DbHandle, MintInvite,
-    PurgeExpiredSessions,
+    PrivateMembers, PurgeExpiredSessions,
 };
 use crate::actors::hashing::PasswordQueue;
 use crate::actors::hub::{ClusterLink, Hub, HubHandle, Quiesce, Shutdown};
@@ -174,8 +174,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             .await
             .context("loading channels (is the database reachable?)")?,
     };
+    let private = db
+        .call(PrivateMembers {})
+        .await
+        .context("loading private channel members (is the database reachable?)")?;
     let hub = Hub::start(
         channel_ids,
+        private,
         config.broker.channel_arbiters,
         config.broker.channel_mailbox,
         config.broker.hub_mailbox,

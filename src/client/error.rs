@@ -17,6 +17,12 @@ pub enum ChatError {
         "this device has no key for channel {0} yet: a member's online client shares it when a device joins, or run `share` on a device that has it"
     )]
     NoChannelKey(String),
+    /// Trust v2: a private channel's message or name is sealed under a generation this device
+    /// was never given (sent before its user joined, or its envelope is not shared yet).
+    #[error(
+        "this device has no key for generation {generation} of channel {channel}: it was sealed before you joined, or a member has not shared that key with this device yet"
+    )]
+    NoGenerationKey { channel: String, generation: i64 },
     #[error("this device has no directory key yet: run `share` on a device that has it")]
     NoDirectoryKey,
     #[error("no channel {name:?} (see `channels`){hint}")]

@@ -59,6 +59,7 @@ pub async fn upload(
         let sent = match target {
             Target::Channel(channel_id) => {
                 rest.upload_channel_keys(&ChannelKeysUpload {
+                    generation: None,
                     channel_id: channel_id.to_owned(),
                     envelopes: uploads,
                 })

@@ -20,6 +20,7 @@ pub mod error;
 pub mod key_upload;
 pub mod keystore;
 pub mod rest;
+mod rest_members;
 pub mod sealing;
 pub mod tail;
 pub mod tls;
@@ -54,6 +55,14 @@ pub enum ClientError {
         message: String,
         /// The target devices the upload was refused for.
         device_ids: Vec<String>,
+    },
+    /// [v2] A key rotation whose envelopes do not cover exactly the active member devices (409
+    /// `envelope_coverage`): nothing was stored.
+    #[error("{message} (missing: [{}], extra: [{}])", missing.join(", "), extra.join(", "))]
+    Coverage {
+        message: String,
+        missing: Vec<String>,
+        extra: Vec<String>,
     },
     /// Connection, TLS or protocol failure.
     #[error("transport: {0}")]
@@ -125,6 +134,13 @@ fn api_error(status: u16, body: crate::protocol::rest::ErrorBody) -> ClientError
             refusal,
             message: body.error,
             device_ids: body.device_ids.unwrap_or_default(),
+        };
+    }
+    if status == 409 && body.code == "envelope_coverage" {
+        return ClientError::Coverage {
+            message: body.error,
+            missing: body.missing.unwrap_or_default(),
+            extra: body.extra.unwrap_or_default(),
         };
     }
     ClientError::Api {

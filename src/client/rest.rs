@@ -137,7 +137,7 @@ impl RestClient {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+    pub(super) async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -146,11 +146,11 @@ impl RestClient {
         Self::json(self.request(method, path).json(body)).await
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+    pub(super) async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
         Self::json(self.request(Method::GET, path)).await
     }
 
-    async fn no_content(&self, method: Method, path: &str) -> ClientResult<()> {
+    pub(super) async fn no_content(&self, method: Method, path: &str) -> ClientResult<()> {
         Self::send(self.request(method, path)).await.map(drop)
     }
 
@@ -290,12 +290,18 @@ impl RestClient {
     }
 
     pub async fn create_channel(&self, name_enc: &str) -> ClientResult<Channel> {
+        self.create_channel_of(name_enc, false).await
+    }
+
+    /// `private`: a members-only channel (trust v2), the caller its first admin.
+    pub async fn create_channel_of(&self, name_enc: &str, private: bool) -> ClientResult<Channel> {
         let res: ChannelResponse = self
             .call(
                 Method::POST,
                 "/channels",
                 &CreateChannelRequest {
                     name_enc: name_enc.to_owned(),
+                    private,
                 },
             )
             .await?;

@@ -7,7 +7,7 @@
 //! - sealing: AES-256-GCM, random 12-byte nonce, no associated data, base64(nonce ‖ ct ‖ tag);
 //! - channel and directory keys: 32 random bytes, sealed under the pairwise key as envelopes.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -130,10 +130,29 @@ pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> String {
 
 /// [`seal`] with a caller-chosen nonce: for known-answer tests only; a nonce must never repeat.
 pub fn seal_with_nonce(key: &[u8; 32], nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> String {
+    seal_parts(key, nonce, plaintext, b"")
+}
+
+/// [`seal`] with associated data (trust v2): the ciphertext opens only with the same `aad`, so
+/// what it binds (channel, generation, sender, kind) cannot be changed without detection. With
+/// an empty `aad` it is exactly [`seal`].
+pub fn seal_bound(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> String {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    seal_parts(key, nonce, plaintext, aad)
+}
+
+fn seal_parts(key: &[u8; 32], nonce: [u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> String {
     let aead = Aes256Gcm::new(&(*key).into());
     // Fails only beyond GCM's 64 GiB message limit.
     let sealed = aead
-        .encrypt(&Nonce::from(nonce), plaintext)
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .unwrap_or_default();
     let mut blob = Vec::with_capacity(NONCE_LEN + sealed.len());
     blob.extend_from_slice(&nonce);
@@ -143,6 +162,11 @@ pub fn seal_with_nonce(key: &[u8; 32], nonce: [u8; NONCE_LEN], plaintext: &[u8])
 
 /// Open a value made by [`seal`]. Tampering or the wrong key is an error, never garbage.
 pub fn open(key: &[u8; 32], b64: &str) -> Result<Vec<u8>, CryptoError> {
+    open_bound(key, b64, b"")
+}
+
+/// Open a value made by [`seal_bound`] with the same `aad`.
+pub fn open_bound(key: &[u8; 32], b64: &str, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let blob = STANDARD
         .decode(b64.trim())
         .map_err(|_| CryptoError::Decrypt("ciphertext is not standard base64"))?;
@@ -154,7 +178,7 @@ pub fn open(key: &[u8; 32], b64: &str) -> Result<Vec<u8>, CryptoError> {
         .try_into()
         .map_err(|_| CryptoError::Decrypt("ciphertext too short"))?;
     Aes256Gcm::new(&(*key).into())
-        .decrypt(&Nonce::from(nonce), sealed)
+        .decrypt(&Nonce::from(nonce), Payload { msg: sealed, aad })
         .map_err(|_| CryptoError::Decrypt("authentication failed (wrong key or tampered)"))
 }
 

@@ -6,10 +6,95 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_async::RunQueryDsl;
 
-use super::models::ChannelRow;
-use super::schema::channels;
+use super::models::{ChannelRow, channel_kind};
+use super::schema::{channel_members, channels};
 use super::{Db, DbResult};
 use crate::dispatch;
+
+/// The channels a user may see, newest first: every public one, and the private and direct ones
+/// they are an active member of.
+pub async fn list_visible(db: &mut Db<'_>, user_id: &str) -> DbResult<Vec<ChannelRow>> {
+    let mine = channel_members::table
+        .filter(channel_members::user_id.eq(user_id))
+        .filter(channel_members::removed_at.is_null())
+        .select(channel_members::channel_id);
+    Ok(dispatch!(db, |c| channels::table
+        .filter(
+            channels::kind
+                .eq(channel_kind::PUBLIC)
+                .or(channels::id.eq_any(mine))
+        )
+        .order((channels::created_at.desc(), channels::id.desc()))
+        .select(ChannelRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// The channel, its row locked until the transaction ends (membership changes and rotations of
+/// one channel run one at a time; SQLite's write transaction already excludes other writers).
+pub async fn lock(db: &mut Db<'_>, id: &str) -> DbResult<Option<ChannelRow>> {
+    let query = channels::table.find(id);
+    Ok(match db {
+        Db::Postgres(c) => query
+            .select(ChannelRow::as_select())
+            .for_update()
+            .first(&mut **c)
+            .await
+            .optional()?,
+        Db::Sqlite(c) => query
+            .select(ChannelRow::as_select())
+            .first(&mut **c)
+            .await
+            .optional()?,
+    })
+}
+
+/// Generation `generation` is now current: sends may go on.
+pub async fn set_generation(db: &mut Db<'_>, id: &str, generation: i64) -> DbResult<()> {
+    dispatch!(db, |c| diesel::update(channels::table.find(id))
+        .set((
+            channels::key_generation.eq(generation),
+            channels::rotation_required.eq(false),
+        ))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+/// These private channels need a new generation before their next message.
+pub async fn require_rotation(db: &mut Db<'_>, ids: &[String]) -> DbResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    dispatch!(db, |c| diesel::update(
+        channels::table
+            .filter(channels::id.eq_any(ids))
+            .filter(channels::kind.ne(channel_kind::PUBLIC))
+    )
+    .set(channels::rotation_required.eq(true))
+    .execute(c)
+    .await)?;
+    Ok(())
+}
+
+/// The direct channel of a pair of users (`user_a:user_b`, sorted).
+pub async fn find_direct(db: &mut Db<'_>, pair: &str) -> DbResult<Option<ChannelRow>> {
+    Ok(dispatch!(db, |c| channels::table
+        .filter(channels::direct_pair.eq(pair))
+        .select(ChannelRow::as_select())
+        .first(c)
+        .await
+        .optional())?)
+}
+
+/// The ids of every private and direct channel.
+pub async fn private_ids(db: &mut Db<'_>) -> DbResult<Vec<String>> {
+    Ok(dispatch!(db, |c| channels::table
+        .filter(channels::kind.ne(channel_kind::PUBLIC))
+        .select(channels::id)
+        .load(c)
+        .await)?)
+}
 
 /// Every channel, newest first.
 pub async fn list(db: &mut Db<'_>) -> DbResult<Vec<ChannelRow>> {
@@ -68,11 +153,16 @@ pub async fn exists(db: &mut Db<'_>, id: &str) -> DbResult<bool> {
 /// PostgreSQL takes `FOR NO KEY UPDATE` row locks in one statement in ascending id order, so two
 /// nodes committing into overlapping channels always lock in the same order and cannot deadlock.
 /// An SQLite write transaction already excludes every other writer.
-pub async fn lock_counters(db: &mut Db<'_>, ids: &[&str]) -> DbResult<Vec<String>> {
+pub async fn lock_counters(db: &mut Db<'_>, ids: &[&str]) -> DbResult<Vec<Locked>> {
     let query = channels::table
         .filter(channels::id.eq_any(ids))
         .order(channels::id.asc())
-        .select(channels::id);
+        .select((
+            channels::id,
+            channels::kind,
+            channels::key_generation,
+            channels::rotation_required,
+        ));
     Ok(match db {
         Db::Postgres(c) => query.for_no_key_update().load(&mut **c).await?,
         Db::Sqlite(c) => query.load(&mut **c).await?,
@@ -129,6 +219,21 @@ pub async fn bump_counters(
             .await?
         }
     })
+}
+
+/// A channel [`lock_counters`] holds: what a send into it must respect.
+#[derive(Debug, Clone, Queryable)]
+pub struct Locked {
+    pub id: String,
+    pub kind: String,
+    pub key_generation: i64,
+    pub rotation_required: bool,
+}
+
+impl Locked {
+    pub fn is_private(&self) -> bool {
+        self.kind != super::models::channel_kind::PUBLIC
+    }
 }
 
 /// A row of [`bump_counters`]' `RETURNING`.

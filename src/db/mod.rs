@@ -12,6 +12,7 @@ pub mod device_lists;
 pub mod devices;
 pub mod invites;
 pub mod keys;
+pub mod members;
 pub mod messages;
 pub mod migrate;
 pub mod models;

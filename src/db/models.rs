@@ -105,6 +105,51 @@ pub struct ChannelRow {
     pub name_enc: String,
     pub created_by: Option<String>,
     pub created_at: Time,
+    pub kind: String,
+    pub key_generation: i64,
+    pub rotation_required: bool,
+    pub direct_pair: Option<String>,
+}
+
+impl ChannelRow {
+    /// Members only (private or direct), as opposed to a v1 public channel.
+    pub fn is_private(&self) -> bool {
+        self.kind != channel_kind::PUBLIC
+    }
+}
+
+/// `channels.kind`.
+pub mod channel_kind {
+    pub const PUBLIC: &str = "public";
+    pub const PRIVATE: &str = "private";
+    pub const DIRECT: &str = "direct";
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = channel_members)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct MemberRow {
+    pub channel_id: String,
+    pub user_id: String,
+    pub role: String,
+    pub joined_generation: i64,
+    pub joined_at: Time,
+    pub removed_at: Option<Time>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(treat_none_as_default_value = false)]
+#[diesel(table_name = channel_generation_envelopes)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct GenerationEnvelopeRow {
+    pub channel_id: String,
+    pub generation: i64,
+    pub device_id: String,
+    pub sender_device_id: String,
+    pub sender_public_key: String,
+    pub envelope: String,
+    pub created_at: Time,
 }
 
 /// Also the cluster bus's form of a committed message (`actors::hub::cluster`).

@@ -65,6 +65,14 @@ diesel::table! {
         created_at -> TimestampUtc,
         /// Added: the highest `channel_messages.seq` handed out in this channel.
         last_seq -> BigInt,
+        /// Added (trust v2): `public`, `private` or `direct`.
+        kind -> Text,
+        /// Added (trust v2): the current key generation of a private channel (0: none yet).
+        key_generation -> BigInt,
+        /// Added (trust v2): sends wait for generation n+1 (a member or device left).
+        rotation_required -> Bool,
+        /// Added (trust v2): `user_a:user_b` (sorted) of a direct channel.
+        direct_pair -> Nullable<Text>,
     }
 }
 
@@ -175,6 +183,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::TimestampUtc;
+
+    channel_members (channel_id, user_id) {
+        channel_id -> Text,
+        user_id -> Text,
+        role -> Text,
+        joined_generation -> BigInt,
+        joined_at -> TimestampUtc,
+        removed_at -> Nullable<TimestampUtc>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::TimestampUtc;
+
+    channel_generation_envelopes (channel_id, generation, device_id) {
+        channel_id -> Text,
+        generation -> BigInt,
+        device_id -> Text,
+        sender_device_id -> Text,
+        sender_public_key -> Text,
+        envelope -> Text,
+        created_at -> TimestampUtc,
+    }
+}
+
 diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(device_lists -> users (user_id));
 diesel::joinable!(channel_messages -> channels (channel_id));
@@ -189,6 +226,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     channels,
     channel_messages,
     channel_key_envelopes,
+    channel_members,
+    channel_generation_envelopes,
     user_profiles,
     directory_key_envelopes,
     server_invites,

@@ -9,7 +9,7 @@ use super::extract::{Auth, Json};
 use crate::actors::db::{CreateChannel, DeleteChannel, History, ListChannels, RenameChannel};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
-use crate::limits::rest::{History as HistoryLimit, Throttled};
+use crate::limits::rest::{History as HistoryLimit, Membership, Throttled};
 use crate::protocol::rest::{
     ChannelResponse, ChannelsResponse, CreateChannelRequest, ErrorBody, MessagesResponse,
     UpdateChannelRequest,
@@ -23,13 +23,13 @@ use crate::service::channels::PageRequest;
     summary = "List channels.",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Every channel, newest first", body = ChannelsResponse),
+        (status = 200, description = "Every public channel and the caller's private and direct ones, newest first", body = ChannelsResponse),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
-pub async fn list(state: web::Data<AppState>, _: Auth) -> Result<HttpResponse, AppError> {
-    let channels = state.db.call(ListChannels {}).await?;
+pub async fn list(state: web::Data<AppState>, Auth(ctx): Auth) -> Result<HttpResponse, AppError> {
+    let channels = state.db.call(ListChannels { ctx }).await?;
     Ok(HttpResponse::Ok().json(ChannelsResponse { channels }))
 }
 
@@ -37,21 +37,22 @@ pub async fn list(state: web::Data<AppState>, _: Auth) -> Result<HttpResponse, A
     post,
     path = "/channels",
     tag = "channels",
-    summary = "Create a channel (admin users).",
+    summary = "Create a channel: public (admin users), or private (any user; trust v2).",
     request_body = CreateChannelRequest,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created; `channel.updated` is sent to everyone", body = ChannelResponse),
+        (status = 201, description = "Created; `channel.updated` is sent to everyone (a private channel: to its members). A private channel waits for key generation 1 (`POST /channels/rotate`)", body = ChannelResponse),
         (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
-        (status = 403, description = "`forbidden`: admin only", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admin only (a public channel)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Membership>,
     Json(req): Json<CreateChannelRequest>,
 ) -> Result<HttpResponse, AppError> {
     let channel = state
@@ -59,9 +60,17 @@ pub async fn create(
         .call(CreateChannel {
             ctx,
             name_enc: req.name_enc,
+            private: req.private,
         })
         .await?;
-    state.notify(Notice::ChannelCreated(channel.clone()));
+    state.notify(if req.private {
+        Notice::PrivateChannelCreated {
+            channel: channel.clone(),
+            members: vec![channel.created_by.clone()],
+        }
+    } else {
+        Notice::ChannelCreated(channel.clone())
+    });
     Ok(HttpResponse::Created().json(ChannelResponse { channel }))
 }
 
@@ -69,15 +78,15 @@ pub async fn create(
     patch,
     path = "/channels",
     tag = "channels",
-    summary = "Rename a channel (admin users).",
+    summary = "Rename a channel (admin users; a private channel: its channel admins).",
     request_body = UpdateChannelRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Renamed; `channel.updated` is sent to everyone", body = ChannelResponse),
+        (status = 200, description = "Renamed; `channel.updated` is sent to everyone (a private channel: to its members)", body = ChannelResponse),
         (status = 400, description = "`invalid_request`: a field fails validation; `invalid_json`: malformed or missing body, unknown field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
-        (status = 403, description = "`forbidden`: admin only", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admin only (a private channel: channel admins only)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel, or a private channel the caller is not a member of", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
@@ -114,15 +123,15 @@ pub struct ChannelQuery {
     delete,
     path = "/channels",
     tag = "channels",
-    summary = "Delete a channel (admin users).",
+    summary = "Delete a channel (admin users; a private channel: also its channel admins).",
     params(ChannelQuery),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted with its messages and envelopes; `channel.deleted` is sent"),
         (status = 400, description = "`invalid_request`: a query parameter fails validation", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
-        (status = 403, description = "`forbidden`: admin only", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admin only (a private channel: channel admins only)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel, or a private channel the caller is not a member of", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
@@ -179,20 +188,21 @@ pub struct HistoryQuery {
         (status = 200, description = "One page, ascending time order", body = MessagesResponse),
         (status = 400, description = "`invalid_request`: bad `limit`, more than one cursor, a negative seq, or a cursor not in this channel", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such channel", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel, or a private channel the caller is not a member of", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub async fn history(
     state: web::Data<AppState>,
-    _: Throttled<HistoryLimit>,
+    Throttled(ctx, _): Throttled<HistoryLimit>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();
     let page = state
         .db
         .call(History {
+            user_id: ctx.user_id,
             channel_id: q.channel_id,
             page: PageRequest {
                 limit: q.limit,

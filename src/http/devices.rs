@@ -118,7 +118,7 @@ pub async fn keys(
     params(("id" = String, Path, format = Uuid, description = "Device id")),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "Deleted; its sessions are revoked and its envelopes removed"),
+        (status = 204, description = "Deleted; its sessions are revoked and its envelopes removed; each private channel of its user now requires a key rotation (`channel.updated` to its members)"),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
         (status = 403, description = "`forbidden`: not your device", body = ErrorBody),
         (status = 404, description = "`not_found`: no such device", body = ErrorBody),
@@ -130,7 +130,7 @@ pub async fn delete(
     Auth(ctx): Auth,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let revoked = state
+    let removed = state
         .db
         .call(DeleteDevice {
             ctx,
@@ -138,7 +138,11 @@ pub async fn delete(
         })
         .await?;
     state.notify(Notice::SessionsRevoked {
-        session_ids: revoked,
+        session_ids: removed.session_ids,
     });
+    // Its user's private channels now wait for a new key generation: their members hear it.
+    for channel in removed.channels {
+        state.notify(Notice::ChannelUpdated(channel));
+    }
     Ok(HttpResponse::NoContent().finish())
 }

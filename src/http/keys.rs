@@ -29,31 +29,45 @@ pub struct ChannelQuery {
     channel_id: String,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChannelKeyQuery {
+    /// The channel's id.
+    #[serde(default)]
+    #[param(format = Uuid, required = true)]
+    channel_id: String,
+    /// [v2] A private channel's key generation (default: the current one).
+    #[param(minimum = 1)]
+    generation: Option<i64>,
+}
+
 #[utoipa::path(
     get,
     path = "/channels/keys",
     tag = "keys",
     summary = "The channel key envelope for the caller's device.",
-    params(ChannelQuery),
+    params(ChannelKeyQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The envelope addressed to the caller's device", body = ChannelKeyEnvelope),
         (status = 400, description = "`invalid_request`: a query parameter fails validation", body = ErrorBody),
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such channel, or no envelope for this device", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such channel (or a private channel the caller is not a member of), or no envelope for this device (of that generation)", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub async fn get_channel_key(
     state: web::Data<AppState>,
     Auth(ctx): Auth,
-    query: web::Query<ChannelQuery>,
+    query: web::Query<ChannelKeyQuery>,
 ) -> Result<HttpResponse, AppError> {
+    let q = query.into_inner();
     let envelope = state
         .db
         .call(GetChannelKey {
             ctx,
-            channel_id: query.into_inner().channel_id,
+            channel_id: q.channel_id,
+            generation: q.generation,
         })
         .await?;
     Ok(HttpResponse::Ok().json(envelope))
@@ -72,7 +86,7 @@ pub async fn get_channel_key(
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
         (status = 403, description = "`forbidden`: `sender_device_id` is not the caller's device or `sender_public_key` not its key", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown channel or target device", body = ErrorBody),
-        (status = 409, description = "Nothing stored. `not_key_holder`: this device neither holds nor has wrapped the channel key, and the caller is neither an admin nor the channel's creator writing its first envelopes; `envelope_conflict`: the targets in `device_ids` already hold a different envelope this caller may not replace (README \"Key authority\")", body = ErrorBody),
+        (status = 409, description = "Nothing stored. `not_key_holder`: this device neither holds nor has wrapped the channel key (of that generation, for a private channel), and the caller is neither an admin nor the channel's creator writing its first envelopes (public channels only); for a private channel, `envelope_conflict` also lists targets that are not an active member's device or whose user joined after that generation; `envelope_conflict`: the targets in `device_ids` already hold a different envelope this caller may not replace (README \"Key authority\")", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many requests (or a per-user cap reached); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),

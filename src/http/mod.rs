@@ -10,6 +10,7 @@ pub mod devices;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod members;
 pub mod openapi;
 pub mod users;
 
@@ -99,6 +100,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(channels::delete)),
         )
         .service(resource("/channels/messages").route(web::get().to(channels::history)))
+        .service(
+            resource("/channels/members")
+                .route(web::get().to(members::list))
+                .route(web::post().to(members::add))
+                .route(web::delete().to(members::remove)),
+        )
+        .service(resource("/channels/rotate").route(web::post().to(members::rotate)))
+        .service(resource("/channels/direct").route(web::post().to(members::open_direct)))
         .service(
             resource("/channels/keys")
                 .route(web::get().to(keys::get_channel_key))

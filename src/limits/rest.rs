@@ -135,6 +135,10 @@ pub struct DeviceListUpload;
 pub struct ProfileUpload;
 /// `POST /channels/keys`, `POST /directory/keys`.
 pub struct EnvelopeUpload;
+/// Trust v2 channel changes: `POST /channels` (any user may create a private channel),
+/// `POST|DELETE /channels/members`, `POST /channels/rotate`, `POST /channels/direct`. They share
+/// the envelope bucket: each one hands out or withdraws keys.
+pub struct Membership;
 
 impl Throttle for History {
     const LIMIT: UserLimit = UserLimit::History;
@@ -149,6 +153,9 @@ impl Throttle for ProfileUpload {
     const LIMIT: UserLimit = UserLimit::Profiles;
 }
 impl Throttle for EnvelopeUpload {
+    const LIMIT: UserLimit = UserLimit::Envelopes;
+}
+impl Throttle for Membership {
     const LIMIT: UserLimit = UserLimit::Envelopes;
 }
 

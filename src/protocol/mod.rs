@@ -1,5 +1,5 @@
 //! Wire types of the dialtone v1 protocol: REST bodies ([`rest`]) and WebSocket frames ([`ws`]);
-//! trust v2 additions in [`trust`] (docs/TRUST.md).
+//! trust v2 additions in [`trust`] and [`members`] (docs/TRUST.md).
 //!
 //! One definition shared by the server, the client library, the CLI and the load generator, so they
 //! cannot drift. Field names are dialtone v1's; additions are optional fields that v1 clients ignore.
@@ -8,6 +8,7 @@
 
 mod redact;
 pub use redact::REDACTED;
+pub mod members;
 pub mod rest;
 pub mod trust;
 pub mod ws;

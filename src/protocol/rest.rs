@@ -14,6 +14,14 @@ pub struct ErrorBody {
     /// target device ids the upload was refused for. Nothing of that upload was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_ids: Option<Vec<String>>,
+    /// [v2] Only on a refused key rotation (409 `envelope_coverage`): active member devices the
+    /// new generation has no envelope for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<String>>,
+    /// [v2] Only on a refused key rotation (409 `envelope_coverage`): envelopes for devices that
+    /// are not an active member's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Vec<String>>,
 }
 
 impl ErrorBody {
@@ -22,6 +30,8 @@ impl ErrorBody {
             error: error.into(),
             code: code.into(),
             device_ids: None,
+            missing: None,
+            extra: None,
         }
     }
 }
@@ -200,6 +210,16 @@ pub struct Channel {
     pub name_enc: String,
     pub created_by: String,
     pub created_at: String,
+    /// [v2] `private` or `direct` (members only); absent for a v1 public channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// [v2] Private and direct channels: the current key generation (0 until the first is posted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_generation: Option<i64>,
+    /// [v2] Private and direct channels: sends are refused until generation
+    /// `key_generation + 1` is posted (a member or a member's device left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_required: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -212,6 +232,10 @@ pub struct ChannelsResponse {
 pub struct CreateChannelRequest {
     #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub name_enc: String,
+    /// [v2] A private channel: members only, the caller its first admin. Any user may create
+    /// one; a public channel needs an admin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -280,6 +304,12 @@ pub struct ChannelKeysUpload {
     pub channel_id: String,
     #[schema(min_items = 1)]
     pub envelopes: Vec<EnvelopeUpload>,
+    /// [v2] Private channels: which key generation these envelopes wrap (default: the current
+    /// one). Only active members' devices may receive one, and only generations from the one
+    /// current when their user joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub generation: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -297,6 +327,9 @@ pub struct ChannelKeyEnvelope {
     pub sender_public_key: String,
     pub envelope: String,
     pub created_at: String,
+    /// [v2] Private channels: the key generation this envelope wraps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

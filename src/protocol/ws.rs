@@ -30,6 +30,12 @@ pub mod event_type {
     pub const PRESENCE_UPDATED: &str = "presence.updated";
     /// [v2] A user published a new signed device list: `{sender, version}`.
     pub const DEVICE_LIST_UPDATED: &str = "device_list.updated";
+    /// [v2] A user joined a private channel (`channel_id`, `sender` the member, `role`).
+    pub const MEMBER_ADDED: &str = "member.added";
+    /// [v2] A user left or was removed from a private channel (`channel_id`, `sender`).
+    pub const MEMBER_REMOVED: &str = "member.removed";
+    /// [v2] A private channel's key moved to `key_generation`.
+    pub const KEY_ROTATED: &str = "key.rotated";
     /// [ext] Ends the replay of a `sync` request.
     pub const SYNC_COMPLETE: &str = "sync.complete";
     pub const ERROR: &str = "error";
@@ -43,6 +49,11 @@ pub mod error_code {
     pub const CHANNEL_NOT_FOUND: &str = "channel_not_found";
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const SERVER_ERROR: &str = "server_error";
+    /// [v2] A member or a member's device left a private channel: a new key generation must be
+    /// posted before the next message.
+    pub const ROTATION_REQUIRED: &str = "rotation_required";
+    /// [v2] The body is not sealed under the private channel's current key generation.
+    pub const STALE_KEY_GENERATION: &str = "stale_key_generation";
 }
 
 /// Close codes the server uses.
@@ -222,6 +233,12 @@ pub struct Event {
     /// [v2] On `device_list.updated`: the list's new version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// [v2] On `member.added`: the member's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// [v2] On `key.rotated`: the new current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_generation: Option<i64>,
 }
 
 impl Event {
@@ -294,6 +311,31 @@ impl Event {
             sender: user_id,
             version: Some(version),
             ..Self::of(event_type::DEVICE_LIST_UPDATED)
+        }
+    }
+
+    pub fn member_added(channel_id: String, user_id: String, role: String) -> Self {
+        Self {
+            channel_id: Some(channel_id),
+            sender: user_id,
+            role: Some(role),
+            ..Self::of(event_type::MEMBER_ADDED)
+        }
+    }
+
+    pub fn member_removed(channel_id: String, user_id: String) -> Self {
+        Self {
+            channel_id: Some(channel_id),
+            sender: user_id,
+            ..Self::of(event_type::MEMBER_REMOVED)
+        }
+    }
+
+    pub fn key_rotated(channel_id: String, generation: i64) -> Self {
+        Self {
+            channel_id: Some(channel_id),
+            key_generation: Some(generation),
+            ..Self::of(event_type::KEY_ROTATED)
         }
     }
 

@@ -1,4 +1,6 @@
-//! Channels (admin writes, any-user reads) and message history.
+//! Channels and message history. Public channels: admins write, every user reads. Private and
+//! direct channels (trust v2, [`super::members`]): their members only, their channel admins
+//! write.
 
 use super::auth::AuthContext;
 use super::validate::{self, MAX_NAME_ENC};
@@ -14,11 +16,15 @@ pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_PAGE: i64 = 500;
 
 pub fn wire(row: ChannelRow) -> Channel {
+    let private = row.is_private();
     Channel {
         id: row.id,
         name_enc: row.name_enc,
         created_by: row.created_by.unwrap_or_default(),
         created_at: row.created_at.wire(),
+        kind: private.then_some(row.kind),
+        key_generation: private.then_some(row.key_generation),
+        rotation_required: private.then_some(row.rotation_required),
     }
 }
 
@@ -43,9 +49,10 @@ fn require_admin(ctx: &AuthContext) -> ServiceResult<()> {
     }
 }
 
-pub async fn list(store: &Store) -> ServiceResult<Vec<Channel>> {
+/// `GET /channels`: every public channel and the caller's private and direct ones.
+pub async fn list(store: &Store, ctx: &AuthContext) -> ServiceResult<Vec<Channel>> {
     let mut conn = store.pool.get().await?;
-    Ok(db::channels::list(&mut conn.db())
+    Ok(db::channels::list_visible(&mut conn.db(), &ctx.user_id)
         .await?
         .into_iter()
         .map(wire)
@@ -98,7 +105,15 @@ pub async fn messages_after_seq(
     Ok(rows)
 }
 
-pub async fn create(store: &Store, ctx: &AuthContext, name_enc: String) -> ServiceResult<Channel> {
+pub async fn create(
+    store: &Store,
+    ctx: &AuthContext,
+    name_enc: String,
+    private: bool,
+) -> ServiceResult<Channel> {
+    if private {
+        return super::members::create_private(store, ctx, name_enc).await;
+    }
     require_admin(ctx)?;
     validate::ciphertext("name_enc", &name_enc, MAX_NAME_ENC)?;
     let row = ChannelRow {
@@ -106,6 +121,10 @@ pub async fn create(store: &Store, ctx: &AuthContext, name_enc: String) -> Servi
         name_enc,
         created_by: Some(ctx.user_id.clone()),
         created_at: Time::now(),
+        kind: db::models::channel_kind::PUBLIC.to_owned(),
+        key_generation: 0,
+        rotation_required: false,
+        direct_pair: None,
     };
     let mut conn = store.pool.get().await?;
     db::channels::insert(&mut conn.db(), &row).await?;
@@ -119,20 +138,43 @@ pub async fn rename(
     channel_id: &str,
     name_enc: String,
 ) -> ServiceResult<Channel> {
-    require_admin(ctx)?;
     let channel_id = channel_id_or_404(channel_id)?;
     validate::ciphertext("name_enc", &name_enc, MAX_NAME_ENC)?;
     let mut conn = store.pool.get().await?;
+    may_manage(&mut conn.db(), ctx, &channel_id, false).await?;
     db::channels::rename(&mut conn.db(), &channel_id, &name_enc)
         .await?
         .map(wire)
         .ok_or(ServiceError::NotFound("channel"))
 }
 
+/// A public channel is managed by global admins. A private one by its channel admins, and for
+/// deletion also by global admins (moderation: they cannot read it, but may remove it). Anyone
+/// else hears `forbidden` for a public channel and `channel not found` for a private one.
+async fn may_manage(
+    db: &mut db::Db<'_>,
+    ctx: &AuthContext,
+    channel_id: &str,
+    deleting: bool,
+) -> ServiceResult<()> {
+    let Some(channel) = db::channels::find(db, channel_id).await? else {
+        return Err(ServiceError::NotFound("channel"));
+    };
+    if !channel.is_private() {
+        return require_admin(ctx);
+    }
+    match db::members::active(db, channel_id, &ctx.user_id).await? {
+        Some(m) if m.role == crate::protocol::members::role::ADMIN => Ok(()),
+        Some(_) => Err(ServiceError::Forbidden("channel admins only")),
+        None if deleting && ctx.is_admin => Ok(()),
+        None => Err(ServiceError::NotFound("channel")),
+    }
+}
+
 pub async fn delete(store: &Store, ctx: &AuthContext, channel_id: &str) -> ServiceResult<String> {
-    require_admin(ctx)?;
     let channel_id = channel_id_or_404(channel_id)?;
     let mut conn = store.pool.get().await?;
+    may_manage(&mut conn.db(), ctx, &channel_id, true).await?;
     if !db::channels::delete(&mut conn.db(), &channel_id).await? {
         return Err(ServiceError::NotFound("channel"));
     }
@@ -164,6 +206,7 @@ pub struct PageRequest {
 /// seq cursors: the same order for what one node committed).
 pub async fn history(
     store: &Store,
+    user_id: &str,
     channel_id: &str,
     page: PageRequest,
 ) -> ServiceResult<MessagesResponse> {
@@ -193,9 +236,7 @@ pub async fn history(
     }
     let mut conn = store.pool.get().await?;
     let mut db = conn.db();
-    if !db::channels::exists(&mut db, &channel_id).await? {
-        return Err(ServiceError::NotFound("channel"));
-    }
+    super::members::visible(&mut db, user_id, &channel_id).await?;
     for cursor in [&page.before, &page.after].into_iter().flatten() {
         validate::storable("cursor", cursor)?;
     }

@@ -191,11 +191,16 @@ pub async fn keys(
 
 /// `DELETE /devices/{id}`: remove one of the caller's devices with its sessions and the envelopes
 /// addressed to it. Returns the revoked session ids (their sockets are closed).
-pub async fn delete(
-    store: &Store,
-    ctx: &AuthContext,
-    device_id: &str,
-) -> ServiceResult<Vec<String>> {
+/// What removing a device did.
+pub struct Removed {
+    /// Its login sessions, now revoked: their sockets close.
+    pub session_ids: Vec<String>,
+    /// The private channels its user is in: each now needs a new key generation (the device
+    /// still holds the old ones).
+    pub channels: Vec<crate::protocol::rest::Channel>,
+}
+
+pub async fn delete(store: &Store, ctx: &AuthContext, device_id: &str) -> ServiceResult<Removed> {
     let device_id =
         validate::id("device id", device_id).map_err(|_| ServiceError::NotFound("device"))?;
     let mut conn = store.pool.get().await?;
@@ -207,7 +212,12 @@ pub async fn delete(
         return Err(ServiceError::Forbidden("not your device"));
     }
     let sessions = db::sessions::ids_for_device(&mut db, &device_id).await?;
+    // Marked before the delete: if the delete fails, a spare rotation costs nothing.
+    let channels = super::members::device_revoked(&mut db, &ctx.user_id).await?;
     db::devices::delete(&mut db, &device_id).await?;
     tracing::info!(user_id = %ctx.user_id, device_id = %device_id, "device removed");
-    Ok(sessions)
+    Ok(Removed {
+        session_ids: sessions,
+        channels: channels.into_iter().map(super::channels::wire).collect(),
+    })
 }

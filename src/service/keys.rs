@@ -24,10 +24,15 @@ pub async fn channel_key(
     store: &Store,
     ctx: &AuthContext,
     channel_id: &str,
+    generation: Option<i64>,
 ) -> ServiceResult<ChannelKeyEnvelope> {
     let channel_id =
         validate::id("channel_id", channel_id).map_err(|_| ServiceError::NotFound("channel"))?;
     let mut conn = store.pool.get().await?;
+    if let Some(channel) = private_channel(&mut conn.db(), &channel_id).await? {
+        drop(conn);
+        return super::generations::envelope(store, ctx, &channel, generation).await;
+    }
     let row = db::keys::channel_envelope(&mut conn.db(), &channel_id, &ctx.device_id)
         .await?
         .ok_or(ServiceError::NotFound("channel key envelope"))?;
@@ -38,7 +43,18 @@ pub async fn channel_key(
         sender_public_key: row.sender_public_key,
         envelope: row.envelope,
         created_at: row.created_at.wire(),
+        generation: None,
     })
+}
+
+/// The channel when it is private or direct (its keys are per generation).
+async fn private_channel(
+    db: &mut db::Db<'_>,
+    channel_id: &str,
+) -> db::DbResult<Option<crate::db::models::ChannelRow>> {
+    Ok(db::channels::find(db, channel_id)
+        .await?
+        .filter(crate::db::models::ChannelRow::is_private))
 }
 
 /// `GET /directory/keys`: `None` when the caller's device has none (204).
@@ -60,7 +76,7 @@ pub async fn directory_key(
 
 /// Check that every envelope claims the caller's device and its registered key; returns the
 /// canonical sender key.
-async fn check_sender(
+pub(super) async fn check_sender(
     store: &Store,
     ctx: &AuthContext,
     envelopes: &[EnvelopeUpload],
@@ -272,6 +288,17 @@ pub async fn upload_channel_keys(
             ));
         }
     }
+    if private_channel(&mut store.pool.get().await?.db(), &channel_id)
+        .await?
+        .is_some()
+    {
+        return super::generations::share(store, ctx, channel_id, req).await;
+    }
+    if req.generation.is_some() {
+        return Err(ServiceError::invalid(
+            "generation is only for private channels",
+        ));
+    }
     let sender_key = check_sender(store, ctx, &req.envelopes).await?;
     let now = Time::now();
     let rows = req
@@ -363,6 +390,13 @@ pub async fn delete_channel_key(
     let channel_id =
         validate::id("channel_id", channel_id).map_err(|_| ServiceError::NotFound("channel"))?;
     let mut conn = store.pool.get().await?;
+    if private_channel(&mut conn.db(), &channel_id)
+        .await?
+        .is_some()
+    {
+        drop(conn);
+        return super::generations::delete_own(store, ctx, &channel_id).await;
+    }
     let deleted =
         db::keys::delete_channel_envelope(&mut conn.db(), &channel_id, &ctx.device_id).await?;
     tracing::debug!(device_id = %ctx.device_id, deleted, "own channel key envelope deleted");

@@ -11,15 +11,21 @@ use crate::crypto::field::Column;
 use crate::db;
 use crate::db::models::{BroadcastRow, MessageRow};
 use crate::db::types::{Json, Time};
-use crate::protocol::ws::MAX_BODY_BYTES;
+use crate::protocol::members::body_generation;
+use crate::protocol::ws::{MAX_BODY_BYTES, error_code};
 
 /// Outcome of one group commit.
 #[derive(Debug, Default)]
 pub struct Committed {
     /// Rows now durable, in commit order.
     pub rows: Vec<MessageRow>,
-    /// Rows refused because their channel does not exist (any more).
+    /// Rows refused because their channel does not exist (any more), or is private and their
+    /// sender not an active member (told the same, so membership does not leak).
     pub missing_channel: Vec<MessageRow>,
+    /// Rows a private channel refused, with the WebSocket error code: `rotation_required` (a
+    /// member or device left and no new generation is posted yet) or `stale_key_generation`
+    /// (the body is not sealed under the current generation).
+    pub refused: Vec<(MessageRow, &'static str)>,
     /// Resends: rows not stored because their sender already has a message with that
     /// `client_message_id` (committed earlier, or earlier in this batch: the first of a batch is
     /// the original).
@@ -86,6 +92,8 @@ enum Retry {
 enum Kind {
     New,
     MissingChannel,
+    /// Refused by its private channel (the error code).
+    Refused(&'static str),
     /// A resend of a stored message (`None`) or of the row at this index of the batch.
     Resend(Option<usize>),
 }
@@ -103,15 +111,32 @@ async fn commit_attempt(
         .collect();
     // Locks the counters (ascending channel id) until commit: a concurrent delete cannot slip in
     // between this check and the insert, and no other commit numbers rows in these channels.
-    let existing: HashSet<String> = db::channels::lock_counters(&mut db, &ids)
+    let locked: HashMap<String, db::channels::Locked> = db::channels::lock_counters(&mut db, &ids)
         .await?
         .into_iter()
+        .map(|l| (l.id.clone(), l))
         .collect();
+    // Membership is read under the channel locks: a removal commits before this batch (and is
+    // seen) or after it (and the message was sent while its sender was in).
+    let private: Vec<String> = locked
+        .values()
+        .filter(|l| l.is_private())
+        .map(|l| l.id.clone())
+        .collect();
+    let members: HashSet<(String, String)> = if private.is_empty() {
+        HashSet::new()
+    } else {
+        db::members::active_pairs(&mut db, &private)
+            .await?
+            .into_iter()
+            .collect()
+    };
     let mut kinds: Vec<Kind> = rows
         .iter()
-        .map(|r| match existing.contains(&r.channel_id) {
-            true => Kind::New,
-            false => Kind::MissingChannel,
+        .map(|r| match locked.get(&r.channel_id) {
+            None => Kind::MissingChannel,
+            Some(l) if !l.is_private() => Kind::New,
+            Some(l) => private_send(l, r, &members),
         })
         .collect();
     let mut stored: HashMap<ClientKey, MessageRow> = HashMap::new();
@@ -184,6 +209,7 @@ async fn commit_attempt(
         match kind {
             Kind::New => out.rows.push(row),
             Kind::MissingChannel => out.missing_channel.push(row),
+            Kind::Refused(code) => out.refused.push((row, code)),
             Kind::Resend(_) => {
                 let original = match original {
                     Some(o) => o,
@@ -205,6 +231,26 @@ async fn commit_attempt(
         }
     }
     Ok(Ok(out))
+}
+
+/// Whether a message may enter its private channel: its sender is an active member, no rotation
+/// is pending, and its body is sealed under the current generation (a removed member may hold an
+/// older one).
+fn private_send(
+    channel: &db::channels::Locked,
+    row: &MessageRow,
+    members: &HashSet<(String, String)>,
+) -> Kind {
+    if !members.contains(&(row.channel_id.clone(), row.sender_id.clone())) {
+        return Kind::MissingChannel;
+    }
+    if channel.rotation_required || channel.key_generation == 0 {
+        return Kind::Refused(error_code::ROTATION_REQUIRED);
+    }
+    if body_generation(&row.body) != Some(channel.key_generation) {
+        return Kind::Refused(error_code::STALE_KEY_GENERATION);
+    }
+    Kind::New
 }
 
 /// What is stored under the `(sender, client_message_id)` of the batch's rows into existing

@@ -10,9 +10,11 @@ pub mod channels;
 pub mod context;
 pub mod device_lists;
 pub mod devices;
+pub mod generations;
 pub mod invites;
 pub mod key_authority;
 pub mod keys;
+pub mod members;
 pub mod messages;
 pub mod rekey;
 pub mod users;
@@ -124,6 +126,9 @@ pub enum ServiceError {
         reason: key_authority::Refusal,
         device_ids: Vec<String>,
     },
+    /// A key rotation refused as a whole (trust v2 private channels).
+    #[error(transparent)]
+    Rotation(#[from] generations::RotationRefused),
     /// A device list refused by its checks (format, signatures, version or chain).
     #[error(transparent)]
     DeviceList(#[from] crate::crypto::device_list::ListError),

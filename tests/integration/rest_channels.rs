@@ -174,6 +174,7 @@ async fn delete_channel_cascades_messages_and_envelopes() {
         alice
             .rest
             .upload_channel_keys(&ChannelKeysUpload {
+                generation: None,
                 channel_id: channel.id.clone(),
                 envelopes,
             })

@@ -364,6 +364,7 @@ async fn delete_device_removes_envelopes_addressed_to_it() {
     alice
         .rest
         .upload_channel_keys(&ChannelKeysUpload {
+            generation: None,
             channel_id: channel.id.clone(),
             envelopes: envelopes(&[&alice, &alice2]),
         })

@@ -23,6 +23,7 @@ fn envelope(sender: &TestUser, target: &TestUser, key: &SymmetricKey) -> Envelop
 
 fn channel_upload(channel_id: &str, envelopes: Vec<EnvelopeUpload>) -> ChannelKeysUpload {
     ChannelKeysUpload {
+        generation: None,
         channel_id: channel_id.to_owned(),
         envelopes,
     }

@@ -88,6 +88,12 @@ impl DbActor {
                         origin.reject(error_code::CHANNEL_NOT_FOUND, "channel not found");
                     }
                 }
+                for (row, code) in committed.refused {
+                    if let Some(origin) = origins.remove(&row.id) {
+                        self.metrics.messages_rejected.inc();
+                        origin.reject(code, private_refusal(code));
+                    }
+                }
                 // A resend's echo is its original, to the resender only: everyone else already
                 // had it when it first committed.
                 for dup in committed.duplicates {
@@ -194,6 +200,7 @@ async fn commit_isolating(
             Ok(one) => {
                 out.committed.rows.extend(one.rows);
                 out.committed.missing_channel.extend(one.missing_channel);
+                out.committed.refused.extend(one.refused);
                 out.committed.duplicates.extend(one.duplicates);
             }
             Err(e) => {
@@ -216,6 +223,15 @@ pub(super) fn abandoned(limit: Duration) -> ServiceError {
         "database operation abandoned after {} ms without an answer",
         limit.as_millis()
     )))
+}
+
+/// What a private channel's refusal tells the sender.
+fn private_refusal(code: &str) -> &'static str {
+    if code == error_code::ROTATION_REQUIRED {
+        "not saved: this channel needs a new key generation first (a member or device left)"
+    } else {
+        "not saved: sealed under an old key generation; fetch the current key and send again"
+    }
 }
 
 /// The database answered and said no (as opposed to: it could not be reached or timed out).

@@ -8,6 +8,9 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use crate::protocol::members::{
+    AddMemberRequest, KeyRotated, MembersResponse, OpenDirectRequest, RotateKeyRequest,
+};
 use crate::protocol::rest::{
     Channel, ChannelKeyEnvelope, ChannelKeysUpload, CreateDeviceRequest, CreateInviteRequest,
     Device, DeviceKeysResponse, DirectoryKeyEnvelope, DirectoryKeysUpload, InviteResponse,
@@ -19,7 +22,9 @@ use crate::service::channels::{self, PageRequest};
 use crate::service::invites::{self, InviteInfo};
 use crate::service::messages::{self, BroadcastRequest, StoredBroadcast};
 use crate::service::rekey::{self, RekeyReport};
-use crate::service::{ServiceError, ServiceResult, Store, device_lists, devices, keys, users};
+use crate::service::{
+    ServiceError, ServiceResult, Store, device_lists, devices, generations, keys, members, users,
+};
 
 use super::DbActor;
 use super::commit::abandoned;
@@ -139,13 +144,13 @@ db_requests! {
     /// `GET /devices/keys`.
     DeviceKeys { ctx: AuthContext, user_id: Option<String>, all: bool } -> DeviceKeysResponse => |s, m| devices::keys(s, &m.ctx, m.user_id, m.all);
     /// `DELETE /devices/{id}`: returns revoked session ids.
-    DeleteDevice { ctx: AuthContext, device_id: String } -> Vec<String> => |s, m| devices::delete(s, &m.ctx, &m.device_id);
+    DeleteDevice { ctx: AuthContext, device_id: String } -> devices::Removed => |s, m| devices::delete(s, &m.ctx, &m.device_id);
     /// `POST /devices/list` (trust v2).
     PublishDeviceList { ctx: AuthContext, list: SignedDeviceList } -> DeviceListAccepted => |s, m| device_lists::upload(s, &m.ctx, m.list);
     /// `GET /devices/list` (trust v2).
     FetchDeviceLists { user_id: String, after_version: Option<u64> } -> DeviceListsResponse => |s, m| device_lists::fetch(s, &m.user_id, m.after_version);
     /// `GET /channels`.
-    ListChannels {} -> Vec<Channel> => |s, m| channels::list(s);
+    ListChannels { ctx: AuthContext } -> Vec<Channel> => |s, m| channels::list(s, &m.ctx);
     /// Every channel id (broker start).
     ChannelIds {} -> Vec<String> => |s, m| channels::ids(s);
     /// Every channel's last committed seq (cluster start and repair).
@@ -157,15 +162,15 @@ db_requests! {
     /// The cluster's session re-check: which of these login sessions are still valid.
     CheckSessions { session_ids: Vec<String>, user_ids: Vec<String> } -> auth::SessionCheck => |s, m| auth::check_sessions(s, m.session_ids, m.user_ids);
     /// `POST /channels`.
-    CreateChannel { ctx: AuthContext, name_enc: String } -> Channel => |s, m| channels::create(s, &m.ctx, m.name_enc);
+    CreateChannel { ctx: AuthContext, name_enc: String, private: bool } -> Channel => |s, m| channels::create(s, &m.ctx, m.name_enc, m.private);
     /// `PATCH /channels`.
     RenameChannel { ctx: AuthContext, channel_id: String, name_enc: String } -> Channel => |s, m| channels::rename(s, &m.ctx, &m.channel_id, m.name_enc);
     /// `DELETE /channels`: returns the deleted id.
     DeleteChannel { ctx: AuthContext, channel_id: String } -> String => |s, m| channels::delete(s, &m.ctx, &m.channel_id);
     /// `GET /channels/messages` and `sync`.
-    History { channel_id: String, page: PageRequest } -> MessagesResponse => |s, m| channels::history(s, &m.channel_id, m.page);
+    History { user_id: String, channel_id: String, page: PageRequest } -> MessagesResponse => |s, m| channels::history(s, &m.user_id, &m.channel_id, m.page);
     /// `GET /channels/keys`.
-    GetChannelKey { ctx: AuthContext, channel_id: String } -> ChannelKeyEnvelope => |s, m| keys::channel_key(s, &m.ctx, &m.channel_id);
+    GetChannelKey { ctx: AuthContext, channel_id: String, generation: Option<i64> } -> ChannelKeyEnvelope => |s, m| keys::channel_key(s, &m.ctx, &m.channel_id, m.generation);
     /// `POST /channels/keys`.
     UploadChannelKeys { ctx: AuthContext, req: ChannelKeysUpload } -> () => |s, m| keys::upload_channel_keys(s, &m.ctx, m.req);
     /// `DELETE /channels/keys`: the caller's own envelope.
@@ -176,6 +181,18 @@ db_requests! {
     GetDirectoryKey { ctx: AuthContext } -> Option<DirectoryKeyEnvelope> => |s, m| keys::directory_key(s, &m.ctx);
     /// `POST /directory/keys`.
     UploadDirectoryKeys { ctx: AuthContext, req: DirectoryKeysUpload } -> () => |s, m| keys::upload_directory_keys(s, &m.ctx, m.req);
+    /// `GET /channels/members` (trust v2).
+    ListMembers { ctx: AuthContext, channel_id: String } -> MembersResponse => |s, m| members::list(s, &m.ctx, &m.channel_id);
+    /// `POST /channels/members` (trust v2).
+    AddMember { ctx: AuthContext, req: AddMemberRequest } -> members::Changed => |s, m| members::add(s, &m.ctx, m.req);
+    /// `DELETE /channels/members` (trust v2).
+    RemoveMember { ctx: AuthContext, channel_id: String, user_id: String } -> members::Changed => |s, m| members::remove(s, &m.ctx, &m.channel_id, &m.user_id);
+    /// `POST /channels/rotate` (trust v2).
+    RotateKey { ctx: AuthContext, req: RotateKeyRequest } -> KeyRotated => |s, m| generations::rotate(s, &m.ctx, m.req);
+    /// `POST /channels/direct` (trust v2): the channel, and whether it was created now.
+    OpenDirect { ctx: AuthContext, req: OpenDirectRequest } -> (Channel, bool) => |s, m| members::open_direct(s, &m.ctx, &m.req.user_id, m.req.name_enc);
+    /// Every private channel with its active members (the hub at start and on cluster repair).
+    PrivateMembers {} -> Vec<(String, Vec<String>)> => |s, m| members::private_members(s);
     /// Mint an invite (sent by the admin actor).
     MintInvite { req: CreateInviteRequest, created_by: Option<String> } -> InviteResponse => |s, m| invites::mint(s, m.req, m.created_by);
     /// Admin: every invite.

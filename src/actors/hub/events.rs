@@ -85,9 +85,42 @@ impl Hub {
                 self.tell_everyone(&Event::channel_updated(channel.id, channel.name_enc));
             }
             Notice::ChannelUpdated(channel) => {
-                self.tell_everyone(&Event::channel_updated(channel.id, channel.name_enc));
+                let event = Event::channel_updated(channel.id.clone(), channel.name_enc);
+                self.tell_audience(&channel.id, &event);
+            }
+            Notice::PrivateChannelCreated { channel, members } => {
+                self.private_appeared(&channel.id, members.into_iter().collect());
+                let event = Event::channel_updated(channel.id.clone(), channel.name_enc);
+                self.tell_audience(&channel.id, &event);
+            }
+            Notice::MemberAdded {
+                channel_id,
+                user_id,
+                role,
+            } => {
+                self.member_joined(&channel_id, &user_id);
+                let event = Event::member_added(channel_id.clone(), user_id, role);
+                self.tell_audience(&channel_id, &event);
+            }
+            Notice::MemberRemoved {
+                channel_id,
+                user_id,
+            } => {
+                self.member_left(&channel_id, &user_id);
+                let event = Event::member_removed(channel_id.clone(), user_id.clone());
+                self.tell_audience(&channel_id, &event);
+                self.tell_users(&HashSet::from([user_id]), &event);
+            }
+            Notice::KeyRotated {
+                channel_id,
+                generation,
+            } => {
+                let event = Event::key_rotated(channel_id.clone(), generation);
+                self.tell_audience(&channel_id, &event);
             }
             Notice::ChannelDeleted(channel_id) => {
+                // Told before the channel is forgotten, so a private one's members alone hear it.
+                self.tell_audience(&channel_id, &Event::channel_deleted(channel_id.clone()));
                 if let Some(Some(addr)) = self.channels.remove(&channel_id) {
                     self.send_channel(&addr, Retire);
                 }
@@ -98,7 +131,7 @@ impl Hub {
                 for entry in self.sessions.values_mut() {
                     entry.channels.remove(&channel_id);
                 }
-                self.tell_everyone(&Event::channel_deleted(channel_id));
+                self.private.remove(&channel_id);
             }
             Notice::ProfileUpdated { user_id } => {
                 self.tell_everyone(&Event::profile_updated(user_id));

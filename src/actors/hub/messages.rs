@@ -45,6 +45,27 @@ pub struct Unsubscribe {
 #[rtype(result = "()")]
 pub enum Notice {
     ChannelCreated(Channel),
+    /// [v2] A private or direct channel, with its first members.
+    PrivateChannelCreated {
+        channel: Channel,
+        members: Vec<String>,
+    },
+    /// [v2] A user joined a private channel (or changed role).
+    MemberAdded {
+        channel_id: String,
+        user_id: String,
+        role: String,
+    },
+    /// [v2] A user left or was removed: their sockets leave the channel at once.
+    MemberRemoved {
+        channel_id: String,
+        user_id: String,
+    },
+    /// [v2] A private channel's key moved to a new generation.
+    KeyRotated {
+        channel_id: String,
+        generation: i64,
+    },
     ChannelUpdated(Channel),
     ChannelDeleted(String),
     ProfileUpdated {

@@ -22,6 +22,7 @@
 mod cluster;
 mod control;
 mod events;
+mod members;
 mod messages;
 mod sessions;
 #[cfg(test)]
@@ -58,6 +59,8 @@ pub struct Hub {
     everyone: ShardGroups,
     online: HashMap<String, u32>,
     channels: HashMap<String, Option<Addr<ChannelActor>>>,
+    /// Private and direct channels → their active members' user ids (see `members`).
+    private: HashMap<String, HashSet<String>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     channel_mailbox: usize,
@@ -143,6 +146,7 @@ impl Hub {
     /// Start the hub on the current arbiter with the channels that exist now.
     pub fn start(
         channel_ids: Vec<String>,
+        private: Vec<(String, Vec<String>)>,
         channel_arbiters: usize,
         channel_mailbox: usize,
         hub_mailbox: usize,
@@ -163,6 +167,10 @@ impl Hub {
             everyone: ShardGroups::default(),
             online: HashMap::new(),
             channels: channel_ids.into_iter().map(|id| (id, None)).collect(),
+            private: private
+                .into_iter()
+                .map(|(id, users)| (id, users.into_iter().collect()))
+                .collect(),
             arbiters,
             next_arbiter: 0,
             channel_mailbox,
@@ -227,6 +235,9 @@ impl Hub {
         let Some(entry) = self.sessions.get(&key) else {
             return false;
         };
+        if !self.may_follow(&entry.user_id, channel_id) {
+            return false;
+        }
         let handle = entry.handle.clone();
         let Some(addr) = self.channel_actor(channel_id) else {
             return false;

@@ -76,6 +76,13 @@ impl Handler<Subscribe> for Hub {
         if !self.channels.contains_key(&msg.channel_id) {
             return Err(());
         }
+        let Some(entry) = self.sessions.get(&msg.key) else {
+            return Err(());
+        };
+        // A private channel is unknown to a non-member, as if it did not exist.
+        if !self.may_follow(&entry.user_id, &msg.channel_id) {
+            return Err(());
+        }
         let already = self
             .sessions
             .get(&msg.key)

@@ -25,7 +25,7 @@ fn presence_events(log: &std::sync::Mutex<probe::Log>) -> Vec<(String, bool)> {
 #[actix::test]
 async fn presence_counts_sockets_per_user() {
     let metrics = Metrics::new();
-    let hub = Hub::start(vec![], 1, 64, 64, metrics.clone(), None);
+    let hub = Hub::start(vec![], vec![], 1, 64, 64, metrics.clone(), None);
     let (watcher, wh, wlog) = probe::spawn(&metrics);
     let (_b1, bh1, _) = probe::spawn(&metrics);
     let (_b2, bh2, _) = probe::spawn(&metrics);
@@ -62,7 +62,7 @@ async fn presence_counts_sockets_per_user() {
 #[actix::test]
 async fn subscriptions_follow_channel_lifecycle() {
     let metrics = Metrics::new();
-    let hub = Hub::start(vec!["c1".into()], 1, 64, 64, metrics.clone(), None);
+    let hub = Hub::start(vec!["c1".into()], vec![], 1, 64, 64, metrics.clone(), None);
     let (p, h, log) = probe::spawn(&metrics);
     hub.tell(Connect {
         handle: h.clone(),
@@ -119,15 +119,20 @@ async fn subscriptions_follow_channel_lifecycle() {
 #[actix::test]
 async fn a_wedged_or_stopped_channel_arbiter_fails_the_liveness_probe() {
     use crate::actors::liveness::Dead;
-    let hub = Hub::start(vec![], 2, 64, 64, Metrics::new(), None);
+    let hub = Hub::start(vec![], vec![], 2, 64, 64, Metrics::new(), None);
     let bound = Duration::from_millis(100);
     assert_eq!(hub.arbiters_alive(bound).await, Ok(()));
 
     // A channel actor that blocks its thread: the thread's pinger cannot answer.
     let (unblock, blocked) = std::sync::mpsc::channel::<()>();
+    // Probe only once the thread is blocked: a probe answered before the blocking task ran would
+    // prove nothing.
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
     assert!(hub.arbiters[1].spawn(async move {
+        let _ = started.send(());
         let _ = blocked.recv_timeout(Duration::from_secs(10));
     }));
+    running.await.unwrap();
     assert_eq!(
         hub.arbiters_alive(bound).await,
         Err(Dead::Unresponsive("channel arbiter 1".into(), bound))

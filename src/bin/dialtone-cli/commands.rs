@@ -116,6 +116,8 @@ pub(crate) async fn command(cli: &Cli, chat: &mut Chat) -> Result<(), ChatError>
         }
         Command::Identity { action } => crate::identity::identity(chat, action).await,
         Command::Verify { user, mark } => crate::identity::verify(chat, user, *mark).await,
+        Command::Members { action } => crate::members::members(chat, action).await,
+        Command::Dm { user } => crate::members::dm(chat, user).await,
         Command::Users => {
             let profiles = chat.profiles().await?;
             let ids: Vec<String> = profiles.iter().map(|(id, _)| id.clone()).collect();
@@ -157,10 +159,30 @@ pub(crate) async fn channels(
                 eprintln!("no channels yet (an admin creates one with `channels create NAME`)");
             }
             for c in list {
-                out(&format!("#{:<24} {}", clean(&c.display_name()), c.id));
+                let kind = match c.kind.as_deref() {
+                    Some(k) => format!("  ({k})"),
+                    None => String::new(),
+                };
+                out(&format!("#{:<24} {}{kind}", clean(&c.display_name()), c.id));
             }
         }
-        Some(ChannelAction::Create { name }) => {
+        Some(ChannelAction::Create {
+            name,
+            private: true,
+        }) => {
+            let name = name.join(" ");
+            let channel = chat.create_private_channel(&name).await?;
+            out(&format!(
+                "created private #{} ({}); add people with `members add {} USER`",
+                clean(name.trim()),
+                channel.id,
+                channel.id
+            ));
+        }
+        Some(ChannelAction::Create {
+            name,
+            private: false,
+        }) => {
             let name = name.join(" ");
             let (channel, report) = chat.create_channel(&name).await?;
             out(&format!(

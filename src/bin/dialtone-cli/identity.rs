@@ -159,7 +159,10 @@ fn print_list(name: &str, list: &CheckedList, this_device: &str, verified: bool)
 }
 
 /// A user id, or a published name (decrypted with the directory key); default this user.
-async fn resolve_user(chat: &mut Chat, arg: Option<&str>) -> Result<(String, String), ChatError> {
+pub(crate) async fn resolve_user(
+    chat: &mut Chat,
+    arg: Option<&str>,
+) -> Result<(String, String), ChatError> {
     let Some(arg) = arg else {
         return Ok((chat.user_id().to_owned(), "your account".to_owned()));
     };

@@ -7,11 +7,13 @@
 //! warnings on stderr, and any error as one line on stderr with a non-zero exit code.
 //!
 //! Layout: this file holds the arguments and dispatch; `session` the key store, sign-in and
-//! secrets; `commands` the one-shot commands; `identity` the trust v2 identity commands; `tail`
-//! the live stream; `output` what reaches the terminal.
+//! secrets; `commands` the one-shot commands; `identity` the trust v2 identity commands;
+//! `members` private channels and direct messages; `tail` the live stream; `output` what reaches
+//! the terminal.
 
 mod commands;
 mod identity;
+mod members;
 mod output;
 mod session;
 mod tail;
@@ -137,6 +139,39 @@ enum Command {
         #[command(subcommand)]
         action: IdentityAction,
     },
+    /// Trust v2: a private channel's members and key (`channels create --private` makes one).
+    Members {
+        #[command(subcommand)]
+        action: MembersAction,
+    },
+    /// Trust v2: open (or find again) your direct channel with a user.
+    Dm {
+        /// User id or published name.
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersAction {
+    /// Who is in a private channel, and its key generation.
+    List { channel: String },
+    /// Add a user (channel admins); the current key is shared with their verified devices.
+    Add {
+        channel: String,
+        /// User id or published name.
+        user: String,
+        /// Make them a channel admin (may add and remove members).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Remove a user (channel admins), or leave (your own name); the key is rotated at once.
+    Remove {
+        channel: String,
+        /// User id or published name.
+        user: String,
+    },
+    /// Post a new key generation for exactly the current members' devices.
+    Rotate { channel: String },
 }
 
 #[derive(Subcommand)]
@@ -169,8 +204,11 @@ enum IdentityAction {
 
 #[derive(Subcommand)]
 enum ChannelAction {
-    /// Create a channel (admins).
+    /// Create a channel (admins), or a private one (anyone; you become its admin).
     Create {
+        /// Members only, with its own key generations (trust v2).
+        #[arg(long)]
+        private: bool,
         #[arg(required = true, num_args = 1..)]
         name: Vec<String>,
     },

@@ -137,6 +137,47 @@ pub(crate) async fn tail(
             None => eprintln!("warning: server: {message} ({code})"),
         },
         ChatEvent::Notice(n) => eprintln!("* {n}"),
+        ChatEvent::MemberAdded {
+            channel_id,
+            user_id,
+            user_name,
+            role,
+        } => {
+            let channel = names
+                .get(&channel_id)
+                .map_or(channel_id.clone(), |n| clean(n));
+            let who = user_name.map_or(user_id, |n| clean(&n));
+            eprintln!("* {who} joined #{channel} ({role})");
+        }
+        ChatEvent::MemberRemoved {
+            channel_id,
+            user_id,
+            user_name,
+            me,
+        } => {
+            let channel = names
+                .get(&channel_id)
+                .map_or(channel_id.clone(), |n| clean(n));
+            if me {
+                eprintln!(
+                    "* you were removed from #{channel}: you will receive nothing more from it, and its new key will not reach you"
+                );
+            } else {
+                let who = user_name.map_or(user_id, |n| clean(&n));
+                eprintln!(
+                    "* {who} left #{channel}; its key is being rotated so they cannot read what comes next"
+                );
+            }
+        }
+        ChatEvent::KeyRotated {
+            channel_id,
+            generation,
+        } => {
+            let channel = names
+                .get(&channel_id)
+                .map_or(channel_id.clone(), |n| clean(n));
+            eprintln!("* #{channel} now uses key generation {generation}");
+        }
         ChatEvent::ProfileUpdated {
             user_id,
             name: Some(name),

@@ -4,6 +4,7 @@
 use crate::client::key_upload::Target;
 use crate::client::rest::Page;
 use crate::client::sealing::{self, ChatMessage, SkippedDevice};
+use crate::client::trust::bound::{self, Binding, Kind};
 use crate::client::{ClientError, Incoming, WsClient};
 use crate::crypto::e2e::{self};
 use crate::protocol::rest::Channel;
@@ -23,14 +24,14 @@ impl Chat {
                 name,
                 created_by: c.created_by,
                 created_at: c.created_at,
+                kind: c.kind,
             });
         }
         Ok(out)
     }
 
     pub(super) async fn channel_name(&mut self, c: &Channel) -> Result<String, ChatError> {
-        let key = self.channel_key(&c.id).await?;
-        sealing::open_text(&key, &c.name_enc, &format!("the name of channel {}", c.id))
+        self.decrypt_channel_name(&c.id, &c.name_enc).await
     }
 
     /// Decrypt a channel name announced by a `channel.updated` event.
@@ -39,8 +40,9 @@ impl Chat {
         channel_id: &str,
         name_enc: &str,
     ) -> ChatResult<String> {
-        let key = self.channel_key(channel_id).await?;
-        sealing::open_text(&key, name_enc, &format!("the name of channel {channel_id}"))
+        let what = format!("the name of channel {channel_id}");
+        self.open_channel_text(channel_id, Kind::ChannelName, None, name_enc, &what)
+            .await
     }
 
     /// A channel by id or by decrypted name (exact, then case-insensitive; a leading `#` is
@@ -118,11 +120,24 @@ impl Chat {
     /// Rename a channel (admins), under its existing key.
     pub async fn rename_channel(&mut self, channel_id: &str, name: &str) -> ChatResult<Channel> {
         let name = check_name(name)?;
-        let key = self.channel_key(channel_id).await?;
-        Ok(self
-            .rest
-            .rename_channel(channel_id, &sealing::seal_text(&key, name))
-            .await?)
+        let channel = self.channel(channel_id).await?;
+        let name_enc = match channel.key_generation.filter(|g| *g > 0) {
+            Some(generation) => {
+                let key = self.generation_key(channel_id, generation).await?;
+                let binding = Binding {
+                    kind: Kind::ChannelName,
+                    channel_id,
+                    generation,
+                    sender_id: None,
+                };
+                bound::seal(&key, &binding, name)
+            }
+            None => {
+                let key = self.channel_key(channel_id).await?;
+                sealing::seal_text(&key, name)
+            }
+        };
+        Ok(self.rest.rename_channel(channel_id, &name_enc).await?)
     }
 
     /// Delete a channel (admins) and forget its key.
@@ -138,16 +153,15 @@ impl Chat {
 
     /// One page of a channel's history, decrypted.
     pub async fn history(&mut self, channel_id: &str, page: &Page) -> ChatResult<History> {
-        let key = self.channel_key(channel_id).await?;
         let res = self.rest.messages(channel_id, page).await?;
+        let mut messages = Vec::with_capacity(res.messages.len());
+        for m in &res.messages {
+            messages.push(self.open_stored(m).await);
+        }
         Ok(History {
             first_id: res.messages.first().map(|m| m.id.clone()),
             channel_id: res.channel_id,
-            messages: res
-                .messages
-                .iter()
-                .map(|m| sealing::open_message(&key, m))
-                .collect(),
+            messages,
             has_more: res.has_more,
         })
     }
@@ -157,9 +171,7 @@ impl Chat {
         &mut self,
         event: &crate::protocol::ws::Event,
     ) -> ChatResult<ChatMessage> {
-        let m = sealing::event_as_message(event);
-        let key = self.channel_key(&m.channel_id).await?;
-        sealing::open_message(&key, &m)
+        self.open_stored(&sealing::event_as_message(event)).await
     }
 
     /// Decrypt a `message.broadcast` event addressed to this device.
@@ -185,9 +197,9 @@ impl Chat {
         channel_id: &str,
         text: &str,
     ) -> ChatResult<ChatMessage> {
-        let key = self.channel_key(channel_id).await?;
-        let sealed = sealing::seal_message(&key, &self.username, text);
-        if sealed.body.len() > MAX_BODY_BYTES {
+        let channel = self.channel(channel_id).await?;
+        let (body, sender_name_enc) = self.seal_for(&channel, text).await?;
+        if body.len() > MAX_BODY_BYTES {
             return Err(ChatError::Invalid(format!(
                 "message too long: {} bytes of text encrypt to more than the server's {MAX_BODY_BYTES}",
                 text.len()
@@ -196,8 +208,8 @@ impl Chat {
         let cmid = uuid::Uuid::new_v4().to_string();
         ws.send(&ClientFrame::channel_message(
             channel_id,
-            sealed.body,
-            sealed.sender_name_enc,
+            body,
+            sender_name_enc,
             Some(cmid.clone()),
         ))
         .await?;
@@ -212,7 +224,7 @@ impl Chat {
         if event.kind == event_type::ERROR {
             return Err(refused(&event));
         }
-        sealing::open_message(&key, &sealing::event_as_message(&event))
+        self.open_stored(&sealing::event_as_message(&event)).await
     }
 
     /// Broadcast to every device: returns the decrypted echo and the devices that were skipped.

@@ -133,16 +133,21 @@ impl Chat {
         channel_id: Option<&str>,
         device_id: Option<&str>,
     ) -> ChatResult<ShareReport> {
-        let (mut devices, withheld) = self.trusted_device_keys(device_id).await?;
-        devices.retain(|d| d.device_id != self.device_id);
+        // Private channels' keys go per generation, to their members only.
+        let mut private = Vec::new();
         match channel_id {
             Some(c) => {
+                if self.channel(c).await?.kind.is_some() {
+                    return self.share_generation(c, device_id).await;
+                }
                 self.channel_key(c).await?;
             }
             None => {
                 // Pick up keys this device could read but never fetched, so it can pass them on.
                 for c in self.rest.channels().await? {
-                    if self.store.channel_key(&c.id).is_none() {
+                    if c.kind.is_some() {
+                        private.push(c.id);
+                    } else if self.store.channel_key(&c.id).is_none() {
                         let _ = self.try_channel_key(&c.id).await;
                     }
                 }
@@ -151,8 +156,16 @@ impl Chat {
                 }
             }
         }
+        let (mut devices, withheld) = self.trusted_device_keys(device_id).await?;
+        devices.retain(|d| d.device_id != self.device_id);
         let mut report = self.share_with(channel_id, &devices).await?;
         report.skip(&withheld);
+        for c in private {
+            match self.share_generation(&c, device_id).await {
+                Ok(r) => report.absorb(r),
+                Err(e) => report.failed.push((KeyRef::Channel(c), e.to_string())),
+            }
+        }
         Ok(report)
     }
 

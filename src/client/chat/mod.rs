@@ -13,10 +13,12 @@
 //!
 //! Layout: this file holds the device's session (sign-in, accessors, the socket); `keys` fetching
 //! and sharing channel and directory keys, and profiles; `channels` channels, history, sending and
-//! broadcasts. Errors are [`super::error`].
+//! broadcasts; `private` trust v2 private and direct channels (generations, rotation, members).
+//! Errors are [`super::error`].
 
 mod channels;
 mod keys;
+mod private;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +47,8 @@ pub struct ChannelInfo {
     pub name: Result<String, ChatError>,
     pub created_by: String,
     pub created_at: String,
+    /// [v2] `private` or `direct`; `None` for a public channel.
+    pub kind: Option<String>,
 }
 
 impl ChannelInfo {
@@ -52,7 +56,9 @@ impl ChannelInfo {
     pub fn display_name(&self) -> String {
         match &self.name {
             Ok(n) => n.clone(),
-            Err(ChatError::NoChannelKey(_)) => "(no key on this device)".to_owned(),
+            Err(ChatError::NoChannelKey(_) | ChatError::NoGenerationKey { .. }) => {
+                "(no key on this device)".to_owned()
+            }
             Err(_) => "(undecryptable name)".to_owned(),
         }
     }

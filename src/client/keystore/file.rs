@@ -62,13 +62,20 @@ pub(super) struct Contents {
     /// Trust v2: contacts' identities pinned on first use, by user id.
     #[serde(default)]
     pub(super) pins: BTreeMap<String, Pin>,
+    /// Trust v2: private channels' keys, one per generation, by `<channel id>/<generation>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) generation_keys: BTreeMap<String, String>,
 }
 
 impl Drop for Contents {
     fn drop(&mut self) {
         use zeroize::Zeroize;
         self.device_secret.zeroize();
-        for v in self.channel_keys.values_mut() {
+        for v in self
+            .channel_keys
+            .values_mut()
+            .chain(self.generation_keys.values_mut())
+        {
             v.zeroize();
         }
         if let Some(k) = &mut self.directory_key {

@@ -128,6 +128,9 @@ pub struct KeyStore {
     /// Trust v2: pinned identities; `pins_changed` names those this process set.
     pins: BTreeMap<String, Pin>,
     pins_changed: BTreeSet<String>,
+    /// Trust v2: private channels' keys by (channel, generation). A generation's key never
+    /// changes, so a merge only adds.
+    generation_keys: BTreeMap<(String, i64), SymmetricKey>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -201,6 +204,7 @@ impl KeyStore {
             identity_dirty: false,
             pins: BTreeMap::new(),
             pins_changed: BTreeSet::new(),
+            generation_keys: BTreeMap::new(),
         })
     }
 
@@ -238,6 +242,12 @@ impl KeyStore {
                 .map_err(|_| format_error(path, &format!("the {what} is not 32 bytes of base64"))),
             None => Ok(None),
         };
+        let mut generation_keys = BTreeMap::new();
+        for (id, key) in &contents.generation_keys {
+            let (slot, key) = generation_entry(id, key)
+                .ok_or_else(|| format_error(path, "a channel generation key is malformed"))?;
+            generation_keys.insert(slot, key);
+        }
         let signing = seed(&contents.signing_secret, "signing key")?;
         let identity = seed(&contents.identity_secret, "identity key")?;
         Ok(Self {
@@ -255,6 +265,7 @@ impl KeyStore {
             identity_dirty: false,
             pins: contents.pins.clone(),
             pins_changed: BTreeSet::new(),
+            generation_keys,
         })
     }
 
@@ -296,10 +307,32 @@ impl KeyStore {
         self.channel_keys.insert(channel_id.to_owned(), key);
     }
 
-    /// Forget a channel's key (the channel was deleted).
+    /// Forget a channel's key, and every generation of it (the channel was deleted).
     pub fn remove_channel_key(&mut self, channel_id: &str) -> bool {
         self.removed_channels.insert(channel_id.to_owned());
+        self.generation_keys.retain(|(c, _), _| c != channel_id);
         self.channel_keys.remove(channel_id).is_some()
+    }
+
+    /// A private channel's key of one generation.
+    pub fn generation_key(&self, channel_id: &str, generation: i64) -> Option<&SymmetricKey> {
+        self.generation_keys
+            .get(&(channel_id.to_owned(), generation))
+    }
+
+    pub fn set_generation_key(&mut self, channel_id: &str, generation: i64, key: SymmetricKey) {
+        self.removed_channels.remove(channel_id);
+        self.generation_keys
+            .insert((channel_id.to_owned(), generation), key);
+    }
+
+    /// The generations of a private channel this device holds, ascending.
+    pub fn generations(&self, channel_id: &str) -> Vec<i64> {
+        self.generation_keys
+            .keys()
+            .filter(|(c, _)| c == channel_id)
+            .map(|(_, g)| *g)
+            .collect()
     }
 
     pub fn directory_key(&self) -> Option<&SymmetricKey> {
@@ -362,6 +395,11 @@ impl KeyStore {
             signing_secret: Some(self.signing.seed_b64()),
             identity_secret: self.identity.as_ref().map(SigningKeyPair::seed_b64),
             pins: self.pins.clone(),
+            generation_keys: self
+                .generation_keys
+                .iter()
+                .map(|((c, g), k)| (format!("{c}/{g}"), STANDARD.encode(k.as_slice())))
+                .collect(),
         };
         let plain = Zeroizing::new(
             serde_json::to_vec(&contents)
@@ -404,6 +442,13 @@ impl KeyStore {
                 self.channel_keys.insert(channel.clone(), key);
             }
         }
+        for (id, key) in &disk.generation_keys {
+            if let Some((slot, key)) = generation_entry(id, key)
+                && !self.removed_channels.contains(&slot.0)
+            {
+                self.generation_keys.entry(slot).or_insert(key);
+            }
+        }
         if self.directory_key.is_none() {
             self.directory_key = disk.directory_key.as_deref().and_then(decode_key);
         }
@@ -431,4 +476,11 @@ impl KeyStore {
         }
         Ok(())
     }
+}
+
+/// A stored `<channel id>/<generation>` entry.
+fn generation_entry(id: &str, key: &str) -> Option<((String, i64), SymmetricKey)> {
+    let (channel, generation) = id.rsplit_once('/')?;
+    let generation = generation.parse().ok()?;
+    Some(((channel.to_owned(), generation), decode_key(key)?))
 }

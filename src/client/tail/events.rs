@@ -57,17 +57,67 @@ impl Chat {
                 let mut name = self.decrypt_channel_name(&channel, &name_enc).await;
                 // The creator uploads the key envelopes just after the channel exists.
                 let mut tries = 0;
-                while created && tries < 4 && matches!(name, Err(ChatError::NoChannelKey(_))) {
+                while created
+                    && tries < 4
+                    && matches!(
+                        name,
+                        Err(ChatError::NoChannelKey(_) | ChatError::NoGenerationKey { .. })
+                    )
+                {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     name = self.decrypt_channel_name(&channel, &name_enc).await;
                     tries += 1;
                 }
                 on_event(ChatEvent::ChannelUpdated {
-                    channel_id: channel,
+                    channel_id: channel.clone(),
                     name,
                     created,
                 });
+                // A private channel whose member revoked a device waits for a new generation.
+                if opts.share_on_join && !created {
+                    self.auto_rotate(&channel, on_event).await;
+                }
             }
+            event_type::MEMBER_ADDED => {
+                let channel = e.channel_id.clone().unwrap_or_default();
+                if e.sender == self.user_id() && opts.channel.is_none() {
+                    state.channels.insert(channel.clone());
+                }
+                let user_name = self.profile_name(&e.sender).await;
+                on_event(ChatEvent::MemberAdded {
+                    channel_id: channel,
+                    user_id: e.sender,
+                    user_name,
+                    role: e.role.unwrap_or_default(),
+                });
+            }
+            event_type::MEMBER_REMOVED => {
+                let channel = e.channel_id.clone().unwrap_or_default();
+                let me = e.sender == self.user_id();
+                let user_name = self.profile_name(&e.sender).await;
+                on_event(ChatEvent::MemberRemoved {
+                    channel_id: channel.clone(),
+                    user_id: e.sender,
+                    user_name,
+                    me,
+                });
+                if me {
+                    state.channels.remove(&channel);
+                    state.syncing.remove(&channel);
+                    state.held.remove(&channel);
+                    if opts.channel.as_deref() == Some(channel.as_str()) {
+                        return Err(ChatError::Invalid(format!(
+                            "you were removed from channel {channel}"
+                        )));
+                    }
+                } else if opts.share_on_join {
+                    self.auto_rotate(&channel, on_event).await;
+                }
+            }
+            event_type::KEY_ROTATED => on_event(ChatEvent::KeyRotated {
+                channel_id: e.channel_id.unwrap_or_default(),
+                generation: e.key_generation.unwrap_or_default(),
+            }),
             event_type::CHANNEL_DELETED => {
                 let channel = e.channel_id.clone().unwrap_or_default();
                 let was_followed = followed(state, &channel);
@@ -185,6 +235,19 @@ impl Chat {
         }
     }
 
+    /// As a channel admin, rotate a private channel that waits for a new generation, and say so.
+    async fn auto_rotate<F: FnMut(ChatEvent) + Send>(&mut self, channel: &str, on_event: &mut F) {
+        match self.rotate_if_required(channel).await {
+            Ok(None) => {}
+            Ok(Some(generation)) => on_event(ChatEvent::Notice(format!(
+                "channel {channel}: rotated its key to generation {generation}, so whoever left cannot read what comes next"
+            ))),
+            Err(e) => on_event(ChatEvent::Notice(format!(
+                "channel {channel} needs a new key (someone left), but rotating it failed: {e}. Messages to it are refused until a member rotates it (`dialtone-cli members rotate`)."
+            ))),
+        }
+    }
+
     /// A user's decrypted profile name, if published and readable (best effort: it only labels
     /// an event).
     pub(super) async fn profile_name(&mut self, user_id: &str) -> Option<String> {
@@ -207,11 +270,7 @@ impl Chat {
             return;
         }
         state.last_seen.insert(m.channel_id.clone(), m.id.clone());
-        let message = match self.try_channel_key(&m.channel_id).await {
-            Ok(Some(key)) => sealing::open_message(&key, &m),
-            Ok(None) => Err(ChatError::NoChannelKey(m.channel_id.clone())),
-            Err(e) => Err(e),
-        };
+        let message = self.open_stored(&m).await;
         on_event(ChatEvent::Message {
             channel_id: m.channel_id,
             message,

@@ -102,6 +102,26 @@ pub enum ChatEvent {
         user_id: String,
         online: bool,
     },
+    /// [v2] A user joined a private channel (this user, when `user_id` is theirs).
+    MemberAdded {
+        channel_id: String,
+        user_id: String,
+        user_name: Option<String>,
+        role: String,
+    },
+    /// [v2] A user left or was removed from a private channel; `me`: this user, who will get
+    /// nothing more from it.
+    MemberRemoved {
+        channel_id: String,
+        user_id: String,
+        user_name: Option<String>,
+        me: bool,
+    },
+    /// [v2] A private channel's key moved to a new generation.
+    KeyRotated {
+        channel_id: String,
+        generation: i64,
+    },
     /// An `error` event from the server; `retry_after` as in [`crate::client::ChatError::Refused`].
     ServerError {
         code: String,

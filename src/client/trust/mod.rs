@@ -7,8 +7,11 @@
 //! - [`screen`]: which devices may get a key (only those of a verified list, for users who
 //!   published one);
 //! - [`identity`]: what a device does with its identity: the first list, pairing, reset, and
-//!   checking or accepting contacts.
+//!   checking or accepting contacts;
+//! - [`bound`]: sealing for private channels, each value bound to its channel, key generation,
+//!   sender and kind.
 
+pub mod bound;
 pub mod identity;
 pub mod lists;
 pub mod pins;

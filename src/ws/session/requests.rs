@@ -225,6 +225,7 @@ impl WsSession {
             return self.next_sync(ctx);
         };
         let db = self.db.clone();
+        let user_id = self.auth.user_id.clone();
         let page = PageRequest {
             limit: Some(MAX_PAGE),
             after: frame.after.clone(),
@@ -232,33 +233,40 @@ impl WsSession {
             ..PageRequest::default()
         };
         ctx.spawn(
-            async move { db.call(History { channel_id, page }).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    match result {
-                        Ok(history) => {
-                            for m in history.messages {
-                                let event = Event::channel_message(
-                                    m.id,
-                                    m.channel_id,
-                                    m.sender_id,
-                                    m.sender_name_enc,
-                                    m.body,
-                                    m.sent_at,
-                                    m.client_message_id,
-                                )
-                                .with_seq(m.seq);
-                                act.send_event(&event, ctx);
-                            }
-                            act.send_event(
-                                &Event::sync_complete(history.channel_id, history.has_more),
-                                ctx,
-                            );
+            async move {
+                db.call(History {
+                    user_id,
+                    channel_id,
+                    page,
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                match result {
+                    Ok(history) => {
+                        for m in history.messages {
+                            let event = Event::channel_message(
+                                m.id,
+                                m.channel_id,
+                                m.sender_id,
+                                m.sender_name_enc,
+                                m.body,
+                                m.sent_at,
+                                m.client_message_id,
+                            )
+                            .with_seq(m.seq);
+                            act.send_event(&event, ctx);
                         }
-                        Err(e) => act.answer(ws_error(&e), &frame, ctx),
+                        act.send_event(
+                            &Event::sync_complete(history.channel_id, history.has_more),
+                            ctx,
+                        );
                     }
-                    act.next_sync(ctx);
-                }),
+                    Err(e) => act.answer(ws_error(&e), &frame, ctx),
+                }
+                act.next_sync(ctx);
+            }),
         );
     }
 }

@@ -74,6 +74,7 @@ async fn database_dump_reveals_no_usernames_or_device_keys() {
     alice
         .rest
         .upload_channel_keys(&ChannelKeysUpload {
+            generation: None,
             channel_id: ch1.id.clone(),
             envelopes: devices
                 .iter()

@@ -48,6 +48,7 @@ async fn e2e_share_skips_devices_that_hold_another_users_envelope() {
     let carol = server.user("carol-numbat").await;
     let planted = e2e::generate_key();
     let upload = ChannelKeysUpload {
+        generation: None,
         channel_id: channel.id.clone(),
         envelopes: vec![dialtone::protocol::rest::EnvelopeUpload {
             device_id: carol.device().to_owned(),

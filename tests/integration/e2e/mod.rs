@@ -24,14 +24,14 @@ mod refusals;
 mod tail;
 mod trusted_sharing;
 
-pub(super) const PASSPHRASE: &str = "a passphrase for tests";
+pub(crate) const PASSPHRASE: &str = "a passphrase for tests";
 
 /// Usernames long and odd enough that finding one inside random base64 would be no accident.
-pub(super) const ADMIN: &str = "numbat-admin";
-pub(super) const ANN: &str = "quokka-ann";
-pub(super) const BOB: &str = "wombat-bob";
+pub(crate) const ADMIN: &str = "numbat-admin";
+pub(crate) const ANN: &str = "quokka-ann";
+pub(crate) const BOB: &str = "wombat-bob";
 
-pub(super) fn spec(server: &TestServer) -> ServerSpec {
+pub(crate) fn spec(server: &TestServer) -> ServerSpec {
     ServerSpec {
         url: server.base_url.clone(),
         trust: server.trust(),
@@ -39,9 +39,9 @@ pub(super) fn spec(server: &TestServer) -> ServerSpec {
 }
 
 /// A device: its E2E session and the folder holding its key store.
-pub(super) struct Device {
-    pub(super) chat: Chat,
-    pub(super) home: tempfile::TempDir,
+pub(crate) struct Device {
+    pub(crate) chat: Chat,
+    pub(crate) home: tempfile::TempDir,
 }
 
 impl std::ops::Deref for Device {
@@ -57,7 +57,7 @@ impl std::ops::DerefMut for Device {
     }
 }
 
-pub(super) async fn register_at(server: &TestServer, at: &ServerSpec, name: &str) -> Device {
+pub(crate) async fn register_at(server: &TestServer, at: &ServerSpec, name: &str) -> Device {
     let home = tempfile::tempdir().unwrap();
     let store = KeyStore::create(
         &KeyStore::path_for(home.path(), "default").unwrap(),
@@ -72,12 +72,12 @@ pub(super) async fn register_at(server: &TestServer, at: &ServerSpec, name: &str
     Device { chat, home }
 }
 
-pub(super) async fn register(server: &TestServer, name: &str) -> Device {
+pub(crate) async fn register(server: &TestServer, name: &str) -> Device {
     register_at(server, &spec(server), name).await
 }
 
 /// Log `name` in from a fresh key store: a new device.
-pub(super) async fn new_device(server: &TestServer, name: &str) -> Device {
+pub(crate) async fn new_device(server: &TestServer, name: &str) -> Device {
     let home = tempfile::tempdir().unwrap();
     let store = KeyStore::create(
         &KeyStore::path_for(home.path(), "default").unwrap(),
@@ -92,14 +92,14 @@ pub(super) async fn new_device(server: &TestServer, name: &str) -> Device {
 }
 
 /// A live socket, set up on the server before it is used.
-pub(super) async fn online(chat: &Chat) -> WsClient {
+pub(crate) async fn online(chat: &Chat) -> WsClient {
     let mut ws = chat.connect(false).await.unwrap();
     ws_ready(&mut ws).await;
     ws
 }
 
 /// The next event of one of `kinds` (others skipped).
-pub(super) async fn next_of(ws: &mut WsClient, kinds: &[&str]) -> Event {
+pub(crate) async fn next_of(ws: &mut WsClient, kinds: &[&str]) -> Event {
     loop {
         match ws.next_within(WAIT).await.unwrap() {
             Some(dialtone::client::Incoming::Event(e)) if kinds.contains(&e.kind.as_str()) => {
@@ -112,13 +112,13 @@ pub(super) async fn next_of(ws: &mut WsClient, kinds: &[&str]) -> Event {
 }
 
 /// `Chat::follow` running in a task, its events forwarded to the test.
-pub(super) struct Follower {
-    pub(super) events: tokio::sync::mpsc::UnboundedReceiver<ChatEvent>,
-    pub(super) stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub(super) task: tokio::task::JoinHandle<(Chat, ChatResult<()>)>,
+pub(crate) struct Follower {
+    pub(crate) events: tokio::sync::mpsc::UnboundedReceiver<ChatEvent>,
+    pub(crate) stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) task: tokio::task::JoinHandle<(Chat, ChatResult<()>)>,
 }
 
-pub(super) fn follow(mut chat: Chat, opts: FollowOptions) -> Follower {
+pub(crate) fn follow(mut chat: Chat, opts: FollowOptions) -> Follower {
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // A plain tokio::spawn: the follow future must be Send.
@@ -145,7 +145,7 @@ pub(super) fn follow(mut chat: Chat, opts: FollowOptions) -> Follower {
 
 impl Follower {
     /// The first event matching `wanted` (earlier ones are dropped).
-    async fn wait_for(
+    pub(crate) async fn wait_for(
         &mut self,
         what: &str,
         mut wanted: impl FnMut(&ChatEvent) -> bool,
@@ -183,7 +183,7 @@ impl Follower {
         out
     }
 
-    async fn stop(mut self) -> Chat {
+    pub(crate) async fn stop(mut self) -> Chat {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

@@ -42,6 +42,7 @@ async fn nul_in_any_rest_field_is_a_400_naming_it() {
     let nul = "YWxp\0Y2U=";
 
     let channel_keys = |device_id: &str, env: &str| ChannelKeysUpload {
+        generation: None,
         channel_id: channel.id.clone(),
         envelopes: vec![envelope(&alice, device_id, env)],
     };

@@ -223,6 +223,7 @@ async fn times_are_rfc3339_utc_and_ids_are_uuids() {
     alice
         .rest
         .upload_channel_keys(&ChannelKeysUpload {
+            generation: None,
             channel_id: channel.id.clone(),
             envelopes: vec![EnvelopeUpload {
                 device_id: bob.device().to_owned(),

@@ -29,6 +29,7 @@ pub fn envelope(sender: &TestUser, target: &TestUser, key: &SymmetricKey) -> Env
 
 pub fn channel_upload(channel_id: &str, envelopes: Vec<EnvelopeUpload>) -> ChannelKeysUpload {
     ChannelKeysUpload {
+        generation: None,
         channel_id: channel_id.to_owned(),
         envelopes,
     }

@@ -166,6 +166,7 @@ async fn device_profile_and_envelope_uploads_are_throttled_per_user() {
     };
     let profile = serde_json::json!({"name_enc": "bmFtZQ=="});
     let keys = |user: &TestUser| ChannelKeysUpload {
+        generation: None,
         channel_id: channel.id.clone(),
         envelopes: vec![EnvelopeUpload {
             device_id: user.device().into(),
@@ -259,6 +260,7 @@ async fn devices_sessions_and_envelopes_per_request_and_per_broadcast_are_capped
         channel_id: None,
     };
     let two = ChannelKeysUpload {
+        generation: None,
         channel_id: channel.id.clone(),
         envelopes: vec![envelope.clone(), envelope.clone()],
     };
@@ -313,6 +315,7 @@ async fn devices_sessions_and_envelopes_per_request_and_per_broadcast_are_capped
     );
 
     let one = ChannelKeysUpload {
+        generation: None,
         channel_id: channel.id.clone(),
         envelopes: vec![envelope],
     };

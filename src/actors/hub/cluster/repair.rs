@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::super::{Hub, Notice};
 use super::FILL_PAGE;
 use crate::actors::db::{
-    ChannelSeqs, ChannelsByIds, CheckSessions, CommittedMessage, MessagesAfterSeq,
+    ChannelSeqs, ChannelsByIds, CheckSessions, CommittedMessage, MessagesAfterSeq, PrivateMembers,
 };
 use crate::cluster::sequencer::Due;
 use crate::protocol::ws::{Event, close_code};
@@ -94,15 +94,22 @@ impl Hub {
         let db = node.db.clone();
         let known: HashSet<String> = self.channels.keys().cloned().collect();
         let deletions = node.deletions;
-        let read = async move { db.call(ChannelSeqs {}).await };
+        let read = async move {
+            let private = db.call(PrivateMembers {}).await?;
+            let seqs = db.call(ChannelSeqs {}).await?;
+            Ok::<_, crate::service::ServiceError>((private, seqs))
+        };
         ctx.spawn(read.into_actor(self).map(move |result, hub, ctx| {
-            let seqs = match result {
+            let (private, seqs) = match result {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster repair could not read the channels");
                     return;
                 }
             };
+            // Membership first: a private channel this node learns of below must not be joined
+            // by sessions that merely follow every channel.
+            hub.reconcile_members(private);
             let now = Instant::now();
             let in_db: HashSet<&str> = seqs.iter().map(|(id, _)| id.as_str()).collect();
             let vanished: Vec<String> = known
@@ -147,7 +154,8 @@ impl Hub {
             Ok(channels) => {
                 for c in channels {
                     if hub.channels.contains_key(&c.id) {
-                        hub.tell_everyone(&Event::channel_updated(c.id, c.name_enc));
+                        let event = Event::channel_updated(c.id.clone(), c.name_enc);
+                        hub.tell_audience(&c.id, &event);
                     }
                 }
             }

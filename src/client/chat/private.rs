@@ -1,0 +1,398 @@
+//! Private and direct channels on the client (trust v2, docs/TRUST.md §6): keys per generation,
+//! rotation, members, and opening a direct channel.
+//!
+//! Every private channel's text (body, sender name, channel name) is sealed by
+//! [`crate::client::trust::bound`] under one generation's key. A rotation wraps a fresh key for
+//! exactly the active members' devices, and only for devices keys may go to
+//! ([`Chat::trusted_device_keys`]): a member device that is not on its user's verified device
+//! list blocks the rotation instead of receiving the key.
+
+use crate::client::ClientError;
+use crate::client::sealing::{self, ChatMessage};
+use crate::client::trust::bound::{self, Binding, Kind};
+use crate::crypto::e2e::{self, SymmetricKey};
+use crate::protocol::members::{MembersResponse, RotateKeyRequest, role};
+use crate::protocol::rest::{Channel, ChannelKeysUpload, ChannelMessage};
+
+use super::*;
+
+/// The name a direct channel is created with (each side shows the other user instead).
+const DIRECT_NAME: &str = "direct";
+
+impl Chat {
+    /// The key of one generation: held, or fetched from this device's envelope and kept.
+    pub async fn generation_key(
+        &mut self,
+        channel_id: &str,
+        generation: i64,
+    ) -> ChatResult<SymmetricKey> {
+        if let Some(k) = self.store.generation_key(channel_id, generation) {
+            return Ok(k.clone());
+        }
+        let Some(env) = self.rest.generation_key(channel_id, generation).await? else {
+            return Err(ChatError::NoGenerationKey {
+                channel: channel_id.to_owned(),
+                generation,
+            });
+        };
+        let key = sealing::unwrap_envelope(
+            self.store.device(),
+            &env.sender_public_key,
+            &env.envelope,
+            &format!("generation {generation} of channel {channel_id}'s key"),
+        )?;
+        self.store
+            .set_generation_key(channel_id, generation, key.clone());
+        self.store.save()?;
+        Ok(key)
+    }
+
+    /// Open a channel's sealed text: v2 values under their generation's key, v1 values under the
+    /// channel key.
+    pub(super) async fn open_channel_text(
+        &mut self,
+        channel_id: &str,
+        kind: Kind,
+        sender_id: Option<&str>,
+        sealed: &str,
+        what: &str,
+    ) -> ChatResult<String> {
+        if !bound::is_bound(sealed) {
+            let key = self.channel_key(channel_id).await?;
+            return sealing::open_text(&key, sealed, what);
+        }
+        let generation = bound::generation(sealed).ok_or_else(|| ChatError::Decrypt {
+            what: what.to_owned(),
+            reason: "malformed v2 header".into(),
+        })?;
+        let key = self.generation_key(channel_id, generation).await?;
+        let binding = Binding {
+            kind,
+            channel_id,
+            generation,
+            sender_id,
+        };
+        bound::open(&key, &binding, sealed).map_err(|e| ChatError::Decrypt {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Decrypt a stored message of any channel.
+    pub async fn open_stored(&mut self, m: &ChannelMessage) -> ChatResult<ChatMessage> {
+        if !bound::is_bound(&m.body) {
+            let key = self.channel_key(&m.channel_id).await?;
+            return sealing::open_message(&key, m);
+        }
+        let text = self
+            .open_channel_text(
+                &m.channel_id,
+                Kind::Body,
+                Some(&m.sender_id),
+                &m.body,
+                &format!("message {}", m.id),
+            )
+            .await?;
+        let sender_name = self
+            .open_channel_text(
+                &m.channel_id,
+                Kind::SenderName,
+                Some(&m.sender_id),
+                &m.sender_name_enc,
+                &format!("the sender name of message {}", m.id),
+            )
+            .await?;
+        Ok(ChatMessage {
+            id: m.id.clone(),
+            channel_id: Some(m.channel_id.clone()),
+            sender_id: m.sender_id.clone(),
+            sender_name,
+            text,
+            sent_at: m.sent_at.clone(),
+            client_message_id: m.client_message_id.clone(),
+        })
+    }
+
+    /// The channel as the server lists it to this user.
+    pub async fn channel(&self, channel_id: &str) -> ChatResult<Channel> {
+        self.rest
+            .channels()
+            .await?
+            .into_iter()
+            .find(|c| c.id == channel_id)
+            .ok_or_else(|| ChatError::UnknownChannel {
+                name: channel_id.to_owned(),
+                hint: String::new(),
+            })
+    }
+
+    /// `(body, sender_name_enc)` of a message for `channel`: v2 under the current generation for
+    /// a private channel, v1 otherwise.
+    pub(super) async fn seal_for(
+        &mut self,
+        channel: &Channel,
+        text: &str,
+    ) -> ChatResult<(String, String)> {
+        let Some(generation) = channel.key_generation.filter(|_| channel.kind.is_some()) else {
+            let key = self.channel_key(&channel.id).await?;
+            let sealed = sealing::seal_message(&key, &self.username, text);
+            return Ok((sealed.body, sealed.sender_name_enc));
+        };
+        if channel.rotation_required == Some(true) || generation == 0 {
+            return Err(ChatError::Refused {
+                code: crate::protocol::ws::error_code::ROTATION_REQUIRED.into(),
+                message: "this channel needs a new key generation first (a member or device left): run `members rotate`, or wait for a member's client to do it".into(),
+                retry_after: None,
+            });
+        }
+        let key = self.generation_key(&channel.id, generation).await?;
+        let bind = |kind| Binding {
+            kind,
+            channel_id: &channel.id,
+            generation,
+            sender_id: Some(&self.user_id),
+        };
+        Ok((
+            bound::seal(&key, &bind(Kind::Body), text),
+            bound::seal(&key, &bind(Kind::SenderName), &self.username),
+        ))
+    }
+
+    /// Create a private channel: this user its admin, generation 1 made here and wrapped for
+    /// this user's devices.
+    pub async fn create_private_channel(&mut self, name: &str) -> ChatResult<Channel> {
+        let name = super::channels::check_name(name)?;
+        let key = e2e::generate_key();
+        let name_enc = seal_name(&key, None, 1, name);
+        let channel = self.rest.create_channel_of(&name_enc, true).await?;
+        self.post_generation(&channel.id, 1, key, Some(name))
+            .await?;
+        self.channel(&channel.id).await
+    }
+
+    /// Open the direct channel with another user: found again if it exists, else created with
+    /// generation 1 for both users' devices. `true` when it was created now.
+    pub async fn open_direct(&mut self, user_id: &str) -> ChatResult<(Channel, bool)> {
+        let key = e2e::generate_key();
+        // The id is not known before the channel exists: the name is bound to generation 1 of
+        // an unnamed channel, and re-sealed once the id is known.
+        let placeholder = seal_name(&key, None, 1, DIRECT_NAME);
+        let channel = self.rest.open_direct(user_id, &placeholder).await?;
+        if channel.key_generation.unwrap_or_default() > 0 {
+            return Ok((channel, false));
+        }
+        let created = channel.name_enc == placeholder;
+        if created {
+            self.post_generation(&channel.id, 1, key, Some(DIRECT_NAME))
+                .await?;
+        } else {
+            // The other side created it and has not posted generation 1 yet: post it.
+            self.rotate_channel(&channel.id).await?;
+        }
+        Ok((self.channel(&channel.id).await?, created))
+    }
+
+    /// Post the next generation of a private channel, wrapped for every active member device.
+    /// Returns the new generation.
+    pub async fn rotate_channel(&mut self, channel_id: &str) -> ChatResult<i64> {
+        let members = self.rest.members(channel_id).await?;
+        let generation = members.key_generation + 1;
+        let name = match self.channel(channel_id).await {
+            Ok(c) => self
+                .open_channel_text(channel_id, Kind::ChannelName, None, &c.name_enc, "the name")
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        let admin = self.is_channel_admin(&members);
+        self.post_generation(
+            channel_id,
+            generation,
+            e2e::generate_key(),
+            name.as_deref().filter(|_| admin),
+        )
+        .await?;
+        Ok(generation)
+    }
+
+    fn is_channel_admin(&self, members: &MembersResponse) -> bool {
+        members
+            .members
+            .iter()
+            .any(|m| m.user_id == self.user_id && m.removed_at.is_none() && m.role == role::ADMIN)
+    }
+
+    /// Wrap `key` as generation `generation` for exactly the active member devices and post it;
+    /// then, as a channel admin, re-seal the name under it (so members who join later can read
+    /// it).
+    async fn post_generation(
+        &mut self,
+        channel_id: &str,
+        generation: i64,
+        key: SymmetricKey,
+        rename_to: Option<&str>,
+    ) -> ChatResult<()> {
+        let members = self.rest.members(channel_id).await?;
+        let (devices, withheld) = self.trusted_device_keys(None).await?;
+        let wanted: Vec<_> = devices
+            .into_iter()
+            .filter(|d| members.device_ids.contains(&d.device_id))
+            .collect();
+        let blocked: Vec<String> = withheld
+            .iter()
+            .filter(|s| members.device_ids.contains(&s.device_id))
+            .map(|s| format!("{} ({})", s.device_id, s.reason))
+            .collect();
+        if !blocked.is_empty() {
+            return Err(ChatError::Invalid(format!(
+                "cannot rotate the key of channel {channel_id}: these member devices may not get keys, so the new key would not reach them: {}. Verify or accept their users' identities first (`identity accept`, `verify`).",
+                blocked.join(", ")
+            )));
+        }
+        let wrapped = sealing::wrap_for_devices(self.store.device(), &key, &wanted);
+        // Kept before the upload: until it is posted this is the only copy.
+        self.store
+            .set_generation_key(channel_id, generation, key.clone());
+        self.store.save()?;
+        let req = RotateKeyRequest {
+            channel_id: channel_id.to_owned(),
+            generation,
+            envelopes: wrapped.uploads(self.store.device(), &self.device_id),
+        };
+        self.rest.rotate(&req).await?;
+        if let Some(name) = rename_to {
+            self.rest
+                .rename_channel(
+                    channel_id,
+                    &seal_name(&key, Some(channel_id), generation, name),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// As a channel admin, post the next generation if the channel waits for one (a member or a
+    /// member's device left). `None` when there was nothing to do, this user is not a channel
+    /// admin, the channel is public, or another member rotated first.
+    pub async fn rotate_if_required(&mut self, channel_id: &str) -> ChatResult<Option<i64>> {
+        let members = match self.rest.members(channel_id).await {
+            Ok(m) => m,
+            Err(ClientError::Api { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if !members.rotation_required || !self.is_channel_admin(&members) {
+            return Ok(None);
+        }
+        match self.rotate_channel(channel_id).await {
+            Ok(g) => Ok(Some(g)),
+            Err(ChatError::Client(ClientError::Api { code, .. }))
+                if code == "generation_conflict" =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The members of a private channel.
+    pub async fn members(&self, channel_id: &str) -> ChatResult<MembersResponse> {
+        Ok(self.rest.members(channel_id).await?)
+    }
+
+    /// Add a user (as a channel admin) and share the current generation with their devices.
+    pub async fn add_member(
+        &mut self,
+        channel_id: &str,
+        user_id: &str,
+        admin: bool,
+    ) -> ChatResult<ShareReport> {
+        self.rest
+            .add_member(
+                channel_id,
+                user_id,
+                Some(if admin { role::ADMIN } else { role::MEMBER }),
+            )
+            .await?;
+        self.share_generation(channel_id, None).await
+    }
+
+    /// Remove a member (or leave, with this user's own id). Someone who stays rotates the key at
+    /// once, so the removed member cannot read what comes next; returns the new generation then.
+    pub async fn remove_member(
+        &mut self,
+        channel_id: &str,
+        user_id: &str,
+    ) -> ChatResult<Option<i64>> {
+        self.rest.remove_member(channel_id, user_id).await?;
+        if user_id == self.user_id {
+            return Ok(None);
+        }
+        Ok(Some(self.rotate_channel(channel_id).await?))
+    }
+
+    /// Share the current generation with active member devices that lack it (a new member, a
+    /// member's new device), or only with `device_id`.
+    pub async fn share_generation(
+        &mut self,
+        channel_id: &str,
+        device_id: Option<&str>,
+    ) -> ChatResult<ShareReport> {
+        let members = self.rest.members(channel_id).await?;
+        let generation = members.key_generation;
+        let mut report = ShareReport::default();
+        if generation == 0 {
+            return Ok(report);
+        }
+        let key = self.generation_key(channel_id, generation).await?;
+        let (mut devices, withheld) = self.trusted_device_keys(device_id).await?;
+        devices
+            .retain(|d| d.device_id != self.device_id && members.device_ids.contains(&d.device_id));
+        report.skip(
+            &withheld
+                .into_iter()
+                .filter(|s| members.device_ids.contains(&s.device_id))
+                .collect::<Vec<_>>(),
+        );
+        if devices.is_empty() {
+            return Ok(report);
+        }
+        let wrapped = sealing::wrap_for_devices(self.store.device(), &key, &devices);
+        report.skip(&wrapped.skipped);
+        let upload = ChannelKeysUpload {
+            channel_id: channel_id.to_owned(),
+            envelopes: wrapped.uploads(self.store.device(), &self.device_id),
+            generation: Some(generation),
+        };
+        if upload.envelopes.is_empty() {
+            return Ok(report);
+        }
+        let n = upload.envelopes.len();
+        match self.rest.upload_channel_keys(&upload).await {
+            Ok(()) => report
+                .shared
+                .push((KeyRef::Channel(channel_id.to_owned()), n)),
+            Err(ClientError::EnvelopeRefused { device_ids, .. }) => report
+                .held
+                .push((KeyRef::Channel(channel_id.to_owned()), device_ids)),
+            Err(e) => report
+                .failed
+                .push((KeyRef::Channel(channel_id.to_owned()), e.to_string())),
+        }
+        Ok(report)
+    }
+}
+
+/// A private channel's name sealed under generation `generation` (`channel_id` `None` before
+/// the channel exists).
+fn seal_name(key: &[u8; 32], channel_id: Option<&str>, generation: i64, name: &str) -> String {
+    bound::seal(
+        key,
+        &Binding {
+            kind: Kind::ChannelName,
+            channel_id: channel_id.unwrap_or_default(),
+            generation,
+            sender_id: None,
+        },
+        name,
+    )
+}

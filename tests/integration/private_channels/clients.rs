@@ -1,0 +1,154 @@
+//! The real client library on private channels: members chat, a removed member (old session,
+//! cached keys) reads nothing sent after, the server cannot move or re-attribute a v2 message,
+//! and `tail` rotates the key when a member leaves.
+
+use dialtone::client::{ChatError, ChatEvent, FollowOptions};
+
+use super::*;
+use crate::e2e::{ADMIN, ANN, BOB, follow, register};
+
+async fn texts(chat: &mut dialtone::client::Chat, channel: &str) -> Vec<Result<String, String>> {
+    chat.history(channel, &Default::default())
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| {
+            m.map(|m| format!("{}: {}", m.sender_name, m.text))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn members_chat_and_a_removed_member_reads_nothing_sent_after() {
+    let server = TestServer::start().await;
+    let _admin = register(&server, ADMIN).await;
+    let mut ann = register(&server, ANN).await;
+    let mut bob = register(&server, BOB).await;
+    let c = ann.create_private_channel("plans").await.unwrap();
+    assert_eq!(c.key_generation, Some(1));
+    let report = ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
+    assert_eq!(report.envelopes(), 1, "{report:?}");
+    bob.send(&c.id, "hello from bob").await.unwrap();
+    assert_eq!(
+        texts(&mut ann, &c.id).await,
+        vec![Ok(format!("{BOB}: hello from bob"))]
+    );
+    let listed = bob.channels().await.unwrap();
+    let info = listed.iter().find(|i| i.id == c.id).unwrap();
+    assert_eq!(info.name.as_deref().ok(), Some("plans"));
+
+    assert_eq!(
+        ann.remove_member(&c.id, bob.user_id()).await.unwrap(),
+        Some(2)
+    );
+    ann.send(&c.id, "after bob left").await.unwrap();
+    // Bob, with his old session and every key he ever got: refused over the wire...
+    assert!(matches!(
+        bob.history(&c.id, &Default::default()).await,
+        Err(ChatError::Client(ClientError::Api { status: 404, .. }))
+    ));
+    let refused = bob.send(&c.id, "still here?").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("not found") || refused.to_string().contains("channel"),
+        "{refused}"
+    );
+    // ...and from a database dump: the new message is sealed under generation 2, which his
+    // devices never received.
+    assert_eq!(bob.store().generations(&c.id), vec![1]);
+    let bodies = server
+        .db
+        .strings(&format!(
+            "SELECT body AS v FROM channel_messages WHERE channel_id = '{}' ORDER BY seq",
+            c.id
+        ))
+        .await;
+    assert!(
+        bodies[1].as_deref().unwrap().starts_with("v2.2."),
+        "{bodies:?}"
+    );
+    assert_eq!(
+        server
+            .db
+            .count(&format!(
+                "SELECT count(*) AS v FROM channel_generation_envelopes WHERE channel_id = '{}' \
+                 AND generation = 2 AND device_id = '{}'",
+                c.id,
+                bob.device_id()
+            ))
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_server_cannot_move_or_reattribute_a_private_message() {
+    let server = TestServer::start().await;
+    let _admin = register(&server, ADMIN).await;
+    let mut ann = register(&server, ANN).await;
+    let mut bob = register(&server, BOB).await;
+    let a = ann.create_private_channel("a").await.unwrap();
+    let b = ann.create_private_channel("b").await.unwrap();
+    for c in [&a, &b] {
+        ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
+    }
+    let moved = bob.send(&a.id, "meant for a").await.unwrap();
+    let reattributed = bob.send(&b.id, "said by bob").await.unwrap();
+    server
+        .db
+        .execute(&format!(
+            "UPDATE channel_messages SET channel_id = '{}', seq = 1000 WHERE id = '{}'",
+            b.id, moved.id
+        ))
+        .await;
+    server
+        .db
+        .execute(&format!(
+            "UPDATE channel_messages SET sender_id = '{}' WHERE id = '{}'",
+            ann.user_id(),
+            reattributed.id
+        ))
+        .await;
+    let shown = texts(&mut ann, &b.id).await;
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    for s in &shown {
+        let e = s.as_ref().unwrap_err();
+        assert!(e.contains("authentication failed"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn tail_rotates_the_key_when_a_member_leaves() {
+    let server = TestServer::start().await;
+    let _admin = register(&server, ADMIN).await;
+    let mut ann = register(&server, ANN).await;
+    let bob = register(&server, BOB).await;
+    let c = ann.create_private_channel("rotating").await.unwrap();
+    ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
+    let mut follower = follow(ann.chat, FollowOptions::default());
+    follower
+        .wait_for("connected", |e| matches!(e, ChatEvent::Connected { .. }))
+        .await;
+    // Bob leaves on his own: nobody rotates for him, ann's tail must.
+    bob.rest()
+        .remove_member(&c.id, bob.user_id())
+        .await
+        .unwrap();
+    follower
+        .wait_for(
+            "member.removed",
+            |e| matches!(e, ChatEvent::MemberRemoved { user_id, .. } if user_id == bob.user_id()),
+        )
+        .await;
+    follower
+        .wait_for("key.rotated", |e| {
+            matches!(e, ChatEvent::KeyRotated { generation: 2, .. })
+        })
+        .await;
+    let mut ann = follower.stop().await;
+    let m = ann.members(&c.id).await.unwrap();
+    assert_eq!((m.key_generation, m.rotation_required), (2, false));
+    ann.send(&c.id, "only ann now").await.unwrap();
+    assert!(bob.store().generation_key(&c.id, 2).is_none());
+}
