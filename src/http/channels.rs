@@ -9,7 +9,7 @@ use super::extract::{Auth, Json};
 use crate::actors::db::{CreateChannel, DeleteChannel, History, ListChannels, RenameChannel};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
-use crate::limits::rest::{History as HistoryLimit, Membership, Throttled};
+use crate::limits::rest::{History as HistoryLimit, NewChannel, Throttled};
 use crate::protocol::rest::{
     ChannelResponse, ChannelsResponse, CreateChannelRequest, ErrorBody, MessagesResponse,
     UpdateChannelRequest,
@@ -46,14 +46,13 @@ pub async fn list(state: web::Data<AppState>, Auth(ctx): Auth) -> Result<HttpRes
         (status = 401, description = "`unauthorized`: bearer token missing or unknown; `token_expired`: the session expired", body = ErrorBody),
         (status = 403, description = "`forbidden`: admin only (a public channel)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: body over 1 MiB", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many requests; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many private channels created (the envelope bucket); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    Throttled(ctx, _): Throttled<Membership>,
-    Json(req): Json<CreateChannelRequest>,
+    NewChannel(ctx, req): NewChannel,
 ) -> Result<HttpResponse, AppError> {
     let channel = state
         .db

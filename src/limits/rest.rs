@@ -135,8 +135,7 @@ pub struct DeviceListUpload;
 pub struct ProfileUpload;
 /// `POST /channels/keys`, `POST /directory/keys`.
 pub struct EnvelopeUpload;
-/// Trust v2 channel changes: `POST /channels` (any user may create a private channel),
-/// `POST|DELETE /channels/members`, `POST /channels/rotate`, `POST /channels/direct`. They share
+/// Trust v2 channel changes: `POST|DELETE /channels/members`, `POST /channels/rotate`, `POST /channels/direct`. They share
 /// the envelope bucket: each one hands out or withdraws keys.
 pub struct Membership;
 
@@ -173,6 +172,35 @@ impl<T: Throttle> FromRequest for Throttled<T> {
             let Auth(ctx) = auth.await?;
             state?.limits.check_user(T::LIMIT, &ctx.user_id, 1)?;
             Ok(Throttled(ctx, PhantomData))
+        })
+    }
+}
+
+/// `POST /channels`: the caller and the body. A private channel (any user may create one) takes
+/// a token of the envelope bucket, as the other trust v2 channel changes do ([`Membership`]); a
+/// public one is admin-only and not throttled, as in v1.
+pub struct NewChannel(
+    pub AuthContext,
+    pub crate::protocol::rest::CreateChannelRequest,
+);
+
+impl FromRequest for NewChannel {
+    type Error = AppError;
+    type Future = Fut<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let auth = Auth::from_request(req, payload);
+        let body = Json::<crate::protocol::rest::CreateChannelRequest>::from_request(req, payload);
+        let state = state(req);
+        Box::pin(async move {
+            let Auth(ctx) = auth.await?;
+            let Json(body) = body.await?;
+            if body.private {
+                state?
+                    .limits
+                    .check_user(Membership::LIMIT, &ctx.user_id, 1)?;
+            }
+            Ok(NewChannel(ctx, body))
         })
     }
 }

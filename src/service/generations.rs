@@ -81,22 +81,6 @@ fn rows(
         .collect()
 }
 
-/// The channel, locked, if the caller is an active member of this private channel.
-async fn locked_membership(
-    db: &mut Db<'_>,
-    ctx: &AuthContext,
-    channel_id: &str,
-) -> ServiceResult<ChannelRow> {
-    let channel = db::channels::lock(db, channel_id)
-        .await?
-        .filter(ChannelRow::is_private)
-        .ok_or(ServiceError::NotFound("channel"))?;
-    db::members::active(db, channel_id, &ctx.user_id)
-        .await?
-        .ok_or(ServiceError::NotFound("channel"))?;
-    Ok(channel)
-}
-
 /// `POST /channels/rotate`.
 pub async fn rotate(
     store: &Store,
@@ -113,8 +97,8 @@ pub async fn rotate(
     let rotated = conn
         .transaction(move |mut db| {
             async move {
-                let channel = match locked_membership(&mut db, &caller, &channel_id).await {
-                    Ok(c) => c,
+                let channel = match super::members::locked(&mut db, &caller, &channel_id).await? {
+                    Ok((c, _)) => c,
                     Err(e) => return Ok(Err(e)),
                 };
                 if generation != channel.key_generation + 1 {
@@ -199,8 +183,8 @@ pub async fn share(
     let mut conn = store.pool.get().await?;
     conn.transaction(move |mut db| {
         async move {
-            let channel = match locked_membership(&mut db, &caller, &channel_id).await {
-                Ok(c) => c,
+            let channel = match super::members::locked(&mut db, &caller, &channel_id).await? {
+                Ok((c, _)) => c,
                 Err(e) => return Ok(Err(e)),
             };
             let generation = requested.unwrap_or(channel.key_generation);

@@ -54,6 +54,26 @@ async fn membership(
     Ok((channel, member))
 }
 
+/// Inside a transaction: the private channel, its row locked (membership changes and rotations
+/// of one channel run one at a time), and the caller's active membership; `NotFound("channel")`
+/// for a non-member or a public channel.
+pub(super) async fn locked(
+    db: &mut Db<'_>,
+    ctx: &AuthContext,
+    channel_id: &str,
+) -> db::DbResult<Result<(ChannelRow, MemberRow), ServiceError>> {
+    let Some(channel) = db::channels::lock(db, channel_id)
+        .await?
+        .filter(ChannelRow::is_private)
+    else {
+        return Ok(Err(ServiceError::NotFound("channel")));
+    };
+    Ok(db::members::active(db, channel_id, &ctx.user_id)
+        .await?
+        .map(|me| (channel, me))
+        .ok_or(ServiceError::NotFound("channel")))
+}
+
 fn wire_member(row: MemberRow) -> ChannelMember {
     ChannelMember {
         user_id: row.user_id,
@@ -167,15 +187,9 @@ pub async fn add(
     let changed = conn
         .transaction(move |mut db| {
             async move {
-                let Some(channel) = db::channels::lock(&mut db, &channel_id)
-                    .await?
-                    .filter(ChannelRow::is_private)
-                else {
-                    return Ok(Err(ServiceError::NotFound("channel")));
-                };
-                let Some(me) = db::members::active(&mut db, &channel_id, &caller.user_id).await?
-                else {
-                    return Ok(Err(ServiceError::NotFound("channel")));
+                let (channel, me) = match locked(&mut db, &caller, &channel_id).await? {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err(e)),
                 };
                 if me.role != role::ADMIN {
                     return Ok(Err(ServiceError::Forbidden(
@@ -231,15 +245,9 @@ pub async fn remove(
     let changed = conn
         .transaction(move |mut db| {
             async move {
-                let Some(channel) = db::channels::lock(&mut db, &channel_id)
-                    .await?
-                    .filter(ChannelRow::is_private)
-                else {
-                    return Ok(Err(ServiceError::NotFound("channel")));
-                };
-                let Some(me) = db::members::active(&mut db, &channel_id, &caller.user_id).await?
-                else {
-                    return Ok(Err(ServiceError::NotFound("channel")));
+                let (channel, me) = match locked(&mut db, &caller, &channel_id).await? {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err(e)),
                 };
                 if user_id != caller.user_id && me.role != role::ADMIN {
                     return Ok(Err(ServiceError::Forbidden(

@@ -154,6 +154,10 @@ impl Chat {
     /// One page of a channel's history, decrypted.
     pub async fn history(&mut self, channel_id: &str, page: &Page) -> ChatResult<History> {
         let res = self.rest.messages(channel_id, page).await?;
+        if res.messages.iter().any(|m| !bound::is_bound(&m.body)) {
+            // v1 messages all need the channel key: without it the page is unreadable as a whole.
+            self.channel_key(channel_id).await?;
+        }
         let mut messages = Vec::with_capacity(res.messages.len());
         for m in &res.messages {
             messages.push(self.open_stored(m).await);
