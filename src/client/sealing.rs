@@ -29,6 +29,21 @@ pub struct ChatMessage {
     pub client_message_id: Option<String>,
 }
 
+impl ChatMessage {
+    /// A stored channel message with its decrypted sender name and text.
+    pub fn of_stored(m: &ChannelMessage, sender_name: String, text: String) -> Self {
+        Self {
+            id: m.id.clone(),
+            channel_id: Some(m.channel_id.clone()),
+            sender_id: m.sender_id.clone(),
+            sender_name,
+            text,
+            sent_at: m.sent_at.clone(),
+            client_message_id: m.client_message_id.clone(),
+        }
+    }
+}
+
 /// The two ciphertexts of a channel message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedMessage {
@@ -143,15 +158,7 @@ pub fn open_message(channel_key: &[u8; 32], m: &ChannelMessage) -> Result<ChatMe
         .map_err(|e| decrypt_error(format!("message {}", m.id), &e))?;
     let sender_name = e2e::open_text(channel_key, &m.sender_name_enc)
         .map_err(|e| decrypt_error(format!("the sender name of message {}", m.id), &e))?;
-    Ok(ChatMessage {
-        id: m.id.clone(),
-        channel_id: Some(m.channel_id.clone()),
-        sender_id: m.sender_id.clone(),
-        sender_name,
-        text,
-        sent_at: m.sent_at.clone(),
-        client_message_id: m.client_message_id.clone(),
-    })
+    Ok(ChatMessage::of_stored(m, sender_name, text))
 }
 
 /// A `channel.message.new` event as the stored message it announces.

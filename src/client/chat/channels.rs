@@ -201,8 +201,17 @@ impl Chat {
         channel_id: &str,
         text: &str,
     ) -> ChatResult<ChatMessage> {
-        let channel = self.channel(channel_id).await?;
-        let (body, sender_name_enc) = self.seal_for(&channel, text).await?;
+        let (body, sender_name_enc) = match self.store.channel_key(channel_id).cloned() {
+            // A held v1 key means a public channel: no round trip to look the channel up.
+            Some(key) => {
+                let sealed = sealing::seal_message(&key, &self.username, text);
+                (sealed.body, sealed.sender_name_enc)
+            }
+            None => {
+                let channel = self.channel(channel_id).await?;
+                self.seal_for(&channel, text).await?
+            }
+        };
         if body.len() > MAX_BODY_BYTES {
             return Err(ChatError::Invalid(format!(
                 "message too long: {} bytes of text encrypt to more than the server's {MAX_BODY_BYTES}",

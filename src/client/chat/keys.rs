@@ -87,7 +87,13 @@ impl Chat {
         if let Some(k) = self.store.channel_key(channel_id) {
             return Ok(Some(k.clone()));
         }
-        let Some(env) = self.rest.channel_key(channel_id).await? else {
+        // A private channel's envelopes are per generation (`generation_key`), never a v1 key.
+        let Some(env) = self
+            .rest
+            .channel_key(channel_id)
+            .await?
+            .filter(|e| e.generation.is_none())
+        else {
             return Ok(None);
         };
         let key = sealing::unwrap_envelope(

@@ -102,15 +102,7 @@ impl Chat {
                 &format!("the sender name of message {}", m.id),
             )
             .await?;
-        Ok(ChatMessage {
-            id: m.id.clone(),
-            channel_id: Some(m.channel_id.clone()),
-            sender_id: m.sender_id.clone(),
-            sender_name,
-            text,
-            sent_at: m.sent_at.clone(),
-            client_message_id: m.client_message_id.clone(),
-        })
+        Ok(ChatMessage::of_stored(m, sender_name, text))
     }
 
     /// The channel as the server lists it to this user.
@@ -165,8 +157,8 @@ impl Chat {
         let key = e2e::generate_key();
         let name_enc = seal_name(&key, None, 1, name);
         let channel = self.rest.create_channel_of(&name_enc, true).await?;
-        self.post_generation(&channel.id, 1, key, Some(name))
-            .await?;
+        let members = self.rest.members(&channel.id).await?;
+        self.post_generation(&members, 1, key, Some(name)).await?;
         self.channel(&channel.id).await
     }
 
@@ -183,7 +175,8 @@ impl Chat {
         }
         let created = channel.name_enc == placeholder;
         if created {
-            self.post_generation(&channel.id, 1, key, Some(DIRECT_NAME))
+            let members = self.rest.members(&channel.id).await?;
+            self.post_generation(&members, 1, key, Some(DIRECT_NAME))
                 .await?;
         } else {
             // The other side created it and has not posted generation 1 yet: post it.
@@ -197,6 +190,7 @@ impl Chat {
     pub async fn rotate_channel(&mut self, channel_id: &str) -> ChatResult<i64> {
         let members = self.rest.members(channel_id).await?;
         let generation = members.key_generation + 1;
+        let admin = self.is_channel_admin(&members);
         let name = match self.channel(channel_id).await {
             Ok(c) => self
                 .open_channel_text(channel_id, Kind::ChannelName, None, &c.name_enc, "the name")
@@ -204,9 +198,8 @@ impl Chat {
                 .ok(),
             Err(_) => None,
         };
-        let admin = self.is_channel_admin(&members);
         self.post_generation(
-            channel_id,
+            &members,
             generation,
             e2e::generate_key(),
             name.as_deref().filter(|_| admin),
@@ -227,12 +220,12 @@ impl Chat {
     /// it).
     async fn post_generation(
         &mut self,
-        channel_id: &str,
+        members: &MembersResponse,
         generation: i64,
         key: SymmetricKey,
         rename_to: Option<&str>,
     ) -> ChatResult<()> {
-        let members = self.rest.members(channel_id).await?;
+        let channel_id = members.channel_id.as_str();
         let (devices, withheld) = self.trusted_device_keys(None).await?;
         let wanted: Vec<_> = devices
             .into_iter()
