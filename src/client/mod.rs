@@ -33,7 +33,7 @@ pub use chat::{
 };
 pub use keystore::{KeyStore, KeyStoreError, Profile};
 pub use rest::RestClient;
-pub use sealing::{ChatMessage, SkippedDevice};
+pub use sealing::{Authenticity, ChatMessage, SkippedDevice};
 pub use tail::{ChatEvent, FollowOptions};
 pub use tls::Trust;
 pub use ws::{ConnectAs, Incoming, WsClient, WsConnector, WsOptions};

@@ -198,13 +198,18 @@ impl RestClient {
             .profiles)
     }
 
-    pub async fn set_profile(&self, name_enc: &str) -> ClientResult<()> {
+    pub async fn set_profile(
+        &self,
+        name_enc: &str,
+        signature: Option<ProfileSignature>,
+    ) -> ClientResult<()> {
         let _: StatusOk = self
             .call(
                 Method::POST,
                 "/users/profiles",
                 &ProfileRequest {
                     name_enc: name_enc.to_owned(),
+                    signature,
                 },
             )
             .await?;

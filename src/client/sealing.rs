@@ -21,25 +21,59 @@ pub struct ChatMessage {
     /// `None` for a broadcast.
     pub channel_id: Option<String>,
     pub sender_id: String,
-    /// The sender's display name (its username), decrypted.
+    /// The sender's display name: from their signed directory profile when it verifies
+    /// (`name_verified`), else the name the message itself claims.
     pub sender_name: String,
+    /// `sender_name` comes from the sender's profile, signed by a device on their verified
+    /// device list, not from the message (which any key holder could write).
+    pub name_verified: bool,
     pub text: String,
     /// RFC 3339, UTC.
     pub sent_at: String,
     pub client_message_id: Option<String>,
+    /// Whether the sender's device signed the text (trust v2), or why that is not known.
+    pub authenticity: Authenticity,
 }
 
+/// Who vouches for a message's text (docs/TRUST.md §6.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticity {
+    /// A v2 text signed by `device_id`, a device on the sender's signed device list as this
+    /// device verified it, and bound to this channel, generation and sender.
+    Verified { device_id: String },
+    /// Not signed, or the signer could not be checked: anyone who holds the channel key, or the
+    /// server, may have written it or changed its sender. The reason says which.
+    Unverified(String),
+}
+
+impl Authenticity {
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Authenticity::Verified { .. })
+    }
+}
+
+/// Why a v1 text is unverified.
+pub const V1_UNVERIFIED: &str = "a v1 message: not signed, so anyone with the channel key, or the server, could have written it or changed its sender";
+
 impl ChatMessage {
-    /// A stored channel message with its decrypted sender name and text.
-    pub fn of_stored(m: &ChannelMessage, sender_name: String, text: String) -> Self {
+    /// A stored channel message with its decrypted sender name and text (the name as the
+    /// message claims it, until [`super::Chat`] checks the sender's profile).
+    pub fn of_stored(
+        m: &ChannelMessage,
+        sender_name: String,
+        text: String,
+        authenticity: Authenticity,
+    ) -> Self {
         Self {
             id: m.id.clone(),
             channel_id: Some(m.channel_id.clone()),
             sender_id: m.sender_id.clone(),
             sender_name,
+            name_verified: false,
             text,
             sent_at: m.sent_at.clone(),
             client_message_id: m.client_message_id.clone(),
+            authenticity,
         }
     }
 }
@@ -158,7 +192,12 @@ pub fn open_message(channel_key: &[u8; 32], m: &ChannelMessage) -> Result<ChatMe
         .map_err(|e| decrypt_error(format!("message {}", m.id), &e))?;
     let sender_name = e2e::open_text(channel_key, &m.sender_name_enc)
         .map_err(|e| decrypt_error(format!("the sender name of message {}", m.id), &e))?;
-    Ok(ChatMessage::of_stored(m, sender_name, text))
+    Ok(ChatMessage::of_stored(
+        m,
+        sender_name,
+        text,
+        Authenticity::Unverified(V1_UNVERIFIED.into()),
+    ))
 }
 
 /// A `channel.message.new` event as the stored message it announces.
@@ -223,9 +262,13 @@ pub fn open_broadcast(me: &DeviceKeypair, e: &Event) -> Result<ChatMessage, Chat
         channel_id: None,
         sender_id: e.sender.clone(),
         sender_name,
+        name_verified: false,
         text,
         sent_at: e.sent_at.clone(),
         client_message_id: None,
+        authenticity: Authenticity::Unverified(
+            "a broadcast: not signed, so the server could have changed its sender".into(),
+        ),
     })
 }
 

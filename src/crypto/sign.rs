@@ -28,6 +28,12 @@ pub enum SignContext {
     DeviceListIdentity,
     /// A listed device over the same statement (its proof that it holds its signing key).
     DeviceListDevice,
+    /// A sender device over a v2 sealed text: its binding and ciphertext (docs/TRUST.md §6.4).
+    Sealed,
+    /// A sender device over a v2 key envelope: channel, generation, target and wrap (§6.4).
+    Envelope,
+    /// A user's device over their directory profile (§6.4).
+    Profile,
 }
 
 impl SignContext {
@@ -35,6 +41,9 @@ impl SignContext {
         match self {
             SignContext::DeviceListIdentity => b"dialtone-v2 device-list identity\0",
             SignContext::DeviceListDevice => b"dialtone-v2 device-list device\0",
+            SignContext::Sealed => b"dialtone-v2 sealed\0",
+            SignContext::Envelope => b"dialtone-v2 envelope\0",
+            SignContext::Profile => b"dialtone-v2 profile\0",
         }
     }
 }

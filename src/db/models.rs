@@ -202,6 +202,9 @@ pub struct ProfileRow {
     pub user_id: String,
     pub name_enc: String,
     pub updated_at: Time,
+    /// Trust v2: the device that signed the profile, and its signature (both or neither).
+    pub signer_device_id: Option<String>,
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -17,6 +17,8 @@ pub async fn upsert(db: &mut Db<'_>, row: &ProfileRow) -> DbResult<()> {
         .set((
             p::name_enc.eq(excluded(p::name_enc)),
             p::updated_at.eq(excluded(p::updated_at)),
+            p::signer_device_id.eq(excluded(p::signer_device_id)),
+            p::signature.eq(excluded(p::signature)),
         ))
         .execute(c)
         .await)?;

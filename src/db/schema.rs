@@ -116,6 +116,8 @@ diesel::table! {
         user_id -> Text,
         name_enc -> Text,
         updated_at -> TimestampUtc,
+        signer_device_id -> Nullable<Text>,
+        signature -> Nullable<Text>,
     }
 }
 

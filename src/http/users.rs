@@ -90,13 +90,7 @@ pub async fn upsert_profile(
     Json(req): Json<ProfileRequest>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = ctx.user_id.clone();
-    state
-        .db
-        .call(UpsertProfile {
-            ctx,
-            name_enc: req.name_enc,
-        })
-        .await?;
+    state.db.call(UpsertProfile { ctx, req }).await?;
     state.notify(Notice::ProfileUpdated { user_id });
     Ok(HttpResponse::Created().json(StatusOk::ok()))
 }

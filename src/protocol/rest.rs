@@ -146,6 +146,23 @@ pub struct User {
 pub struct ProfileRequest {
     #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub name_enc: String,
+    /// [v2] The calling device's signature over the profile (docs/TRUST.md §6.4). A profile
+    /// posted without one (a v1 client) is stored unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ProfileSignature>,
+}
+
+/// [v2] A device's Ed25519 signature over `"dialtone-v2 profile\0" ‖ user_id ‖ "\n" ‖ device_id
+/// ‖ "\n" ‖ name_enc`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSignature {
+    /// The signing device: on upload, the caller's own device.
+    #[schema(format = Uuid)]
+    pub device_id: String,
+    /// Standard base64 of the 64-byte signature.
+    #[schema(pattern = "^[A-Za-z0-9+/]{86}==$")]
+    pub signature: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -153,6 +170,9 @@ pub struct Profile {
     pub user_id: String,
     pub name_enc: String,
     pub updated_at: String,
+    /// [v2] Present when the profile was posted signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ProfileSignature>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

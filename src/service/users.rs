@@ -11,7 +11,7 @@ use crate::crypto::field::Column;
 use crate::db::models::{ProfileRow, UserRow};
 use crate::db::types::Time;
 use crate::db::{self, locks};
-use crate::protocol::rest::{Profile, User};
+use crate::protocol::rest::{Profile, ProfileRequest, ProfileSignature, User};
 
 /// `POST /users` (admin): a password-less placeholder user.
 pub async fn create_placeholder(store: &Store, username: &str) -> ServiceResult<User> {
@@ -175,17 +175,30 @@ async fn change_user(
 pub async fn upsert_profile(
     store: &Store,
     ctx: &AuthContext,
-    name_enc: String,
+    req: ProfileRequest,
 ) -> ServiceResult<()> {
     require_trusted(ctx)?;
-    validate::ciphertext("name_enc", &name_enc, MAX_NAME_ENC)?;
+    validate::ciphertext("name_enc", &req.name_enc, MAX_NAME_ENC)?;
+    if let Some(sig) = &req.signature {
+        // Only the caller's device may sign what the caller posts; the signature itself is the
+        // readers' to check, against the user's signed device list (the server cannot vouch).
+        if sig.device_id != ctx.device_id {
+            return Err(ServiceError::invalid(
+                "signature.device_id must be the calling device",
+            ));
+        }
+        validate::signature("signature.signature", &sig.signature)?;
+    }
     let mut conn = store.pool.get().await?;
+    let (signer_device_id, signature) = req.signature.map(|s| (s.device_id, s.signature)).unzip();
     db::profiles::upsert(
         &mut conn.db(),
         &ProfileRow {
             user_id: ctx.user_id.clone(),
-            name_enc,
+            name_enc: req.name_enc,
             updated_at: Time::now(),
+            signer_device_id,
+            signature,
         },
     )
     .await?;
@@ -203,6 +216,13 @@ pub async fn profiles(store: &Store, ctx: &AuthContext) -> ServiceResult<Vec<Pro
             user_id: p.user_id,
             name_enc: p.name_enc,
             updated_at: p.updated_at.wire(),
+            signature: p
+                .signer_device_id
+                .zip(p.signature)
+                .map(|(device_id, signature)| ProfileSignature {
+                    device_id,
+                    signature,
+                }),
         })
         .collect())
 }

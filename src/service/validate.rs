@@ -109,6 +109,17 @@ pub fn storable(field: &str, raw: &str) -> ServiceResult<()> {
     Ok(())
 }
 
+/// Standard base64 of a 64-byte Ed25519 signature (its validity is for readers to check).
+pub fn signature(field: &str, raw: &str) -> ServiceResult<()> {
+    use base64::Engine;
+    match base64::engine::general_purpose::STANDARD.decode(raw) {
+        Ok(b) if b.len() == 64 => Ok(()),
+        _ => Err(ServiceError::invalid(format!(
+            "{field} must be standard base64 of a 64-byte Ed25519 signature"
+        ))),
+    }
+}
+
 /// Non-empty, storable client ciphertext of bounded size.
 pub fn ciphertext(field: &str, raw: &str, max: usize) -> ServiceResult<()> {
     if raw.is_empty() {

@@ -409,7 +409,7 @@ async fn logout_revokes_only_its_own_session() {
     // The other two sessions (same device, other device) are untouched.
     assert_eq!(b.devices().await.unwrap().len(), 2);
     assert_eq!(c.devices().await.unwrap().len(), 2);
-    b.set_profile("cHJvZmlsZQ==").await.unwrap();
+    b.set_profile("cHJvZmlsZQ==", None).await.unwrap();
     for ws in [&mut ws_b, &mut ws_c] {
         let e = ws
             .expect_event(event_type::USER_PROFILE_UPDATED, WAIT)

@@ -123,7 +123,7 @@ async fn profiles_are_stored_and_listed_newest_first() {
     .await;
     assert_eq!(status, 201, "body: {body}");
     assert_eq!(body, json!({"status": "ok"}));
-    bob.rest.set_profile("Ym9iLTE=").await.unwrap();
+    bob.rest.set_profile("Ym9iLTE=", None).await.unwrap();
 
     let (status, body) = send_raw(bob.rest.request(Method::GET, "/users/profiles")).await;
     assert_eq!(status, 200);
@@ -147,7 +147,7 @@ async fn profiles_are_stored_and_listed_newest_first() {
     );
 
     // Updating replaces the profile and moves it to the front.
-    alice.rest.set_profile("YWxpY2UtMg==").await.unwrap();
+    alice.rest.set_profile("YWxpY2UtMg==", None).await.unwrap();
     let profiles = alice.rest.profiles().await.unwrap();
     let order: Vec<(&str, &str)> = profiles
         .iter()
@@ -173,7 +173,7 @@ async fn profile_update_is_announced_to_everyone() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let mut ws = server.ws(&bob).await;
-    alice.rest.set_profile("YWxpY2U=").await.unwrap();
+    alice.rest.set_profile("YWxpY2U=", None).await.unwrap();
     let event = ws
         .expect_event(event_type::USER_PROFILE_UPDATED, WAIT)
         .await
@@ -185,10 +185,10 @@ async fn profile_update_is_announced_to_everyone() {
 async fn profiles_need_a_session() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
-    alice.rest.set_profile("YWxpY2U=").await.unwrap();
+    alice.rest.set_profile("YWxpY2U=", None).await.unwrap();
     assert_error(server.rest().profiles().await, 401, "unauthorized");
     assert_error(
-        server.rest().set_profile("bWFsbG9yeQ==").await,
+        server.rest().set_profile("bWFsbG9yeQ==", None).await,
         401,
         "unauthorized",
     );

@@ -48,7 +48,7 @@ async fn rest_changes_reach_websocket_clients() {
         .unwrap();
     assert_eq!(e.channel_name_enc.as_deref(), Some("cmVuYW1lZA=="));
 
-    bob.rest.set_profile("cHJvZmlsZQ==").await.unwrap();
+    bob.rest.set_profile("cHJvZmlsZQ==", None).await.unwrap();
     let e = a
         .expect_event(event_type::USER_PROFILE_UPDATED, WAIT)
         .await

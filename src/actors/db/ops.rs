@@ -14,7 +14,7 @@ use crate::protocol::members::{
 use crate::protocol::rest::{
     Channel, ChannelKeyEnvelope, ChannelKeysUpload, CreateDeviceRequest, CreateInviteRequest,
     Device, DeviceKeysResponse, DirectoryKeyEnvelope, DirectoryKeysUpload, InviteResponse,
-    LoginRequest, MessagesResponse, Profile, RegisterRequest, User,
+    LoginRequest, MessagesResponse, Profile, ProfileRequest, RegisterRequest, User,
 };
 use crate::protocol::trust::{DeviceListAccepted, DeviceListsResponse, SignedDeviceList};
 use crate::service::auth::{self, AuthContext, LoginCandidate, LoginGrant, SignedIn};
@@ -132,7 +132,7 @@ db_requests! {
     /// Admin: promote/demote.
     SetUserAdmin { user_id: String, is_admin: bool } -> () => |s, m| users::set_admin(s, &m.user_id, m.is_admin);
     /// `POST /users/profiles`.
-    UpsertProfile { ctx: AuthContext, name_enc: String } -> () => |s, m| users::upsert_profile(s, &m.ctx, m.name_enc);
+    UpsertProfile { ctx: AuthContext, req: ProfileRequest } -> () => |s, m| users::upsert_profile(s, &m.ctx, m.req);
     /// `GET /users/profiles`.
     ListProfiles { ctx: AuthContext } -> Vec<Profile> => |s, m| users::profiles(s, &m.ctx);
     /// The `admins` half of `POST /presence`.

@@ -15,12 +15,20 @@ pub(crate) fn out(s: &str) {
     }
 }
 
-/// `[time] name: text`, with a tag (`#channel`, `(broadcast)`) before the name when given.
+/// `[time] name: text`, with a tag (`#channel`, `(broadcast)`) before the name when given, and
+/// `(unverified)` before the name unless the sender's device signed the text and the name comes
+/// from the sender's signed profile (docs/TRUST.md §6.4): without both, anyone holding the
+/// channel key, or the server, could have written the line or chosen the name it shows.
 pub(crate) fn line(m: &ChatMessage, tag: Option<&str>, with_date: bool) -> String {
     let time = local_time(&m.sent_at, with_date);
     let tag = tag.map(|t| format!("{t} ")).unwrap_or_default();
+    let mark = if m.authenticity.is_verified() && m.name_verified {
+        ""
+    } else {
+        "(unverified) "
+    };
     let text = clean(&m.text).replace('\n', "\n    ");
-    format!("[{time}] {tag}{}: {text}", clean(&m.sender_name))
+    format!("[{time}] {tag}{mark}{}: {text}", clean(&m.sender_name))
 }
 
 pub(crate) fn local_time(rfc3339: &str, with_date: bool) -> String {
@@ -57,6 +65,7 @@ mod tests {
     use super::*;
     use crate::session::resolve_home;
     use crate::{Cli, Command};
+    use dialtone::client::Authenticity;
 
     #[test]
     fn other_peoples_text_cannot_drive_the_terminal() {
@@ -67,14 +76,31 @@ mod tests {
             channel_id: None,
             sender_id: "u".into(),
             sender_name: "bob\u{7}".into(),
+            name_verified: true,
             text: "a\nb".into(),
             sent_at: "not a time".into(),
             client_message_id: None,
+            authenticity: Authenticity::Verified {
+                device_id: "d".into(),
+            },
         };
         assert_eq!(
             line(&m, Some("#general"), true),
             "[not a time] #general bob\\u{7}: a\n    b"
         );
+        let unsigned = ChatMessage {
+            authenticity: Authenticity::Unverified("v1".into()),
+            ..m.clone()
+        };
+        assert_eq!(
+            line(&unsigned, None, true),
+            "[not a time] (unverified) bob\\u{7}: a\n    b"
+        );
+        let claimed = ChatMessage {
+            name_verified: false,
+            ..m
+        };
+        assert!(line(&claimed, None, true).contains("(unverified) bob"));
     }
 
     #[test]

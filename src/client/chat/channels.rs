@@ -4,7 +4,7 @@
 use crate::client::key_upload::Target;
 use crate::client::rest::Page;
 use crate::client::sealing::{self, ChatMessage, SkippedDevice};
-use crate::client::trust::bound::{self, Binding, Kind};
+use crate::client::trust::bound::{self, Kind};
 use crate::client::{ClientError, Incoming, WsClient};
 use crate::crypto::e2e::{self};
 use crate::protocol::rest::Channel;
@@ -43,6 +43,7 @@ impl Chat {
         let what = format!("the name of channel {channel_id}");
         self.open_channel_text(channel_id, Kind::ChannelName, None, name_enc, &what)
             .await
+            .map(|(name, _)| name)
     }
 
     /// A channel by id or by decrypted name (exact, then case-insensitive; a leading `#` is
@@ -124,13 +125,7 @@ impl Chat {
         let name_enc = match channel.key_generation.filter(|g| *g > 0) {
             Some(generation) => {
                 let key = self.generation_key(channel_id, generation).await?;
-                let binding = Binding {
-                    kind: Kind::ChannelName,
-                    channel_id,
-                    generation,
-                    sender_id: None,
-                };
-                bound::seal(&key, &binding, name)
+                self.seal_name(&key, Some(channel_id), generation, name)
             }
             None => {
                 let key = self.channel_key(channel_id).await?;

@@ -44,9 +44,9 @@ impl Chat {
         if published {
             return Ok(());
         }
-        self.rest
-            .set_profile(&sealing::seal_text(&key, &self.username))
-            .await?;
+        let name_enc = sealing::seal_text(&key, &self.username);
+        let signature = self.sign_profile(&name_enc);
+        self.rest.set_profile(&name_enc, Some(signature)).await?;
         if let Some(p) = self.store.profile_mut() {
             p.profile_published = true;
         }

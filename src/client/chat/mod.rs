@@ -13,9 +13,11 @@
 //!
 //! Layout: this file holds the device's session (sign-in, accessors, the socket); `keys` fetching
 //! and sharing channel and directory keys, and profiles; `channels` channels, history, sending and
-//! broadcasts; `private` trust v2 private and direct channels (generations, rotation, members).
+//! broadcasts; `private` trust v2 private and direct channels (generations, rotation, members);
+//! `authorship` signatures made and checked, and verified display names.
 //! Errors are [`super::error`].
 
+mod authorship;
 mod channels;
 mod keys;
 mod private;
@@ -156,6 +158,10 @@ pub struct Chat {
     username: String,
     /// Problems that did not fail an operation (see [`Chat::take_warnings`]).
     warnings: Vec<String>,
+    /// Sender devices checked against their users' verified lists.
+    authors: super::trust::authors::Authors,
+    /// Display names from signed profiles.
+    names: authorship::NameCache,
 }
 
 impl std::fmt::Debug for Chat {
@@ -283,6 +289,8 @@ impl Chat {
             token,
             store,
             warnings: Vec::new(),
+            authors: Default::default(),
+            names: Default::default(),
         })
     }
 

@@ -8,7 +8,7 @@
 //! list blocks the rotation instead of receiving the key.
 
 use crate::client::ClientError;
-use crate::client::sealing::{self, ChatMessage};
+use crate::client::sealing::{self, Authenticity, ChatMessage};
 use crate::client::trust::bound::{self, Binding, Kind};
 use crate::crypto::e2e::{self, SymmetricKey};
 use crate::protocol::members::{MembersResponse, RotateKeyRequest, role};
@@ -20,7 +20,8 @@ use super::*;
 const DIRECT_NAME: &str = "direct";
 
 impl Chat {
-    /// The key of one generation: held, or fetched from this device's envelope and kept.
+    /// The key of one generation: held, or fetched from this device's envelope (signed by a
+    /// device of its sender's verified list) and kept.
     pub async fn generation_key(
         &mut self,
         channel_id: &str,
@@ -35,20 +36,19 @@ impl Chat {
                 generation,
             });
         };
-        let key = sealing::unwrap_envelope(
-            self.store.device(),
-            &env.sender_public_key,
-            &env.envelope,
-            &format!("generation {generation} of channel {channel_id}'s key"),
-        )?;
+        let what = format!("generation {generation} of channel {channel_id}'s key");
+        let wrap = self.checked_wrap(&env, generation, &what).await?;
+        let key =
+            sealing::unwrap_envelope(self.store.device(), &env.sender_public_key, &wrap, &what)?;
         self.store
             .set_generation_key(channel_id, generation, key.clone());
         self.store.save()?;
         Ok(key)
     }
 
-    /// Open a channel's sealed text: v2 values under their generation's key, v1 values under the
-    /// channel key.
+    /// Open a channel's sealed text: v2 values under their generation's key, their signature
+    /// checked; v1 values under the channel key, unverified. With `sender_id` (a message), the
+    /// signer must be that sender.
     pub(super) async fn open_channel_text(
         &mut self,
         channel_id: &str,
@@ -56,53 +56,68 @@ impl Chat {
         sender_id: Option<&str>,
         sealed: &str,
         what: &str,
-    ) -> ChatResult<String> {
+    ) -> ChatResult<(String, Authenticity)> {
         if !bound::is_bound(sealed) {
             let key = self.channel_key(channel_id).await?;
-            return sealing::open_text(&key, sealed, what);
+            return Ok((
+                sealing::open_text(&key, sealed, what)?,
+                Authenticity::Unverified(sealing::V1_UNVERIFIED.into()),
+            ));
         }
-        let generation = bound::generation(sealed).ok_or_else(|| ChatError::Decrypt {
+        let refused = |reason: String| ChatError::Decrypt {
             what: what.to_owned(),
-            reason: "malformed v2 header".into(),
-        })?;
-        let key = self.generation_key(channel_id, generation).await?;
+            reason,
+        };
+        let parsed = bound::parse(sealed).map_err(|e| refused(e.to_string()))?;
+        if let Some(sender) = sender_id
+            && parsed.signer_user != sender
+        {
+            return Err(refused(format!(
+                "signed by user {}, not by its sender {sender}: re-attributed, refused",
+                parsed.signer_user
+            )));
+        }
+        let key = self.generation_key(channel_id, parsed.generation).await?;
         let binding = Binding {
             kind,
             channel_id,
-            generation,
-            sender_id,
+            generation: parsed.generation,
         };
-        bound::open(&key, &binding, sealed).map_err(|e| ChatError::Decrypt {
-            what: what.to_owned(),
-            reason: e.to_string(),
-        })
+        let text = parsed
+            .open(&key, &binding)
+            .map_err(|e| refused(e.to_string()))?;
+        let authenticity = self.authenticate(&parsed, &binding, what).await?;
+        Ok((text, authenticity))
     }
 
-    /// Decrypt a stored message of any channel.
+    /// Decrypt a stored message of any channel, with its sender's verified profile name when
+    /// there is one.
     pub async fn open_stored(&mut self, m: &ChannelMessage) -> ChatResult<ChatMessage> {
-        if !bound::is_bound(&m.body) {
+        let opened = if bound::is_bound(&m.body) {
+            let (text, authenticity) = self
+                .open_channel_text(
+                    &m.channel_id,
+                    Kind::Body,
+                    Some(&m.sender_id),
+                    &m.body,
+                    &format!("message {}", m.id),
+                )
+                .await?;
+            let (sender_name, _) = self
+                .open_channel_text(
+                    &m.channel_id,
+                    Kind::SenderName,
+                    Some(&m.sender_id),
+                    &m.sender_name_enc,
+                    &format!("the sender name of message {}", m.id),
+                )
+                .await?;
+            ChatMessage::of_stored(m, sender_name, text, authenticity)
+        } else {
             let key = self.channel_key(&m.channel_id).await?;
-            return sealing::open_message(&key, m);
-        }
-        let text = self
-            .open_channel_text(
-                &m.channel_id,
-                Kind::Body,
-                Some(&m.sender_id),
-                &m.body,
-                &format!("message {}", m.id),
-            )
-            .await?;
-        let sender_name = self
-            .open_channel_text(
-                &m.channel_id,
-                Kind::SenderName,
-                Some(&m.sender_id),
-                &m.sender_name_enc,
-                &format!("the sender name of message {}", m.id),
-            )
-            .await?;
-        Ok(ChatMessage::of_stored(m, sender_name, text))
+            sealing::open_message(&key, m)?
+        };
+        Ok(self.with_verified_name(opened).await)
     }
 
     /// The channel as the server lists it to this user.
@@ -142,11 +157,11 @@ impl Chat {
             kind,
             channel_id: &channel.id,
             generation,
-            sender_id: Some(&self.user_id),
         };
+        let signer = self.signer();
         Ok((
-            bound::seal(&key, &bind(Kind::Body), text),
-            bound::seal(&key, &bind(Kind::SenderName), &self.username),
+            bound::seal(&key, &bind(Kind::Body), &signer, text),
+            bound::seal(&key, &bind(Kind::SenderName), &signer, &self.username),
         ))
     }
 
@@ -155,7 +170,7 @@ impl Chat {
     pub async fn create_private_channel(&mut self, name: &str) -> ChatResult<Channel> {
         let name = super::channels::check_name(name)?;
         let key = e2e::generate_key();
-        let name_enc = seal_name(&key, None, 1, name);
+        let name_enc = self.seal_name(&key, None, 1, name);
         let channel = self.rest.create_channel_of(&name_enc, true).await?;
         let members = self.rest.members(&channel.id).await?;
         self.post_generation(&members, 1, key, Some(name)).await?;
@@ -168,7 +183,7 @@ impl Chat {
         let key = e2e::generate_key();
         // The id is not known before the channel exists: the name is bound to generation 1 of
         // an unnamed channel, and re-sealed once the id is known.
-        let placeholder = seal_name(&key, None, 1, DIRECT_NAME);
+        let placeholder = self.seal_name(&key, None, 1, DIRECT_NAME);
         let channel = self.rest.open_direct(user_id, &placeholder).await?;
         if channel.key_generation.unwrap_or_default() > 0 {
             return Ok((channel, false));
@@ -195,7 +210,8 @@ impl Chat {
             Ok(c) => self
                 .open_channel_text(channel_id, Kind::ChannelName, None, &c.name_enc, "the name")
                 .await
-                .ok(),
+                .ok()
+                .map(|(name, _)| name),
             Err(_) => None,
         };
         self.post_generation(
@@ -250,14 +266,18 @@ impl Chat {
         let req = RotateKeyRequest {
             channel_id: channel_id.to_owned(),
             generation,
-            envelopes: wrapped.uploads(self.store.device(), &self.device_id),
+            envelopes: self.sign_envelopes(
+                channel_id,
+                generation,
+                wrapped.uploads(self.store.device(), &self.device_id),
+            ),
         };
         self.rest.rotate(&req).await?;
         if let Some(name) = rename_to {
             self.rest
                 .rename_channel(
                     channel_id,
-                    &seal_name(&key, Some(channel_id), generation, name),
+                    &self.seal_name(&key, Some(channel_id), generation, name),
                 )
                 .await?;
         }
@@ -353,7 +373,11 @@ impl Chat {
         report.skip(&wrapped.skipped);
         let upload = ChannelKeysUpload {
             channel_id: channel_id.to_owned(),
-            envelopes: wrapped.uploads(self.store.device(), &self.device_id),
+            envelopes: self.sign_envelopes(
+                channel_id,
+                generation,
+                wrapped.uploads(self.store.device(), &self.device_id),
+            ),
             generation: Some(generation),
         };
         if upload.envelopes.is_empty() {
@@ -375,17 +399,25 @@ impl Chat {
     }
 }
 
-/// A private channel's name sealed under generation `generation` (`channel_id` `None` before
-/// the channel exists).
-fn seal_name(key: &[u8; 32], channel_id: Option<&str>, generation: i64, name: &str) -> String {
-    bound::seal(
-        key,
-        &Binding {
-            kind: Kind::ChannelName,
-            channel_id: channel_id.unwrap_or_default(),
-            generation,
-            sender_id: None,
-        },
-        name,
-    )
+impl Chat {
+    /// A private channel's name sealed under generation `generation`, signed by this device
+    /// (`channel_id` `None` before the channel exists).
+    pub(super) fn seal_name(
+        &self,
+        key: &[u8; 32],
+        channel_id: Option<&str>,
+        generation: i64,
+        name: &str,
+    ) -> String {
+        bound::seal(
+            key,
+            &Binding {
+                kind: Kind::ChannelName,
+                channel_id: channel_id.unwrap_or_default(),
+                generation,
+            },
+            &self.signer(),
+            name,
+        )
+    }
 }

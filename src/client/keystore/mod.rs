@@ -84,8 +84,10 @@ pub struct Profile {
     pub token: Option<String>,
     #[serde(default)]
     pub is_admin: bool,
-    /// The profile name (`POST /users/profiles`) was published under the directory key.
-    #[serde(default)]
+    /// The profile name (`POST /users/profiles`) was published under the directory key, signed
+    /// by this device (trust v2). Stored under a new name so that a store whose profile was
+    /// published unsigned (before v2) publishes it again, signed.
+    #[serde(default, rename = "profile_published_signed")]
     pub profile_published: bool,
 }
 

@@ -154,7 +154,10 @@ impl Chat {
                     shared,
                 });
             }
+            // What was verified of this user is stale: check again on their next message.
+            event_type::DEVICE_LIST_UPDATED => self.forget_author(&e.sender),
             event_type::USER_PROFILE_UPDATED => {
+                self.forget_author(&e.sender);
                 let name = self.profile_name(&e.sender).await;
                 on_event(ChatEvent::ProfileUpdated {
                     user_id: e.sender,

@@ -57,6 +57,11 @@ pub enum TrustError {
     )]
     NoIdentityKey,
     #[error(
+        "the identity key of user {user} changed (list version {version}): what their devices \
+         signed is not trusted until you accept it (`identity show` / `identity accept`)"
+    )]
+    IdentityChanged { user: String, version: u64 },
+    #[error(
         "you had verified this contact, and their identity key changed: compare safety numbers \
          with them again (`verify USER`), then `verify USER --mark`"
     )]
@@ -106,4 +111,42 @@ pub async fn verified_devices(
     let newest = at.ok_or_else(|| TrustError::NoList(user_id.to_owned()))?;
     let verdict = Verdict::judge(pinned, &newest);
     Ok((newest, verdict))
+}
+
+/// Every list of the user's chain from version 1, each checked against the one before, and
+/// consistent with `pinned` (the pinned version must be in it with the pinned hash).
+pub async fn full_chain(
+    rest: &RestClient,
+    user_id: &str,
+    pinned: Option<&Pin>,
+) -> Result<Vec<CheckedList>, TrustError> {
+    let mut out: Vec<CheckedList> = Vec::new();
+    let mut at: Option<CheckedList> = None;
+    let mut after = 0;
+    loop {
+        let page = rest.device_lists(user_id, Some(after)).await?;
+        let n = page.lists.len();
+        for l in &page.lists {
+            at = device_list::check_chain(std::slice::from_ref(l), user_id, at)?;
+            out.extend(at.clone());
+        }
+        let reached = at.as_ref().map_or(0, |l| l.statement.version);
+        if reached >= page.latest_version || n == 0 {
+            break;
+        }
+        after = reached;
+    }
+    if let Some(p) = pinned {
+        match out.iter().find(|l| l.statement.version == p.version) {
+            Some(l) if l.hash == p.hash => {}
+            Some(_) => return Err(TrustError::Forked(p.version)),
+            None => {
+                return Err(TrustError::Rollback {
+                    pinned: p.version,
+                    served: out.last().map_or(0, |l| l.statement.version),
+                });
+            }
+        }
+    }
+    Ok(out)
 }

@@ -9,8 +9,10 @@
 //! - [`identity`]: what a device does with its identity: the first list, pairing, reset, and
 //!   checking or accepting contacts;
 //! - [`bound`]: sealing for private channels, each value bound to its channel, key generation,
-//!   sender and kind.
+//!   sender and kind, and signed by the sender's device;
+//! - [`authors`]: a sender device's keys, from its user's verified lists only.
 
+pub mod authors;
 pub mod bound;
 pub mod identity;
 pub mod lists;

@@ -68,7 +68,7 @@ async fn database_dump_reveals_no_usernames_or_device_keys() {
         .await
         .unwrap();
     bob.rest
-        .set_profile("cHJvZmlsZS1uYW1lLWJvYg==")
+        .set_profile("cHJvZmlsZS1uYW1lLWJvYg==", None)
         .await
         .unwrap();
     alice

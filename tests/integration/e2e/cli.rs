@@ -180,7 +180,7 @@ async fn e2e_cli_register_create_send_history_tail_and_share() {
         )
         .await;
     assert!(
-        out.contains("] cli-admin-user: hello from the terminal"),
+        out.contains("] (unverified) cli-admin-user: hello from the terminal"),
         "{out}"
     );
     let out = cli
@@ -190,7 +190,7 @@ async fn e2e_cli_register_create_send_history_tail_and_share() {
     assert_eq!(lines.len(), 1, "{out}");
     assert!(
         lines[0].starts_with('[')
-            && lines[0].ends_with("] cli-admin-user: hello from the terminal"),
+            && lines[0].ends_with("] (unverified) cli-admin-user: hello from the terminal"),
         "{out}"
     );
 
@@ -237,7 +237,7 @@ async fn e2e_cli_register_create_send_history_tail_and_share() {
     .await;
     let line = line_containing(&mut tail_out, "guest checking in").await;
     assert!(
-        line.contains("#lounge two cli-guest-user: guest checking in"),
+        line.contains("#lounge two (unverified) cli-guest-user: guest checking in"),
         "{line}"
     );
     let out = cli.ok("guest", "cli-guest-user", &["users"]).await;

@@ -157,7 +157,7 @@ async fn nul_in_any_rest_field_is_a_400_naming_it() {
         12
     );
     // The same fields without the NUL are accepted.
-    rest.set_profile("YWxpY2U=").await.unwrap();
+    rest.set_profile("YWxpY2U=", None).await.unwrap();
     rest.rename_channel(&channel.id, "cmVuYW1lZA==")
         .await
         .unwrap();

@@ -200,7 +200,7 @@ async fn times_are_rfc3339_utc_and_ids_are_uuids() {
         ids.extend([m.id.clone(), m.sender_id.clone(), m.channel_id.clone()]);
     }
 
-    alice.rest.set_profile("YWxpY2U=").await.unwrap();
+    alice.rest.set_profile("YWxpY2U=", None).await.unwrap();
     for p in bob.rest.profiles().await.unwrap() {
         times.push(p.updated_at);
         ids.push(p.user_id);

@@ -1,6 +1,7 @@
 //! Trust v2 private and direct channels (docs/TRUST.md §6) against the real server: who may do
 //! what (`access`), key generations and rotation races (`rotation`), direct channels (`direct`),
-//! and the real client library and CLI keeping a removed member out (`clients`).
+//! the real client library and CLI keeping a removed member out (`clients`), and sender-device
+//! signatures and verified names against a hostile member and server (`signatures`).
 
 use dialtone::client::{ClientError, WsClient};
 use dialtone::protocol::members::{KeyRotated, RotateKeyRequest};
@@ -13,6 +14,7 @@ mod access;
 mod clients;
 mod direct;
 mod rotation;
+mod signatures;
 
 /// A name ciphertext (the server never reads it).
 pub(super) const NAME_ENC: &str = "bmFtZQ==";

@@ -1,0 +1,2 @@
+ALTER TABLE user_profiles DROP COLUMN signature;
+ALTER TABLE user_profiles DROP COLUMN signer_device_id;

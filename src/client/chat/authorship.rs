@@ -1,0 +1,238 @@
+//! Who wrote what (trust v2, docs/TRUST.md §6.4): this device's signatures on what it seals,
+//! and, on what it reads, the sender device's signature checked against the sender's verified
+//! device list; display names from signed directory profiles rather than from the message.
+
+use std::collections::HashMap;
+
+use crate::client::sealing::{self, Authenticity};
+use crate::client::trust::TrustError;
+use crate::client::trust::authors::{Author, AuthorError};
+use crate::client::trust::bound::{self, Binding, Parsed, Signer};
+use crate::crypto::sign::{self, SignContext};
+use crate::protocol::rest::{ChannelKeyEnvelope, EnvelopeUpload, Profile, ProfileSignature};
+
+use super::*;
+
+/// Profiles as last fetched, and the names that verified. Dropped per user when their profile
+/// or device list changes, and whole when a user is not in the snapshot (a newer profile).
+#[derive(Debug, Default)]
+pub struct NameCache {
+    profiles: Option<HashMap<String, Profile>>,
+    names: HashMap<String, Option<String>>,
+}
+
+impl NameCache {
+    pub fn forget(&mut self, user_id: &str) {
+        self.names.remove(user_id);
+        self.profiles = None;
+    }
+}
+
+impl Chat {
+    /// This device as a signer.
+    pub(super) fn signer(&self) -> Signer<'_> {
+        Signer {
+            user_id: &self.user_id,
+            device_id: &self.device_id,
+            key: self.store.signing_key(),
+        }
+    }
+
+    /// Forget what is cached of `user_id`'s devices and profile (a `device_list.updated` or
+    /// `user.profile.updated` event).
+    pub fn forget_author(&mut self, user_id: &str) {
+        self.authors.forget(user_id);
+        self.names.forget(user_id);
+    }
+
+    /// The signature of a decrypted v2 text, checked with the signer device's key as its user's
+    /// verified list names it. A signature that fails, or a device never on a verified list, is
+    /// an error like tampering; a signer that cannot be checked (no list, an identity change
+    /// not accepted yet) makes the text unverified, with the reason.
+    pub(super) async fn authenticate(
+        &mut self,
+        parsed: &Parsed<'_>,
+        binding: &Binding<'_>,
+        what: &str,
+    ) -> ChatResult<Authenticity> {
+        let refused = |reason: String| ChatError::Decrypt {
+            what: what.to_owned(),
+            reason,
+        };
+        let author = self
+            .authors
+            .device(
+                &self.rest,
+                &mut self.store,
+                parsed.signer_user,
+                parsed.signer_device,
+            )
+            .await;
+        match author {
+            Ok(Author::Listed(d)) => {
+                parsed
+                    .verify(binding, &d.signing_key)
+                    .map_err(|e| refused(e.to_string()))?;
+                Ok(Authenticity::Verified {
+                    device_id: parsed.signer_device.to_owned(),
+                })
+            }
+            Ok(Author::NoList) => Ok(Authenticity::Unverified(format!(
+                "user {} has published no signed device list, so the signature cannot be checked: \
+                 anyone in the channel could have written this",
+                parsed.signer_user
+            ))),
+            Err(e @ AuthorError::NotListed { .. }) => Err(refused(e.to_string())),
+            Err(AuthorError::Trust(TrustError::Client(e))) => Err(e.into()),
+            Err(AuthorError::Trust(e)) => Ok(Authenticity::Unverified(e.to_string())),
+        }
+    }
+
+    /// This device's signature over its profile `name_enc`.
+    pub(super) fn sign_profile(&self, name_enc: &str) -> ProfileSignature {
+        ProfileSignature {
+            device_id: self.device_id.clone(),
+            signature: self.store.signing_key().sign(
+                SignContext::Profile,
+                &bound::profile_bytes(&self.user_id, &self.device_id, name_enc),
+            ),
+        }
+    }
+
+    /// The display name `user_id`'s profile gives, when the profile is signed by a device of
+    /// their verified list and opens under the directory key; `None` otherwise.
+    pub async fn verified_name(&mut self, user_id: &str) -> Option<String> {
+        if let Some(n) = self.names.names.get(user_id) {
+            return n.clone();
+        }
+        let key = self.store.directory_key().cloned()?;
+        if self
+            .names
+            .profiles
+            .as_ref()
+            .is_none_or(|p| !p.contains_key(user_id))
+        {
+            let fetched = self.rest.profiles().await.ok()?;
+            self.names.profiles = Some(
+                fetched
+                    .into_iter()
+                    .map(|p| (p.user_id.clone(), p))
+                    .collect(),
+            );
+        }
+        let profile = self
+            .names
+            .profiles
+            .as_ref()
+            .and_then(|p| p.get(user_id))
+            .cloned();
+        let name = match profile {
+            Some(p) => self.check_profile(&key, &p).await,
+            None => None,
+        };
+        self.names.names.insert(user_id.to_owned(), name.clone());
+        name
+    }
+
+    async fn check_profile(&mut self, key: &[u8; 32], p: &Profile) -> Option<String> {
+        let sig = p.signature.as_ref()?;
+        let Ok(Author::Listed(d)) = self
+            .authors
+            .device(&self.rest, &mut self.store, &p.user_id, &sig.device_id)
+            .await
+        else {
+            return None;
+        };
+        sign::verify(
+            &d.signing_key,
+            SignContext::Profile,
+            &bound::profile_bytes(&p.user_id, &sig.device_id, &p.name_enc),
+            &sig.signature,
+        )
+        .ok()?;
+        sealing::open_text(key, &p.name_enc, "a profile").ok()
+    }
+
+    /// Show the sender's verified profile name instead of the one the message claims.
+    pub(super) async fn with_verified_name(&mut self, mut m: ChatMessage) -> ChatMessage {
+        if let Some(name) = self.verified_name(&m.sender_id).await {
+            m.sender_name = name;
+            m.name_verified = true;
+        }
+        m
+    }
+
+    /// Sign v2 envelopes of generation `generation` of `channel_id` (wraps made by this device).
+    pub(super) fn sign_envelopes(
+        &self,
+        channel_id: &str,
+        generation: i64,
+        uploads: Vec<EnvelopeUpload>,
+    ) -> Vec<EnvelopeUpload> {
+        let signer = self.signer();
+        uploads
+            .into_iter()
+            .map(|mut u| {
+                let bytes = bound::envelope_bytes(
+                    channel_id,
+                    generation,
+                    &u.device_id,
+                    &u.sender_device_id,
+                    &u.sender_public_key,
+                    signer.user_id,
+                    &u.envelope,
+                );
+                u.envelope = bound::signed_envelope(&signer, &u.envelope, &bytes);
+                u
+            })
+            .collect()
+    }
+
+    /// The wrap inside a v2 envelope addressed to this device, once its signature verifies with
+    /// the sender device's key and the sender's X25519 key is the one its verified list names.
+    /// A sender with no list (v1 rules) is taken as the server names it.
+    pub(super) async fn checked_wrap(
+        &mut self,
+        env: &ChannelKeyEnvelope,
+        generation: i64,
+        what: &str,
+    ) -> ChatResult<String> {
+        let refused = |reason: String| ChatError::Decrypt {
+            what: what.to_owned(),
+            reason,
+        };
+        let (user, wrap, signature) = bound::parse_envelope(&env.envelope)
+            .ok_or_else(|| refused("the envelope is not signed (a v2 envelope must be)".into()))?;
+        let author = self
+            .authors
+            .device(&self.rest, &mut self.store, user, &env.sender_device_id)
+            .await;
+        match author {
+            Ok(Author::Listed(d)) => {
+                if d.public_key != env.sender_public_key {
+                    return Err(refused(format!(
+                        "the envelope names a key for device {} other than its signed device list: \
+                         the server substituted it, refused",
+                        env.sender_device_id
+                    )));
+                }
+                let bytes = bound::envelope_bytes(
+                    &env.channel_id,
+                    generation,
+                    &self.device_id,
+                    &env.sender_device_id,
+                    &env.sender_public_key,
+                    user,
+                    wrap,
+                );
+                sign::verify(&d.signing_key, SignContext::Envelope, &bytes, signature).map_err(
+                    |_| refused("the envelope's signature does not verify: forged, refused".into()),
+                )?;
+            }
+            Ok(Author::NoList) => {}
+            Err(AuthorError::Trust(TrustError::Client(e))) => return Err(e.into()),
+            Err(e) => return Err(refused(e.to_string())),
+        }
+        Ok(wrap.to_owned())
+    }
+}
