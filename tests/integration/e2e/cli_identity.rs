@@ -8,7 +8,7 @@ use super::PASSPHRASE;
 use super::cli::Cli;
 use crate::support::*;
 
-fn user_id_of(cli: &Cli, profile: &str) -> String {
+pub(super) fn user_id_of(cli: &Cli, profile: &str) -> String {
     let path = cli.home.path().join(format!("{profile}.keystore"));
     let store = KeyStore::open(&path, PASSPHRASE).unwrap();
     store.profile().unwrap().user_id.clone()

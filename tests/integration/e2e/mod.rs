@@ -18,6 +18,7 @@ use crate::support::*;
 mod authority;
 mod cli;
 mod cli_identity;
+mod cli_members;
 mod keys;
 mod plaintext;
 mod refusals;

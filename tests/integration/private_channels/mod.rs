@@ -15,6 +15,7 @@ mod clients;
 mod direct;
 mod rotation;
 mod signatures;
+mod v1_next_door;
 
 /// A name ciphertext (the server never reads it).
 pub(super) const NAME_ENC: &str = "bmFtZQ==";
