@@ -235,4 +235,57 @@ impl Chat {
         }
         Ok(wrap.to_owned())
     }
+
+    /// A v1 envelope's sender (a public channel's or the directory key's, unsigned so that v1
+    /// clients can read them): when the sender device's owner has a signed device list, the
+    /// envelope's sender key must be the X25519 key that list names for the device, and the
+    /// device must be on it. Owners with no list, or whose list cannot be checked, are taken on
+    /// v1 terms (the server's word).
+    pub(super) async fn check_v1_sender(
+        &mut self,
+        sender_device_id: &str,
+        sender_public_key: &str,
+        what: &str,
+    ) -> ChatResult<()> {
+        let substituted = || ChatError::Decrypt {
+            what: what.to_owned(),
+            reason: format!(
+                "the envelope names a key for device {sender_device_id} other than its signed \
+                 device list: the server substituted it, refused"
+            ),
+        };
+        if sender_device_id == self.device_id {
+            return if sender_public_key == self.store.device().public_key_b64() {
+                Ok(())
+            } else {
+                Err(substituted())
+            };
+        }
+        let owner = self
+            .rest
+            .all_device_keys()
+            .await?
+            .into_iter()
+            .find(|d| d.device_id == sender_device_id)
+            .map(|d| d.user_id.unwrap_or_else(|| self.user_id.clone()));
+        // A sender device deleted since it wrapped the key: nothing to check it against.
+        let Some(owner) = owner else {
+            return Ok(());
+        };
+        match self
+            .authors
+            .device(&self.rest, &mut self.store, &owner, sender_device_id)
+            .await
+        {
+            Ok(Author::Listed(d)) if d.public_key == sender_public_key => Ok(()),
+            Ok(Author::Listed(_)) => Err(substituted()),
+            Ok(Author::NoList) => Ok(()),
+            Err(e @ AuthorError::NotListed { .. }) => Err(ChatError::Decrypt {
+                what: what.to_owned(),
+                reason: e.to_string(),
+            }),
+            Err(AuthorError::Trust(TrustError::Client(e))) => Err(e.into()),
+            Err(AuthorError::Trust(_)) => Ok(()),
+        }
+    }
 }

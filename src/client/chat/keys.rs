@@ -24,6 +24,9 @@ impl Chat {
         let Some(env) = self.rest.directory_key().await? else {
             return Ok(false);
         };
+        let what = "the directory key envelope";
+        self.check_v1_sender(&env.sender_device_id, &env.sender_public_key, what)
+            .await?;
         let key = sealing::unwrap_envelope(
             self.store.device(),
             &env.sender_public_key,
@@ -96,11 +99,14 @@ impl Chat {
         else {
             return Ok(None);
         };
+        let what = format!("the key envelope of channel {channel_id}");
+        self.check_v1_sender(&env.sender_device_id, &env.sender_public_key, &what)
+            .await?;
         let key = sealing::unwrap_envelope(
             self.store.device(),
             &env.sender_public_key,
             &env.envelope,
-            &format!("the key envelope of channel {channel_id}"),
+            &what,
         )?;
         self.store.set_channel_key(channel_id, key.clone());
         self.store.save()?;

@@ -182,3 +182,27 @@ async fn an_envelope_whose_sender_key_the_server_replaced_is_refused() {
     let e = bob.generation_key(&c.id, d).await.unwrap_err().to_string();
     assert!(e.contains("signature does not verify"), "{e}");
 }
+
+#[tokio::test]
+async fn a_public_channel_envelope_whose_sender_key_the_server_replaced_is_refused() {
+    let server = TestServer::start().await;
+    let (mut admin, mut ann, _bob) = three(&server).await;
+    let (channel, _) = admin.create_channel("public").await.unwrap();
+    let planted = DeviceKeypair::generate();
+    server
+        .db
+        .execute(&format!(
+            "UPDATE channel_key_envelopes SET sender_public_key = '{}' \
+             WHERE channel_id = '{}' AND device_id = '{}'",
+            planted.public_key_b64(),
+            channel.id,
+            ann.device_id()
+        ))
+        .await;
+    let e = ann.channel_key(&channel.id).await.unwrap_err().to_string();
+    assert!(e.contains("the server substituted it"), "{e}");
+    assert!(ann.store().channel_key(&channel.id).is_none());
+    // The same channel's untouched envelope still opens for its own sender.
+    admin.store_mut().remove_channel_key(&channel.id);
+    admin.channel_key(&channel.id).await.unwrap();
+}
