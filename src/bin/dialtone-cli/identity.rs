@@ -2,6 +2,7 @@
 //! code, showing and accepting contacts' identities, reset. The rules live in
 //! [`dialtone::client::trust`]; this file asks and prints.
 
+use dialtone::client::trust::identity::SignedIn;
 use dialtone::client::trust::{Verdict, identity};
 use dialtone::client::{Chat, ChatError};
 use dialtone::crypto::device_list::CheckedList;
@@ -89,6 +90,29 @@ pub(crate) async fn identity(chat: &mut Chat, action: &IdentityAction) -> Result
             ));
             Ok(())
         }
+    }
+}
+
+/// After register or login: the first device makes the identity by itself; otherwise say what
+/// this device's place on the signed list means. A failure here is a warning: the sign-in stands.
+pub(crate) async fn after_sign_in(chat: &mut Chat) {
+    let (rest, store) = chat.rest_and_store();
+    match identity::after_sign_in(rest, store).await {
+        Ok(SignedIn::Created(version)) => eprintln!(
+            "identity created: device list version {version} names this device (it signs in your other \
+             devices: `identity approve`)"
+        ),
+        Ok(SignedIn::Listed(_) | SignedIn::Unsupported) => {}
+        Ok(SignedIn::NotListed(version)) => eprintln!(
+            "warning: this device is not on your signed device list (version {version}): \
+             contacts share no keys with it until you run `identity pair` here and `identity \
+             approve` on a listed device"
+        ),
+        Ok(SignedIn::NoListOtherDevices(n)) => eprintln!(
+            "note: you have {n} other device(s) and no signed device list yet: run `identity \
+             init` on the device that should hold your identity key, then pair the others"
+        ),
+        Err(e) => eprintln!("warning: could not check this device's identity: {e}"),
     }
 }
 

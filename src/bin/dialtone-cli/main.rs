@@ -176,7 +176,9 @@ enum MembersAction {
 
 #[derive(Subcommand)]
 enum IdentityAction {
-    /// On your first device: create the identity key and publish the device list.
+    /// Create the identity key and publish the device list here. `register` and a first `login`
+    /// do it by themselves on an account's only device; this is for an account that already has
+    /// several devices and no list.
     Init,
     /// Show a user's verified devices (default: yours), pinning their identity on first use.
     Show {

@@ -165,6 +165,7 @@ pub(crate) async fn register(
         chat.user_id(),
         chat.device_id()
     );
+    crate::identity::after_sign_in(&mut chat).await;
     if chat.store().profile().is_some_and(|p| p.is_admin) {
         println!(
             "you are this server's admin: create channels with `channels create NAME`, invite people with `invite`"
@@ -209,6 +210,7 @@ pub(crate) async fn login(cli: &Cli, path: &Path, username: &str) -> anyhow::Res
         chat.username(),
         chat.device_id()
     );
+    crate::identity::after_sign_in(&mut chat).await;
     if outcome.new_device {
         eprintln!(
             "this is a new device: a member's running `tail` shares the channel keys with it; otherwise run `share` on a device that has them"

@@ -189,13 +189,19 @@ impl Chat {
             return Ok((channel, false));
         }
         let created = channel.name_enc == placeholder;
-        if created {
-            let members = self.rest.members(&channel.id).await?;
-            self.post_generation(&members, 1, key, Some(DIRECT_NAME))
-                .await?;
-        } else {
-            // The other side created it and has not posted generation 1 yet: post it.
-            self.rotate_channel(&channel.id).await?;
+        // Generation 1 is still missing: post it from this side, whichever side created the
+        // channel (both are its admins). The creator's placeholder name was sealed under a key
+        // this side never had, so the name is sealed again under this generation. If the other
+        // side posted it meanwhile, theirs stands.
+        let members = self.rest.members(&channel.id).await?;
+        match self
+            .post_generation(&members, 1, key, Some(DIRECT_NAME))
+            .await
+        {
+            Ok(()) => {}
+            Err(ChatError::Client(ClientError::Api { code, .. }))
+                if code == "generation_conflict" => {}
+            Err(e) => return Err(e),
         }
         Ok((self.channel(&channel.id).await?, created))
     }
@@ -272,7 +278,14 @@ impl Chat {
                 wrapped.uploads(self.store.device(), &self.device_id),
             ),
         };
-        self.rest.rotate(&req).await?;
+        if let Err(e) = self.rest.rotate(&req).await {
+            // Keeping it would split this device from the channel: another rotation won this
+            // generation (409), or the upload failed. Had the server stored it after all, this
+            // device's own envelope brings it back.
+            self.store.forget_generation_key(channel_id, generation);
+            self.store.save()?;
+            return Err(e.into());
+        }
         if let Some(name) = rename_to {
             self.rest
                 .rename_channel(

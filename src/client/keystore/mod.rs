@@ -131,8 +131,10 @@ pub struct KeyStore {
     pins: BTreeMap<String, Pin>,
     pins_changed: BTreeSet<String>,
     /// Trust v2: private channels' keys by (channel, generation). A generation's key never
-    /// changes, so a merge only adds.
+    /// changes once posted, so a merge only adds, except the slots this process forgot (a key it
+    /// made for a rotation that lost): the file still holds that key until this save.
     generation_keys: BTreeMap<(String, i64), SymmetricKey>,
+    forgotten_generations: BTreeSet<(String, i64)>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -199,6 +201,7 @@ impl KeyStore {
             device,
             channel_keys: BTreeMap::new(),
             removed_channels: BTreeSet::new(),
+            forgotten_generations: BTreeSet::new(),
             directory_key: None,
             signing: SigningKeyPair::generate(),
             signing_from_file: false,
@@ -260,6 +263,7 @@ impl KeyStore {
             device: DeviceKeypair::from_secret_bytes(device_secret),
             channel_keys,
             removed_channels: BTreeSet::new(),
+            forgotten_generations: BTreeSet::new(),
             directory_key,
             signing_from_file: signing.is_some(),
             signing: signing.unwrap_or_else(SigningKeyPair::generate),
@@ -324,8 +328,17 @@ impl KeyStore {
 
     pub fn set_generation_key(&mut self, channel_id: &str, generation: i64, key: SymmetricKey) {
         self.removed_channels.remove(channel_id);
-        self.generation_keys
-            .insert((channel_id.to_owned(), generation), key);
+        let slot = (channel_id.to_owned(), generation);
+        self.forgotten_generations.remove(&slot);
+        self.generation_keys.insert(slot, key);
+    }
+
+    /// Drop a generation key that was never posted (its rotation lost or failed): the generation
+    /// belongs to whichever key the server took, and this device fetches its envelope.
+    pub fn forget_generation_key(&mut self, channel_id: &str, generation: i64) {
+        let slot = (channel_id.to_owned(), generation);
+        self.generation_keys.remove(&slot);
+        self.forgotten_generations.insert(slot);
     }
 
     /// The generations of a private channel this device holds, ascending.
@@ -420,6 +433,7 @@ impl KeyStore {
         self.signing_from_file = true;
         self.identity_dirty = false;
         self.pins_changed.clear();
+        self.forgotten_generations.clear();
         Ok(())
     }
 
@@ -447,6 +461,7 @@ impl KeyStore {
         for (id, key) in &disk.generation_keys {
             if let Some((slot, key)) = generation_entry(id, key)
                 && !self.removed_channels.contains(&slot.0)
+                && !self.forgotten_generations.contains(&slot)
             {
                 self.generation_keys.entry(slot).or_insert(key);
             }

@@ -243,3 +243,29 @@ fn a_store_from_before_trust_v2_gets_one_signing_key() {
     );
     assert!(again.identity_key().is_none());
 }
+
+#[test]
+fn a_forgotten_generation_key_stays_forgotten_across_the_save_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.keystore");
+    let mut store = KeyStore::create(&path, "long enough pw").unwrap();
+    store.set_profile(profile());
+    store.set_generation_key("c1", 1, Zeroizing::new([1u8; 32]));
+    store.set_generation_key("c1", 2, Zeroizing::new([2u8; 32]));
+    store.save().unwrap();
+    // The rotation that made generation 2 lost: the file still holds its key when saving.
+    store.forget_generation_key("c1", 2);
+    store.save().unwrap();
+    assert_eq!(store.generations("c1"), vec![1]);
+    assert_eq!(
+        KeyStore::open(&path, "long enough pw")
+            .unwrap()
+            .generations("c1"),
+        vec![1]
+    );
+    // The winner's key for that generation is taken as any other.
+    store.set_generation_key("c1", 2, Zeroizing::new([3u8; 32]));
+    store.save().unwrap();
+    let opened = KeyStore::open(&path, "long enough pw").unwrap();
+    assert_eq!(opened.generation_key("c1", 2).map(|k| k[0]), Some(3));
+}

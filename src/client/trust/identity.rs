@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::lists::{TrustError, verified_devices};
 use super::pins::{Pin, Verdict};
+use crate::client::ClientError;
 use crate::client::keystore::KeyStore;
 use crate::client::rest::RestClient;
 use crate::crypto::device_list::{self, CheckedList};
@@ -109,6 +110,66 @@ pub async fn init(rest: &RestClient, store: &mut KeyStore) -> Result<CheckedList
     store.set_identity_key(identity.clone());
     store.save()?;
     publish_next(rest, store, None, &identity, vec![entry]).await
+}
+
+/// Where sign-in left this device on its user's signed device list ([`after_sign_in`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedIn {
+    /// The user had no list and this is their only device: it made the identity key and
+    /// published this version (1) naming itself.
+    Created(u64),
+    /// The user's newest list names this device.
+    Listed(u64),
+    /// The user's list (this version) does not name this device: v2 clients share no keys with
+    /// it until a listed device signs it in (`identity pair` / `identity approve`).
+    NotListed(u64),
+    /// No list yet, and the user has other devices: making the identity here would leave them
+    /// off the list, so the user chooses where (`identity init`).
+    NoListOtherDevices(usize),
+    /// The server does not serve device lists (a v1 server): nothing to do.
+    Unsupported,
+}
+
+/// Run after register or login: a user's first device makes the identity by itself (issue 10:
+/// "made on their first device"), so nobody has to know about `identity init`. A device that
+/// finds a list without itself, or other unlisted devices, is told rather than acted for.
+pub async fn after_sign_in(
+    rest: &RestClient,
+    store: &mut KeyStore,
+) -> Result<SignedIn, TrustError> {
+    let (_, device) = me(store)?;
+    let list = match own_list(rest, store).await {
+        Ok(list) => list,
+        Err(TrustError::Client(ClientError::Api { status: 404, .. })) => {
+            return Ok(SignedIn::Unsupported);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(list) = list {
+        let version = list.statement.version;
+        return Ok(
+            if list.statement.devices.iter().any(|d| d.device_id == device) {
+                SignedIn::Listed(version)
+            } else {
+                SignedIn::NotListed(version)
+            },
+        );
+    }
+    let others = rest
+        .devices()
+        .await?
+        .into_iter()
+        .filter(|d| d.id != device)
+        .count();
+    if others > 0 {
+        return Ok(SignedIn::NoListOtherDevices(others));
+    }
+    match init(rest, store).await {
+        Ok(list) => Ok(SignedIn::Created(list.statement.version)),
+        // Another device of this user published first (a race): this one is simply not listed.
+        Err(TrustError::AlreadyPublished(version)) => Ok(SignedIn::NotListed(version)),
+        Err(e) => Err(e),
+    }
 }
 
 /// On a new device: the offer and code an existing device approves (`approve`).

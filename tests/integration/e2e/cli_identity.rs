@@ -27,19 +27,39 @@ async fn e2e_cli_identity_init_pair_show_reset_and_accept() {
     let cli = Cli::new(&server);
     let invite = server.invite().await;
     let user = "cli-id-alice";
-    cli.ok(
-        "a1",
-        user,
-        &["register", "--username", user, "--invite", &invite],
-    )
-    .await;
-    let out = cli.ok("a1", user, &["identity", "init"]).await;
-    assert!(out.contains("device list version 1"), "{out}");
+    // The account's first device makes the identity by itself at registration.
+    let registered = cli
+        .run(
+            "a1",
+            user,
+            &["register", "--username", user, "--invite", &invite],
+        )
+        .await;
+    assert_eq!(registered.code, 0, "{}", registered.stderr);
+    assert!(
+        registered
+            .stderr
+            .contains("identity created: device list version 1 names this device"),
+        "{}",
+        registered.stderr
+    );
     let err = cli.fails("a1", user, &["identity", "init"]).await;
     assert!(err.contains("already has an identity"), "{err}");
+    // Logging in again on the same device changes nothing and says nothing about it.
+    let again = cli.run("a1", user, &["login", "--username", user]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!again.stderr.contains("identity"), "{}", again.stderr);
 
-    // A second device: it offers, the first approves with the code it shows.
-    cli.ok("a2", user, &["login", "--username", user]).await;
+    // A second device is told it is not listed; it offers, the first approves with the code.
+    let second = cli.run("a2", user, &["login", "--username", user]).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("this device is not on your signed device list (version 1)"),
+        "{}",
+        second.stderr
+    );
     let err = cli
         .fails("a2", user, &["identity", "approve", "x", "--code", "1"])
         .await;
@@ -96,12 +116,32 @@ async fn e2e_cli_identity_init_pair_show_reset_and_accept() {
 
     // Safety numbers: the same 60 digits on both sides; bob marks alice verified.
     let bob_id = user_id_of(&cli, "bob");
-    let err = cli.fails("a1", user, &["verify", &bob_id]).await;
+    // A user whose client never published a list (a v1 client) has no safety number.
+    let v1_user = super::register(&server, "cli-id-v1-carol").await;
+    let err = cli.fails("a1", user, &["verify", v1_user.user_id()]).await;
     assert!(
         err.contains("has not published a signed device list"),
         "{err}"
     );
-    cli.ok("bob", bob, &["identity", "init"]).await;
+    // Its user's next device does not take the identity by itself: the first one would then be
+    // off the list.
+    let carol = cli
+        .run(
+            "c2",
+            "cli-id-v1-carol",
+            &["login", "--username", "cli-id-v1-carol"],
+        )
+        .await;
+    assert_eq!(carol.code, 0, "{}", carol.stderr);
+    assert!(
+        carol
+            .stderr
+            .contains("you have 1 other device(s) and no signed device list yet"),
+        "{}",
+        carol.stderr
+    );
+    let err = cli.fails("a1", user, &["verify", v1_user.user_id()]).await;
+    assert!(err.contains("has not published"), "{err}");
     let digits = |out: &str| -> String {
         out.lines()
             .skip_while(|l| !l.starts_with("safety number with"))

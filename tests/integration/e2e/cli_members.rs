@@ -28,9 +28,6 @@ async fn e2e_cli_private_channel_members_and_dm() {
         )
         .await;
     }
-    for user in [admin, ann, bob] {
-        cli.ok(user, user, &["identity", "init"]).await;
-    }
     // The directory key reaches ann and bob; their next command publishes their signed profile.
     cli.ok(admin, admin, &["share"]).await;
     for user in [ann, bob] {

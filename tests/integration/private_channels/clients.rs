@@ -159,3 +159,79 @@ async fn tail_rotates_the_key_when_a_member_leaves() {
     ann.send(&c.id, "only ann now").await.unwrap();
     assert!(bob.store().generation_key(&c.id, 2).is_none());
 }
+
+#[tokio::test]
+async fn a_direct_channel_whose_first_generation_the_other_side_posts_has_a_readable_name() {
+    let server = TestServer::start().await;
+    let _admin = register(&server, ADMIN).await;
+    let mut ann = register(&server, ANN).await;
+    let mut bob = register(&server, BOB).await;
+    // ann's client opened the channel and stopped before posting generation 1.
+    let opened = ann
+        .rest()
+        .open_direct(bob.user_id(), NAME_ENC)
+        .await
+        .unwrap();
+    assert_eq!(opened.key_generation, Some(0));
+    let (dm, created) = bob.open_direct(ann.user_id()).await.unwrap();
+    assert!(!created);
+    assert_eq!(
+        (dm.id.as_str(), dm.key_generation),
+        (opened.id.as_str(), Some(1))
+    );
+    for chat in [&mut ann.chat, &mut bob.chat] {
+        let listed = chat.channels().await.unwrap();
+        let info = listed.iter().find(|i| i.id == dm.id).unwrap();
+        assert_eq!(info.name.as_deref().ok(), Some("direct"), "{info:?}");
+    }
+    bob.send(&dm.id, "hi ann").await.unwrap();
+    assert_eq!(
+        texts(&mut ann, &dm.id).await,
+        vec![Ok(format!("{BOB}: hi ann"))]
+    );
+    // Opening it again from ann's side finds it with its generation, and changes nothing.
+    let (again, created) = ann.open_direct(bob.user_id()).await.unwrap();
+    assert_eq!(
+        (again.id, again.key_generation, created),
+        (dm.id, Some(1), false)
+    );
+}
+
+#[tokio::test]
+async fn two_admins_rotating_at_once_end_with_one_key_per_generation() {
+    let server = TestServer::start().await;
+    let _admin = register(&server, ADMIN).await;
+    let mut ann = register(&server, ANN).await;
+    let mut bob = register(&server, BOB).await;
+    let c = ann.create_private_channel("race").await.unwrap();
+    ann.add_member(&c.id, bob.user_id(), true).await.unwrap();
+    let mut conflicts = 0;
+    for round in 0..3 {
+        let (a, b) = tokio::join!(ann.rotate_channel(&c.id), bob.rotate_channel(&c.id));
+        for r in [&a, &b] {
+            match r {
+                Ok(_) => {}
+                Err(ChatError::Client(ClientError::Api { code, .. }))
+                    if code == "generation_conflict" =>
+                {
+                    conflicts += 1;
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!(a.is_ok() || b.is_ok(), "round {round}: one rotation wins");
+        // Whoever lost holds no key of its own for the generation the other won: both seal
+        // under the winner's key, and each reads the other.
+        ann.send(&c.id, &format!("ann {round}")).await.unwrap();
+        bob.send(&c.id, &format!("bob {round}")).await.unwrap();
+        for (reader, name) in [(&mut ann, "ann"), (&mut bob, "bob")] {
+            let shown = texts(reader, &c.id).await;
+            assert!(
+                shown.iter().all(Result::is_ok),
+                "round {round}, {name} reads: {shown:?}"
+            );
+            assert_eq!(shown.len(), 2 * (round + 1), "{shown:?}");
+        }
+    }
+    eprintln!("rotation races lost: {conflicts} of 6 rotations");
+}
