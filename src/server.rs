@@ -239,10 +239,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     });
     let app_metrics = metrics.clone();
     let workers = config.workers.max(1);
+    // HSTS only with a real certificate: never pin a browser to the development certificate.
+    let hsts = matches!(config.tls, crate::config::TlsSetup::Files { .. });
     let builder = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap_fn(http::count_status(app_metrics.clone()))
+            .configure(|cfg| http::webapp::configure(cfg, hsts))
             .configure(http::configure)
     })
     .workers(workers)

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod members;
 pub mod openapi;
 pub mod users;
+pub mod webapp;
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ mod procs;
 mod support;
 
 mod at_rest;
+mod browser;
 mod channel_seq;
 mod cluster;
 mod commit_faults;

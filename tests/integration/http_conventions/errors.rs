@@ -39,7 +39,7 @@ async fn unknown_path_is_404_with_a_json_body() {
         (Method::GET, "/channels/nope"),
         (Method::GET, "/admin"),
         (Method::DELETE, "/users/123"),
-        (Method::GET, "/"),
+        (Method::GET, "/app/nope.js"),
     ];
     for (method, path) in cases {
         for client in [server.rest(), alice.rest.clone()] {

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 mod asserts;
+mod browser;
 mod cluster;
 mod db;
 mod faults;
@@ -23,6 +24,7 @@ mod server;
 mod ws;
 
 pub use asserts::*;
+pub use browser::*;
 pub use cluster::*;
 pub use db::*;
 pub use faults::*;

@@ -1,0 +1,352 @@
+// One signed-in device's chat (the browser's counterpart of the Rust `client::Chat`): the
+// directory key and signed profile names, public channels under their v1 channel keys, history,
+// sealing a send, and sharing the keys this device holds with devices that join — only with
+// devices the trust screen allows.
+
+import { Api, ApiError, q } from './api.js';
+import { utf8 } from './b64.js';
+import * as c from './crypto.js';
+import { TrustError, afterSignIn, screen, verifiedDevices } from './trust.js';
+import { saveDevice } from './store.js';
+
+export const PAGE = 50;
+const V2 = 'v2.';
+
+export class ChatError extends Error {}
+
+export class Chat {
+  constructor(device) {
+    this.device = device;
+    this.api = new Api(device.token);
+    /** user id → { name, verified } from the directory. */
+    this.names = new Map();
+    /** user id → verified device list (cleared on `device_list.updated`). */
+    this.lists = new Map();
+  }
+
+  save() {
+    return saveDevice(this.device);
+  }
+
+  get userId() {
+    return this.device.user_id;
+  }
+
+  // ---- identity and the directory ----
+
+  /** After register or login: the identity on a first device, keys, the signed profile. */
+  async settle({ first }) {
+    const notes = [];
+    try {
+      const r = await afterSignIn(this.api, this.device, (d) => saveDevice(d));
+      if (r.state === 'created') notes.push('This device made your identity key and signed device list.');
+      if (r.state === 'not_listed') {
+        notes.push(
+          'This device is not on your signed device list yet: other people’s clients will not share keys with it until one of your listed devices signs it in.',
+        );
+      }
+    } catch (e) {
+      notes.push(`Could not check this device’s identity: ${e.message}`);
+    }
+    try {
+      if (first && this.device.is_admin) await this.ensureDirectoryKey();
+      await this.refresh();
+    } catch (e) {
+      notes.push(`Could not fetch keys yet: ${e.message}`);
+    }
+    return notes;
+  }
+
+  async refresh() {
+    if (!this.device.directory_key) await this.fetchDirectoryKey();
+    await this.publishProfile();
+  }
+
+  async fetchDirectoryKey() {
+    const env = await this.api.get('/directory/keys');
+    if (!env) return false;
+    await this.checkV1Sender(env.sender_device_id, env.sender_public_key, 'the directory key');
+    this.device.directory_key = await c.unwrapFrom(this.device.x25519, env.sender_public_key, env.envelope);
+    await this.save();
+    return true;
+  }
+
+  /** The very first user makes the directory key (nobody else can hold one yet). */
+  async ensureDirectoryKey() {
+    if (this.device.directory_key || (await this.fetchDirectoryKey())) return;
+    const profiles = await this.api.get('/users/profiles');
+    if (profiles.profiles.length > 0) return;
+    this.device.directory_key = c.randomKey();
+    await this.save();
+    await this.shareDirectoryKey(null);
+  }
+
+  async publishProfile() {
+    if (this.device.profile_published || !this.device.directory_key) return;
+    const nameEnc = await c.sealText(this.device.directory_key, this.device.username);
+    const signature = await c.sign(
+      this.device.signing,
+      c.Context.profile,
+      utf8(`${this.device.user_id}\n${this.device.device_id}\n${nameEnc}`),
+    );
+    await this.api.post('/users/profiles', {
+      name_enc: nameEnc,
+      signature: { device_id: this.device.device_id, signature },
+    });
+    this.device.profile_published = true;
+    await this.save();
+  }
+
+  /** A user's verified device list, or null when they have none (a v1 client). */
+  async listOf(userId) {
+    if (this.lists.has(userId)) return this.lists.get(userId);
+    let list = null;
+    try {
+      const r = await verifiedDevices(this.api, userId, this.device.pins[userId]);
+      if (r.verdict === 'changed') {
+        throw new ChatError(`${this.nameOf(userId)}’s identity key changed: nothing they signed is trusted until you accept it`);
+      }
+      if (r.verdict === 'first' || r.pin.version !== this.device.pins[userId]?.version) {
+        this.device.pins[userId] = r.pin;
+        await this.save();
+      }
+      list = r.list;
+    } catch (e) {
+      if (!(e instanceof TrustError && e.kind === 'no_list') && e.status !== 404) throw e;
+    }
+    this.lists.set(userId, list);
+    return list;
+  }
+
+  forget(userId) {
+    this.lists.delete(userId);
+  }
+
+  /** Refuse a v1 envelope whose sender device is not on its (listed) owner's signed list. */
+  async checkV1Sender(senderDevice, senderKey, what) {
+    const all = await this.api.get('/devices/keys?all=1');
+    const owner = all.keys.find((k) => k.device_id === senderDevice);
+    if (!owner) return;
+    const list = await this.listOf(owner.user_id || this.userId);
+    if (!list) return;
+    const listed = list.statement.devices.some((d) => d.device_id === senderDevice && d.public_key === senderKey);
+    if (!listed) {
+      throw new ChatError(`${what} names a sender device that is not on its user’s signed device list: the server substituted it, refused`);
+    }
+  }
+
+  /** Display names from the directory: verified when a listed device of the user signed them. */
+  async loadNames() {
+    const key = this.device.directory_key;
+    const res = await this.api.get('/users/profiles');
+    const names = new Map();
+    for (const p of res.profiles) {
+      if (names.has(p.user_id) || !key) continue;
+      let name;
+      try {
+        name = await c.openText(key, p.name_enc);
+      } catch {
+        continue;
+      }
+      let verified = false;
+      if (p.signature) {
+        try {
+          const list = await this.listOf(p.user_id);
+          const signer = list && list.statement.devices.find((d) => d.device_id === p.signature.device_id);
+          verified = Boolean(
+            signer &&
+              (await c.verify(
+                signer.signing_key,
+                c.Context.profile,
+                utf8(`${p.user_id}\n${p.signature.device_id}\n${p.name_enc}`),
+                p.signature.signature,
+              )),
+          );
+        } catch {
+          verified = false;
+        }
+      }
+      names.set(p.user_id, { name, verified });
+    }
+    this.names = names;
+    return names;
+  }
+
+  nameOf(userId) {
+    const n = this.names.get(userId);
+    return n ? n.name : `user ${userId.slice(0, 8)}`;
+  }
+
+  // ---- channels ----
+
+  /** Public channels (the ones this client opens), newest first, with decrypted names. */
+  async channels() {
+    const res = await this.api.get('/channels');
+    const out = [];
+    for (const ch of res.channels) {
+      if (ch.kind && ch.kind !== 'public') continue;
+      let name = null;
+      let problem = null;
+      try {
+        const key = await this.channelKey(ch.id);
+        if (key) name = await c.openText(key, ch.name_enc);
+        else problem = 'waiting for its key from another member';
+      } catch (e) {
+        problem = e.message;
+      }
+      out.push({ id: ch.id, name, problem, created_at: ch.created_at });
+    }
+    return out;
+  }
+
+  /** The channel's v1 key: held, or fetched from this device's envelope (null: none yet). */
+  async channelKey(channelId) {
+    const held = this.device.channel_keys[channelId];
+    if (held) return held;
+    const env = await this.api.maybe(`/channels/keys?channel_id=${q(channelId)}`);
+    if (!env) return null;
+    if (env.envelope.startsWith(V2)) throw new ChatError('this is a private channel’s envelope');
+    await this.checkV1Sender(env.sender_device_id, env.sender_public_key, 'the channel key envelope');
+    const key = await c.unwrapFrom(this.device.x25519, env.sender_public_key, env.envelope);
+    this.device.channel_keys[channelId] = key;
+    await this.save();
+    return key;
+  }
+
+  async createChannel(name) {
+    const key = c.randomKey();
+    const nameEnc = await c.sealText(key, name);
+    const res = await this.api.post('/channels', { name_enc: nameEnc });
+    this.device.channel_keys[res.channel.id] = key;
+    await this.save();
+    await this.shareChannelKey(res.channel.id, null);
+    return res.channel;
+  }
+
+  /** A stored message (REST or a `channel.message.new` event) decrypted. */
+  async open(m) {
+    const key = await this.channelKey(m.channel_id);
+    const base = {
+      id: m.id || m.message_id,
+      channel_id: m.channel_id,
+      sender_id: m.sender_id || m.sender,
+      sent_at: m.sent_at,
+      seq: m.seq,
+      client_message_id: m.client_message_id,
+    };
+    if (!key) return { ...base, problem: 'this device has no key for this channel yet' };
+    try {
+      const text = await c.openText(key, m.body);
+      const claimed = await c.openText(key, m.sender_name_enc);
+      const profile = this.names.get(base.sender_id);
+      const verifiedName = profile && profile.verified;
+      return {
+        ...base,
+        text,
+        name: verifiedName ? profile.name : claimed,
+        nameVerified: Boolean(verifiedName),
+      };
+    } catch (e) {
+      return { ...base, problem: `cannot decrypt this message: ${e.message}` };
+    }
+  }
+
+  /** A page of history, oldest first: the newest page, or the one before `before`. */
+  async history(channelId, before) {
+    const cursor = before ? `&before=${q(before)}` : '';
+    const res = await this.api.get(`/channels/messages?channel_id=${q(channelId)}&limit=${PAGE}${cursor}`);
+    const out = [];
+    for (const m of res.messages) out.push(await this.open(m));
+    return { messages: out, more: res.messages.length === PAGE };
+  }
+
+  /** The frame that sends `text` to a public channel. */
+  async sealSend(channelId, text, clientMessageId) {
+    const key = await this.channelKey(channelId);
+    if (!key) throw new ChatError('This device has no key for this channel yet; a member’s device shares it when they are online.');
+    return {
+      type: 'channel.message.send',
+      channel_id: channelId,
+      body: await c.sealText(key, text),
+      sender_name_enc: await c.sealText(key, this.device.username),
+      client_message_id: clientMessageId,
+    };
+  }
+
+  // ---- sharing keys ----
+
+  /** Devices that may get keys (all, or those of `userId`), as the trust screen allows. */
+  async allowedDevices(userId) {
+    const all = await this.api.get('/devices/keys?all=1');
+    const keys = all.keys
+      .map((k) => ({ ...k, user_id: k.user_id || this.userId }))
+      .filter((k) => k.device_id !== this.device.device_id && (!userId || k.user_id === userId));
+    return screen(this.api, this.device, keys, (d) => saveDevice(d));
+  }
+
+  async envelopes(key, devices) {
+    const out = [];
+    for (const d of devices) {
+      try {
+        out.push({
+          device_id: d.device_id,
+          sender_device_id: this.device.device_id,
+          sender_public_key: this.device.public_key,
+          envelope: await c.wrapFor(this.device.x25519, d.public_key, key),
+        });
+      } catch {
+        // A device whose key does not parse gets nothing; the others still do.
+      }
+    }
+    return out;
+  }
+
+  /** Upload envelopes; a 409 (some already hold it, or this device may not write) is not an error. */
+  async upload(path, body) {
+    if (body.envelopes.length === 0) return;
+    try {
+      await this.api.post(path, body);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 409)) throw e;
+    }
+  }
+
+  async shareChannelKey(channelId, userId) {
+    const key = this.device.channel_keys[channelId];
+    if (!key) return;
+    const { allowed } = await this.allowedDevices(userId);
+    await this.upload('/channels/keys', { channel_id: channelId, envelopes: await this.envelopes(key, allowed) });
+  }
+
+  async shareDirectoryKey(userId) {
+    const key = this.device.directory_key;
+    if (!key) return;
+    const { allowed } = await this.allowedDevices(userId);
+    await this.upload('/directory/keys', { envelopes: await this.envelopes(key, allowed) });
+  }
+
+  /** `device.joined`: give the joining device every key this device holds (v1 behaviour). */
+  async shareWith(userId) {
+    this.forget(userId);
+    await this.shareDirectoryKey(userId);
+    for (const channelId of Object.keys(this.device.channel_keys)) {
+      await this.shareChannelKey(channelId, userId);
+    }
+  }
+
+  async presence(userIds) {
+    if (userIds.length === 0) return {};
+    const res = await this.api.post('/presence', { user_ids: userIds.slice(0, 1000) });
+    return res.statuses || {};
+  }
+
+  async logout() {
+    try {
+      await this.api.post('/auth/logout');
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) throw e;
+    }
+    this.device.token = null;
+    await this.save();
+  }
+}
