@@ -26,12 +26,33 @@ const browser = await chromium.launch({
   args: ['--ignore-certificate-errors', '--no-sandbox'],
 });
 const contexts = new Map();
+
+/** Answers that are protocol, not faults: a key this device has no envelope for (404), an
+ *  envelope some device already holds (409). */
+function expected(status, method, path) {
+  return status === 409 || (status === 404 && method === 'GET' && path === '/channels/keys');
+}
 const consoleErrors = [];
 
 async function page(ctx) {
   const p = contexts.get(ctx);
   if (!p) throw new Error(`no context ${ctx}: run newContext first`);
   return p;
+}
+
+/** Wait until the status line says `done` (or shows an error, which fails the command). */
+async function settled(p, done) {
+  await p.waitForFunction(
+    (text) => {
+      const s = document.getElementById('status');
+      return s.textContent.includes(text) || s.classList.contains('bad');
+    },
+    done,
+    { timeout: WAIT },
+  );
+  const status = await p.textContent('#status');
+  if (!status.includes(done)) throw new Error(`the page says: ${status}`);
+  return { status };
 }
 
 const ops = {
@@ -42,10 +63,16 @@ const ops = {
     });
     const p = await context.newPage();
     p.on('console', (m) => {
-      // A 409 is protocol, not a fault: sharing a key with a device that already holds it.
-      if (m.type() === 'error' && !m.text().includes('status of 409')) consoleErrors.push(`${ctx}: ${m.text()}`);
+      // HTTP failures are judged below, with their URL.
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) consoleErrors.push(`${ctx}: ${m.text()}`);
     });
     p.on('pageerror', (e) => consoleErrors.push(`${ctx}: ${e.message}`));
+    p.on('response', (r) => {
+      const path = new URL(r.url()).pathname;
+      if (r.status() >= 400 && !expected(r.status(), r.request().method(), path)) {
+        consoleErrors.push(`${ctx}: HTTP ${r.status()} ${r.request().method()} ${path}`);
+      }
+    });
     await p.goto(`${BASE}/app/`);
     await p.waitForSelector('body[data-ready]', { timeout: WAIT });
     contexts.set(ctx, p);
@@ -71,6 +98,99 @@ const ops = {
     return { status: await p.textContent('#status') };
   },
 
+  /** A registration the server refuses: what the page says. */
+  async registerFails({ ctx, username, password, invite }) {
+    const p = await page(ctx);
+    await p.fill('#register-invite', invite);
+    await p.fill('#register-username', username);
+    await p.fill('#register-password', password);
+    await p.click('#register-form button[type=submit]');
+    await p.waitForSelector('#status.bad', { timeout: WAIT });
+    return { status: await p.textContent('#status') };
+  },
+
+  /** The page noticed its session ended (signed out elsewhere, disabled): what it says. */
+  async waitSignedOut({ ctx }) {
+    const p = await page(ctx);
+    await p.waitForSelector('body[data-ready=signin]', { timeout: WAIT });
+    return { status: await p.textContent('#status') };
+  },
+
+  /** Open the admin pages (again: back to chat first, so the lists are read afresh). */
+  async openOps({ ctx }) {
+    const p = await page(ctx);
+    if ((await p.getAttribute('body', 'data-view')) === 'ops') await p.click('#to-chat');
+    await p.click('#to-ops');
+    await p.waitForSelector('body[data-view=ops]', { timeout: WAIT });
+    return {};
+  },
+
+  async mintInvite({ ctx, uses, hours }) {
+    const p = await page(ctx);
+    await p.fill('#invite-uses', String(uses));
+    await p.fill('#invite-hours', String(hours));
+    await p.evaluate(() => {
+      document.getElementById('minted-token').textContent = '';
+    });
+    await p.click('#mint-invite button[type=submit]');
+    await p.waitForFunction(() => document.getElementById('minted-token').textContent.length > 0, null, { timeout: WAIT });
+    return { token: await p.textContent('#minted-token') };
+  },
+
+  async invites({ ctx }) {
+    const p = await page(ctx);
+    const rows = await p.locator('#invite-table tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => ({
+        id: tr.dataset.invite,
+        cells: [...tr.querySelectorAll('td')].map((td) => td.textContent),
+      })),
+    );
+    return { invites: rows };
+  },
+
+  async revokeInvite({ ctx, id }) {
+    const p = await page(ctx);
+    await p.locator(`#invite-table tr[data-invite="${id}"] button`).click();
+    await p.locator(`#invite-table tr[data-invite="${id}"] .state`, { hasText: 'revoked' }).waitFor({ timeout: WAIT });
+    return {};
+  },
+
+  async users({ ctx }) {
+    const p = await page(ctx);
+    const rows = await p.locator('#user-table tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => ({
+        username: tr.dataset.user,
+        role: tr.querySelector('.role').textContent,
+        state: tr.querySelector('.state').textContent,
+      })),
+    );
+    return { users: rows };
+  },
+
+  async userAction({ ctx, username, action }) {
+    const p = await page(ctx);
+    await p.locator(`#user-table tr[data-user="${username}"] button[data-action="${action}"]`).click();
+    const want = { disable: 'is disabled', enable: 'can sign in again', promote: 'is now an admin', demote: 'is no longer an admin' };
+    return settled(p, `${username} ${want[action]}`);
+  },
+
+  /** The live numbers; with `connections`, wait (the page refreshes itself) until it shows that. */
+  async stats({ ctx, connections }) {
+    const p = await page(ctx);
+    await p.waitForSelector('#stats [data-stat=connections] polyline', { state: 'attached', timeout: WAIT });
+    if (connections !== undefined) {
+      await p.waitForFunction(
+        (n) => document.querySelector('#stats [data-stat=connections] .value')?.textContent === n,
+        String(connections),
+        { timeout: WAIT },
+      );
+    }
+    const values = await p.locator('#stats [data-stat]').evaluateAll((figs) =>
+      Object.fromEntries(figs.map((f) => [f.dataset.stat, f.querySelector('.value').textContent])),
+    );
+    return { values };
+  },
+
   async logout({ ctx }) {
     const p = await page(ctx);
     await p.click('#logout');
@@ -88,9 +208,11 @@ const ops = {
   /** Wait until the channel list shows `name` (decrypted), then open it. */
   async openChannel({ ctx, name }) {
     const p = await page(ctx);
-    const button = p.locator('#channel-list button', { hasText: name });
-    await button.first().waitFor({ timeout: WAIT });
-    await button.first().click();
+    const button = p.locator('#channel-list button', { hasText: name }).first();
+    await button.waitFor({ timeout: WAIT });
+    const id = await button.getAttribute('data-channel');
+    await button.click();
+    await p.waitForSelector(`#messages[data-channel="${id}"]`, { timeout: WAIT });
     await p.waitForSelector('#composer:not([hidden])', { timeout: WAIT });
     return { title: await p.textContent('#room-title') };
   },
@@ -107,12 +229,67 @@ const ops = {
     return { channels: await p.locator('#channel-list li').allTextContents() };
   },
 
-  async createChannel({ ctx, name }) {
+  async createChannel({ ctx, name, private: priv = true }) {
     const p = await page(ctx);
+    if (!(await p.isDisabled('#new-channel-private'))) await p.setChecked('#new-channel-private', priv);
     await p.fill('#new-channel-name', name);
     await p.click('#new-channel button[type=submit]');
     await p.locator('#room-title', { hasText: name }).waitFor({ timeout: WAIT });
     return {};
+  },
+
+  /** In the open private channel's members panel: add `name`. */
+  async addMember({ ctx, name }) {
+    const p = await page(ctx);
+    await p.$eval('#members', (d) => {
+      d.open = true;
+    });
+    await p.locator('#add-member-user option', { hasText: name }).first().waitFor({ state: 'attached', timeout: WAIT });
+    await p.selectOption('#add-member-user', { label: name });
+    await p.click('#add-member button[type=submit]');
+    return settled(p, `${name} was added`);
+  },
+
+  async removeMember({ ctx, name }) {
+    const p = await page(ctx);
+    await p.locator('#member-list li', { hasText: name }).locator('button').click();
+    return settled(p, `${name} was removed`);
+  },
+
+  /** Wait until the channel list no longer shows `name`. */
+  async channelGone({ ctx, name, timeout = WAIT }) {
+    const p = await page(ctx);
+    await p.locator('#channel-list button', { hasText: name }).waitFor({ state: 'detached', timeout });
+    return {};
+  },
+
+  async messagePerson({ ctx, name }) {
+    const p = await page(ctx);
+    await p.evaluate(() => delete document.getElementById('messages').dataset.channel);
+    await p.locator('#people-list li', { hasText: name }).getByRole('button', { name: /^Message/ }).click();
+    await p.waitForSelector('#messages[data-channel]', { timeout: WAIT });
+    await p.locator('#room-title', { hasText: name }).waitFor({ timeout: WAIT });
+    await p.waitForSelector('#composer:not([hidden])', { timeout: WAIT });
+    return { title: await p.textContent('#room-title') };
+  },
+
+  /** The safety number the page shows for `name` (digits only), and what it says. */
+  async safetyNumber({ ctx, name }) {
+    const p = await page(ctx);
+    await p.locator('#people-list li', { hasText: name }).getByRole('button', { name: /^Verify/ }).click();
+    await p.waitForSelector('#safety-number[data-digits]', { timeout: WAIT });
+    return {
+      digits: await p.getAttribute('#safety-number', 'data-digits'),
+      shown: await p.textContent('#safety-number'),
+      state: await p.textContent('#contact-state'),
+    };
+  },
+
+  async markVerified({ ctx }) {
+    const p = await page(ctx);
+    await p.click('#mark-verified');
+    await p.locator('#contact-state', { hasText: 'is verified' }).waitFor({ timeout: WAIT });
+    return { state: await p.textContent('#contact-state') };
   },
 
   /** Type and send with the Enter key; waits for the server's echo (the pending mark goes). */
@@ -217,8 +394,11 @@ const ops = {
     return { violations: result.filter((v) => v.impact === 'serious' || v.impact === 'critical'), all: result };
   },
 
-  async consoleErrors() {
-    return { errors: consoleErrors.splice(0) };
+  /** Page errors and failed requests since the last call, minus those the test provoked
+   *  (`expect`: substrings). */
+  async consoleErrors({ expect = [] }) {
+    const errors = consoleErrors.splice(0).filter((e) => !expect.some((x) => e.includes(x)));
+    return { errors };
   },
 
   async close() {

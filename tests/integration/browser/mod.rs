@@ -4,3 +4,5 @@
 
 mod chat;
 mod headers;
+mod ops;
+mod private;

@@ -140,7 +140,8 @@ impl Browser {
                         .try_cmd(json!({"op": "screenshot", "ctx": ctx, "name": "failure"}))
                         .await;
                 }
-                panic!("browser command {command} failed: {e}");
+                let console = self.try_cmd(json!({"op": "consoleErrors"})).await;
+                panic!("browser command {command} failed: {e}\npage errors: {console:?}");
             }
         }
     }

@@ -8,9 +8,10 @@ import { utf8 } from './b64.js';
 import * as c from './crypto.js';
 import { TrustError, afterSignIn, screen, verifiedDevices } from './trust.js';
 import { saveDevice } from './store.js';
+import { isBound } from './bound.js';
+import * as priv from './private.js';
 
 export const PAGE = 50;
-const V2 = 'v2.';
 
 export class ChatError extends Error {}
 
@@ -179,24 +180,53 @@ export class Chat {
 
   // ---- channels ----
 
-  /** Public channels (the ones this client opens), newest first, with decrypted names. */
+  /** The channels this user may read, newest first, with decrypted names (a DM: the other person). */
   async channels() {
     const res = await this.api.get('/channels');
     const out = [];
     for (const ch of res.channels) {
-      if (ch.kind && ch.kind !== 'public') continue;
+      const kind = ch.kind || 'public';
       let name = null;
       let problem = null;
+      let peer = null;
       try {
-        const key = await this.channelKey(ch.id);
-        if (key) name = await c.openText(key, ch.name_enc);
-        else problem = 'waiting for its key from another member';
+        if (kind === 'public') {
+          const key = await this.channelKey(ch.id);
+          if (key) name = await c.openText(key, ch.name_enc);
+          else problem = 'waiting for its key from another member';
+        } else if (kind === 'direct') {
+          const m = await priv.members(this, ch.id);
+          peer = m.members.find((x) => x.user_id !== this.userId)?.user_id || this.userId;
+          name = this.nameOf(peer);
+          if (!ch.key_generation) problem = 'waiting for its first key';
+        } else if (!ch.key_generation) {
+          problem = 'waiting for its first key';
+        } else {
+          name = await priv.channelName(this, ch);
+        }
       } catch (e) {
         problem = e.message;
       }
-      out.push({ id: ch.id, name, problem, created_at: ch.created_at });
+      out.push({
+        id: ch.id,
+        kind,
+        name,
+        problem,
+        peer,
+        created_at: ch.created_at,
+        key_generation: ch.key_generation,
+        rotation_required: ch.rotation_required,
+      });
     }
     return out;
+  }
+
+  /** One channel as the server lists it now (for a private send: its current generation). */
+  async channel(channelId) {
+    const res = await this.api.get('/channels');
+    const ch = res.channels.find((x) => x.id === channelId);
+    if (!ch) throw new ChatError('This channel is gone, or you are no longer a member.');
+    return ch;
   }
 
   /** The channel's v1 key: held, or fetched from this device's envelope (null: none yet). */
@@ -205,7 +235,7 @@ export class Chat {
     if (held) return held;
     const env = await this.api.maybe(`/channels/keys?channel_id=${q(channelId)}`);
     if (!env) return null;
-    if (env.envelope.startsWith(V2)) throw new ChatError('this is a private channel’s envelope');
+    if (isBound(env.envelope)) throw new ChatError('this is a private channel’s envelope');
     await this.checkV1Sender(env.sender_device_id, env.sender_public_key, 'the channel key envelope');
     const key = await c.unwrapFrom(this.device.x25519, env.sender_public_key, env.envelope);
     this.device.channel_keys[channelId] = key;
@@ -225,7 +255,7 @@ export class Chat {
 
   /** A stored message (REST or a `channel.message.new` event) decrypted. */
   async open(m) {
-    const key = await this.channelKey(m.channel_id);
+    const key = isBound(m.body) ? null : await this.channelKey(m.channel_id);
     const base = {
       id: m.id || m.message_id,
       channel_id: m.channel_id,
@@ -234,6 +264,22 @@ export class Chat {
       seq: m.seq,
       client_message_id: m.client_message_id,
     };
+    if (isBound(m.body)) {
+      try {
+        const o = await priv.openMessage(this, m, base);
+        const profile = this.names.get(base.sender_id);
+        const verifiedName = profile && profile.verified;
+        return {
+          ...base,
+          text: o.text,
+          name: verifiedName ? profile.name : o.claimed,
+          nameVerified: Boolean(verifiedName),
+          signed: o.signed,
+        };
+      } catch (e) {
+        return { ...base, problem: `cannot open this message: ${e.message}` };
+      }
+    }
     if (!key) return { ...base, problem: 'this device has no key for this channel yet' };
     try {
       const text = await c.openText(key, m.body);
@@ -262,6 +308,10 @@ export class Chat {
 
   /** The frame that sends `text` to a public channel. */
   async sealSend(channelId, text, clientMessageId) {
+    if (!this.device.channel_keys[channelId]) {
+      const ch = await this.channel(channelId);
+      if (ch.kind && ch.kind !== 'public') return priv.sealSend(this, ch, text, clientMessageId);
+    }
     const key = await this.channelKey(channelId);
     if (!key) throw new ChatError('This device has no key for this channel yet; a member’s device shares it when they are online.');
     return {
@@ -276,11 +326,11 @@ export class Chat {
   // ---- sharing keys ----
 
   /** Devices that may get keys (all, or those of `userId`), as the trust screen allows. */
-  async allowedDevices(userId) {
+  async allowedDevices(userId, { includeSelf = false } = {}) {
     const all = await this.api.get('/devices/keys?all=1');
     const keys = all.keys
       .map((k) => ({ ...k, user_id: k.user_id || this.userId }))
-      .filter((k) => k.device_id !== this.device.device_id && (!userId || k.user_id === userId));
+      .filter((k) => (includeSelf || k.device_id !== this.device.device_id) && (!userId || k.user_id === userId));
     return screen(this.api, this.device, keys, (d) => saveDevice(d));
   }
 
@@ -311,27 +361,31 @@ export class Chat {
     }
   }
 
-  async shareChannelKey(channelId, userId) {
+  /** Share a channel's v1 key with `devices` (default: every device the screen allows). */
+  async shareChannelKey(channelId, userId, devices) {
     const key = this.device.channel_keys[channelId];
     if (!key) return;
-    const { allowed } = await this.allowedDevices(userId);
+    const allowed = devices || (await this.allowedDevices(userId)).allowed;
     await this.upload('/channels/keys', { channel_id: channelId, envelopes: await this.envelopes(key, allowed) });
   }
 
-  async shareDirectoryKey(userId) {
+  async shareDirectoryKey(userId, devices) {
     const key = this.device.directory_key;
     if (!key) return;
-    const { allowed } = await this.allowedDevices(userId);
+    const allowed = devices || (await this.allowedDevices(userId)).allowed;
     await this.upload('/directory/keys', { envelopes: await this.envelopes(key, allowed) });
   }
 
-  /** `device.joined`: give the joining device every key this device holds (v1 behaviour). */
+  /** `device.joined`: give the joining user's devices every key this device holds (v1 behaviour). */
   async shareWith(userId) {
     this.forget(userId);
-    await this.shareDirectoryKey(userId);
+    const { allowed } = await this.allowedDevices(userId);
+    if (allowed.length === 0) return;
+    await this.shareDirectoryKey(userId, allowed);
     for (const channelId of Object.keys(this.device.channel_keys)) {
-      await this.shareChannelKey(channelId, userId);
+      await this.shareChannelKey(channelId, userId, allowed);
     }
+    await priv.shareGenerations(this, userId);
   }
 
   async presence(userIds) {

@@ -4,7 +4,10 @@
 import { Api, ApiError, words } from './api.js';
 import * as c from './crypto.js';
 import { Chat } from './chat.js';
+import * as priv from './private.js';
+import { grouped, safetyNumber } from './safety.js';
 import { Live } from './socket.js';
+import { Ops } from './ops.js';
 import * as store from './store.js';
 import { $, el, show, status, time } from './ui.js';
 
@@ -95,7 +98,12 @@ async function start(device, { first = false, persisted = null } = {}) {
   show('chat', true);
   show('account', true);
   $('whoami').textContent = device.username;
-  $('new-channel').hidden = !device.is_admin;
+  $('to-ops').hidden = !device.is_admin;
+  $('to-chat').hidden = true;
+  show('ops', false);
+  // Anyone may open a private channel; public ones are for admins (SPEC §4).
+  $('new-channel-private').checked = true;
+  $('new-channel-private').disabled = !device.is_admin;
   const notes = await chat.settle({ first });
   if (persisted === false) {
     notes.push('This browser did not promise to keep this site’s storage: clearing site data loses this device’s keys.');
@@ -203,6 +211,18 @@ async function onEvent(e) {
         return;
       case 'presence.updated':
         return setOnline(e.sender, e.online);
+      case 'member.added':
+        if (e.sender === chat.userId) await loadChannels();
+        return await refreshMembers(e.channel_id);
+      case 'member.removed':
+        if (e.sender === chat.userId) {
+          if (e.channel_id === state.active) leftChannel('You are no longer a member of this channel.');
+          return await loadChannels();
+        }
+        await priv.rotateIfRequired(chat, e.channel_id);
+        return await refreshMembers(e.channel_id);
+      case 'key.rotated':
+        return await loadChannels();
       default:
     }
   } catch (err) {
@@ -249,20 +269,30 @@ function track(m) {
 async function loadChannels() {
   state.channels = await state.chat.channels();
   if (state.active && !state.channels.some((ch) => ch.id === state.active)) {
-    state.active = null;
-    $('room-title').textContent = 'That channel was deleted';
-    $('messages').replaceChildren();
-    $('composer').hidden = true;
+    leftChannel('That channel was deleted, or you are no longer in it.');
   }
   renderChannels();
 }
+
+function leftChannel(why) {
+  state.active = null;
+  $('room-title').textContent = why;
+  $('room-note').textContent = '';
+  $('messages').replaceChildren();
+  $('composer').hidden = true;
+  $('members').hidden = true;
+  $('older').hidden = true;
+}
+
+const KIND_MARK = { public: '#', private: '#', direct: '@' };
+const KIND_WORD = { public: 'public channel', private: 'private channel', direct: 'direct messages with' };
 
 function renderChannels() {
   const list = $('channel-list');
   list.replaceChildren(
     ...state.channels.map((ch) => {
       const n = state.unread.get(ch.id) || 0;
-      const label = ch.name ?? `(locked channel: ${ch.problem})`;
+      const label = ch.name ?? `(locked: ${ch.problem})`;
       return el(
         'li',
         {},
@@ -272,9 +302,17 @@ function renderChannels() {
             type: 'button',
             'aria-current': ch.id === state.active ? 'true' : 'false',
             'data-channel': ch.id,
-            onclick: () => openChannel(ch.id),
+            'data-kind': ch.kind,
+            onclick: guard(() => openChannel(ch.id)),
           },
-          el('span', {}, label),
+          el(
+            'span',
+            {},
+            el('span', { 'aria-hidden': 'true' }, `${KIND_MARK[ch.kind] || '#'} `),
+            el('span', { class: 'visually-hidden' }, `${KIND_WORD[ch.kind] || ''} `),
+            label,
+            ch.kind === 'private' ? el('span', { class: 'badge', 'aria-hidden': 'true' }, 'private') : null,
+          ),
           n > 0 ? el('span', { class: 'unread', 'aria-label': `${n} unread` }, String(n)) : null,
         ),
       );
@@ -290,6 +328,7 @@ async function openChannel(id) {
   const ch = state.channels.find((x) => x.id === id);
   if (!ch) return;
   state.active = id;
+  delete $('messages').dataset.channel;
   const unread = state.unread.get(id) || 0;
   state.unread.delete(id);
   state.shown = new Map();
@@ -298,7 +337,11 @@ async function openChannel(id) {
   state.newestId = null;
   $('room-title').textContent = ch.name ?? 'Locked channel';
   $('room-note').textContent =
-    'Public channel: end-to-end encrypted, but its messages are not signed (dialtone v1), so any member could have written a line under another name. A ✓ marks a name from a signed profile.';
+    ch.kind === 'public'
+      ? 'Public channel: end-to-end encrypted, but its messages are not signed (dialtone v1), so any member could have written a line under another name. A ✓ marks a name from a signed profile.'
+      : 'Members only, end-to-end encrypted; every message is signed by its sender’s device and checked against their signed device list. A ✓ marks a name from a signed profile.';
+  $('members').hidden = ch.kind === 'public';
+  if (ch.kind !== 'public') refreshMembers(id).catch((e) => status(words(e), 'bad'));
   $('messages').replaceChildren();
   renderChannels();
   const page = await state.chat.history(id);
@@ -315,6 +358,7 @@ async function openChannel(id) {
   state.oldest = page.messages.length ? page.messages[0].id : null;
   $('older').hidden = !page.more;
   $('composer').hidden = !ch.name;
+  $('messages').dataset.channel = id;
   scrollDown();
   if (ch.name) $('composer-text').focus();
 }
@@ -355,10 +399,59 @@ function messageItem(m) {
       { class: 'meta' },
       el('span', { class: 'name' }, name || ''),
       m.nameVerified ? el('span', { class: 'badge ok', title: 'name from a signed profile' }, '✓') : null,
+      m.signed === false
+        ? el('span', { class: 'badge', title: 'the sender has no signed device list, so the signature cannot be checked' }, 'unverified')
+        : null,
       time(m.sent_at),
     ),
     m.problem ? el('div', { class: 'problem' }, m.problem) : el('div', { class: 'text' }, m.text),
   );
+}
+
+// ---- members of a private channel ----
+
+async function refreshMembers(channelId) {
+  if (channelId !== state.active) return;
+  const ch = state.channels.find((x) => x.id === channelId);
+  if (!ch || ch.kind === 'public') return;
+  const chat = state.chat;
+  const m = await priv.members(chat, channelId);
+  const active = m.members.filter((x) => !x.removed_at);
+  const admin = active.some((x) => x.user_id === chat.userId && x.role === 'admin');
+  const direct = ch.kind === 'direct';
+  $('member-list').replaceChildren(
+    ...active.map((x) =>
+      el(
+        'li',
+        {},
+        el('span', {}, `${chat.nameOf(x.user_id)}${x.role === 'admin' ? ' (admin)' : ''}`),
+        admin && !direct && x.user_id !== chat.userId
+          ? el(
+              'button',
+              {
+                type: 'button',
+                class: 'quiet',
+                'aria-label': `Remove ${chat.nameOf(x.user_id)}`,
+                onclick: guard(async () => {
+                  await priv.removeMember(chat, channelId, x.user_id);
+                  status(`${chat.nameOf(x.user_id)} was removed; the channel has a new key they do not have.`);
+                  await loadChannels();
+                  await refreshMembers(channelId);
+                }),
+              },
+              'Remove',
+            )
+          : null,
+      ),
+    ),
+  );
+  const inChannel = new Set(active.map((x) => x.user_id));
+  const candidates = [...chat.names.keys()].filter((id) => !inChannel.has(id));
+  $('add-member-user').replaceChildren(
+    ...candidates.map((id) => el('option', { value: id }, chat.nameOf(id))),
+  );
+  $('add-member').hidden = !admin || direct || candidates.length === 0;
+  $('leave').hidden = direct;
 }
 
 async function send() {
@@ -414,15 +507,118 @@ function renderPeople() {
         el('span', { class: p.online ? 'dot on' : 'dot', 'aria-hidden': 'true' }),
         el('span', {}, chat.nameOf(p.id)),
         el('span', { class: 'visually-hidden' }, p.online ? '(online)' : '(offline)'),
+        p.id === chat.userId
+          ? null
+          : el(
+              'span',
+              { class: 'actions' },
+              el(
+                'button',
+                { type: 'button', class: 'quiet', 'aria-label': `Message ${chat.nameOf(p.id)}`, onclick: guard(() => messagePerson(p.id)) },
+                'Message',
+              ),
+              el(
+                'button',
+                { type: 'button', class: 'quiet', 'aria-label': `Verify ${chat.nameOf(p.id)}`, title: 'Compare safety numbers', onclick: guard(() => showContact(p.id)) },
+                'Verify',
+              ),
+            ),
       ),
     ),
   );
+}
+
+async function messagePerson(userId) {
+  const ch = await priv.openDirect(state.chat, userId);
+  await loadChannels();
+  await openChannel(ch.id);
+}
+
+/** The safety number with a contact, their identity's state, and marking them verified. */
+async function showContact(userId) {
+  const chat = state.chat;
+  const name = chat.nameOf(userId);
+  state.contact = userId;
+  $('contact').hidden = false;
+  $('contact-title').textContent = `Safety number with ${name}`;
+  $('safety-number').textContent = 'Computing…';
+  delete $('safety-number').dataset.digits;
+  $('mark-verified').hidden = true;
+  const { mine, theirs } = await priv.identities(chat, userId);
+  if (!mine || !theirs) {
+    $('contact-state').textContent = `${mine ? name + ' has' : 'You have'} no signed device list yet, so there is no safety number to compare.`;
+    $('safety-number').textContent = '';
+    return;
+  }
+  const pinned = chat.device.pins[userId];
+  let state_ = 'Not verified yet.';
+  if (theirs.verdict === 'changed') {
+    state_ = pinned && pinned.verified
+      ? `Warning: ${name}’s identity key changed since you verified it. They reset it, or the server is lying. Nothing is shared with them until you compare the new numbers and mark them verified again.`
+      : `Warning: ${name}’s identity key changed. They reset it, or the server is lying. Compare the numbers before trusting it.`;
+  } else if (pinned && pinned.verified) {
+    state_ = `${name} is verified.`;
+  }
+  $('contact-state').textContent = state_;
+  $('contact-state').className = theirs.verdict === 'changed' ? 'warn-text' : '';
+  const digits = await safetyNumber(
+    mine.statement.identity_key,
+    chat.userId,
+    theirs.list.statement.identity_key,
+    userId,
+  );
+  if (state.contact !== userId) return;
+  $('safety-number').textContent = grouped(digits);
+  $('safety-number').dataset.digits = digits;
+  $('mark-verified').hidden = Boolean(pinned && pinned.verified && theirs.verdict !== 'changed');
+  state.contactPin = theirs.pin;
+}
+
+async function markVerified() {
+  const chat = state.chat;
+  const userId = state.contact;
+  if (!userId || !state.contactPin) return;
+  chat.device.pins[userId] = { ...state.contactPin, verified: true };
+  chat.forget(userId);
+  await chat.save();
+  await showContact(userId);
+}
+
+// ---- ops pages ----
+
+async function openOps() {
+  closeOps();
+  state.ops = new Ops(state.chat.api, {
+    onError: (e) => status(words(e), 'bad'),
+    onStatus: (text) => status(text),
+  });
+  show('chat', false);
+  show('ops', true);
+  $('to-ops').hidden = true;
+  $('to-chat').hidden = false;
+  await state.ops.open();
+  document.body.dataset.view = 'ops';
+}
+
+function closeOps() {
+  if (state.ops) state.ops.close();
+  state.ops = null;
+  delete document.body.dataset.view;
+}
+
+function backToChat() {
+  closeOps();
+  show('ops', false);
+  show('chat', true);
+  $('to-ops').hidden = !(state.chat && state.chat.device.is_admin);
+  $('to-chat').hidden = true;
 }
 
 // ---- wiring ----
 
 function showSignIn() {
   document.body.dataset.ready = 'signin';
+  closeOps();
   show('chat', false);
   show('account', false);
   show('signin', true);
@@ -448,12 +644,48 @@ async function boot() {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) guard(send)(ev);
   });
   $('older').addEventListener('click', guard(loadOlder));
+  $('mark-verified').addEventListener('click', guard(markVerified));
+  $('to-ops').addEventListener('click', guard(openOps));
+  $('to-chat').addEventListener('click', backToChat);
+  $('mint-invite').addEventListener(
+    'submit',
+    guard(async () => {
+      const uses = Number($('invite-uses').value);
+      const hours = Number($('invite-hours').value);
+      await state.ops.mint(uses, hours);
+      status(`Invite minted: ${uses} use(s), expires in ${hours} h.`);
+    }),
+  );
+  $('close-contact').addEventListener('click', () => {
+    $('contact').hidden = true;
+    state.contact = null;
+  });
+  $('add-member').addEventListener(
+    'submit',
+    guard(async () => {
+      const userId = $('add-member-user').value;
+      if (!userId || !state.active) return;
+      await priv.addMember(state.chat, state.active, userId);
+      status(`${state.chat.nameOf(userId)} was added and given the current key.`);
+      await refreshMembers(state.active);
+    }),
+  );
+  $('leave').addEventListener(
+    'click',
+    guard(async () => {
+      if (!state.active) return;
+      await priv.removeMember(state.chat, state.active, state.chat.userId);
+      await loadChannels();
+    }),
+  );
   $('new-channel').addEventListener(
     'submit',
     guard(async () => {
       const name = $('new-channel-name').value.trim();
       if (!name) return;
-      const ch = await state.chat.createChannel(name);
+      const ch = $('new-channel-private').checked
+        ? await priv.createPrivate(state.chat, name)
+        : await state.chat.createChannel(name);
       $('new-channel-name').value = '';
       await loadChannels();
       await openChannel(ch.id);
