@@ -331,11 +331,52 @@ const ops = {
     return { messages: items };
   },
 
+  /** Click "Load older messages"; how many messages show before and after. */
+  async loadOlder({ ctx }) {
+    const p = await page(ctx);
+    const before = await p.locator('#messages li[data-id]').count();
+    await p.click('#older');
+    await p.waitForFunction((n) => document.querySelectorAll('#messages li[data-id]').length > n, before, {
+      timeout: WAIT,
+    });
+    return {
+      before,
+      after: await p.locator('#messages li[data-id]').count(),
+      more: await p.isVisible('#older'),
+    };
+  },
+
+  async count({ ctx }) {
+    const p = await page(ctx);
+    return {
+      messages: await p.locator('#messages li[data-id]').count(),
+      dividers: await p.locator('#messages li.divider').count(),
+      more: await p.isVisible('#older'),
+    };
+  },
+
+  /** Wait until the channel `name` shows `n` unread. */
+  async waitUnread({ ctx, name, n }) {
+    const p = await page(ctx);
+    await p
+      .locator('#channel-list button', { hasText: name })
+      .first()
+      .locator('.unread', { hasText: String(n) })
+      .waitFor({ timeout: WAIT });
+    return {};
+  },
+
   async unread({ ctx, name }) {
     const p = await page(ctx);
     const b = p.locator('#channel-list button', { hasText: name }).first();
     const badge = b.locator('.unread');
     return { unread: (await badge.count()) ? Number(await badge.textContent()) : 0 };
+  },
+
+  async waitStatus({ ctx, text }) {
+    const p = await page(ctx);
+    await p.locator('#status', { hasText: text }).waitFor({ timeout: WAIT });
+    return { status: await p.textContent('#status') };
   },
 
   async status({ ctx }) {

@@ -14,6 +14,7 @@ const ALICE: &str = "kea-alice";
 const BOB: &str = "tui-bob";
 const ADMIN: &str = "weka-admin";
 const LOUNGE: &str = "kiwi lounge of secrets";
+const SECOND: &str = "second room";
 const FROM_RUST: &str = "hello from the terminal, pavlova at six";
 const FROM_ALICE: &str = "hello from alice's browser, lamingtons too";
 const FROM_BOB: &str = "bob here on a phone-sized window";
@@ -33,8 +34,9 @@ async fn browsers_and_the_rust_client_chat_end_to_end() {
         identity::init(rest, store).await.unwrap();
     }
     // Someone on the Rust client who checks what the browsers publish.
-    let observer = register(&server, "kakapo-observer").await;
+    let mut observer = register(&server, "kakapo-observer").await;
     let (lounge, _) = admin.create_channel(LOUNGE).await.unwrap();
+    let (second, _) = admin.create_channel(SECOND).await.unwrap();
     admin.send(&lounge.id, FROM_RUST).await.unwrap();
     let mut tail = follow(admin.chat, FollowOptions::default());
     tail.wait_for("connected", |e| matches!(e, ChatEvent::Connected { .. }))
@@ -140,12 +142,51 @@ async fn browsers_and_the_rust_client_chat_end_to_end() {
     let axe = b.cmd(json!({"op": "axe", "ctx": "alice"})).await;
     assert_eq!(axe["violations"], json!([]), "chat page: {axe}");
 
+    // Unread markers: a message in another channel while alice reads the lounge.
+    observer.send(&second.id, "over here").await.unwrap();
+    b.cmd(json!({"op": "waitUnread", "ctx": "alice", "name": SECOND, "n": 1}))
+        .await;
+    b.cmd(json!({"op": "openChannel", "ctx": "alice", "name": SECOND}))
+        .await;
+    let seen = b.cmd(json!({"op": "count", "ctx": "alice"})).await;
+    assert_eq!(
+        (seen["messages"].as_u64(), seen["dividers"].as_u64()),
+        (Some(1), Some(1)),
+        "{seen}"
+    );
+    let unread = b
+        .cmd(json!({"op": "unread", "ctx": "alice", "name": SECOND}))
+        .await;
+    assert_eq!(unread["unread"], 0, "opening a channel clears its marker");
+
+    // History pages: the newest page first, older ones on request.
+    for i in 0..55 {
+        observer
+            .send(&lounge.id, &format!("backlog line {i}"))
+            .await
+            .unwrap();
+    }
+    b.cmd(json!({"op": "openChannel", "ctx": "alice", "name": LOUNGE}))
+        .await;
+    let page = b.cmd(json!({"op": "count", "ctx": "alice"})).await;
+    assert_eq!(
+        (page["messages"].as_u64(), page["more"].as_bool()),
+        (Some(50), Some(true)),
+        "{page}"
+    );
+    let older = b.cmd(json!({"op": "loadOlder", "ctx": "alice"})).await;
+    assert_eq!(
+        (older["after"].as_u64(), older["more"].as_bool()),
+        (Some(58), Some(false)),
+        "3 + 55 messages: {older}"
+    );
+
     // A reload keeps the device: still signed in, same history, keys that cannot leave.
     let reloaded = b.cmd(json!({"op": "reload", "ctx": "alice"})).await;
     assert_eq!(reloaded["signedIn"], true);
     b.cmd(json!({"op": "openChannel", "ctx": "alice", "name": LOUNGE}))
         .await;
-    b.cmd(json!({"op": "waitMessage", "ctx": "alice", "text": FROM_BOB}))
+    b.cmd(json!({"op": "waitMessage", "ctx": "alice", "text": "backlog line 54"}))
         .await;
     let keys = b.cmd(json!({"op": "keysCheck", "ctx": "alice"})).await;
     let keys = keys["keys"].as_array().unwrap();
@@ -164,7 +205,7 @@ async fn browsers_and_the_rust_client_chat_end_to_end() {
         .await;
     b.cmd(json!({"op": "openChannel", "ctx": "alice", "name": LOUNGE}))
         .await;
-    b.cmd(json!({"op": "waitMessage", "ctx": "alice", "text": FROM_BOB}))
+    b.cmd(json!({"op": "waitMessage", "ctx": "alice", "text": "backlog line 54"}))
         .await;
     let errors = b.cmd(json!({"op": "consoleErrors"})).await;
     assert_eq!(errors["errors"], json!([]), "{errors}");

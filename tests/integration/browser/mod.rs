@@ -6,3 +6,4 @@ mod chat;
 mod headers;
 mod ops;
 mod private;
+mod reconnect;

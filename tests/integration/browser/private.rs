@@ -1,12 +1,11 @@
-//! Private channels and direct messages between browsers and the Rust client: members read each
-//! other (signatures made in the browser verify in Rust and the other way round), a removed
-//! member's page stops receiving, and the browser shows the same safety number the CLI does.
+//! Private channels and direct messages between two browsers and `dialtone-cli`: members read
+//! each other (signatures made in the browser verify in the CLI and the other way round), a
+//! removed member's page stops receiving, and the browser shows the same safety number as
+//! `dialtone-cli verify`.
 
-use dialtone::client::trust::{identity, verified_devices};
-use dialtone::crypto::safety;
 use serde_json::json;
 
-use crate::e2e::register;
+use crate::e2e::cli::Cli;
 use crate::support::*;
 
 const ALICE: &str = "hoiho-alice";
@@ -15,22 +14,37 @@ const ADMIN: &str = "kereru-admin";
 const PLANS: &str = "moa migration plans";
 const HELLO: &str = "alice opens the private channel";
 const FROM_BOB: &str = "bob answers in private";
-const FROM_RUST: &str = "the terminal signs its words too";
+const FROM_CLI: &str = "the terminal signs its words too";
 const DM: &str = "a direct word from bob to alice";
+const CLI_DM: &str = "the terminal writes to bob directly";
 const AFTER: &str = "said after bob was removed";
 
+/// The 60 digits `dialtone-cli verify` printed.
+fn cli_digits(out: &str) -> String {
+    out.lines()
+        .skip_while(|l| !l.starts_with("safety number with"))
+        .skip(1)
+        .take(2)
+        .flat_map(|l| l.split_whitespace())
+        .collect()
+}
+
 #[tokio::test]
-async fn private_channels_dms_removal_and_safety_numbers_across_browser_and_rust() {
+async fn private_channels_dms_removal_and_safety_numbers_across_browsers_and_the_cli() {
     let logs = LogCapture::start();
     let server = TestServer::start().await;
     let Some(mut b) = Browser::start(&server).await else {
         return;
     };
-    let mut admin = register(&server, ADMIN).await;
-    {
-        let (rest, store) = admin.rest_and_store();
-        identity::init(rest, store).await.unwrap();
-    }
+    // The first user is on the CLI: the admin, with the directory key and an identity.
+    let cli = Cli::new(&server);
+    let invite = server.invite().await;
+    cli.ok(
+        "admin",
+        ADMIN,
+        &["register", "--username", ADMIN, "--invite", &invite],
+    )
+    .await;
     for (ctx, name) in [("alice", ALICE), ("bob", BOB)] {
         b.cmd(json!({"op": "newContext", "ctx": ctx})).await;
         let invite = server.invite().await;
@@ -38,15 +52,14 @@ async fn private_channels_dms_removal_and_safety_numbers_across_browser_and_rust
                      "password": password(name), "invite": invite}))
             .await;
     }
-    // The directory key reaches the browsers from the admin's device; then names resolve.
-    admin.share_keys(None, None).await.unwrap();
-    for (ctx, name) in [("alice", BOB), ("bob", ALICE)] {
+    // The CLI checks the browsers' signed device lists and gives them the directory key.
+    cli.ok("admin", ADMIN, &["share"]).await;
+    for (ctx, name) in [("alice", BOB), ("bob", ALICE), ("alice", ADMIN)] {
         b.cmd(json!({"op": "waitPerson", "ctx": ctx, "name": name}))
             .await;
     }
-    admin.refresh().await.unwrap();
 
-    // alice makes a private channel and adds bob, then the Rust user.
+    // alice makes a private channel and adds bob, then the CLI user.
     b.cmd(json!({"op": "createChannel", "ctx": "alice", "name": PLANS}))
         .await;
     b.cmd(json!({"op": "send", "ctx": "alice", "text": HELLO}))
@@ -63,26 +76,16 @@ async fn private_channels_dms_removal_and_safety_numbers_across_browser_and_rust
         .await;
     b.cmd(json!({"op": "addMember", "ctx": "alice", "name": ADMIN}))
         .await;
-    let plans = admin.resolve_channel(PLANS).await.unwrap();
-    let history = admin.history(&plans.id, &Default::default()).await.unwrap();
-    let read: Vec<(String, String, bool)> = history
-        .messages
-        .into_iter()
-        .map(|m| {
-            let m = m.unwrap();
-            (m.sender_name, m.text, m.authenticity.is_verified())
-        })
-        .collect();
-    assert_eq!(
-        read,
-        [
-            (ALICE.to_owned(), HELLO.to_owned(), true),
-            (BOB.to_owned(), FROM_BOB.to_owned(), true)
-        ],
-        "the browsers' signatures verify in Rust"
+    let history = cli.ok("admin", ADMIN, &["history", PLANS]).await;
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert!(
+        lines[0].ends_with(&format!("] {ALICE}: {HELLO}"))
+            && lines[1].ends_with(&format!("] {BOB}: {FROM_BOB}")),
+        "the browsers' signatures and signed profiles verify in the CLI (no `(unverified)`): {history}"
     );
-    admin.send(&plans.id, FROM_RUST).await.unwrap();
-    b.cmd(json!({"op": "waitMessage", "ctx": "alice", "text": FROM_RUST}))
+    cli.ok("admin", ADMIN, &["send", PLANS, FROM_CLI]).await;
+    b.cmd(json!({"op": "waitMessage", "ctx": "alice", "text": FROM_CLI}))
         .await;
     let shown = b.cmd(json!({"op": "messages", "ctx": "alice"})).await;
     let last = shown["messages"]
@@ -97,7 +100,7 @@ async fn private_channels_dms_removal_and_safety_numbers_across_browser_and_rust
         "{shown}"
     );
 
-    // A direct message, opened from bob's people list.
+    // Direct messages: bob opens one from his people list; the CLI opens one with bob.
     b.cmd(json!({"op": "messagePerson", "ctx": "bob", "name": ALICE}))
         .await;
     b.cmd(json!({"op": "send", "ctx": "bob", "text": DM})).await;
@@ -107,20 +110,26 @@ async fn private_channels_dms_removal_and_safety_numbers_across_browser_and_rust
         .await;
     b.cmd(json!({"op": "screenshot", "ctx": "alice", "name": "direct"}))
         .await;
+    let opened = cli.ok("admin", ADMIN, &["dm", BOB]).await;
+    let dm_id = opened
+        .split_whitespace()
+        .find(|w| w.len() == 36 && w.matches('-').count() == 4)
+        .expect("the DM's id")
+        .to_owned();
+    cli.ok("admin", ADMIN, &["send", &dm_id, CLI_DM]).await;
+    b.cmd(json!({"op": "openChannel", "ctx": "bob", "name": ADMIN}))
+        .await;
+    b.cmd(json!({"op": "waitMessage", "ctx": "bob", "text": CLI_DM}))
+        .await;
 
     // alice removes bob: her page posts a new key generation; bob's page loses the channel and
-    // sees nothing said after.
+    // sees nothing said after; the CLI, still a member, reads it.
     b.cmd(json!({"op": "openChannel", "ctx": "bob", "name": PLANS}))
         .await;
     b.cmd(json!({"op": "openChannel", "ctx": "alice", "name": PLANS}))
         .await;
     b.cmd(json!({"op": "removeMember", "ctx": "alice", "name": BOB}))
         .await;
-    let members = admin.members(&plans.id).await.unwrap();
-    assert_eq!(
-        (members.key_generation, members.rotation_required),
-        (2, false)
-    );
     b.cmd(json!({"op": "send", "ctx": "alice", "text": AFTER}))
         .await;
     b.cmd(json!({"op": "channelGone", "ctx": "bob", "name": PLANS}))
@@ -132,63 +141,57 @@ async fn private_channels_dms_removal_and_safety_numbers_across_browser_and_rust
         seen["seen"], false,
         "a removed member's page stops receiving"
     );
-    let history = admin.history(&plans.id, &Default::default()).await.unwrap();
-    assert_eq!(
-        history.messages.last().unwrap().as_ref().unwrap().text,
-        AFTER
+    let history = cli.ok("admin", ADMIN, &["history", PLANS]).await;
+    assert!(
+        history
+            .lines()
+            .last()
+            .unwrap()
+            .ends_with(&format!("] {ALICE}: {AFTER}")),
+        "{history}"
     );
     b.cmd(json!({"op": "screenshot", "ctx": "alice", "name": "private"}))
         .await;
     let axe = b.cmd(json!({"op": "axe", "ctx": "alice"})).await;
     assert_eq!(axe["violations"], json!([]), "private channel page: {axe}");
 
-    // The safety number alice's page shows for bob is the one the CLI computes.
+    // The safety number alice's page shows for the CLI user is the one the CLI prints.
     let shown = b
-        .cmd(json!({"op": "safetyNumber", "ctx": "alice", "name": BOB}))
+        .cmd(json!({"op": "safetyNumber", "ctx": "alice", "name": ADMIN}))
         .await;
-    let digits = shown["digits"].as_str().unwrap().to_owned();
-    let alice_id = read_sender(&mut admin, &plans.id, HELLO).await;
-    let bob_id = read_sender(&mut admin, &plans.id, FROM_BOB).await;
-    let key_of = async |user: &str| {
-        let (list, _) = verified_devices(admin.rest(), user, None).await.unwrap();
-        dialtone::crypto::sign::parse_public(&list.statement.identity_key)
-            .unwrap()
-            .to_bytes()
-    };
-    let expected = safety::dialtone_safety_number(
-        &key_of(&alice_id).await,
-        &alice_id,
-        &key_of(&bob_id).await,
-        &bob_id,
-    );
-    assert_eq!(digits, expected);
+    let from_cli = cli.ok("admin", ADMIN, &["verify", ALICE]).await;
+    assert_eq!(shown["digits"].as_str().unwrap(), cli_digits(&from_cli));
+    assert_eq!(cli_digits(&from_cli).len(), 60);
     assert_eq!(shown["shown"].as_str().unwrap().split(' ').count(), 12);
     let marked = b.cmd(json!({"op": "markVerified", "ctx": "alice"})).await;
     assert!(marked["state"].as_str().unwrap().contains("is verified"));
+    // The CLI user resets their identity: alice's page warns, and she must compare again.
+    cli.ok("admin", ADMIN, &["identity", "reset"]).await;
+    let changed = b
+        .cmd(json!({"op": "safetyNumber", "ctx": "alice", "name": ADMIN}))
+        .await;
+    assert!(
+        changed["state"]
+            .as_str()
+            .unwrap()
+            .contains("identity key changed since you verified it"),
+        "{changed}"
+    );
+    assert_ne!(changed["digits"], shown["digits"]);
+    let from_cli = cli.ok("admin", ADMIN, &["verify", ALICE]).await;
+    assert_eq!(changed["digits"].as_str().unwrap(), cli_digits(&from_cli));
+    b.cmd(json!({"op": "markVerified", "ctx": "alice"})).await;
     let errors = b.cmd(json!({"op": "consoleErrors"})).await;
     assert_eq!(errors["errors"], json!([]), "{errors}");
     b.close().await;
 
     let dump = server.db.dump().await;
     let log = logs.text();
-    for secret in [PLANS, HELLO, FROM_BOB, FROM_RUST, DM, AFTER] {
+    for secret in [PLANS, HELLO, FROM_BOB, FROM_CLI, DM, CLI_DM, AFTER] {
         assert!(
             !dump.iter().any(|(_, _, v)| v.contains(secret)),
             "{secret:?} stored in plaintext"
         );
         assert!(!log.contains(secret), "{secret:?} in the server log");
     }
-}
-
-/// The sender id of the message with `text` in `channel`'s history, as the Rust client reads it.
-async fn read_sender(chat: &mut dialtone::client::Chat, channel: &str, text: &str) -> String {
-    chat.history(channel, &Default::default())
-        .await
-        .unwrap()
-        .messages
-        .into_iter()
-        .filter_map(Result::ok)
-        .find(|m| m.text == text)
-        .map(|m| m.sender_id)
-        .unwrap()
 }

@@ -4,20 +4,20 @@ use crate::support::*;
 
 use super::*;
 
-pub(super) struct Cli {
+pub(crate) struct Cli {
     pub(super) home: tempfile::TempDir,
     server: String,
     fingerprint: String,
 }
 
-pub(super) struct Output {
-    pub(super) code: i32,
-    pub(super) stdout: String,
-    pub(super) stderr: String,
+pub(crate) struct Output {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Cli {
-    pub(super) fn new(server: &TestServer) -> Self {
+    pub(crate) fn new(server: &TestServer) -> Self {
         Self {
             home: tempfile::tempdir().unwrap(),
             server: server.base_url.clone(),
@@ -51,7 +51,7 @@ impl Cli {
         cmd
     }
 
-    pub(super) async fn run(&self, profile: &str, user: &str, args: &[&str]) -> Output {
+    pub(crate) async fn run(&self, profile: &str, user: &str, args: &[&str]) -> Output {
         let out = tokio::time::timeout(WAIT * 3, self.command(profile, user, args).output())
             .await
             .expect("dialtone-cli finished in time")
@@ -64,7 +64,7 @@ impl Cli {
     }
 
     /// Run and require success.
-    pub(super) async fn ok(&self, profile: &str, user: &str, args: &[&str]) -> String {
+    pub(crate) async fn ok(&self, profile: &str, user: &str, args: &[&str]) -> String {
         let out = self.run(profile, user, args).await;
         assert_eq!(
             out.code, 0,

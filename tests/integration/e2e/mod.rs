@@ -16,7 +16,7 @@ use dialtone::protocol::ws::Event;
 use crate::support::*;
 
 mod authority;
-mod cli;
+pub(crate) mod cli;
 mod cli_identity;
 mod cli_members;
 mod keys;

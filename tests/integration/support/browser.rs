@@ -68,6 +68,11 @@ fn chromium() -> String {
 impl Browser {
     /// A browser for `server`, or `None` (after saying why) when browser tests cannot run here.
     pub async fn start(server: &TestServer) -> Option<Browser> {
+        Self::start_at(&server.base_url).await
+    }
+
+    /// [`Browser::start`] with pages opened at `base_url` (e.g. a proxy in front of the server).
+    pub async fn start_at(base_url: &str) -> Option<Browser> {
         if backend() != Backend::Postgres {
             skip("browser tests run on the PostgreSQL pass only");
             return None;
@@ -89,7 +94,7 @@ impl Browser {
         std::fs::create_dir_all(&artifacts).expect("artifacts dir");
         let mut child = tokio::process::Command::new("node")
             .arg(web_tests_dir().join("driver.mjs"))
-            .env("DIALTONE_URL", &server.base_url)
+            .env("DIALTONE_URL", base_url)
             .env("CHROMIUM", chromium())
             .env("ARTIFACTS", &artifacts)
             .stdin(Stdio::piped())
