@@ -1,6 +1,10 @@
 //! Key store tests: round trips, merges between processes, and refusals.
 
+use zeroize::Zeroizing;
+
+use super::file::{FileFormat, write_atomically};
 use super::*;
+use crate::crypto::e2e;
 
 fn profile() -> Profile {
     Profile {
