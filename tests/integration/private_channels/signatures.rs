@@ -149,17 +149,13 @@ async fn an_envelope_whose_sender_key_the_server_replaced_is_refused() {
     let (_admin, mut ann, mut bob) = three(&server).await;
     let c = ann.create_private_channel("envelopes").await.unwrap();
     ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
-    let planted = DeviceKeypair::generate();
-    server
-        .db
-        .execute(&format!(
-            "UPDATE channel_generation_envelopes SET sender_public_key = '{}' \
-             WHERE channel_id = '{}' AND device_id = '{}'",
-            planted.public_key_b64(),
-            c.id,
-            bob.device_id()
-        ))
-        .await;
+    plant_sender_key(
+        &server,
+        "channel_generation_envelopes",
+        &c.id,
+        bob.device_id(),
+    )
+    .await;
     let e = bob.generation_key(&c.id, 1).await.unwrap_err().to_string();
     assert!(e.contains("the server substituted it"), "{e}");
     assert!(bob.store().generation_key(&c.id, 1).is_none());
@@ -188,21 +184,31 @@ async fn a_public_channel_envelope_whose_sender_key_the_server_replaced_is_refus
     let server = TestServer::start().await;
     let (mut admin, mut ann, _bob) = three(&server).await;
     let (channel, _) = admin.create_channel("public").await.unwrap();
-    let planted = DeviceKeypair::generate();
-    server
-        .db
-        .execute(&format!(
-            "UPDATE channel_key_envelopes SET sender_public_key = '{}' \
-             WHERE channel_id = '{}' AND device_id = '{}'",
-            planted.public_key_b64(),
-            channel.id,
-            ann.device_id()
-        ))
-        .await;
+    plant_sender_key(
+        &server,
+        "channel_key_envelopes",
+        &channel.id,
+        ann.device_id(),
+    )
+    .await;
     let e = ann.channel_key(&channel.id).await.unwrap_err().to_string();
     assert!(e.contains("the server substituted it"), "{e}");
     assert!(ann.store().channel_key(&channel.id).is_none());
     // The same channel's untouched envelope still opens for its own sender.
     admin.store_mut().remove_channel_key(&channel.id);
     admin.channel_key(&channel.id).await.unwrap();
+}
+
+/// The hostile server: replace the sender key of `device`'s envelope in `table` with a key of
+/// its own.
+async fn plant_sender_key(server: &TestServer, table: &str, channel: &str, device: &str) {
+    let planted = DeviceKeypair::generate();
+    server
+        .db
+        .execute(&format!(
+            "UPDATE {table} SET sender_public_key = '{}' WHERE channel_id = '{channel}' AND \
+             device_id = '{device}'",
+            planted.public_key_b64(),
+        ))
+        .await;
 }
