@@ -97,3 +97,27 @@ async fn every_file_of_web_app_is_embedded_and_served_with_strict_headers() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_with_a_real_certificate_sends_hsts_with_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = crate::certs::Ca::new("dialtone test CA").issue(&["localhost"]);
+    let (cert, key) = leaf.write(dir.path(), "server");
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_TLS_CERT", cert.display().to_string());
+        s.set("DIALTONE_TLS_KEY", key.display().to_string());
+    })
+    .await;
+    let res = server
+        .rest()
+        .request(reqwest::Method::GET, "/app/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    assert_eq!(res.headers()["content-security-policy"], CSP);
+}

@@ -11,8 +11,10 @@ import { Ops } from './ops.js';
 import * as store from './store.js';
 import { $, el, show, status, time } from './ui.js';
 
-/** How often a device without some key looks for it again. */
+/** How soon a device without some key looks for it again; doubled up to the cap while nothing
+ *  arrives, so a channel that stays locked does not cost a request every few seconds forever. */
 const KEY_RETRY_MS = 3000;
+const KEY_RETRY_MAX_MS = 30000;
 
 const state = {
   chat: null,
@@ -120,23 +122,45 @@ async function start(device, { first = false, persisted = null } = {}) {
   };
   state.live = new Live(device.token, { open: onOpen, event: inOrder, closed: onClosed }, sessionAlive);
   state.live.start();
-  clearInterval(state.retryKeys);
-  state.retryKeys = setInterval(() => retryKeys().catch(() => {}), KEY_RETRY_MS);
+  scheduleKeyRetry(KEY_RETRY_MS);
   document.body.dataset.ready = 'chat';
 }
 
-/** Keys arrive when a member's device shares them: look again while something is locked. */
+function scheduleKeyRetry(ms) {
+  clearTimeout(state.retryKeys);
+  state.retryKeys = setTimeout(async () => {
+    let found = false;
+    try {
+      found = await retryKeys();
+    } catch {
+      found = false;
+    }
+    if (state.chat && state.chat.device.token) {
+      scheduleKeyRetry(found ? KEY_RETRY_MS : Math.min(ms * 2, KEY_RETRY_MAX_MS));
+    }
+  }, ms);
+}
+
+/** Keys arrive when a member's device shares them: look again while something is locked.
+ *  True when something new opened. */
 async function retryKeys() {
   const chat = state.chat;
-  if (!chat || !chat.device.token) return;
+  if (!chat || !chat.device.token) return false;
+  let found = false;
   if (!chat.device.directory_key) {
     await chat.refresh();
     if (chat.device.directory_key) {
+      found = true;
       await chat.loadNames();
       await loadPeople();
     }
   }
-  if (state.channels.some((ch) => !ch.name)) await loadChannels();
+  const locked = state.channels.filter((ch) => !ch.name).length;
+  if (locked > 0) {
+    await loadChannels();
+    found = found || state.channels.filter((ch) => !ch.name).length < locked;
+  }
+  return found;
 }
 
 async function sessionAlive() {
@@ -181,7 +205,7 @@ async function sessionEnded() {
 function stop() {
   if (state.live) state.live.stop();
   state.live = null;
-  clearInterval(state.retryKeys);
+  clearTimeout(state.retryKeys);
 }
 
 async function onEvent(e) {
@@ -199,7 +223,9 @@ async function onEvent(e) {
         return onError(e);
       case 'channel.updated':
       case 'channel.deleted':
-        return await loadChannels();
+        await loadChannels();
+        // A channel that just appeared may be waiting for its key: look soon.
+        return scheduleKeyRetry(KEY_RETRY_MS);
       case 'user.profile.updated':
         await chat.loadNames();
         return await loadPeople();
