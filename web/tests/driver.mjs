@@ -301,6 +301,18 @@ const ops = {
     return {};
   },
 
+  /** A send the server refuses: what the page says, and whether the message is marked failed. */
+  async sendRefused({ ctx, text }) {
+    const p = await page(ctx);
+    await p.fill('#composer-text', text);
+    await p.press('#composer-text', 'Enter');
+    await p.waitForSelector('#status.bad', { timeout: WAIT });
+    return {
+      status: await p.textContent('#status'),
+      failed: await p.locator('#messages li.failed .text', { hasText: text }).count(),
+    };
+  },
+
   async waitMessage({ ctx, text, timeout = WAIT }) {
     const p = await page(ctx);
     await p.locator('#messages li .text', { hasText: text }).first().waitFor({ timeout });

@@ -7,3 +7,4 @@ mod headers;
 mod ops;
 mod private;
 mod reconnect;
+mod refusals;
