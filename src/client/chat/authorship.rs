@@ -261,13 +261,13 @@ impl Chat {
                 Err(substituted())
             };
         }
-        let owner = self
-            .rest
-            .all_device_keys()
-            .await?
-            .into_iter()
-            .find(|d| d.device_id == sender_device_id)
-            .map(|d| d.user_id.unwrap_or_else(|| self.user_id.clone()));
+        if !self.device_owners.contains_key(sender_device_id) {
+            for d in self.rest.all_device_keys().await? {
+                let owner = d.user_id.unwrap_or_else(|| self.user_id.clone());
+                self.device_owners.insert(d.device_id, owner);
+            }
+        }
+        let owner = self.device_owners.get(sender_device_id).cloned();
         // A sender device deleted since it wrapped the key: nothing to check it against.
         let Some(owner) = owner else {
             return Ok(());

@@ -162,6 +162,9 @@ pub struct Chat {
     authors: super::trust::authors::Authors,
     /// Display names from signed profiles.
     names: authorship::NameCache,
+    /// Device id → the user the server said owns it (a device never changes owner), for the
+    /// v1 envelope sender check: one device-key listing, not one per key fetched.
+    device_owners: std::collections::HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -291,6 +294,7 @@ impl Chat {
             warnings: Vec::new(),
             authors: Default::default(),
             names: Default::default(),
+            device_owners: Default::default(),
         })
     }
 

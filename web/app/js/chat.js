@@ -23,6 +23,8 @@ export class Chat {
     this.names = new Map();
     /** user id → verified device list (cleared on `device_list.updated`). */
     this.lists = new Map();
+    /** device id → owner user id, as the server listed it. */
+    this.owners = new Map();
   }
 
   save() {
@@ -125,10 +127,14 @@ export class Chat {
 
   /** Refuse a v1 envelope whose sender device is not on its (listed) owner's signed list. */
   async checkV1Sender(senderDevice, senderKey, what) {
-    const all = await this.api.get('/devices/keys?all=1');
-    const owner = all.keys.find((k) => k.device_id === senderDevice);
+    // A device never changes owner: one listing serves every later check.
+    if (!this.owners.has(senderDevice)) {
+      const all = await this.api.get('/devices/keys?all=1');
+      for (const k of all.keys) this.owners.set(k.device_id, k.user_id || this.userId);
+    }
+    const owner = this.owners.get(senderDevice);
     if (!owner) return;
-    const list = await this.listOf(owner.user_id || this.userId);
+    const list = await this.listOf(owner);
     if (!list) return;
     const listed = list.statement.devices.some((d) => d.device_id === senderDevice && d.public_key === senderKey);
     if (!listed) {
