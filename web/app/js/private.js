@@ -36,13 +36,22 @@ async function author(chat, userId, deviceId) {
   const now = list.statement.devices.find((d) => d.device_id === deviceId);
   if (now) return { listed: now };
   // Removed since: it counts if some earlier list of the same verified chain named it.
-  const page = await chat.api.get(`/devices/list?user_id=${q(userId)}&after_version=0`);
   let at = null;
-  for (const l of page.lists) {
-    at = await check(l, userId, at);
-    const then = at.statement.devices.find((d) => d.device_id === deviceId);
-    if (then && at.statement.identity_key === list.statement.identity_key) return { listed: then };
+  let after = 0;
+  let then = null;
+  for (;;) {
+    const page = await chat.api.get(`/devices/list?user_id=${q(userId)}&after_version=${after}`);
+    for (const l of page.lists) {
+      at = await check(l, userId, at);
+      const d = at.statement.devices.find((x) => x.device_id === deviceId);
+      if (d && at.statement.identity_key === list.statement.identity_key) then = d;
+    }
+    const reached = at ? at.statement.version : 0;
+    if (reached >= page.latest_version || page.lists.length === 0) break;
+    after = reached;
   }
+  // Only a chain that ends at the list this page verified against its pin counts.
+  if (then && at && at.hash === list.hash) return { listed: then };
   throw new TrustError('not_listed', `device ${deviceId} was never on ${chat.nameOf(userId)}’s signed device list: refused`);
 }
 
