@@ -40,6 +40,16 @@ async function page(ctx) {
   return p;
 }
 
+/** Fill in and submit the page's registration form. */
+async function submitRegistration(ctx, username, password, invite) {
+  const p = await page(ctx);
+  await p.fill('#register-invite', invite);
+  await p.fill('#register-username', username);
+  await p.fill('#register-password', password);
+  await p.click('#register-form button[type=submit]');
+  return p;
+}
+
 /** Wait until the status line says `done` (or shows an error, which fails the command). */
 async function settled(p, done) {
   await p.waitForFunction(
@@ -80,11 +90,7 @@ const ops = {
   },
 
   async register({ ctx, username, password, invite }) {
-    const p = await page(ctx);
-    await p.fill('#register-invite', invite);
-    await p.fill('#register-username', username);
-    await p.fill('#register-password', password);
-    await p.click('#register-form button[type=submit]');
+    const p = await submitRegistration(ctx, username, password, invite);
     await p.waitForSelector('body[data-ready=chat]', { timeout: WAIT });
     return { status: await p.textContent('#status') };
   },
@@ -100,11 +106,7 @@ const ops = {
 
   /** A registration the server refuses: what the page says. */
   async registerFails({ ctx, username, password, invite }) {
-    const p = await page(ctx);
-    await p.fill('#register-invite', invite);
-    await p.fill('#register-username', username);
-    await p.fill('#register-password', password);
-    await p.click('#register-form button[type=submit]');
+    const p = await submitRegistration(ctx, username, password, invite);
     await p.waitForSelector('#status.bad', { timeout: WAIT });
     return { status: await p.textContent('#status') };
   },
