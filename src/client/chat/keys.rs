@@ -122,8 +122,18 @@ impl Chat {
         &mut self,
         only: Option<&str>,
     ) -> ChatResult<(Vec<DeviceKey>, Vec<SkippedDevice>)> {
+        self.trusted_device_keys_where(|d| only.is_none_or(|o| d.device_id == o))
+            .await
+    }
+
+    /// [`Chat::trusted_device_keys`] for the devices `keep` selects: only their users' lists are
+    /// checked (a rotation screens the channel's members, not every user of the server).
+    pub async fn trusted_device_keys_where(
+        &mut self,
+        keep: impl Fn(&DeviceKey) -> bool,
+    ) -> ChatResult<(Vec<DeviceKey>, Vec<SkippedDevice>)> {
         let mut devices = self.rest.all_device_keys().await?;
-        devices.retain(|d| only.is_none_or(|o| d.device_id == o));
+        devices.retain(|d| keep(d));
         let screened = trust::screen::screen(&self.rest, &self.store, &self.user_id, devices).await;
         let mut changed = false;
         for pin in screened.pins {

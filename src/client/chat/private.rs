@@ -248,14 +248,11 @@ impl Chat {
         rename_to: Option<&str>,
     ) -> ChatResult<()> {
         let channel_id = members.channel_id.as_str();
-        let (devices, withheld) = self.trusted_device_keys(None).await?;
-        let wanted: Vec<_> = devices
-            .into_iter()
-            .filter(|d| members.device_ids.contains(&d.device_id))
-            .collect();
+        let (wanted, withheld) = self
+            .trusted_device_keys_where(|d| members.device_ids.contains(&d.device_id))
+            .await?;
         let blocked: Vec<String> = withheld
             .iter()
-            .filter(|s| members.device_ids.contains(&s.device_id))
             .map(|s| format!("{} ({})", s.device_id, s.reason))
             .collect();
         if !blocked.is_empty() {
@@ -370,15 +367,15 @@ impl Chat {
             return Ok(report);
         }
         let key = self.generation_key(channel_id, generation).await?;
-        let (mut devices, withheld) = self.trusted_device_keys(device_id).await?;
-        devices
-            .retain(|d| d.device_id != self.device_id && members.device_ids.contains(&d.device_id));
-        report.skip(
-            &withheld
-                .into_iter()
-                .filter(|s| members.device_ids.contains(&s.device_id))
-                .collect::<Vec<_>>(),
-        );
+        let me = self.device_id.clone();
+        let (devices, withheld) = self
+            .trusted_device_keys_where(|d| {
+                d.device_id != me
+                    && members.device_ids.contains(&d.device_id)
+                    && device_id.is_none_or(|o| d.device_id == o)
+            })
+            .await?;
+        report.skip(&withheld);
         if devices.is_empty() {
             return Ok(report);
         }

@@ -332,11 +332,17 @@ export class Chat {
   // ---- sharing keys ----
 
   /** Devices that may get keys (all, or those of `userId`), as the trust screen allows. */
-  async allowedDevices(userId, { includeSelf = false } = {}) {
+  /** Only the users of the devices kept are screened (`deviceIds`: e.g. a channel's members). */
+  async allowedDevices(userId, { includeSelf = false, deviceIds = null } = {}) {
     const all = await this.api.get('/devices/keys?all=1');
     const keys = all.keys
       .map((k) => ({ ...k, user_id: k.user_id || this.userId }))
-      .filter((k) => (includeSelf || k.device_id !== this.device.device_id) && (!userId || k.user_id === userId));
+      .filter(
+        (k) =>
+          (includeSelf || k.device_id !== this.device.device_id) &&
+          (!userId || k.user_id === userId) &&
+          (!deviceIds || deviceIds.includes(k.device_id)),
+      );
     return screen(this.api, this.device, keys, (d) => saveDevice(d));
   }
 

@@ -167,9 +167,10 @@ async function signedUploads(chat, channelId, generation, key, devices) {
 
 /** Wrap `key` as `generation` for exactly the members' devices and post it; rename under it. */
 async function postGeneration(chat, m, generation, key, renameTo) {
-  const { allowed, skipped } = await chat.allowedDevices(null, { includeSelf: true });
-  const wanted = allowed.filter((d) => m.device_ids.includes(d.device_id));
-  const blocked = skipped.filter((d) => m.device_ids.includes(d.device_id));
+  const { allowed: wanted, skipped: blocked } = await chat.allowedDevices(null, {
+    includeSelf: true,
+    deviceIds: m.device_ids,
+  });
   if (blocked.length) {
     throw new c.CryptoError(
       `cannot post a new key: these member devices may not get keys (${blocked.map((d) => d.reason).join('; ')}). Verify or accept their users’ identities first.`,
@@ -262,8 +263,7 @@ export async function shareGeneration(chat, channelId, userId) {
   const m = await members(chat, channelId);
   if (m.key_generation === 0) return;
   const key = await generationKey(chat, channelId, m.key_generation);
-  const { allowed } = await chat.allowedDevices(userId);
-  const devices = allowed.filter((d) => m.device_ids.includes(d.device_id));
+  const { allowed: devices } = await chat.allowedDevices(userId, { deviceIds: m.device_ids });
   if (devices.length === 0) return;
   try {
     await chat.api.post('/channels/keys', {
