@@ -16,11 +16,7 @@ async fn the_admin_pages_mint_an_invite_that_a_new_browser_user_redeems() {
     let Some(mut b) = Browser::start(&server).await else {
         return;
     };
-    b.cmd(json!({"op": "newContext", "ctx": "root"})).await;
-    let first = server.invite().await;
-    b.cmd(json!({"op": "register", "ctx": "root", "username": ROOT,
-                 "password": password(ROOT), "invite": first}))
-        .await;
+    b.sign_up(&server, "root", ROOT).await;
     b.cmd(json!({"op": "openOps", "ctx": "root"})).await;
     let stats = b.cmd(json!({"op": "stats", "ctx": "root"})).await;
     assert_eq!(stats["values"]["connections"], "1", "{stats}");

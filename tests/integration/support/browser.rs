@@ -17,7 +17,8 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::asserts::skip;
 use super::db::{Backend, backend};
-use super::server::TestServer;
+use super::logs::LogCapture;
+use super::server::{TestServer, password};
 
 /// How long one driver command may take (a page load, a wait for a message).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -151,8 +152,39 @@ impl Browser {
         }
     }
 
+    /// A fresh browser context `ctx` that registers `username` with a new invite (password as
+    /// [`password`] gives it).
+    pub async fn sign_up(&mut self, server: &TestServer, ctx: &str, username: &str) -> Value {
+        self.cmd(json!({"op": "newContext", "ctx": ctx})).await;
+        let invite = server.invite().await;
+        self.cmd(json!({"op": "register", "ctx": ctx, "username": username,
+                        "password": password(username), "invite": invite}))
+            .await
+    }
+
     pub async fn close(mut self) {
         let _ = self.try_cmd(json!({"op": "close"})).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Nothing of `secrets` (what was typed into the pages) is in the database dump or the log.
+pub async fn assert_nothing_in_clear(server: &TestServer, logs: &LogCapture, secrets: &[String]) {
+    let dump = server.db.dump().await;
+    let log = logs.text();
+    for secret in secrets {
+        let hits: Vec<_> = dump
+            .iter()
+            .filter(|(_, _, v)| v.contains(secret.as_str()))
+            .map(|(t, c, _)| (t, c))
+            .collect();
+        assert!(
+            hits.is_empty(),
+            "{secret:?} stored in plaintext in {hits:?}"
+        );
+        assert!(
+            !log.contains(secret.as_str()),
+            "{secret:?} in the server log"
+        );
     }
 }
