@@ -5,10 +5,16 @@
 # message and byte budgets are off: the generator publishes every channel as one user.
 #   usage: scripts/fanout-compare.sh LOAD_BIN NAME=DIR [NAME=DIR ...]   (DIR holds a `dialtone` binary)
 #   env:   RATES="1000 2000" RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
+#          SERVER_CPUS=0 LOAD_CPUS=1: pin the server and the generator (taskset) to those CPUs
+#          SCENARIO=connections CONNECTIONS=19000 HOLD=30: idle sessions instead (RATES is ignored)
 set -uo pipefail
 L="$1"; shift
 RATES="${RATES:-1000 2000}"; RUNS="${RUNS:-3}"; MEMBERS="${MEMBERS:-100}"; CHANNELS="${CHANNELS:-20}"
 DURATION="${DURATION:-20}"; OUT="${OUT:-$(mktemp -d -t fanout.XXXX)}"; mkdir -p "$OUT"
+SCENARIO="${SCENARIO:-fanout}"; CONNECTIONS="${CONNECTIONS:-19000}"; HOLD="${HOLD:-30}"
+SPIN=(); [ -n "${SERVER_CPUS:-}" ] && SPIN=(taskset -c "$SERVER_CPUS")
+LPIN=(); [ -n "${LOAD_CPUS:-}" ] && LPIN=(taskset -c "$LOAD_CPUS")
+[ "$SCENARIO" = connections ] && RATES=idle
 W=$(mktemp -d -t fanoutw.XXXX); DB=""; PID=""
 stop() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; PID=""; }
          [ -n "$DB" ] && { psql -h 127.0.0.1 -U postgres -XAtqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; DB=""; }; }
@@ -24,7 +30,7 @@ start() { # DIR
   ( cd "$W" && exec env DIALTONE_LISTEN_ADDR=127.0.0.1:$PORT DIALTONE_DB_URL="postgres://postgres@127.0.0.1:5432/$DB" \
     DIALTONE_USERNAME_PEPPER=$(openssl rand -hex 24) DIALTONE_ADMIN_TOKEN=$TOK DIALTONE_CHANNEL_KEY=$(openssl rand -base64 32) \
     DIALTONE_TLS_CERT="$W/cert.pem" DIALTONE_TLS_KEY="$W/key.pem" DIALTONE_DATA_DIR="$W/data" DIALTONE_WS_SEND_RATE=0 \
-    DIALTONE_LIMIT_USER_MESSAGES=off DIALTONE_LIMIT_USER_BYTES=off RUST_LOG=warn "$1/dialtone" serve ) >>"$OUT/server.log" 2>&1 &
+    DIALTONE_LIMIT_USER_MESSAGES=off DIALTONE_LIMIT_USER_BYTES=off RUST_LOG=warn "${SPIN[@]}" "$1/dialtone" serve ) >>"$OUT/server.log" 2>&1 &
   PID=$!
   for _ in $(seq 120); do curl -sk "https://127.0.0.1:$PORT/health" | grep -q ok && return 0; sleep 0.5; done
   echo "server in $1 did not start"; return 1
@@ -34,7 +40,14 @@ report() { # json name rate run
 import json,sys
 try: j=json.load(open(sys.argv[1]))
 except Exception as e: print(f"{sys.argv[2]:6} rate {sys.argv[3]:>5}/s run {sys.argv[4]}: no report ({e})"); sys.exit()
-l=j["latency"]; sf=j.get("server_figures") or {}; e=j["errors"]
+sf=j.get("server_figures") or {}
+if sf.get("rss_per_connection_bytes"):
+    per=sf["rss_per_connection_bytes"]
+    print(f"{sys.argv[2]:6} idle run {sys.argv[4]}: {j['connections']} held, {j['connect_failures']} failed, "
+          f"rss {(sf.get('rss_before_bytes') or 0)/2**20:.1f} -> {(sf.get('rss_peak_bytes') or 0)/2**20:.1f} MiB, "
+          f"{per/1024:.1f} KiB per connection")
+    sys.exit()
+l=j["latency"]; e=j["errors"]
 want=j["sent"]*int(j["parameters"]["members"])
 print(f"{sys.argv[2]:6} rate {sys.argv[3]:>5}/s run {sys.argv[4]}: {j['deliveries_per_sec']:>8.0f} deliveries/s "
       f"({100*j['delivered']/max(want,1):5.1f}% arrived), p50 {l['p50_us']/1000:6.1f} ms, p99 {l['p99_us']/1000:6.1f} ms, "
@@ -47,9 +60,13 @@ for r in $RATES; do
     for pair in "$@"; do
       name="${pair%%=*}"; dir="${pair#*=}"
       start "$dir" || continue
-      "$L" --server "https://127.0.0.1:$PORT" --fingerprint "$FP" --admin-token "$TOK" --server-pid "$PID" --quiet \
-        --json "$OUT/$name-$r-$n.json" fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$r" \
-        --duration "$DURATION" --warmup 5 >"$OUT/$name-$r-$n.txt" 2>&1
+      if [ "$SCENARIO" = connections ]; then
+        args=(connections --connections "$CONNECTIONS" --hold "$HOLD")
+      else
+        args=(fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$r" --duration "$DURATION" --warmup 5)
+      fi
+      "${LPIN[@]}" "$L" --server "https://127.0.0.1:$PORT" --fingerprint "$FP" --admin-token "$TOK" --server-pid "$PID" \
+        --quiet --json "$OUT/$name-$r-$n.json" "${args[@]}" >"$OUT/$name-$r-$n.txt" 2>&1
       report "$OUT/$name-$r-$n.json" "$name" "$r" "$n"; stop
     done
   done

@@ -2,13 +2,11 @@
 //! minus the library targets whose ERROR lines a remote peer can write at will.
 //!
 //! actix-http logs at ERROR, from inside its HTTP/1 dispatcher (`actix_http::h1::dispatcher`),
-//! both a request it cannot parse (`stream error: request parse error`: plain HTTP garbage, a TLS
-//! hello sent to a plain listener, junk after a TLS handshake) and a response body that ends with
-//! an error — which is how a WebSocket whose peer stopped reading is dropped at once
-//! (`ws::frames::OutboxBody`; ending that body cleanly instead would leave the connection waiting
-//! to flush to a peer that never reads). Neither can be fixed at our source, and every ERROR that
-//! target emits is caused by the peer, so the target is off unless `RUST_LOG` names it; the
-//! dropped WebSocket is logged by our own code at DEBUG.
+//! a request it cannot parse (`stream error: request parse error`: plain HTTP garbage, a TLS
+//! hello sent to a plain listener, junk after a TLS handshake). That cannot be fixed at our
+//! source, and every ERROR that target emits is caused by the peer, so the target is off unless
+//! `RUST_LOG` names it. (WebSockets leave the dispatcher at their 101, `ws::conn`, and log their
+//! own ends at DEBUG.)
 
 use tracing_subscriber::EnvFilter;
 

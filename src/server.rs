@@ -241,23 +241,19 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let workers = config.workers.max(1);
     // HSTS only with a real certificate: never pin a browser to the development certificate.
     let hsts = matches!(config.tls, crate::config::TlsSetup::Files { .. });
-    let builder = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .app_data(state.clone())
             .wrap_fn(http::count_status(app_metrics.clone()))
             .configure(|cfg| http::webapp::configure(cfg, hsts))
             .configure(http::configure)
-    })
-    .workers(workers)
-    // Events are small and latency-sensitive; the outbox already coalesces what is queued into
-    // one write, so Nagle would only add delayed-ACK stalls.
-    .tcp_nodelay(true)
-    .max_connections(config.max_connections.div_ceil(workers))
-    .client_request_timeout(Duration::from_secs(10))
-    .client_disconnect_timeout(Duration::from_secs(5))
-    .shutdown_timeout(config.shutdown_timeout.as_secs())
-    .disable_signals();
-    let (builder, tls_fingerprint) = match tls {
+    };
+    let options = http::listen::ListenOptions {
+        workers,
+        max_connections: config.max_connections,
+        shutdown_timeout: config.shutdown_timeout,
+    };
+    let (server, tls_fingerprint) = match tls {
         Some(tls) => {
             if tls.self_signed {
                 tracing::warn!(
@@ -266,16 +262,15 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
                 );
             }
             (
-                builder.listen_rustls_0_23(listener, tls.config)?,
+                http::listen::serve(listener, Some(tls.config), options, app)?,
                 Some(tls.fingerprint),
             )
         }
         None => {
             tracing::warn!("TLS disabled (DIALTONE_INSECURE_HTTP): serving plain HTTP on loopback");
-            (builder.listen(listener)?, None)
+            (http::listen::serve(listener, None, options, app)?, None)
         }
     };
-    let server = builder.run();
 
     let (metrics_server, metrics_addr) = match config.metrics_addr {
         Some(addr) => {

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod listen;
 pub mod members;
 pub mod openapi;
 pub mod users;

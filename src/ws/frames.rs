@@ -2,12 +2,13 @@
 //!
 //! [`Inbound`] turns the request payload into whole messages (reassembling fragments, enforcing the
 //! size limit on each frame's *declared* length, so an oversized frame is refused from its header
-//! before any of its payload is buffered). [`Outbox`] is the socket's bounded outbound queue: the session actor encodes frames
-//! into it and [`OutboxBody`] — the HTTP response body — drains it, so everything queued between
-//! two socket writes goes out in one write (write coalescing).
+//! before any of its payload is buffered). [`Outbox`] is the socket's bounded outbound queue: the
+//! session actor and its delivery shard encode frames into it and the connection
+//! ([`super::conn`]) drains it, so everything queued between two socket writes goes out in one
+//! write (write coalescing).
 //!
 //! The outbox is polled by the connection, never by the actor: a peer that stops reading stalls only
-//! its own body stream, while the actor keeps running (heartbeats, mailbox) and closes the socket
+//! its own connection, while the actor keeps running (heartbeats, mailbox) and closes the socket
 //! as a slow consumer once the outbox passes its bound. That is why sessions use a plain actix
 //! `Context` with this outbox instead of `actix-web-actors`' `WebsocketContext`, whose actor is
 //! only driven while the socket accepts writes and whose outbound buffer is unbounded.
@@ -145,7 +146,13 @@ where
                     )))));
                 }
                 Poll::Ready(None) => this.eof = true,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if this.buf.is_empty() {
+                        // A quiet socket keeps no read buffer.
+                        this.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -295,7 +302,47 @@ impl Outbox {
             n += len;
             self.frame_lens.pop_front();
         }
-        self.buf.split_to(n).freeze()
+        let chunk = self.buf.split_to(n).freeze();
+        if self.buf.is_empty() {
+            // Let the allocation go with the chunk once it is written: an idle socket keeps no
+            // buffer (what a busy one gains by reusing it, the next push re-allocates anyway, as
+            // the chunk still shares it).
+            self.buf = BytesMut::new();
+        }
+        chunk
+    }
+
+    /// The next chunk for the connection: whole frames only, so what the connection has not
+    /// taken can still be discarded without cutting a frame. Hands the connection one chunk at a
+    /// time: what the socket has not accepted stays here, where the session can see the backlog.
+    pub fn next_chunk(&mut self) -> Option<Bytes> {
+        (!self.frame_lens.is_empty()).then(|| self.take_chunk())
+    }
+
+    /// Everything is handed over and no more frames will come.
+    pub fn finished(&self) -> bool {
+        self.closing && self.frame_lens.is_empty()
+    }
+
+    /// The session gave up on the peer (see [`Outbox::abort`]).
+    pub fn aborted(&self) -> bool {
+        self.abort
+    }
+
+    /// Wake the connection's task when a frame is queued, or on a finish or an abort.
+    pub fn register(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+
+    /// The connection is gone: the session must hear it (once) and stop.
+    pub fn detach(&mut self) {
+        self.waker = None;
+        // why `do_send`: once per connection (`take`), and the session must hear it.
+        if let Some(r) = self.peer_gone.take() {
+            r.do_send(PeerGone);
+        }
     }
 
     /// End the stream once what is queued is handed over.
@@ -323,53 +370,6 @@ impl Outbox {
 
 /// Largest piece of the outbox handed to the connection per poll.
 const MAX_CHUNK: usize = 64 * 1024;
-
-/// The HTTP response body of a WebSocket: drains the outbox.
-pub struct OutboxBody(pub SharedOutbox);
-
-impl Stream for OutboxBody {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut o = self.0.borrow_mut();
-        if o.abort {
-            // An error is what makes actix-http drop the connection now rather than wait to flush
-            // to a peer that does not read; its ERROR line about it is filtered out
-            // (`crate::logging`), so this is the record.
-            // actix-http polls a body no more after an error, so this is logged once.
-            tracing::debug!(
-                queued = o.buf.len(),
-                "websocket peer stopped answering; connection dropped"
-            );
-            return Poll::Ready(Some(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "websocket peer stopped answering",
-            ))));
-        }
-        if !o.frame_lens.is_empty() {
-            // Hand the connection one chunk at a time: what the socket has not taken stays here,
-            // where the session can see the backlog and bound it.
-            return Poll::Ready(Some(Ok(o.take_chunk())));
-        }
-        if o.closing {
-            return Poll::Ready(None);
-        }
-        o.waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for OutboxBody {
-    fn drop(&mut self) {
-        if let Ok(mut o) = self.0.try_borrow_mut() {
-            o.waker = None;
-            // why `do_send`: once per response body (`take`), and the session must hear it.
-            if let Some(r) = o.peer_gone.take() {
-                r.do_send(PeerGone);
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -3,16 +3,20 @@
 //! The token is checked twice: before the session starts, and again once the hub has registered
 //! it (before the 101), so a revocation racing the upgrade cannot leave a socket open.
 
+pub mod conn;
 pub mod frames;
+pub mod pipe;
 pub mod session;
 pub mod shard;
+pub mod upgrade;
 
 use actix::Actor;
 use actix::AsyncContext;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use self::frames::{Inbound, Outbox, OutboxBody, PeerGone};
+use self::conn::{CanUpgrade, Takeover};
+use self::frames::{Inbound, Outbox, PeerGone};
 use self::session::WsSession;
 use crate::actors::db::Authenticate;
 use crate::actors::hub::Notice;
@@ -79,7 +83,6 @@ pub enum SubscribeMode {
 )]
 pub async fn upgrade(
     req: HttpRequest,
-    payload: web::Payload,
     query: web::Query<WsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
@@ -114,6 +117,12 @@ pub async fn upgrade(
 
     let mut response = actix_web_actors::ws::handshake_with_protocols(&req, &[SUBPROTOCOL])
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    // Only a connection the upgrade service will take over can be upgraded (`ws::upgrade`).
+    if req.extensions().get::<CanUpgrade>().is_none() {
+        return Err(AppError::bad_request(
+            "not a WebSocket upgrade: send `Upgrade: websocket` over HTTP/1.1",
+        ));
+    }
     // Take the slot atomically (the check above only spares the database when obviously full):
     // concurrent upgrades cannot overshoot the limit. The session gives it back when it stops.
     if state.metrics.ws_connections.inc() >= state.ws.max_sessions as i64 {
@@ -123,7 +132,9 @@ pub async fn upgrade(
     }
     let (registered, is_registered) = tokio::sync::oneshot::channel();
     let outbox = Outbox::new();
-    let inbound = Inbound::new(payload, state.ws.max_frame);
+    // What the connection reads comes through this pipe (`ws::conn`).
+    let (feed, read) = pipe::pipe();
+    let inbound = Inbound::new(read, state.ws.max_frame);
     let session = WsSession::new(
         auth,
         subscribe_all,
@@ -161,5 +172,6 @@ pub async fn upgrade(
     // v1 client's newly connected device gets its keys. Sent once the session is registered and
     // its token checked again, so the device's own socket receives it too.
     state.notify(joined);
-    Ok(response.streaming(OutboxBody(outbox)))
+    response.extensions_mut().insert(Takeover { feed, outbox });
+    Ok(response.finish())
 }

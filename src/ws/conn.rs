@@ -1,0 +1,207 @@
+//! One upgraded WebSocket connection, driven without actix-http's HTTP/1 dispatcher.
+//!
+//! Kept alive after the 101, the dispatcher would hold two 8 KiB buffers per socket for the
+//! connection's whole life and copy every outbound chunk into one of them before TLS copies it
+//! again. [`drive`] owns the socket instead: it writes the outbox's whole frames straight to it and
+//! feeds what it reads to the session's inbound payload from a stack buffer, so an idle socket
+//! holds only what TLS itself keeps (see BENCHMARKS.md, "Memory per idle session").
+//!
+//! Owns: the socket (after the 101) and the sending half of the session's inbound payload.
+//! Bounds: reads pause while the inbound pipe holds what the session has not taken
+//! ([`super::pipe::HIGH_WATER`]), so a peer that floods is held back by TCP; writes take one outbox
+//! chunk at a time and take the next only once the socket accepted the last, so a peer that stops
+//! reading leaves the backlog in the outbox, where the session sees and bounds it.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::frames::SharedOutbox;
+use super::pipe::PipeWriter;
+
+/// What the upgrade handler hands to the connection: put into the 101 response's extensions and
+/// taken by the upgrade service ([`super::upgrade`]), which then calls [`drive`].
+pub struct Takeover {
+    pub feed: PipeWriter,
+    pub outbox: SharedOutbox,
+}
+
+/// Put into a request's extensions by the upgrade service: the handler upgrades only a request
+/// whose connection will be taken over (any other would answer 101 and then hang).
+#[derive(Clone, Copy)]
+pub struct CanUpgrade;
+
+/// How long a finished connection may take to close: our close_notify and FIN, then the peer's.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK: usize = 4096;
+
+/// Reads per poll before other tasks get a turn (a fast sender cannot starve its thread).
+const READS_PER_POLL: usize = 16;
+
+/// Tells the session when the connection is gone, however [`drive`] ends (its future may be
+/// dropped by a server shutdown).
+pub struct Detach(pub SharedOutbox);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if let Ok(mut o) = self.0.try_borrow_mut() {
+            o.detach();
+        }
+    }
+}
+
+/// Run the connection until the session finishes it (close frame written), aborts it (the peer
+/// stopped answering) or the peer goes away. `early` is what the client sent right after its
+/// upgrade request, read along with it.
+pub async fn drive<T>(mut io: T, early: Bytes, takeover: Takeover, detach: Detach)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let Takeover { feed, outbox } = takeover;
+    if !early.is_empty() {
+        feed.send(early);
+    }
+    let mut conn = Conn {
+        io: &mut io,
+        feed: Some(feed),
+        outbox,
+        pending: None,
+        unflushed: false,
+    };
+    match poll_fn(|cx| conn.poll(cx)).await {
+        Ok(End::Finished) => {
+            drop(conn);
+            // A peer that stops reading exactly now must not hold the task: bounded.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, linger(&mut io)).await;
+        }
+        Ok(End::Aborted) => {
+            tracing::debug!("websocket peer stopped answering; connection dropped");
+        }
+        Err(e) => tracing::debug!(error = %e, "websocket connection ended"),
+    }
+    drop(detach);
+}
+
+/// Send our close (TLS close_notify and FIN), then read and discard until the peer closes too.
+/// Closing with unread bytes in the socket would make the kernel answer with a reset, which can
+/// destroy our close frame at the peer before it is read: a client still writing an oversized
+/// frame would never see its 1009.
+async fn linger<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) -> io::Result<()> {
+    io.shutdown().await?;
+    let mut discard = [0u8; READ_CHUNK];
+    while io.read(&mut discard).await? > 0 {}
+    Ok(())
+}
+
+enum End {
+    /// The session finished the stream and everything queued was written.
+    Finished,
+    /// The session gave up on the peer: drop the connection without writing what is queued.
+    Aborted,
+}
+
+struct Conn<'a, T> {
+    io: &'a mut T,
+    /// `None` once the read side ended (EOF, error, or the session dropped its stream).
+    feed: Option<PipeWriter>,
+    outbox: SharedOutbox,
+    /// The chunk being written; the next is taken from the outbox only once this one is.
+    pending: Option<Bytes>,
+    /// Written since the last successful flush.
+    unflushed: bool,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<End>> {
+        loop {
+            let chunk = match self.pending.as_mut() {
+                Some(chunk) => chunk,
+                None => {
+                    let mut o = self.outbox.borrow_mut();
+                    if o.aborted() {
+                        return Poll::Ready(Ok(End::Aborted));
+                    }
+                    match o.next_chunk() {
+                        Some(chunk) => self.pending.insert(chunk),
+                        None => break,
+                    }
+                }
+            };
+            match Pin::new(&mut *self.io).poll_write(cx, chunk) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    chunk.advance(n);
+                    self.unflushed = true;
+                    if chunk.is_empty() {
+                        self.pending = None;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        if self.unflushed {
+            match Pin::new(&mut *self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        {
+            let mut o = self.outbox.borrow_mut();
+            if o.aborted() {
+                return Poll::Ready(Ok(End::Aborted));
+            }
+            if self.pending.is_none() && !self.unflushed && o.finished() {
+                return Poll::Ready(Ok(End::Finished));
+            }
+            // Woken by the next frame queued, a finish or an abort.
+            o.register(cx.waker());
+        }
+        self.poll_read(cx);
+        Poll::Pending
+    }
+
+    /// Feed what the peer sent to the session, until the socket has nothing more, the session's
+    /// pipe is full (it wakes this task when it takes some) or this poll's share is used.
+    fn poll_read(&mut self, cx: &mut Context<'_>) {
+        let Some(feed) = self.feed.as_ref() else {
+            return;
+        };
+        for _ in 0..READS_PER_POLL {
+            match feed.poll_ready(cx) {
+                Poll::Ready(true) => {}
+                Poll::Pending => return,
+                Poll::Ready(false) => {
+                    self.feed = None;
+                    return;
+                }
+            }
+            let mut space = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut space);
+            match Pin::new(&mut *self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    feed.end(Ok(()));
+                    self.feed = None;
+                    return;
+                }
+                Poll::Ready(Ok(())) => feed.send(Bytes::copy_from_slice(buf.filled())),
+                Poll::Ready(Err(e)) => {
+                    feed.end(Err(e));
+                    self.feed = None;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+        cx.waker().wake_by_ref();
+    }
+}
