@@ -21,6 +21,33 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::ws::upgrade::Upgrade;
 
+/// What an actix-web `App` is as a service factory, as both [`serve`] and [`http`] need it.
+pub trait AppFactory<B>:
+    ServiceFactory<
+        Request,
+        Config = AppConfig,
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+        InitError = (),
+        Future: 'static,
+        Service: Service<Request, Future: 'static> + 'static,
+    > + 'static
+{
+}
+
+impl<S, B> AppFactory<B> for S where
+    S: ServiceFactory<
+            Request,
+            Config = AppConfig,
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+            Future: 'static,
+            Service: Service<Request, Future: 'static> + 'static,
+        > + 'static
+{
+}
+
 /// How the listener is run.
 pub struct ListenOptions {
     pub workers: usize,
@@ -39,16 +66,7 @@ pub fn serve<F, I, S, B>(
 where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<
-            Request,
-            Config = AppConfig,
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
-    S::Future: 'static,
-    S::Service: 'static,
-    <S::Service as Service<Request>>::Future: 'static,
+    S: AppFactory<B>,
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
@@ -81,16 +99,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
     F: Fn() -> I,
     I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<
-            Request,
-            Config = AppConfig,
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
-    S::Future: 'static,
-    S::Service: 'static,
-    <S::Service as Service<Request>>::Future: 'static,
+    S: AppFactory<B>,
     B: MessageBody + 'static,
 {
     let signal = signal.clone();
