@@ -1,6 +1,9 @@
 //! Queries on `channel_messages`: group-committed (idempotent) inserts and cursor-paged history.
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
@@ -17,12 +20,13 @@ pub async fn insert_batch(db: &mut Db<'_>, rows: &[MessageRow]) -> DbResult<usiz
         return Ok(0);
     }
     Ok(match db {
+        // One array per column, whatever the batch size (see `InsertUnnest`).
         Db::Postgres(c) => {
-            diesel::insert_into(m::table)
-                .values(rows)
-                .on_conflict_do_nothing()
-                .execute(&mut **c)
-                .await?
+            let mut cols = Columns::with_capacity(rows.len());
+            for r in rows {
+                cols.push(r);
+            }
+            InsertUnnest(cols).execute(&mut **c).await?
         }
         // diesel implements SQLite's multi-row INSERT for its synchronous connection only, so the
         // statement runs on the wrapper's blocking thread (inside the same transaction).
@@ -39,6 +43,86 @@ pub async fn insert_batch(db: &mut Db<'_>, rows: &[MessageRow]) -> DbResult<usiz
             .await?
         }
     })
+}
+
+/// A batch of rows as one array per column, the parameters of `insert_batch`'s `unnest`.
+struct Columns<'a> {
+    id: Vec<&'a str>,
+    channel_id: Vec<&'a str>,
+    sender_id: Vec<&'a str>,
+    sender_name_enc: Vec<&'a str>,
+    body: Vec<&'a str>,
+    sent_at: Vec<chrono::DateTime<chrono::Utc>>,
+    client_message_id: Vec<Option<&'a str>>,
+    seq: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            id: Vec::with_capacity(n),
+            channel_id: Vec::with_capacity(n),
+            sender_id: Vec::with_capacity(n),
+            sender_name_enc: Vec::with_capacity(n),
+            body: Vec::with_capacity(n),
+            sent_at: Vec::with_capacity(n),
+            client_message_id: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, r: &'a MessageRow) {
+        self.id.push(&r.id);
+        self.channel_id.push(&r.channel_id);
+        self.sender_id.push(&r.sender_id);
+        self.sender_name_enc.push(&r.sender_name_enc);
+        self.body.push(&r.body);
+        self.sent_at.push(r.sent_at.0);
+        self.client_message_id.push(r.client_message_id.as_deref());
+        self.seq.push(r.seq);
+    }
+}
+
+/// `INSERT ... SELECT * FROM unnest(...)` of a batch: its text never changes, so PostgreSQL
+/// parses and plans it once per connection (it is cached as a prepared statement, which diesel's
+/// `sql_query` and its multi-row `VALUES` of a varying row count are not), and its eight
+/// parameters do not grow with the batch.
+struct InsertUnnest<'a>(Columns<'a>);
+
+/// [`InsertUnnest`]'s statement-cache key: one statement text for every batch.
+struct InsertUnnestId;
+
+impl QueryId for InsertUnnest<'_> {
+    type QueryId = InsertUnnestId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for InsertUnnest<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let c = &self.0;
+        out.push_sql(
+            "INSERT INTO channel_messages \
+             (id, channel_id, sender_id, sender_name_enc, body, sent_at, client_message_id, seq) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&c.id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&c.channel_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&c.sender_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&c.sender_name_enc)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&c.body)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&c.sent_at)?;
+        out.push_sql("::timestamptz[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&c.client_message_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&c.seq)?;
+        out.push_sql("::bigint[]) ON CONFLICT DO NOTHING");
+        Ok(())
+    }
 }
 
 /// The stored messages of any of `sender_ids` with any of `client_message_ids` (a superset of the
