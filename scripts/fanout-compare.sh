@@ -7,11 +7,14 @@
 #   env:   RATES="1000 2000" RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
 #          SERVER_CPUS=0 LOAD_CPUS=1: pin the server and the generator (taskset) to those CPUs
 #          SCENARIO=connections CONNECTIONS=19000 HOLD=30: idle sessions instead (RATES is ignored)
+#          SCENARIO=persist SENDERS=50 WINDOW=64: durable commits/s instead (RATES is ignored; each
+#            sender on its own channel, a message counted when its post-commit echo arrives)
 set -uo pipefail
 L="$1"; shift
 RATES="${RATES:-1000 2000}"; RUNS="${RUNS:-3}"; MEMBERS="${MEMBERS:-100}"; CHANNELS="${CHANNELS:-20}"
 DURATION="${DURATION:-20}"; OUT="${OUT:-$(mktemp -d -t fanout.XXXX)}"; mkdir -p "$OUT"
 SCENARIO="${SCENARIO:-fanout}"; CONNECTIONS="${CONNECTIONS:-19000}"; HOLD="${HOLD:-30}"
+SENDERS="${SENDERS:-50}"; WINDOW="${WINDOW:-64}"; [ "$SCENARIO" = persist ] && RATES=durable
 SPIN=(); [ -n "${SERVER_CPUS:-}" ] && SPIN=(taskset -c "$SERVER_CPUS")
 LPIN=(); [ -n "${LOAD_CPUS:-}" ] && LPIN=(taskset -c "$LOAD_CPUS")
 # The generator's 50 users would meet the default per-user socket cap (100) at 5,000 sessions,
@@ -44,11 +47,17 @@ import json,sys
 try: j=json.load(open(sys.argv[1]))
 except Exception as e: print(f"{sys.argv[2]:6} rate {sys.argv[3]:>5}/s run {sys.argv[4]}: no report ({e})"); sys.exit()
 sf=j.get("server_figures") or {}
+if j.get("scenario")=="persist" or sys.argv[3]=="durable":
+    l=j["latency"]
+    print(f"{sys.argv[2]:6} persist run {sys.argv[4]}: {j['deliveries_per_sec']:>8.0f} committed msg/s, "
+          f"p50 {l['p50_us']/1000:6.1f} ms, p99 {l['p99_us']/1000:6.1f} ms, server cpu {sf.get('cpu_percent',0):3.0f}%")
+    sys.exit()
 if sf.get("rss_per_connection_bytes"):
     per=sf["rss_per_connection_bytes"]
     print(f"{sys.argv[2]:6} idle run {sys.argv[4]}: {j['connections']} held, {j['connect_failures']} failed, "
           f"rss {(sf.get('rss_before_bytes') or 0)/2**20:.1f} -> {(sf.get('rss_peak_bytes') or 0)/2**20:.1f} MiB, "
-          f"{per/1024:.1f} KiB per connection")
+          f"{per/1024:.1f} KiB per connection; end of hold {(sf.get('rss_held_bytes') or 0)/2**20:.1f} MiB, "
+          f"{(sf.get('rss_per_connection_held_bytes') or 0)/1024:.1f} KiB per connection")
     sys.exit()
 l=j["latency"]; e=j["errors"]
 want=j["sent"]*int(j["parameters"]["members"])
@@ -65,6 +74,8 @@ for r in $RATES; do
       start "$dir" || continue
       if [ "$SCENARIO" = connections ]; then
         args=(connections --connections "$CONNECTIONS" --hold "$HOLD")
+      elif [ "$SCENARIO" = persist ]; then
+        args=(persist --senders "$SENDERS" --window "$WINDOW" --duration "$DURATION" --warmup 3)
       else
         args=(fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$r" --duration "$DURATION" --warmup 5)
       fi

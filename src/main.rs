@@ -46,6 +46,7 @@ enum Command {
 
 /// mimalloc returns freed memory to the system: with glibc's allocator, every blocking thread that
 /// ever hashed a password (argon2id, 19 MiB) kept that much resident for good.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

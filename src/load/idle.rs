@@ -47,6 +47,12 @@ impl Runner {
         let (stop_rss, rss_peak) = self.sample_rss();
         tokio::time::sleep(hold).await;
         stop_rss.store(true, Ordering::Relaxed);
+        let held = self.probe.rss_bytes();
+        report.server_figures.rss_held_bytes = held;
+        if let (Some(b), Some(h)) = (before, held) {
+            report.server_figures.rss_per_connection_held_bytes =
+                Some(h.saturating_sub(b) / established as u64);
+        }
         let peak = rss_peak.await.ok().flatten();
         report.server_figures.rss_peak_bytes = report.server_figures.rss_peak_bytes.max(peak);
         report.measured_seconds = hold.as_secs_f64();

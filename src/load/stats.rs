@@ -179,6 +179,11 @@ pub struct ServerFigures {
     pub rss_after_bytes: Option<u64>,
     /// (RSS at full load − RSS before connecting) / connections.
     pub rss_per_connection_bytes: Option<u64>,
+    /// `connections` only: RSS at the end of the hold, once the connect ramp's bursts (each new
+    /// socket announced to every open one) have settled.
+    pub rss_held_bytes: Option<u64>,
+    /// (RSS at the end of the hold − RSS before connecting) / connections.
+    pub rss_per_connection_held_bytes: Option<u64>,
     /// CPU time used during the measured window, as a share of one core (100 = one core busy).
     pub cpu_percent: Option<f64>,
     /// Actor kind → (depth at the end, high-water mark).
@@ -288,6 +293,12 @@ impl Report {
         if let Some(b) = s.rss_per_connection_bytes {
             rows.push((
                 "server RSS / connection".into(),
+                format!("{:.1} KiB", b as f64 / 1024.0),
+            ));
+        }
+        if let Some(b) = s.rss_per_connection_held_bytes {
+            rows.push((
+                "server RSS / connection, end of hold".into(),
                 format!("{:.1} KiB", b as f64 / 1024.0),
             ));
         }
