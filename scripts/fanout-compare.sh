@@ -49,8 +49,16 @@ except Exception as e: print(f"{sys.argv[2]:6} rate {sys.argv[3]:>5}/s run {sys.
 sf=j.get("server_figures") or {}
 if j.get("scenario")=="persist" or sys.argv[3]=="durable":
     l=j["latency"]
+    m={}
+    try:
+        for line in open(sys.argv[1][:-len(".json")]+".metrics"):
+            k,_,v=line.rpartition(" ")
+            if k.startswith(("dialtone_db_batch_size_","dialtone_db_commit_seconds_")) and "{" not in k: m[k]=float(v)
+    except Exception: pass
+    n=m.get("dialtone_db_batch_size_count") or 0
+    batch=f", {n:.0f} commits of {m.get('dialtone_db_batch_size_sum',0)/n:.0f} rows, {1000*m.get('dialtone_db_commit_seconds_sum',0)/n:.2f} ms each" if n else ""
     print(f"{sys.argv[2]:6} persist run {sys.argv[4]}: {j['deliveries_per_sec']:>8.0f} committed msg/s, "
-          f"p50 {l['p50_us']/1000:6.1f} ms, p99 {l['p99_us']/1000:6.1f} ms, server cpu {sf.get('cpu_percent',0):3.0f}%")
+          f"p50 {l['p50_us']/1000:6.1f} ms, p99 {l['p99_us']/1000:6.1f} ms, server cpu {sf.get('cpu_percent',0):3.0f}%{batch}")
     sys.exit()
 if sf.get("rss_per_connection_bytes"):
     per=sf["rss_per_connection_bytes"]
@@ -81,6 +89,7 @@ for r in $RATES; do
       fi
       "${LPIN[@]}" "$L" --server "https://127.0.0.1:$PORT" --fingerprint "$FP" --admin-token "$TOK" --server-pid "$PID" \
         --quiet --json "$OUT/$name-$r-$n.json" "${args[@]}" >"$OUT/$name-$r-$n.txt" 2>&1
+      curl -sk -H "X-Admin-Token: $TOK" "https://127.0.0.1:$PORT/metrics" >"$OUT/$name-$r-$n.metrics"
       report "$OUT/$name-$r-$n.json" "$name" "$r" "$n"; stop
     done
   done

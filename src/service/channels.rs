@@ -2,6 +2,8 @@
 //! direct channels (trust v2, [`super::members`]): their members only, their channel admins
 //! write.
 
+use futures_util::FutureExt;
+
 use super::auth::AuthContext;
 use super::validate::{self, MAX_NAME_ENC};
 use super::{ServiceError, ServiceResult, Store, new_id};
@@ -175,7 +177,13 @@ pub async fn delete(store: &Store, ctx: &AuthContext, channel_id: &str) -> Servi
     let channel_id = channel_id_or_404(channel_id)?;
     let mut conn = store.pool.get().await?;
     may_manage(&mut conn.db(), ctx, &channel_id, true).await?;
-    if !db::channels::delete(&mut conn.db(), &channel_id).await? {
+    let id = channel_id.clone();
+    let deleted = conn
+        .transaction(move |mut db| {
+            async move { db::channels::delete(&mut db, &id).await.map(Ok::<_, ()>) }.boxed()
+        })
+        .await?;
+    if !matches!(deleted, Ok(true)) {
         return Err(ServiceError::NotFound("channel"));
     }
     tracing::info!(channel_id = %channel_id, "channel deleted");

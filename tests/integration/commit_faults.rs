@@ -351,3 +351,50 @@ async fn a_commit_blocked_past_the_statement_timeout_fails_in_time_then_recovers
         1.0
     );
 }
+
+/// channel_messages has no foreign keys (they cost half of each batch insert): a channel deleted
+/// while its messages are committing must still leave none of them behind, and no message may
+/// land after the deletion.
+#[tokio::test]
+async fn a_channel_deleted_while_its_messages_commit_leaves_none_behind() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("ZG9vbWVk").await.unwrap();
+    let mut ws = connected(&server, &alice).await;
+    const N: usize = 300;
+    for i in 0..N {
+        ws.send(&message(&channel.id, "Ym9keQ==", &format!("d{i}")))
+            .await
+            .unwrap();
+    }
+    alice.rest.delete_channel(&channel.id).await.unwrap();
+    let stored = format!(
+        "SELECT count(*) AS v FROM channel_messages WHERE channel_id = '{}'",
+        channel.id
+    );
+    assert_eq!(server.db.count(&stored).await, 0);
+    // Every send is answered: committed before the deletion (and deleted with the channel), or
+    // refused after it.
+    let (mut echoed, mut refused) = (0, 0);
+    while echoed + refused < N {
+        match ws.next_within(WAIT).await.unwrap() {
+            Some(dialtone::client::Incoming::Event(e)) => match e.kind.as_str() {
+                event_type::CHANNEL_MESSAGE_NEW => echoed += 1,
+                event_type::ERROR if e.client_message_id.is_some() => refused += 1,
+                _ => {}
+            },
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+    assert_eq!(server.db.count(&stored).await, 0, "{echoed} echoed, {refused} refused");
+    assert_eq!(
+        server
+            .db
+            .count(
+                "SELECT count(*) AS v FROM channel_messages m \
+                 WHERE NOT EXISTS (SELECT 1 FROM channels c WHERE c.id = m.channel_id)"
+            )
+            .await,
+        0
+    );
+}
