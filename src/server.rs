@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::protocol::rest::{CreateInviteRequest, InviteResponse};
 use crate::service::{Caps, ServiceResult, Settings, Store};
 use crate::tls;
+use crate::ws;
 
 /// How often expired sessions are deleted.
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -144,6 +145,8 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     /// `DIALTONE_SHUTDOWN_TIMEOUT_SECS`: the bound on draining the group-commit queue.
     shutdown_timeout: Duration,
+    /// Upgraded WebSockets still writing or closing.
+    connections: Arc<ws::conn::Connections>,
 }
 
 /// Start everything on `listener`; serve with [`Running::serve_until`].
@@ -248,10 +251,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             .configure(|cfg| http::webapp::configure(cfg, hsts))
             .configure(http::configure)
     };
+    let connections = Arc::new(ws::conn::Connections::default());
     let options = http::listen::ListenOptions {
         workers,
         max_connections: config.max_connections,
         shutdown_timeout: config.shutdown_timeout,
+        connections: connections.clone(),
     };
     let (server, tls_fingerprint) = match tls {
         Some(tls) => {
@@ -313,6 +318,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         metrics_server,
         metrics_addr,
         shutdown_timeout: config.shutdown_timeout,
+        connections,
     })
 }
 
@@ -349,6 +355,17 @@ impl Running {
             );
         }
         let _ = self.hub.ask(Shutdown).await;
+        // Every session now has its 1001 queued: let the connections write it and close
+        // (each bounded by its own close grace), within the shutdown bound.
+        if tokio::time::timeout(self.shutdown_timeout, self.connections.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.connections.count(),
+                "shutdown: WebSocket connections still open; dropping them"
+            );
+        }
         if let Some(m) = metrics_handle {
             m.stop(true).await;
         }

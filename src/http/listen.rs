@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::{AsyncRead, AsyncWrite};
@@ -19,6 +20,7 @@ use actix_service::{IntoServiceFactory, Service, ServiceFactory};
 use actix_web::dev::{AppConfig, ServiceResponse};
 use futures_util::future::LocalBoxFuture;
 
+use crate::ws::conn::Connections;
 use crate::ws::upgrade::Upgrade;
 
 /// What an actix-web `App` is as a service factory, as both [`serve`] and [`http`] need it.
@@ -54,6 +56,8 @@ pub struct ListenOptions {
     /// For the whole server (split evenly over the workers).
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Upgraded WebSocket connections, which run outside the listener's own count.
+    pub connections: Arc<Connections>,
 }
 
 /// Serve `app` on `listener`, over TLS when `tls` is given (plain HTTP otherwise).
@@ -77,12 +81,13 @@ where
         .shutdown_timeout(options.shutdown_timeout.as_secs())
         .disable_signals();
     let signal = builder.graceful_shutdown_signal();
+    let connections = options.connections;
     let builder = match tls {
         Some(tls) => builder.listen("dialtone-https", listener, move || {
-            http(&app, addr, &signal).rustls_0_23(tls.clone())
+            http(&app, addr, &signal, &connections).rustls_0_23(tls.clone())
         })?,
         None => builder.listen("dialtone-http", listener, move || {
-            http(&app, addr, &signal).tcp()
+            http(&app, addr, &signal, &connections).tcp()
         })?,
     };
     Ok(builder.run())
@@ -94,6 +99,7 @@ fn http<T, F, I, S, B>(
     app: &F,
     addr: SocketAddr,
     signal: &GracefulShutdownSignal,
+    connections: &Arc<Connections>,
 ) -> HttpService<T, Configured<S>, B, ExpectHandler, Upgrade<Configured<S>>>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -115,7 +121,10 @@ where
             let signal = signal.clone();
             async move { signal.notified().await }
         })
-        .upgrade(Upgrade(Configured(app().into_factory())))
+        .upgrade(Upgrade(
+            Configured(app().into_factory()),
+            connections.clone(),
+        ))
         .finish(Configured(app().into_factory()))
 }
 

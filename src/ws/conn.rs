@@ -37,6 +37,59 @@ pub struct Takeover {
 #[derive(Clone, Copy)]
 pub struct CanUpgrade;
 
+/// The upgraded connections still running, so a shutdown can wait for their close frames.
+///
+/// Each runs as a task of its own ([`super::upgrade`] spawns [`drive`]), not inside the HTTP/1
+/// dispatcher's connection task: that task and the upgrade future it awaits are sized for the
+/// whole HTTP exchange (together about 10 KiB) and would stay allocated for the socket's life.
+/// Detached, they are no longer counted by the listener's connection limit
+/// (`DIALTONE_MAX_CONNECTIONS`), so the server's graceful stop would not wait for them: it waits
+/// here instead ([`Connections::drained`]).
+#[derive(Default)]
+pub struct Connections {
+    live: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One running connection of [`Connections`]; counted until dropped.
+pub struct Live(std::sync::Arc<Connections>);
+
+impl Connections {
+    pub fn enter(self: &std::sync::Arc<Self>) -> Live {
+        self.live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Live(self.clone())
+    }
+
+    /// How many are running.
+    pub fn count(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once none is running.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self
+            .0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// How long a finished connection may take to close: our close_notify and FIN, then the peer's.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -96,7 +149,9 @@ where
 /// frame would never see its 1009.
 async fn linger<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) -> io::Result<()> {
     io.shutdown().await?;
-    let mut discard = [0u8; READ_CHUNK];
+    // On the heap, only while lingering: an array here would be part of `drive`'s future, which
+    // every connection holds for its whole life.
+    let mut discard = vec![0u8; READ_CHUNK];
     while io.read(&mut discard).await? > 0 {}
     Ok(())
 }

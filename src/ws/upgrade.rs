@@ -8,6 +8,7 @@
 //! and the connection closes, as after any refused upgrade.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_codec::{AsyncRead, AsyncWrite, Framed};
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::future::LocalBoxFuture;
 
-use super::conn::{self, CanUpgrade, Detach, Takeover};
+use super::conn::{self, CanUpgrade, Connections, Detach, Takeover};
 
 /// The largest refusal body written (they are short JSON errors).
 const MAX_REFUSAL_BODY: usize = 64 * 1024;
@@ -28,8 +29,9 @@ const MAX_REFUSAL_BODY: usize = 64 * 1024;
 /// How long writing a refusal may take before the connection is dropped.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The upgrade service's factory, around (one worker's instance of) the app's factory.
-pub struct Upgrade<S>(pub S);
+/// The upgrade service's factory, around (one worker's instance of) the app's factory, with the
+/// server's count of upgraded connections.
+pub struct Upgrade<S>(pub S, pub Arc<Connections>);
 
 impl<T, S, B> ServiceFactory<(Request, Framed<T, h1::Codec>)> for Upgrade<S>
 where
@@ -54,12 +56,13 @@ where
 
     fn new_service(&self, _: ()) -> Self::Future {
         let app = self.0.new_service(());
-        Box::pin(async move { Ok(UpgradeService(Rc::new(app.await?))) })
+        let connections = self.1.clone();
+        Box::pin(async move { Ok(UpgradeService(Rc::new(app.await?), connections)) })
     }
 }
 
 /// One worker's upgrade service.
-pub struct UpgradeService<S>(Rc<S>);
+pub struct UpgradeService<S>(Rc<S>, Arc<Connections>);
 
 impl<T, S, B> Service<(Request, Framed<T, h1::Codec>)> for UpgradeService<S>
 where
@@ -74,7 +77,7 @@ where
     actix_service::always_ready!();
 
     fn call(&self, (req, framed): (Request, Framed<T, h1::Codec>)) -> Self::Future {
-        Box::pin(serve(self.0.clone(), req, framed))
+        Box::pin(serve(self.0.clone(), self.1.clone(), req, framed))
     }
 }
 
@@ -82,16 +85,20 @@ where
 /// make actix-http log it at ERROR.
 async fn serve<T, S, B>(
     app: Rc<S>,
+    connections: Arc<Connections>,
     req: Request,
     mut framed: Framed<T, h1::Codec>,
 ) -> Result<(), actix_web::Error>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody + 'static,
 {
     req.extensions_mut().insert(CanUpgrade);
-    let mut res: Response<BoxBody> = match app.call(req).await {
+    // Boxed, here and for the refusal below: this future lives as long as the connection, and a
+    // future inlined in it would keep its size (the app's handler future is several KiB) for the
+    // socket's whole life, idle or not (BENCHMARKS.md, "where an idle session's memory goes").
+    let mut res: Response<BoxBody> = match Box::pin(app.call(req)).await {
         Ok(res) => Response::from(res).map_into_boxed_body(),
         Err(e) => e.error_response().into(),
     };
@@ -109,10 +116,16 @@ where
             // Copied out so the dispatcher's buffers go now, not with the connection.
             let early = Bytes::copy_from_slice(&parts.read_buf);
             drop((parts.read_buf, parts.write_buf));
-            conn::drive(parts.io, early, takeover, detach).await;
+            // A task of its own, so the dispatcher's task and this future end now (`Connections`).
+            let live = connections.enter();
+            let io = parts.io;
+            actix_web::rt::spawn(async move {
+                conn::drive(io, early, takeover, detach).await;
+                drop(live);
+            });
         }
         _ => {
-            if tokio::time::timeout(REFUSAL_TIMEOUT, refuse(res, &mut framed))
+            if tokio::time::timeout(REFUSAL_TIMEOUT, Box::pin(refuse(res, &mut framed)))
                 .await
                 .is_err()
             {

@@ -386,7 +386,11 @@ async fn a_channel_deleted_while_its_messages_commit_leaves_none_behind() {
             other => panic!("socket ended: {other:?}"),
         }
     }
-    assert_eq!(server.db.count(&stored).await, 0, "{echoed} echoed, {refused} refused");
+    assert_eq!(
+        server.db.count(&stored).await,
+        0,
+        "{echoed} echoed, {refused} refused"
+    );
     assert_eq!(
         server
             .db
