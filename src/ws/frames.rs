@@ -308,6 +308,11 @@ impl Outbox {
             // buffer (what a busy one gains by reusing it, the next push re-allocates anyway, as
             // the chunk still shares it).
             self.buf = BytesMut::new();
+            // A burst (a join announced to every socket) grows this to its depth: keep only
+            // what steady traffic needs.
+            if self.frame_lens.capacity() > 16 {
+                self.frame_lens = VecDeque::new();
+            }
         }
         chunk
     }
