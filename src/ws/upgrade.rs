@@ -3,8 +3,8 @@
 //! A request that asks for a WebSocket (`Upgrade: websocket`) comes here instead of to the app,
 //! with its connection. It still goes through the whole app — middleware, limits and the
 //! `GET /ws` handler — like any other request: this service calls an instance of the same app.
-//! When the app answers 101 with a [`Takeover`], this service writes the 101 and keeps the socket
-//! ([`conn::drive`]). Any other answer (401, 429, a 404 for another path…) is written as it is,
+//! When the app answers 101 with a [`Takeover`], this service writes the 101 and hands the socket
+//! to a task of its own ([`conn::drive`]), so this future and the dispatcher's task end there. Any other answer (401, 429, a 404 for another path…) is written as it is,
 //! and the connection closes, as after any refused upgrade.
 
 use std::rc::Rc;
@@ -95,9 +95,9 @@ where
     B: MessageBody + 'static,
 {
     req.extensions_mut().insert(CanUpgrade);
-    // Boxed, here and for the refusal below: this future lives as long as the connection, and a
-    // future inlined in it would keep its size (the app's handler future is several KiB) for the
-    // socket's whole life, idle or not (BENCHMARKS.md, "where an idle session's memory goes").
+    // Boxed, here and for the refusal below: the app's handler future is several KiB, and this
+    // one is allocated for every upgrade; boxed, that memory goes as soon as the app has answered
+    // (BENCHMARKS.md, "Where an idle session's memory goes").
     let mut res: Response<BoxBody> = match Box::pin(app.call(req)).await {
         Ok(res) => Response::from(res).map_into_boxed_body(),
         Err(e) => e.error_response().into(),
