@@ -1,5 +1,6 @@
-//! The listener: actix-server workers, each running actix-http's HTTP/1 service with the app and
-//! the WebSocket upgrade hook ([`crate::ws::upgrade`]).
+//! The listener: actix-server workers, each running the TLS handshake ([`super::tls`]) and then
+//! actix-http's HTTP/1 service with the app and the WebSocket upgrade hook
+//! ([`crate::ws::upgrade`]).
 //!
 //! Assembled here rather than with `actix_web::HttpServer`, which offers no upgrade hook: without
 //! it a WebSocket would stay inside the HTTP/1 dispatcher for its whole life, with the
@@ -16,10 +17,11 @@ use actix_http::body::MessageBody;
 use actix_http::h1::ExpectHandler;
 use actix_http::{HttpService, KeepAlive, Request};
 use actix_server::{GracefulShutdownSignal, Server};
-use actix_service::{IntoServiceFactory, Service, ServiceFactory};
+use actix_service::{IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, ServiceResponse};
 use futures_util::future::LocalBoxFuture;
 
+use super::tls::Acceptor;
 use crate::ws::conn::Connections;
 use crate::ws::upgrade::Upgrade;
 
@@ -83,9 +85,14 @@ where
     let signal = builder.graceful_shutdown_signal();
     let connections = options.connections;
     let builder = match tls {
-        Some(tls) => builder.listen("dialtone-https", listener, move || {
-            http(&app, addr, &signal, &connections).rustls_0_23(tls.clone())
-        })?,
+        Some(tls) => {
+            let acceptor = Acceptor::new(Arc::new(tls));
+            builder.listen("dialtone-https", listener, move || {
+                acceptor
+                    .clone()
+                    .and_then(http(&app, addr, &signal, &connections))
+            })?
+        }
         None => builder.listen("dialtone-http", listener, move || {
             http(&app, addr, &signal, &connections).tcp()
         })?,

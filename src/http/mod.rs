@@ -13,6 +13,7 @@ pub mod keys;
 pub mod listen;
 pub mod members;
 pub mod openapi;
+pub mod tls;
 pub mod users;
 pub mod webapp;
 

@@ -3,8 +3,9 @@
 //! Kept alive after the 101, the dispatcher would hold two 8 KiB buffers per socket for the
 //! connection's whole life and copy every outbound chunk into one of them before TLS copies it
 //! again. [`drive`] owns the socket instead: it writes the outbox's whole frames straight to it and
-//! feeds what it reads to the session's inbound payload from a stack buffer, so an idle socket
-//! holds only what TLS itself keeps (see BENCHMARKS.md, "Memory per idle session").
+//! feeds what it reads to the session's inbound payload from a stack buffer; TLS keeps no buffer
+//! either between records ([`crate::http::tls`]), so an idle socket holds no I/O buffer at all
+//! (see BENCHMARKS.md, "Memory per idle session").
 //!
 //! Owns: the socket (after the 101) and the sending half of the session's inbound payload.
 //! Bounds: reads pause while the inbound pipe holds what the session has not taken

@@ -362,12 +362,34 @@ async fn a_channel_deleted_while_its_messages_commit_leaves_none_behind() {
     let channel = alice.rest.create_channel("ZG9vbWVk").await.unwrap();
     let mut ws = connected(&server, &alice).await;
     const N: usize = 300;
+    // The race made certain: the gate stops the commit of these messages inside its transaction
+    // (on PostgreSQL it has bumped the channel's counter row and its INSERT waits), and the
+    // deletion starts while it is stopped there.
+    let gate = WriteGate::hold(&server.db).await;
     for i in 0..N {
         ws.send(&message(&channel.id, "Ym9keQ==", &format!("d{i}")))
             .await
             .unwrap();
     }
-    alice.rest.delete_channel(&channel.id).await.unwrap();
+    gate.wait_for_blocked_writer(&server.db).await;
+    let deletion = {
+        let rest = alice.rest.clone();
+        let id = channel.id.clone();
+        tokio::spawn(async move { rest.delete_channel(&id).await })
+    };
+    if server.db.backend() == Backend::Postgres {
+        // The deletion waits for the commit's row lock on the channel: two writers are stopped.
+        eventually("the deletion waits behind the commit", || async {
+            server
+                .db
+                .count("SELECT count(*) AS v FROM pg_locks WHERE NOT granted")
+                .await
+                >= 2
+        })
+        .await;
+    }
+    gate.release().await;
+    deletion.await.unwrap().unwrap();
     let stored = format!(
         "SELECT count(*) AS v FROM channel_messages WHERE channel_id = '{}'",
         channel.id

@@ -8,6 +8,7 @@ mod frames;
 mod log_floods;
 mod nul_rest;
 mod nul_ws;
+mod tls;
 
 use dialtone::client::WsClient;
 use dialtone::protocol::ws::{ClientFrame, event_type};

@@ -1,0 +1,664 @@
+//! A server TLS stream on rustls's unbuffered API, where this side owns the buffers.
+//!
+//! rustls's buffered connection keeps a 4 KiB read buffer for as long as a read is pending, which
+//! for a WebSocket is its whole life, and queues every record it encrypts in a buffer of its own.
+//! Here each read goes through a buffer on the stack: the records it holds are decrypted from
+//! there, and only a record cut off at the end of the read is kept on the heap until the rest
+//! arrives. Ciphertext is encrypted straight into one write buffer, released once the socket has
+//! taken it. An idle connection therefore holds no buffer at all (BENCHMARKS.md, "Memory per idle
+//! session").
+//!
+//! Owns: the socket and the TLS connection state.
+//! Bounds: [`MAX_INCOMING`] of ciphertext waiting for the rest of its record or handshake message
+//! (more is a protocol error: the connection fails); decrypted bytes the reader has not taken
+//! (at most what one read decrypted, as the next read waits for them); and one write's ciphertext
+//! (a write is accepted only once the previous one is on the socket).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+    WriteTraffic,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes read from the socket per read call (one full TLS record and its header and tag).
+const READ_SIZE: usize = 16 * 1024 + 512;
+
+/// The most ciphertext kept while a record or a handshake message is incomplete. rustls's own
+/// buffered connection allows handshake messages of up to 64 KiB; a record is at most 16 KiB and
+/// its overhead.
+const MAX_INCOMING: usize = 64 * 1024 + READ_SIZE;
+
+/// The most plaintext encrypted per write call (the caller writes the rest next).
+const MAX_WRITE: usize = 64 * 1024;
+
+/// Where the connection stands after processing what it was given.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    /// The handshake needs more from the peer.
+    Handshaking,
+    /// Application data may flow.
+    Open,
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+pub struct TlsStream<IO> {
+    io: IO,
+    conn: UnbufferedServerConnection,
+    stage: Stage,
+    /// Ciphertext of a record (or handshake message) not yet complete; empty, with no
+    /// allocation, between records.
+    incoming: Vec<u8>,
+    /// Decrypted bytes the reader has not taken yet, from `plain_at` on.
+    plaintext: Vec<u8>,
+    plain_at: usize,
+    /// Ciphertext not yet on the socket, from `out_at` on.
+    outgoing: Vec<u8>,
+    out_at: usize,
+    /// The peer sent close_notify, or closed the socket.
+    read_closed: bool,
+    /// Our close_notify is queued.
+    write_closed: bool,
+    /// What failed the connection; every later call reports it.
+    failed: Option<io::ErrorKind>,
+}
+
+impl<IO> TlsStream<IO> {
+    pub fn new(io: IO, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let conn = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(Self {
+            io,
+            conn,
+            stage: Stage::Handshaking,
+            incoming: Vec::new(),
+            plaintext: Vec::new(),
+            plain_at: 0,
+            outgoing: Vec::new(),
+            out_at: 0,
+            read_closed: false,
+            write_closed: false,
+            failed: None,
+        })
+    }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// The protocol agreed by ALPN, once the handshake is done.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match self.failed {
+            Some(kind) => Err(kind.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, e: rustls::Error) -> io::Error {
+        tracing::debug!(error = %e, "tls connection failed");
+        self.failed = Some(io::ErrorKind::InvalidData);
+        // The alert rustls queued to say why goes out with the ciphertext still unwritten, if
+        // the socket takes it. One call only: rustls hands a queued alert over before it looks
+        // at the input again, and looking again would fail (and alert) a second time. It is
+        // given the bytes it kept, as it remembers positions in them; nothing is read after this.
+        let mut incoming = std::mem::take(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut alert)) =
+            self.conn.process_tls_records(&mut incoming).state
+        {
+            let _ = encode_with(&mut self.outgoing, 0, |space| alert.encode(space));
+        }
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    /// Hand what was read from the socket to rustls, keeping an incomplete record's tail.
+    fn ingest(&mut self, data: &mut [u8]) -> io::Result<()> {
+        if self.read_closed {
+            // Nothing after close_notify is read; keeping it would only grow `incoming`.
+            return Ok(());
+        }
+        let result = if self.incoming.is_empty() {
+            let (used, result) = process(
+                &mut self.conn,
+                data,
+                &mut self.plaintext,
+                &mut self.outgoing,
+            );
+            self.incoming.extend_from_slice(&data[used..]);
+            result
+        } else {
+            self.incoming.extend_from_slice(data);
+            let (used, result) = process(
+                &mut self.conn,
+                &mut self.incoming,
+                &mut self.plaintext,
+                &mut self.outgoing,
+            );
+            self.incoming.drain(..used);
+            if self.incoming.is_empty() {
+                self.incoming = Vec::new();
+            }
+            result
+        };
+        self.settle(result)?;
+        if self.incoming.len() > MAX_INCOMING {
+            self.failed = Some(io::ErrorKind::InvalidData);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "tls: record or handshake message too large",
+            ));
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, result: Result<Outcome, rustls::Error>) -> io::Result<()> {
+        match result {
+            Ok(outcome) => {
+                self.stage = outcome.stage;
+                self.read_closed |= outcome.peer_closed;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Run `f` with rustls in its write state (first processing anything it still holds, which
+    /// never reads from the socket).
+    fn with_writer<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> R,
+    ) -> io::Result<Option<R>> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let mut f = Some(f);
+        let mut out = None;
+        let mut used = 0;
+        let result = loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut incoming[used..]);
+            let step = match state {
+                Ok(ConnectionState::WriteTraffic(mut writer)) => {
+                    if let Some(f) = f.take() {
+                        out = Some(f(&mut writer, &mut self.outgoing));
+                    }
+                    used += discard;
+                    break Ok(Outcome {
+                        stage: Stage::Open,
+                        peer_closed: false,
+                    });
+                }
+                Ok(state) => handle(state, &mut self.plaintext, &mut self.outgoing),
+                Err(e) => Err(e),
+            };
+            used += discard;
+            match step {
+                Ok(Step::Continue) => {}
+                Ok(Step::PeerClosed) => self.read_closed = true,
+                Ok(Step::Stop(stage)) => {
+                    break Ok(Outcome {
+                        stage,
+                        peer_closed: false,
+                    });
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        incoming.drain(..used);
+        if !incoming.is_empty() {
+            self.incoming = incoming;
+        }
+        self.settle(result)?;
+        Ok(out)
+    }
+
+    /// Decrypted bytes are waiting for the reader.
+    fn has_plaintext(&self) -> bool {
+        self.plain_at < self.plaintext.len()
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
+    /// Write the queued ciphertext to the socket.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_at < self.outgoing.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing[self.out_at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_at += n;
+        }
+        if self.outgoing.capacity() > 0 {
+            self.outgoing = Vec::new();
+            self.out_at = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Read once from the socket and process it. `false` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut space = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+        let mut buf = ReadBuf::uninit(&mut space);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        if buf.filled().is_empty() {
+            self.read_closed = true;
+            return Poll::Ready(Ok(false));
+        }
+        self.ingest(buf.filled_mut())?;
+        Poll::Ready(Ok(true))
+    }
+
+    /// Drive the handshake to its end.
+    pub fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check()?;
+        if self.stage == Stage::Handshaking && self.incoming.is_empty() && self.outgoing.is_empty()
+        {
+            // Harmless when repeated: with nothing kept, rustls only says it is blocked again.
+            // The server speaks second, but rustls must be asked before it is fed.
+            let result = process(
+                &mut self.conn,
+                &mut [],
+                &mut self.plaintext,
+                &mut self.outgoing,
+            )
+            .1;
+            self.settle(result)?;
+        }
+        loop {
+            // Not waited for: the peer may be writing instead of reading, and once the handshake
+            // is done what is left (session tickets) goes with the next read or write.
+            if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+                return Poll::Ready(Err(e));
+            }
+            match self.stage {
+                Stage::Open => return Poll::Ready(Ok(())),
+                Stage::Closed => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+                Stage::Handshaking => {}
+            }
+            if !ready!(self.poll_fill(cx))? {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.has_plaintext() {
+                let available = &this.plaintext[this.plain_at..];
+                let n = available.len().min(buf.remaining());
+                buf.put_slice(&available[..n]);
+                this.plain_at += n;
+                if !this.has_plaintext() {
+                    this.plaintext = Vec::new();
+                    this.plain_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            this.check()?;
+            // What reading made rustls say (a key update's answer, an alert) goes out even when
+            // nothing is being written.
+            if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if this.read_closed {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(this.poll_fill(cx))?;
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        // One write's ciphertext at a time: the socket's backpressure reaches the caller.
+        ready!(this.poll_write_out(cx))?;
+        if this.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let data = &buf[..buf.len().min(MAX_WRITE)];
+        let written = this.with_writer(|writer, out| {
+            encode_with(out, sealed_len(data.len()), |space| {
+                writer.encrypt(data, space)
+            })
+        })?;
+        match written {
+            Some(Ok(())) => {}
+            Some(Err(EncryptError::EncryptExhausted)) => {
+                this.failed = Some(io::ErrorKind::InvalidData);
+                return Poll::Ready(Err(io::Error::other("tls: encrypter exhausted")));
+            }
+            Some(Err(EncryptError::InsufficientSize(_))) => {
+                return Poll::Ready(Err(io::Error::other("tls: record did not fit")));
+            }
+            None => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+        // Accepted: a socket that takes only part of it now gets the rest on the next call.
+        if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.write_closed && this.failed.is_none() && this.stage == Stage::Open {
+            this.write_closed = true;
+            let queued = this.with_writer(|writer, out| {
+                encode_with(out, 0, |space| writer.queue_close_notify(space))
+            })?;
+            if let Some(Err(e)) = queued {
+                tracing::debug!(error = %e, "tls close_notify not queued");
+            }
+        }
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// Append what `write` produces to `out`: first in `guess` bytes, then in as many as rustls asks
+/// for if those were too few.
+fn encode_with<E: RequiredSize>(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<(), E> {
+    let start = out.len();
+    let mut size = guess;
+    loop {
+        out.resize(start + size, 0);
+        match write(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(e) => match e.required_size() {
+                Some(required) if required > size => size = required,
+                _ => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            },
+        }
+    }
+}
+
+/// What `len` plaintext bytes take as TLS 1.3 records (header, content type and tag per 16 KiB
+/// record): the usual case in one pass. TLS 1.2 needs a little more and takes a second pass.
+fn sealed_len(len: usize) -> usize {
+    len + len.div_ceil(16 * 1024).max(1) * (5 + 1 + 16)
+}
+
+trait RequiredSize {
+    fn required_size(&self) -> Option<usize>;
+}
+
+impl RequiredSize for EncryptError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(*required_size)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl RequiredSize for EncodeError {
+    fn required_size(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(*required_size)
+            }
+            EncodeError::AlreadyEncoded => None,
+        }
+    }
+}
+
+struct Outcome {
+    stage: Stage,
+    peer_closed: bool,
+}
+
+enum Step {
+    Continue,
+    PeerClosed,
+    Stop(Stage),
+}
+
+/// Process the records in `incoming` until rustls needs more, or may write. Returns how much of
+/// `incoming` was used up (the rest is an incomplete record) and where the connection stands.
+fn process(
+    conn: &mut UnbufferedServerConnection,
+    incoming: &mut [u8],
+    plaintext: &mut Vec<u8>,
+    outgoing: &mut Vec<u8>,
+) -> (usize, Result<Outcome, rustls::Error>) {
+    let mut used = 0;
+    let mut peer_closed = false;
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut incoming[used..]);
+        let step = match state {
+            Ok(ConnectionState::WriteTraffic(_)) => Ok(Step::Stop(Stage::Open)),
+            Ok(state) => handle(state, plaintext, outgoing),
+            Err(e) => Err(e),
+        };
+        used += discard;
+        match step {
+            Ok(Step::Continue) => {}
+            Ok(Step::PeerClosed) => peer_closed = true,
+            Ok(Step::Stop(stage)) => return (used, Ok(Outcome { stage, peer_closed })),
+            Err(e) => return (used, Err(e)),
+        }
+    }
+}
+
+/// One state other than `WriteTraffic`: decrypted data to `plaintext`, records to send to
+/// `outgoing` (in order, so marking them sent at once is safe: nothing overtakes them).
+fn handle(
+    state: ConnectionState<'_, '_, ServerConnectionData>,
+    plaintext: &mut Vec<u8>,
+    outgoing: &mut Vec<u8>,
+) -> Result<Step, rustls::Error> {
+    match state {
+        ConnectionState::ReadTraffic(mut records) => {
+            while let Some(record) = records.next_record() {
+                plaintext.extend_from_slice(record?.payload);
+            }
+            Ok(Step::Continue)
+        }
+        ConnectionState::EncodeTlsData(mut data) => {
+            encode_with(outgoing, 0, |space| data.encode(space))
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+            Ok(Step::Continue)
+        }
+        ConnectionState::TransmitTlsData(data) => {
+            data.done();
+            Ok(Step::Continue)
+        }
+        ConnectionState::PeerClosed => Ok(Step::PeerClosed),
+        ConnectionState::Closed => Ok(Step::Stop(Stage::Closed)),
+        ConnectionState::BlockedHandshake => Ok(Step::Stop(Stage::Handshaking)),
+        // The server config accepts no early data; rustls would refuse it before this.
+        ConnectionState::ReadEarlyData(_) => Err(rustls::Error::General(
+            "tls: early data is not accepted".into(),
+        )),
+        ConnectionState::WriteTraffic(_) => Ok(Step::Stop(Stage::Open)),
+        _ => Err(rustls::Error::General("tls: unexpected state".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+    fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        crate::tls::install_crypto_provider();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A server stream and a tokio-rustls client over `size`-byte pipes, both handshaken.
+    async fn pair(
+        size: usize,
+    ) -> (
+        TlsStream<DuplexStream>,
+        tokio_rustls::client::TlsStream<DuplexStream>,
+    ) {
+        let (server, client) = configs();
+        let (a, b) = duplex(size);
+        let mut tls = TlsStream::new(a, server).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let name = ServerName::try_from("localhost").unwrap();
+        let (accepted, connected) = tokio::join!(
+            std::future::poll_fn(|cx| tls.poll_handshake(cx)),
+            connector.connect(name, b)
+        );
+        accepted.unwrap();
+        (tls, connected.unwrap())
+    }
+
+    fn holds_nothing(tls: &TlsStream<DuplexStream>) -> bool {
+        tls.incoming.capacity() == 0
+            && tls.plaintext.capacity() == 0
+            && tls.outgoing.capacity() == 0
+    }
+
+    #[tokio::test]
+    async fn data_flows_both_ways_and_an_idle_stream_keeps_no_buffer() {
+        let (mut server, mut client) = pair(64 * 1024).await;
+        client.write_all(b"hello server").await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = [0u8; 12];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello server");
+
+        let big = vec![7u8; 200 * 1024];
+        let (written, read) = tokio::join!(
+            async {
+                server.write_all(&big).await.unwrap();
+                server.flush().await.unwrap();
+            },
+            async {
+                let mut back = vec![0u8; big.len()];
+                client.read_exact(&mut back).await.unwrap();
+                back
+            }
+        );
+        let () = written;
+        assert_eq!(read, big);
+        assert!(holds_nothing(&server), "an idle stream still holds buffers");
+    }
+
+    #[tokio::test]
+    async fn records_cut_into_single_bytes_are_reassembled() {
+        // A one-byte pipe: every record reaches the server a byte per read.
+        let (mut server, mut client) = pair(1).await;
+        let message = vec![42u8; 5000];
+        let (_, got) = tokio::join!(
+            async {
+                client.write_all(&message).await.unwrap();
+                client.flush().await.unwrap();
+            },
+            async {
+                let mut got = vec![0u8; message.len()];
+                server.read_exact(&mut got).await.unwrap();
+                got
+            }
+        );
+        assert_eq!(got, message);
+        // The session tickets and an answer, through the same one-byte pipe.
+        let (_, answer) = tokio::join!(
+            async {
+                server.write_all(b"ok").await.unwrap();
+                server.flush().await.unwrap();
+            },
+            async {
+                let mut answer = [0u8; 2];
+                client.read_exact(&mut answer).await.unwrap();
+                answer
+            }
+        );
+        assert_eq!(&answer, b"ok");
+        assert!(holds_nothing(&server));
+    }
+
+    #[tokio::test]
+    async fn close_notify_ends_the_stream_in_both_directions() {
+        let (mut server, mut client) = pair(64 * 1024).await;
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(server.read_to_end(&mut rest).await.unwrap(), 0);
+        server.write_all(b"bye").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+    }
+
+    #[tokio::test]
+    async fn junk_fails_the_handshake_and_a_flood_is_not_buffered() {
+        let (server, _) = configs();
+        let (a, mut b) = duplex(256 * 1024);
+        let mut tls = TlsStream::new(a, server).unwrap();
+        // A handshake record header that announces a huge message, then endless fragments.
+        let mut junk = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0xff, 0xff, 0xff];
+        junk.resize(0x4005, 0);
+        let writer = tokio::spawn(async move {
+            for _ in 0..16 {
+                if b.write_all(&junk).await.is_err() {
+                    break;
+                }
+            }
+            b
+        });
+        let err = std::future::poll_fn(|cx| tls.poll_handshake(cx))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(tls.incoming.len() <= MAX_INCOMING + READ_SIZE);
+        drop(tls);
+        let _ = writer.await;
+    }
+}
