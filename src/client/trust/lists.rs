@@ -6,6 +6,7 @@ use crate::client::ClientError;
 use crate::client::keystore::KeyStoreError;
 use crate::client::rest::RestClient;
 use crate::crypto::device_list::{self, CheckedList, ListError};
+use crate::protocol::trust::DeviceListsResponse;
 
 /// Why a user's devices could not be verified. Each says what it means for the user.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,26 @@ pub enum TrustError {
     ReverifyNeeded,
 }
 
+/// Page through the user's lists after version `after`, handing each page to `take`, which
+/// answers the version the chain has reached and how many lists it took from the page. Ends at
+/// the newest version the server has, or at a page that added nothing.
+async fn each_page(
+    rest: &RestClient,
+    user_id: &str,
+    mut after: u64,
+    mut take: impl FnMut(DeviceListsResponse) -> Result<(u64, usize), TrustError>,
+) -> Result<(), TrustError> {
+    loop {
+        let page = rest.device_lists(user_id, Some(after)).await?;
+        let latest = page.latest_version;
+        let (reached, taken) = take(page)?;
+        if reached >= latest || taken == 0 {
+            return Ok(());
+        }
+        after = reached;
+    }
+}
+
 /// The user's newest list, verified from `pinned` on (from version 1 without a pin), and how it
 /// compares with the pin. The caller stores the verdict's pin once the user accepted it.
 pub async fn verified_devices(
@@ -76,9 +97,8 @@ pub async fn verified_devices(
     pinned: Option<&Pin>,
 ) -> Result<(CheckedList, Verdict), TrustError> {
     let mut at: Option<CheckedList> = None;
-    let mut after = pinned.map_or(0, |p| p.version.saturating_sub(1));
-    loop {
-        let page = rest.device_lists(user_id, Some(after)).await?;
+    let after = pinned.map_or(0, |p| p.version.saturating_sub(1));
+    each_page(rest, user_id, after, |page| {
         if let Some(p) = pinned
             && page.latest_version < p.version
         {
@@ -100,14 +120,11 @@ pub async fn verified_devices(
             at = Some(device_list::stored(first, hash)?);
         }
         let rest_of_page: Vec<_> = lists.collect();
-        let n = rest_of_page.len();
-        at = device_list::check_chain(&rest_of_page, user_id, at)?;
+        at = device_list::check_chain(&rest_of_page, user_id, at.take())?;
         let reached = at.as_ref().map_or(0, |l| l.statement.version);
-        if reached >= page.latest_version || n == 0 {
-            break;
-        }
-        after = reached;
-    }
+        Ok((reached, rest_of_page.len()))
+    })
+    .await?;
     let newest = at.ok_or_else(|| TrustError::NoList(user_id.to_owned()))?;
     let verdict = Verdict::judge(pinned, &newest);
     Ok((newest, verdict))
@@ -121,21 +138,16 @@ pub async fn full_chain(
     pinned: Option<&Pin>,
 ) -> Result<Vec<CheckedList>, TrustError> {
     let mut out: Vec<CheckedList> = Vec::new();
-    let mut at: Option<CheckedList> = None;
-    let mut after = 0;
-    loop {
-        let page = rest.device_lists(user_id, Some(after)).await?;
-        let n = page.lists.len();
+    each_page(rest, user_id, 0, |page| {
+        let mut at = out.last().cloned();
         for l in &page.lists {
             at = device_list::check_chain(std::slice::from_ref(l), user_id, at)?;
             out.extend(at.clone());
         }
         let reached = at.as_ref().map_or(0, |l| l.statement.version);
-        if reached >= page.latest_version || n == 0 {
-            break;
-        }
-        after = reached;
-    }
+        Ok((reached, page.lists.len()))
+    })
+    .await?;
     if let Some(p) = pinned {
         match out.iter().find(|l| l.statement.version == p.version) {
             Some(l) if l.hash == p.hash => {}
