@@ -292,7 +292,16 @@ export async function shareGenerations(chat, userId) {
 /** Remove a member (or leave); someone who stays rotates at once. */
 export async function removeMember(chat, channelId, userId) {
   await chat.api.call('DELETE', `/channels/members?channel_id=${q(channelId)}&user_id=${q(userId)}`);
-  if (userId !== chat.userId) await rotate(chat, channelId);
+  if (userId === chat.userId) return;
+  try {
+    await rotate(chat, channelId);
+  } catch (e) {
+    // Another rotation won: this page's own `member.removed` handler, or another admin. The
+    // server took it only if it covers exactly the members left, so the removed user is out of
+    // it; rotate again only if the channel still waits for one.
+    if (!(e instanceof ApiError && e.code === 'generation_conflict')) throw e;
+    if ((await members(chat, channelId)).rotation_required) await rotate(chat, channelId);
+  }
 }
 
 /** Verified lists for this user and a contact, for their safety number. */
