@@ -8,12 +8,7 @@ use super::*;
 /// alice (admin) creates a channel and wraps its key for herself and bob; carol and dave hold
 /// nothing.
 async fn setup() -> (TestServer, [TestUser; 4], String, SymmetricKey) {
-    let server = TestServer::start().await;
-    let alice = server.user("alice").await;
-    let bob = server.user("bob").await;
-    let carol = server.user("carol").await;
-    let dave = server.user("dave").await;
-    let channel = alice.rest.create_channel("bmFtZQ==").await.unwrap().id;
+    let (server, [alice, bob, carol, dave], channel) = four_users_and_a_channel().await;
     let key = generate_key();
     alice
         .rest

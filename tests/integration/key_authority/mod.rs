@@ -8,32 +8,10 @@ mod directory;
 mod v1;
 
 use dialtone::crypto::e2e::SymmetricKey;
-use dialtone::protocol::rest::{ChannelKeysUpload, EnvelopeUpload};
+use dialtone::protocol::rest::EnvelopeUpload;
 use reqwest::Method;
 
 use crate::support::*;
-
-/// An envelope of `key` from `sender`'s device to `target`'s device.
-pub fn envelope(sender: &TestUser, target: &TestUser, key: &SymmetricKey) -> EnvelopeUpload {
-    EnvelopeUpload {
-        device_id: target.device().to_owned(),
-        sender_device_id: sender.device().to_owned(),
-        sender_public_key: sender.keys.public_key_b64(),
-        envelope: sender
-            .keys
-            .wrap_for(&target.keys.public_key_b64(), key)
-            .unwrap(),
-        channel_id: None,
-    }
-}
-
-pub fn channel_upload(channel_id: &str, envelopes: Vec<EnvelopeUpload>) -> ChannelKeysUpload {
-    ChannelKeysUpload {
-        generation: None,
-        channel_id: channel_id.to_owned(),
-        envelopes,
-    }
-}
 
 /// POST `body` to `path` as `user`: the status and the JSON body.
 pub async fn post(

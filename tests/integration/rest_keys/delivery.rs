@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn channel_envelopes_reach_only_their_device() {
-    let (server, [alice, bob, carol, dave], channel) = setup().await;
+    let (server, [alice, bob, carol, dave], channel) = four_users_and_a_channel().await;
     let bob2 = server.new_device(&bob).await;
     let key = generate_key();
     let upload = channel_upload(
@@ -95,7 +95,7 @@ async fn channel_envelopes_reach_only_their_device() {
 
 #[tokio::test]
 async fn directory_envelopes_reach_only_their_device() {
-    let (server, [alice, bob, carol, dave], _channel) = setup().await;
+    let (server, [alice, bob, carol, dave], _channel) = four_users_and_a_channel().await;
     // None yet: 204 with no body.
     let (status, body) = send_raw(bob.rest.request(Method::GET, "/directory/keys")).await;
     assert_eq!(status, 204);
@@ -165,7 +165,7 @@ async fn directory_envelopes_reach_only_their_device() {
 
 #[tokio::test]
 async fn upload_replaces_an_existing_envelope() {
-    let (server, [alice, bob, ..], channel) = setup().await;
+    let (server, [alice, bob, ..], channel) = four_users_and_a_channel().await;
     let alice2 = server.new_device(&alice).await;
     let first = generate_key();
     alice
@@ -257,7 +257,7 @@ async fn upload_replaces_an_existing_envelope() {
 async fn any_member_may_wrap_the_key_for_others() {
     // Envelopes are written by whoever holds the key, not only admins (e.g. bob re-wrapping for
     // his new device).
-    let (server, [alice, bob, ..], channel) = setup().await;
+    let (server, [alice, bob, ..], channel) = four_users_and_a_channel().await;
     let key = generate_key();
     alice
         .rest

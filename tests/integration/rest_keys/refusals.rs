@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn channel_key_of_unknown_channel_is_404() {
-    let (_server, [alice, ..], _channel) = setup().await;
+    let (_server, [alice, ..], _channel) = four_users_and_a_channel().await;
     assert!(
         alice
             .rest
@@ -25,7 +25,7 @@ async fn channel_key_of_unknown_channel_is_404() {
 
 #[tokio::test]
 async fn key_envelopes_need_a_session() {
-    let (server, [alice, bob, ..], channel) = setup().await;
+    let (server, [alice, bob, ..], channel) = four_users_and_a_channel().await;
     let key = generate_key();
     let anon = server.rest();
     assert_error(anon.channel_key(&channel).await, 401, "unauthorized");
@@ -51,7 +51,7 @@ async fn key_envelopes_need_a_session() {
 
 #[tokio::test]
 async fn foreign_sender_device_is_403_and_nothing_is_stored() {
-    let (server, [alice, bob, carol, _dave], channel) = setup().await;
+    let (server, [alice, bob, carol, _dave], channel) = four_users_and_a_channel().await;
     let key = generate_key();
     // The second envelope claims to come from bob's device.
     let forged = EnvelopeUpload {
@@ -108,7 +108,7 @@ async fn foreign_sender_device_is_403_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn sender_public_key_must_be_the_callers_registered_key() {
-    let (server, [alice, bob, carol, _dave], channel) = setup().await;
+    let (server, [alice, bob, carol, _dave], channel) = four_users_and_a_channel().await;
     let alice2 = server.new_device(&alice).await;
     let key = generate_key();
     let stranger = DeviceKeypair::generate().public_key_b64();
@@ -154,7 +154,7 @@ async fn sender_public_key_must_be_the_callers_registered_key() {
 
 #[tokio::test]
 async fn unknown_target_device_is_404_and_no_channel_envelope_is_stored() {
-    let (server, [alice, bob, carol, _dave], channel) = setup().await;
+    let (server, [alice, bob, carol, _dave], channel) = four_users_and_a_channel().await;
     let key = generate_key();
     for target in [
         uuid::Uuid::new_v4().to_string(),
@@ -182,7 +182,7 @@ async fn unknown_target_device_is_404_and_no_channel_envelope_is_stored() {
 
 #[tokio::test]
 async fn unknown_target_device_is_404_and_no_directory_envelope_is_stored() {
-    let (server, [alice, bob, carol, _dave], _channel) = setup().await;
+    let (server, [alice, bob, carol, _dave], _channel) = four_users_and_a_channel().await;
     let key = generate_key();
     for target in [
         uuid::Uuid::new_v4().to_string(),
@@ -210,7 +210,7 @@ async fn unknown_target_device_is_404_and_no_directory_envelope_is_stored() {
 
 #[tokio::test]
 async fn upload_to_unknown_channel_is_404() {
-    let (server, [alice, bob, ..], _channel) = setup().await;
+    let (server, [alice, bob, ..], _channel) = four_users_and_a_channel().await;
     let key = generate_key();
     for id in [
         uuid::Uuid::new_v4().to_string(),
@@ -233,7 +233,7 @@ async fn upload_to_unknown_channel_is_404() {
 
 #[tokio::test]
 async fn inner_channel_id_must_match_the_outer_one() {
-    let (server, [alice, bob, carol, _dave], channel) = setup().await;
+    let (server, [alice, bob, carol, _dave], channel) = four_users_and_a_channel().await;
     let other = alice.rest.create_channel("b3RoZXI=").await.unwrap().id;
     let key = generate_key();
 
