@@ -76,15 +76,6 @@ impl<IO> TlsStream<IO> {
         })
     }
 
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
-
-    /// The protocol agreed by ALPN, once the handshake is done.
-    pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
-    }
-
     fn check(&self) -> io::Result<()> {
         match self.failed {
             Some(kind) => Err(kind.into()),
