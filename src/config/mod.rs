@@ -95,6 +95,9 @@ pub struct WsConfig {
     pub send_burst: u32,
     /// Concurrent WebSocket sessions; more → `503 too_many_connections` before the upgrade.
     pub max_sessions: usize,
+    /// How long a socket may hold a data frame back to write it with the ones that follow
+    /// (`ws::conn`); zero writes each as soon as it is queued.
+    pub write_delay: Duration,
 }
 
 /// The password queue (argon2/bcrypt work, see `actors::hashing`).
@@ -310,6 +313,7 @@ impl Config {
             send_rate: env.num("DIALTONE_WS_SEND_RATE", 100, 0, 1_000_000)?,
             send_burst: env.num("DIALTONE_WS_SEND_BURST", 200, 1, 1_000_000)?,
             max_sessions: env.num("DIALTONE_WS_MAX_SESSIONS", max_connections, 1, 10_000_000)?,
+            write_delay: Duration::from_millis(env.num("DIALTONE_WS_WRITE_DELAY_MS", 0, 0, 1000)?),
         };
         if ws.outbox_hard_bytes < ws.outbox_bytes {
             return Err(ConfigError::new(

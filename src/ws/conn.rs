@@ -12,6 +12,13 @@
 //! ([`super::pipe::HIGH_WATER`]), so a peer that floods is held back by TCP; writes take one outbox
 //! chunk at a time and take the next only once the socket accepted the last, so a peer that stops
 //! reading leaves the backlog in the outbox, where the session sees and bounds it.
+//!
+//! Write delay (`DIALTONE_WS_WRITE_DELAY_MS`, off by default): the first data frame queued on a
+//! quiet socket starts a timer, and what is queued when it fires goes out in one write. A socket
+//! write costs microseconds of syscall and TCP work however little it carries, so a busy socket's
+//! deliveries get cheaper (40 ms took 12–23 % off the server's CPU under fan-out load), at the
+//! price of up to that delay of added latency (BENCHMARKS.md, "Write delay"). A close frame, a
+//! finish, an abort or a full chunk is never held.
 
 use std::future::poll_fn;
 use std::io;
@@ -31,6 +38,8 @@ use super::pipe::PipeWriter;
 pub struct Takeover {
     pub feed: PipeWriter,
     pub outbox: SharedOutbox,
+    /// How long a data frame may wait to be written with the ones after it (zero: not at all).
+    pub write_delay: Duration,
 }
 
 /// Put into a request's extensions by the upgrade service: the handler upgrades only a request
@@ -119,7 +128,11 @@ pub async fn drive<T>(mut io: T, early: Bytes, takeover: Takeover, detach: Detac
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let Takeover { feed, outbox } = takeover;
+    let Takeover {
+        feed,
+        outbox,
+        write_delay,
+    } = takeover;
     if !early.is_empty() {
         feed.send(early);
     }
@@ -129,6 +142,9 @@ where
         outbox,
         pending: None,
         unflushed: false,
+        write_delay,
+        timer: None,
+        due: false,
     };
     match poll_fn(|cx| conn.poll(cx)).await {
         Ok(End::Finished) => {
@@ -173,6 +189,12 @@ struct Conn<'a, T> {
     pending: Option<Bytes>,
     /// Written since the last successful flush.
     unflushed: bool,
+    write_delay: Duration,
+    /// Armed while frames are held back; boxed and dropped once fired, so a quiet socket keeps
+    /// no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The delay has run out: write until the outbox is empty.
+    due: bool,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
@@ -185,9 +207,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                     if o.aborted() {
                         return Poll::Ready(Ok(End::Aborted));
                     }
+                    if !self.due && !self.write_delay.is_zero() && o.may_hold() {
+                        let delay = self.write_delay;
+                        let timer = self
+                            .timer
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+                        if timer.as_mut().poll(cx).is_pending() {
+                            o.hold(true);
+                            break;
+                        }
+                        self.timer = None;
+                        self.due = true;
+                    }
+                    o.hold(false);
                     match o.next_chunk() {
                         Some(chunk) => self.pending.insert(chunk),
-                        None => break,
+                        None => {
+                            self.due = false;
+                            break;
+                        }
                     }
                 }
             };
@@ -261,3 +299,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
         cx.waker().wake_by_ref();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -198,6 +198,9 @@ pub struct Outbox {
     closing: bool,
     /// Drop the connection now, without writing what is queued.
     abort: bool,
+    /// The connection is holding frames back to coalesce them (`DIALTONE_WS_WRITE_DELAY_MS`):
+    /// a data frame does not wake it, unless the queue reaches a full chunk.
+    holding: bool,
     peer_gone: Option<Recipient<PeerGone>>,
 }
 
@@ -216,6 +219,7 @@ impl Outbox {
             overflowed: false,
             closing: false,
             abort: false,
+            holding: false,
             peer_gone: None,
         }))
     }
@@ -232,7 +236,9 @@ impl Outbox {
             return before;
         }
         self.frame_lens.push_back(self.buf.len() - before);
-        self.wake();
+        if !self.holding || self.buf.len() >= MAX_CHUNK {
+            self.wake();
+        }
         self.buf.len()
     }
 
@@ -324,6 +330,22 @@ impl Outbox {
         (!self.frame_lens.is_empty()).then(|| self.take_chunk())
     }
 
+    /// Whether the connection may keep what is queued back a little longer to write it together
+    /// with what follows: only data frames, and less than a chunk of them. A close, a finish or a
+    /// full chunk goes out at once.
+    pub fn may_hold(&self) -> bool {
+        !self.frame_lens.is_empty()
+            && !self.sealed
+            && !self.closing
+            && !self.abort
+            && self.buf.len() < MAX_CHUNK
+    }
+
+    /// While `on`, a queued data frame does not wake the connection (its timer will).
+    pub fn hold(&mut self, on: bool) {
+        self.holding = on;
+    }
+
     /// Everything is handed over and no more frames will come.
     pub fn finished(&self) -> bool {
         self.closing && self.frame_lens.is_empty()
@@ -374,7 +396,7 @@ impl Outbox {
 }
 
 /// Largest piece of the outbox handed to the connection per poll.
-const MAX_CHUNK: usize = 64 * 1024;
+pub(super) const MAX_CHUNK: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

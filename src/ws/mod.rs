@@ -172,6 +172,10 @@ pub async fn upgrade(
     // v1 client's newly connected device gets its keys. Sent once the session is registered and
     // its token checked again, so the device's own socket receives it too.
     state.notify(joined);
-    response.extensions_mut().insert(Takeover { feed, outbox });
+    response.extensions_mut().insert(Takeover {
+        feed,
+        outbox,
+        write_delay: state.ws.write_delay,
+    });
     Ok(response.finish())
 }

@@ -406,3 +406,37 @@ async fn an_outbox_past_its_hard_bound_is_closed_with_1008_and_counted_once_per_
         "exactly one count per stalled socket"
     );
 }
+
+/// `DIALTONE_WS_WRITE_DELAY_MS`: frames held back to share a write still arrive, each once and
+/// in commit order, and the socket still closes cleanly (a close frame is never held).
+#[tokio::test]
+async fn with_a_write_delay_everything_arrives_in_order_and_closes_cleanly() {
+    const COUNT: usize = 100;
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_WS_WRITE_DELAY_MS", "30");
+    })
+    .await;
+    let admin = server.user("admin").await;
+    let channel = admin.rest.create_channel("ZGVsYXk=").await.unwrap();
+    let reader_user = server.user("reader").await;
+    let mut reader = server.ws(&reader_user).await;
+    let mut sender = server.ws(&admin).await;
+    for i in 0..COUNT {
+        sender
+            .send(&ClientFrame::channel_message(
+                &channel.id,
+                format!("ZA{i}"),
+                "bg==",
+                None,
+            ))
+            .await
+            .unwrap();
+    }
+    let got = collect(&mut reader, &channel.id, COUNT).await;
+    assert_eq!(got, history(&admin, &channel.id).await);
+    assert_nothing_queued(&mut reader, "each message arrives once").await;
+    tokio::time::timeout(WAIT, reader.close())
+        .await
+        .expect("the close handshake finished")
+        .expect("a clean close");
+}
