@@ -229,6 +229,12 @@ impl Outbox {
         if self.sealed || self.overflowed || self.closing || self.abort {
             return self.buf.len();
         }
+        if self.buf.capacity() == 0 {
+            // One allocation per write: grown frame by frame from empty, the buffer would be
+            // reallocated and copied at every doubling (profiled at 200 k deliveries/s: ~7 % of
+            // the server's samples in those copies and the fresh pages behind them).
+            self.buf.reserve(FIRST_RESERVE);
+        }
         let before = self.buf.len();
         if let Err(e) = self.codec.encode(msg, &mut self.buf) {
             tracing::warn!(error = %e, "websocket frame encoding failed");
@@ -394,6 +400,10 @@ impl Outbox {
         }
     }
 }
+
+/// What an empty outbox reserves when a frame is queued: room for the frames a busy socket
+/// gathers between two writes (a few hundred bytes each), so it is allocated once per write.
+const FIRST_RESERVE: usize = 4096;
 
 /// Largest piece of the outbox handed to the connection per poll.
 pub(super) const MAX_CHUNK: usize = 64 * 1024;
