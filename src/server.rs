@@ -64,7 +64,12 @@ impl Storage {
             tracing::info!(versions = ?applied, "migrations applied");
         }
         let pool = Pool::new(&config.db).context("DIALTONE_DB_URL")?;
-        let commit_pool = Pool::dedicated(&config.db).context("DIALTONE_DB_URL")?;
+        // SQLite has one writer: a second lane would only wait for the first.
+        let commit_lanes = match pool.backend() {
+            crate::db::Backend::Postgres => config.db.commit_lanes,
+            crate::db::Backend::Sqlite => 1,
+        };
+        let commit_pool = Pool::dedicated(&config.db, commit_lanes).context("DIALTONE_DB_URL")?;
         let previous: Vec<&[u8]> = config
             .channel_keys_previous
             .iter()
@@ -101,6 +106,7 @@ impl Storage {
                 mailbox: config.db.mailbox,
                 max_inflight: config.db.max_inflight,
                 batch_max: config.db.batch_max,
+                commit_lanes,
                 max_pending: config.db.max_pending,
                 call_timeout: config.db.timeout * 4,
                 commit_timeout: config.db.statement_timeout,

@@ -67,6 +67,9 @@ pub struct DbConfig {
     pub max_inflight: usize,
     /// Largest group-committed batch of channel messages.
     pub batch_max: usize,
+    /// Group commits in flight at once, each on its own connection, channels split between them
+    /// by hash (PostgreSQL; SQLite has one writer and always uses one).
+    pub commit_lanes: usize,
     /// Channel messages waiting for a group commit before new ones are refused with `rate_limited`.
     pub max_pending: usize,
 }
@@ -277,6 +280,7 @@ impl Config {
             mailbox: env.num("DIALTONE_DB_MAILBOX", 4096, 16, 1 << 20)?,
             max_inflight: env.num("DIALTONE_DB_MAX_INFLIGHT", pool_size * 4, 1, 1 << 16)?,
             batch_max: env.num("DIALTONE_DB_BATCH_MAX", 512, 1, 10_000)?,
+            commit_lanes: env.num("DIALTONE_DB_COMMIT_LANES", 2, 1, 16)?,
             max_pending: env.num("DIALTONE_DB_MAX_PENDING", 50_000, 1, 10_000_000)?,
         };
 
@@ -313,7 +317,12 @@ impl Config {
             send_rate: env.num("DIALTONE_WS_SEND_RATE", 100, 0, 1_000_000)?,
             send_burst: env.num("DIALTONE_WS_SEND_BURST", 200, 1, 1_000_000)?,
             max_sessions: env.num("DIALTONE_WS_MAX_SESSIONS", max_connections, 1, 10_000_000)?,
-            write_delay: Duration::from_millis(env.num("DIALTONE_WS_WRITE_DELAY_MS", 0, 0, 1000)?),
+            write_delay: Duration::from_millis(env.num(
+                "DIALTONE_WS_WRITE_DELAY_MS",
+                0,
+                0,
+                1000,
+            )?),
         };
         if ws.outbox_hard_bytes < ws.outbox_bytes {
             return Err(ConfigError::new(

@@ -242,10 +242,10 @@ impl Pool {
         Self::with_max(config, config.pool_size)
     }
 
-    /// A one-connection pool for the group commit alone, so that commits never wait behind
-    /// requests for a connection.
-    pub fn dedicated(config: &DbConfig) -> DbResult<Self> {
-        Self::with_max(config, 1)
+    /// A pool for the group commit alone (one connection per commit lane), so that commits never
+    /// wait behind requests for a connection.
+    pub fn dedicated(config: &DbConfig, connections: usize) -> DbResult<Self> {
+        Self::with_max(config, connections)
     }
 
     fn with_max(config: &DbConfig, max_size: usize) -> DbResult<Self> {

@@ -16,6 +16,7 @@ mod browser;
 mod channel_seq;
 mod cluster;
 mod commit_faults;
+mod commit_lanes;
 mod concurrency;
 mod crash_safety;
 mod db_tls;

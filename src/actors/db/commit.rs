@@ -17,19 +17,24 @@ use crate::service::{ServiceError, ServiceResult, Store};
 use super::DbActor;
 
 impl DbActor {
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        let n = self.pending.len().min(self.config.batch_max);
+    /// Start `lane`'s next batch, if it has messages waiting.
+    fn flush(&mut self, ctx: &mut Context<Self>, lane: usize) {
+        let n = self.lanes[lane].pending.len().min(self.config.batch_max);
         if n == 0 {
-            self.flushing = false;
-            for waiter in self.drain_waiters.drain(..) {
-                let _ = waiter.send(());
+            self.lanes[lane].flushing = false;
+            if self.idle() {
+                for waiter in self.drain_waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
             return;
         }
-        self.flushing = true;
+        self.lanes[lane].flushing = true;
+        self.pending -= n;
         let mut rows = Vec::with_capacity(n);
         let mut origins = HashMap::with_capacity(n);
-        for msg in self.pending.drain(..n).collect::<Vec<_>>() {
+        let batch: Vec<PersistChannelMessage> = self.lanes[lane].pending.drain(..n).collect();
+        for msg in batch {
             let row = MessageRow {
                 id: uuid::Uuid::now_v7().to_string(),
                 channel_id: msg.channel_id,
@@ -57,7 +62,7 @@ impl DbActor {
         ctx.spawn(commit_isolating(store, rows, limit).into_actor(self).map(
             move |result, act, ctx| {
                 act.finish_batch(result, origins, started);
-                act.flush(ctx);
+                act.flush(ctx, lane);
             },
         ));
     }
@@ -304,7 +309,7 @@ impl Handler<PersistChannelMessage> for DbActor {
 
     fn handle(&mut self, msg: PersistChannelMessage, ctx: &mut Context<Self>) {
         self.mailbox.handled();
-        if self.pending.len() >= self.config.max_pending {
+        if self.pending >= self.config.max_pending {
             self.metrics.messages_rejected.inc();
             // do_send: one refusal per send the socket made, and a socket's sends are bounded by
             // its own and its user's budgets before they reach this mailbox.
@@ -314,9 +319,11 @@ impl Handler<PersistChannelMessage> for DbActor {
             )));
             return;
         }
-        self.pending.push_back(msg);
-        if !self.flushing {
-            self.flush(ctx);
+        let lane = self.lane_of(&msg.channel_id);
+        self.lanes[lane].pending.push_back(msg);
+        self.pending += 1;
+        if !self.lanes[lane].flushing {
+            self.flush(ctx, lane);
         }
     }
 }

@@ -21,9 +21,12 @@
 //! - at most `DIALTONE_DB_MAX_PENDING` channel messages wait for a group commit; beyond it new ones
 //!   are refused with `rate_limited` (the sender was never acknowledged, so nothing is lost).
 //!
-//! Group commit: channel messages queue in `pending`; one batch (≤ `DIALTONE_DB_BATCH_MAX`) commits
-//! at a time, in one transaction, and the next batch forms while it commits. Only after the commit
-//! is the batch handed to the hub for fan-out (the echo is the acknowledgement), in commit order.
+//! Group commit: channel messages queue in one of `DIALTONE_DB_COMMIT_LANES` lanes, chosen by a
+//! hash of their channel (so a channel always uses the same lane). Each lane commits one batch
+//! (≤ `DIALTONE_DB_BATCH_MAX`) at a time, in one transaction on a connection of its own, and its
+//! next batch forms while it commits; lanes commit side by side, and as they never share a
+//! channel, their counter locks never meet. Only after the commit is a batch handed to the hub
+//! for fan-out (the echo is the acknowledgement): per channel, in commit order.
 //! A resend of a stored `(sender, client_message_id)` is not stored again: its sender alone gets
 //! the original (same id, same `sent_at`) as the echo.
 //! `sent_at` is assigned here, strictly increasing, so history order equals commit order.
@@ -54,6 +57,9 @@ pub struct DbActorConfig {
     pub mailbox: usize,
     pub max_inflight: usize,
     pub batch_max: usize,
+    /// Group commits in flight at once (1 on SQLite).
+    pub commit_lanes: usize,
+    /// Channel messages waiting for a commit, over all lanes.
     pub max_pending: usize,
     /// How long a caller waits for its answer before `503`.
     pub call_timeout: Duration,
@@ -67,8 +73,9 @@ pub struct DbActor {
     inflight: Arc<Semaphore>,
     mailbox: MailboxMeter,
     metrics: Arc<Metrics>,
-    pending: VecDeque<PersistChannelMessage>,
-    flushing: bool,
+    lanes: Vec<Lane>,
+    /// Messages waiting in all lanes (bounded by `max_pending`).
+    pending: usize,
     last_sent_at: DateTime<Utc>,
     fanout: Option<(Recipient<CommittedBatch>, MailboxMeter)>,
     drain_waiters: Vec<oneshot::Sender<()>>,
@@ -91,14 +98,17 @@ impl DbActor {
         let timeouts = metrics.db_call_timeouts.clone();
         let addr = DbActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
             ctx.set_mailbox_capacity(cfg.mailbox);
+            let lanes = (0..cfg.commit_lanes.max(1))
+                .map(|_| Lane::default())
+                .collect();
             DbActor {
                 store: Arc::new(store),
                 inflight,
                 config: cfg,
                 mailbox: meter,
                 metrics,
-                pending: VecDeque::new(),
-                flushing: false,
+                lanes,
+                pending: 0,
                 last_sent_at: DateTime::<Utc>::MIN_UTC,
                 fanout: None,
                 drain_waiters: Vec::new(),
@@ -136,6 +146,32 @@ impl DbActor {
         };
         self.last_sent_at = t;
         Time(t)
+    }
+}
+
+/// One group-commit lane: its queue and whether a batch of it is committing.
+#[derive(Default)]
+struct Lane {
+    pending: VecDeque<PersistChannelMessage>,
+    flushing: bool,
+}
+
+/// The commit lane of `channel_id` among `lanes`: fixed for the process's life (a keyless hash of
+/// the id), so one channel's batches commit one after the other.
+pub fn commit_lane(channel_id: &str, lanes: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel_id);
+    (hash % lanes.max(1) as u64) as usize
+}
+
+impl DbActor {
+    fn lane_of(&self, channel_id: &str) -> usize {
+        commit_lane(channel_id, self.lanes.len())
+    }
+
+    /// No message waits and no batch commits.
+    fn idle(&self) -> bool {
+        self.pending == 0 && self.lanes.iter().all(|l| !l.flushing)
     }
 }
 
@@ -238,7 +274,7 @@ impl Handler<Drain> for DbActor {
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        if !self.flushing && self.pending.is_empty() {
+        if self.idle() {
             let _ = tx.send(());
         } else {
             self.drain_waiters.push(tx);

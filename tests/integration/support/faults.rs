@@ -33,6 +33,33 @@ pub struct WriteGate {
 impl WriteGate {
     /// Take the lock; returns once it is held.
     pub async fn hold(db: &TestDb) -> Self {
+        Self::hold_with(
+            db,
+            "BEGIN; LOCK TABLE channel_messages IN EXCLUSIVE MODE".into(),
+        )
+        .await
+    }
+
+    /// PostgreSQL only: hold one channel's counter row, which the group commit locks before it
+    /// numbers that channel's messages, so only a commit that includes the channel waits.
+    pub async fn hold_channel(db: &TestDb, channel_id: &str) -> Self {
+        assert_eq!(
+            db.backend(),
+            Backend::Postgres,
+            "row locks are PostgreSQL's"
+        );
+        assert!(
+            channel_id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-'),
+            "the id is spliced into SQL"
+        );
+        let sql =
+            format!("BEGIN; SELECT 1 FROM channels WHERE id = '{channel_id}' FOR NO KEY UPDATE");
+        Self::hold_with(db, sql).await
+    }
+
+    async fn hold_with(db: &TestDb, sql: String) -> Self {
         let (held_tx, held_rx) = tokio::sync::oneshot::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let thread = match db.backend() {
@@ -46,9 +73,9 @@ impl WriteGate {
                     let client = rt.block_on(async {
                         let client = db.pg_connect().await;
                         client
-                            .batch_execute("BEGIN; LOCK TABLE channel_messages IN EXCLUSIVE MODE")
+                            .batch_execute(&sql)
                             .await
-                            .expect("lock channel_messages");
+                            .expect("take the gate's lock");
                         client
                     });
                     let _ = held_tx.send(());
@@ -86,10 +113,12 @@ impl WriteGate {
         if self.backend == Backend::Sqlite {
             return;
         }
+        // Any lock wait in this test's database (a table or a row lock): only the server's
+        // statements run there.
         eventually("a server write waits behind the gate", || async {
             db.count(
-                "SELECT count(*) AS v FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE c.relname = 'channel_messages' AND NOT l.granted",
+                "SELECT count(*) AS v FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
             .await
                 > 0
