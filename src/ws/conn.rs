@@ -223,7 +223,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<'_, T> {
                     match o.next_chunk() {
                         Some(chunk) => self.pending.insert(chunk),
                         None => {
+                            // A full chunk can go out before the timer fires: a timer left
+                            // armed would let the next quiet frame out early.
                             self.due = false;
+                            self.timer = None;
                             break;
                         }
                     }

@@ -199,8 +199,11 @@ pub struct Outbox {
     /// Drop the connection now, without writing what is queued.
     abort: bool,
     /// The connection is holding frames back to coalesce them (`DIALTONE_WS_WRITE_DELAY_MS`):
-    /// a data frame does not wake it, unless the queue reaches a full chunk.
+    /// a data frame does not wake it, unless the queue reaches `hold_max`.
     holding: bool,
+    /// The most the connection may hold back: a chunk, or less if the soft bound is smaller, so
+    /// held frames never make a socket that keeps up look like a slow consumer.
+    hold_max: usize,
     peer_gone: Option<Recipient<PeerGone>>,
 }
 
@@ -220,6 +223,7 @@ impl Outbox {
             closing: false,
             abort: false,
             holding: false,
+            hold_max: MAX_CHUNK,
             peer_gone: None,
         }))
     }
@@ -242,7 +246,7 @@ impl Outbox {
             return before;
         }
         self.frame_lens.push_back(self.buf.len() - before);
-        if !self.holding || self.buf.len() >= MAX_CHUNK {
+        if !self.holding || self.buf.len() >= self.hold_max {
             self.wake();
         }
         self.buf.len()
@@ -337,14 +341,19 @@ impl Outbox {
     }
 
     /// Whether the connection may keep what is queued back a little longer to write it together
-    /// with what follows: only data frames, and less than a chunk of them. A close, a finish or a
-    /// full chunk goes out at once.
+    /// with what follows: only data frames, and less than `hold_max` of them. A close, a finish
+    /// or a full chunk goes out at once.
     pub fn may_hold(&self) -> bool {
         !self.frame_lens.is_empty()
             && !self.sealed
             && !self.closing
             && !self.abort
-            && self.buf.len() < MAX_CHUNK
+            && self.buf.len() < self.hold_max
+    }
+
+    /// Hold back at most `bytes` (the socket's soft bound), and never more than a chunk.
+    pub fn limit_hold(&mut self, bytes: usize) {
+        self.hold_max = bytes.min(MAX_CHUNK);
     }
 
     /// While `on`, a queued data frame does not wake the connection (its timer will).

@@ -132,6 +132,7 @@ pub async fn upgrade(
     }
     let (registered, is_registered) = tokio::sync::oneshot::channel();
     let outbox = Outbox::new();
+    outbox.borrow_mut().limit_hold(state.ws.outbox_bytes);
     // What the connection reads comes through this pipe (`ws::conn`).
     let (feed, read) = pipe::pipe();
     let inbound = Inbound::new(read, state.ws.max_frame);

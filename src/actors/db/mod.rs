@@ -29,7 +29,8 @@
 //! for fan-out (the echo is the acknowledgement): per channel, in commit order.
 //! A resend of a stored `(sender, client_message_id)` is not stored again: its sender alone gets
 //! the original (same id, same `sent_at`) as the echo.
-//! `sent_at` is assigned here, strictly increasing, so history order equals commit order.
+//! `sent_at` is assigned here, strictly increasing as batches form, so a channel's history order
+//! equals its commit order (across channels, lanes may commit in either order).
 
 mod commit;
 mod ops;

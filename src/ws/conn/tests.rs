@@ -175,3 +175,50 @@ async fn without_a_delay_each_frame_is_written_when_queued() {
     c.poll();
     assert_eq!(c.written(), vec![vec!["a"], vec!["b"]]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_cut_short_by_a_full_chunk_starts_afresh_for_the_next_frame() {
+    let mut c = Running::new(Duration::from_millis(40));
+    // 64-byte frames (2-byte header): exactly one chunk's worth, written in one go.
+    let frame = "x".repeat(62);
+    c.push(&frame);
+    c.poll();
+    while c.outbox.borrow().queued() < MAX_CHUNK {
+        c.push(&frame);
+    }
+    c.poll();
+    assert_eq!(c.written().len(), 1, "the full chunk went out at once");
+    assert_eq!(c.outbox.borrow().queued(), 0);
+    // Past the first frame's deadline, a new frame still waits its own delay.
+    tokio::time::advance(Duration::from_millis(41)).await;
+    c.push("b");
+    c.poll();
+    assert_eq!(
+        c.written().len(),
+        1,
+        "the next frame went out without its delay"
+    );
+    tokio::time::advance(Duration::from_millis(41)).await;
+    c.poll();
+    assert_eq!(c.written()[1], vec!["b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_held_past_the_sockets_soft_bound() {
+    let mut c = Running::new(Duration::from_millis(40));
+    c.outbox.borrow_mut().limit_hold(1024);
+    let frame = "x".repeat(100);
+    c.push(&frame);
+    c.poll();
+    assert!(c.written().is_empty(), "held below the bound");
+    while c.outbox.borrow().queued() < 1024 {
+        c.push(&frame);
+    }
+    c.poll();
+    assert_eq!(
+        c.outbox.borrow().queued(),
+        0,
+        "written once the bound was reached"
+    );
+    assert_eq!(c.written().concat().len(), 1024usize.div_ceil(102));
+}
