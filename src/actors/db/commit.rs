@@ -30,7 +30,6 @@ impl DbActor {
             return;
         }
         self.lanes[lane].flushing = true;
-        self.pending -= n;
         let mut rows = Vec::with_capacity(n);
         let mut origins = HashMap::with_capacity(n);
         let batch: Vec<PersistChannelMessage> = self.lanes[lane].pending.drain(..n).collect();
@@ -309,7 +308,7 @@ impl Handler<PersistChannelMessage> for DbActor {
 
     fn handle(&mut self, msg: PersistChannelMessage, ctx: &mut Context<Self>) {
         self.mailbox.handled();
-        if self.pending >= self.config.max_pending {
+        if self.pending() >= self.config.max_pending {
             self.metrics.messages_rejected.inc();
             // do_send: one refusal per send the socket made, and a socket's sends are bounded by
             // its own and its user's budgets before they reach this mailbox.
@@ -321,7 +320,6 @@ impl Handler<PersistChannelMessage> for DbActor {
         }
         let lane = self.lane_of(&msg.channel_id);
         self.lanes[lane].pending.push_back(msg);
-        self.pending += 1;
         if !self.lanes[lane].flushing {
             self.flush(ctx, lane);
         }

@@ -75,8 +75,6 @@ pub struct DbActor {
     mailbox: MailboxMeter,
     metrics: Arc<Metrics>,
     lanes: Vec<Lane>,
-    /// Messages waiting in all lanes (bounded by `max_pending`).
-    pending: usize,
     last_sent_at: DateTime<Utc>,
     fanout: Option<(Recipient<CommittedBatch>, MailboxMeter)>,
     drain_waiters: Vec<oneshot::Sender<()>>,
@@ -109,7 +107,6 @@ impl DbActor {
                 mailbox: meter,
                 metrics,
                 lanes,
-                pending: 0,
                 last_sent_at: DateTime::<Utc>::MIN_UTC,
                 fanout: None,
                 drain_waiters: Vec::new(),
@@ -170,9 +167,16 @@ impl DbActor {
         commit_lane(channel_id, self.lanes.len())
     }
 
+    /// Messages waiting in all lanes (bounded by `max_pending`).
+    fn pending(&self) -> usize {
+        self.lanes.iter().map(|l| l.pending.len()).sum()
+    }
+
     /// No message waits and no batch commits.
     fn idle(&self) -> bool {
-        self.pending == 0 && self.lanes.iter().all(|l| !l.flushing)
+        self.lanes
+            .iter()
+            .all(|l| !l.flushing && l.pending.is_empty())
     }
 }
 
