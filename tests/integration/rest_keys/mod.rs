@@ -28,3 +28,41 @@ fn with_unknown_target(
     };
     vec![envelope(alice, bob, key), ghost]
 }
+
+/// Upload `envelopes` both as `channel`'s and as the directory's: each must be refused with
+/// `status` and `code` (the two endpoints check senders and targets alike).
+async fn refused_both_ways(
+    by: &TestUser,
+    channel: &str,
+    envelopes: Vec<EnvelopeUpload>,
+    status: u16,
+    code: &str,
+) {
+    assert_error(
+        by.rest
+            .upload_channel_keys(&channel_upload(channel, envelopes.clone()))
+            .await,
+        status,
+        code,
+    );
+    assert_error(
+        by.rest
+            .upload_directory_keys(&DirectoryKeysUpload { envelopes })
+            .await,
+        status,
+        code,
+    );
+}
+
+/// After refused uploads: `bob` got neither envelope, and no envelope of either kind is stored.
+async fn nothing_stored(server: &TestServer, bob: &TestUser, channel: &str) {
+    assert!(bob.rest.channel_key(channel).await.unwrap().is_none());
+    assert!(bob.rest.directory_key().await.unwrap().is_none());
+    for table in ["channel_key_envelopes", "directory_key_envelopes"] {
+        assert_eq!(
+            count(server, &format!("SELECT count(*) AS v FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+}

@@ -59,32 +59,8 @@ async fn foreign_sender_device_is_403_and_nothing_is_stored() {
         ..envelope(&alice, &carol, &key)
     };
     let envelopes = vec![envelope(&alice, &bob, &key), forged];
-    assert_error(
-        alice
-            .rest
-            .upload_channel_keys(&channel_upload(&channel, envelopes.clone()))
-            .await,
-        403,
-        "forbidden",
-    );
-    assert_error(
-        alice
-            .rest
-            .upload_directory_keys(&DirectoryKeysUpload { envelopes })
-            .await,
-        403,
-        "forbidden",
-    );
-    assert!(bob.rest.channel_key(&channel).await.unwrap().is_none());
-    assert!(bob.rest.directory_key().await.unwrap().is_none());
-    assert_eq!(
-        count(&server, "SELECT count(*) AS v FROM channel_key_envelopes").await,
-        0
-    );
-    assert_eq!(
-        count(&server, "SELECT count(*) AS v FROM directory_key_envelopes").await,
-        0
-    );
+    refused_both_ways(&alice, &channel, envelopes, 403, "forbidden").await;
+    nothing_stored(&server, &bob, &channel).await;
 
     // Alice's other device is not "the caller's device" either.
     let alice2 = server.new_device(&alice).await;
@@ -123,37 +99,13 @@ async fn sender_public_key_must_be_the_callers_registered_key() {
             ..envelope(&alice, &carol, &key)
         };
         let envelopes = vec![envelope(&alice, &bob, &key), wrong];
-        assert_error(
-            alice
-                .rest
-                .upload_channel_keys(&channel_upload(&channel, envelopes.clone()))
-                .await,
-            403,
-            "forbidden",
-        );
-        assert_error(
-            alice
-                .rest
-                .upload_directory_keys(&DirectoryKeysUpload { envelopes })
-                .await,
-            403,
-            "forbidden",
-        );
+        refused_both_ways(&alice, &channel, envelopes, 403, "forbidden").await;
     }
-    assert!(bob.rest.channel_key(&channel).await.unwrap().is_none());
-    assert!(bob.rest.directory_key().await.unwrap().is_none());
-    assert_eq!(
-        count(&server, "SELECT count(*) AS v FROM channel_key_envelopes").await,
-        0
-    );
-    assert_eq!(
-        count(&server, "SELECT count(*) AS v FROM directory_key_envelopes").await,
-        0
-    );
+    nothing_stored(&server, &bob, &channel).await;
 }
 
 #[tokio::test]
-async fn unknown_target_device_is_404_and_no_channel_envelope_is_stored() {
+async fn unknown_target_device_is_404_and_no_envelope_is_stored() {
     let (server, [alice, bob, carol, _dave], channel) = four_users_and_a_channel().await;
     let key = generate_key();
     for target in [
@@ -161,50 +113,9 @@ async fn unknown_target_device_is_404_and_no_channel_envelope_is_stored() {
         "no-such-device".to_owned(),
     ] {
         let envelopes = with_unknown_target(&alice, &bob, &carol, &key, &target);
-        assert_error(
-            alice
-                .rest
-                .upload_channel_keys(&channel_upload(&channel, envelopes))
-                .await,
-            404,
-            "not_found",
-        );
-        assert!(
-            bob.rest.channel_key(&channel).await.unwrap().is_none(),
-            "bob's envelope was stored although the upload failed (target {target})"
-        );
-        assert_eq!(
-            count(&server, "SELECT count(*) AS v FROM channel_key_envelopes").await,
-            0
-        );
-    }
-}
-
-#[tokio::test]
-async fn unknown_target_device_is_404_and_no_directory_envelope_is_stored() {
-    let (server, [alice, bob, carol, _dave], _channel) = four_users_and_a_channel().await;
-    let key = generate_key();
-    for target in [
-        uuid::Uuid::new_v4().to_string(),
-        "no-such-device".to_owned(),
-    ] {
-        let envelopes = with_unknown_target(&alice, &bob, &carol, &key, &target);
-        assert_error(
-            alice
-                .rest
-                .upload_directory_keys(&DirectoryKeysUpload { envelopes })
-                .await,
-            404,
-            "not_found",
-        );
-        assert!(
-            bob.rest.directory_key().await.unwrap().is_none(),
-            "bob's envelope was stored although the upload failed (target {target})"
-        );
-        assert_eq!(
-            count(&server, "SELECT count(*) AS v FROM directory_key_envelopes").await,
-            0
-        );
+        refused_both_ways(&alice, &channel, envelopes, 404, "not_found").await;
+        // bob's envelope came first: the refusal took it back.
+        nothing_stored(&server, &bob, &channel).await;
     }
 }
 
