@@ -424,3 +424,74 @@ async fn a_channel_deleted_while_its_messages_commit_leaves_none_behind() {
         0
     );
 }
+
+/// The other order of the same race: the deletion holds the channel's row first, and a commit of
+/// its messages waits for it. Once the deletion has committed, the commit finds no channel to
+/// number them in (there is no foreign key to refuse them): each send is refused by name and none
+/// is stored.
+#[tokio::test]
+async fn messages_committing_behind_their_channels_deletion_are_refused_and_not_stored() {
+    if backend() == Backend::Sqlite {
+        skip("SQLite has one writer: a deletion and a commit never interleave");
+        return;
+    }
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("ZG9vbWVk").await.unwrap();
+    let mut ws = connected(&server, &alice).await;
+    const N: usize = 20;
+    // The gate holds the channel's row: the deletion queues on it first, then the commit.
+    let gate = WriteGate::hold_channel(&server.db, &channel.id).await;
+    let deletion = {
+        let rest = alice.rest.clone();
+        let id = channel.id.clone();
+        tokio::spawn(async move { rest.delete_channel(&id).await })
+    };
+    gate.wait_for_blocked_writer(&server.db).await;
+    for i in 0..N {
+        ws.send(&message(&channel.id, "Ym9keQ==", &format!("d{i}")))
+            .await
+            .unwrap();
+    }
+    eventually("the commit waits behind the deletion", || async {
+        server
+            .db
+            .count(
+                "SELECT count(*) AS v FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+            >= 2
+    })
+    .await;
+    gate.release().await;
+    deletion.await.unwrap().unwrap();
+    let mut refused = std::collections::BTreeSet::new();
+    while refused.len() < N {
+        let e = ws.expect_event(event_type::ERROR, WAIT).await.unwrap();
+        assert_eq!(
+            e.code.as_deref(),
+            Some(error_code::CHANNEL_NOT_FOUND),
+            "{e:?}"
+        );
+        assert_eq!(e.channel_id.as_deref(), Some(channel.id.as_str()), "{e:?}");
+        let id = e.client_message_id.expect("a refusal names its message");
+        assert!(refused.insert(id.clone()), "{id} refused twice");
+    }
+    let want: std::collections::BTreeSet<String> = (0..N).map(|i| format!("d{i}")).collect();
+    assert_eq!(refused, want);
+    assert_eq!(
+        server
+            .db
+            .count(&format!(
+                "SELECT count(*) AS v FROM channel_messages WHERE channel_id = '{}'",
+                channel.id
+            ))
+            .await,
+        0
+    );
+    assert_eq!(
+        counter(&server, "dialtone_messages_rejected_total").await,
+        N as f64
+    );
+}
