@@ -17,19 +17,10 @@ use crate::service::{ServiceError, ServiceResult, Store};
 use super::DbActor;
 
 impl DbActor {
-    /// Start `lane`'s next batch, if it has messages waiting.
-    fn flush(&mut self, ctx: &mut Context<Self>, lane: usize) {
+    /// Start `lane`'s next batch (it has messages waiting and is not committing).
+    pub(super) fn start_batch(&mut self, ctx: &mut Context<Self>, lane: usize) {
         let n = self.lanes[lane].pending.len().min(self.config.batch_max);
-        if n == 0 {
-            self.lanes[lane].flushing = false;
-            if self.idle() {
-                for waiter in self.drain_waiters.drain(..) {
-                    let _ = waiter.send(());
-                }
-            }
-            return;
-        }
-        self.lanes[lane].flushing = true;
+        self.lanes[lane].committing_since = Some(Instant::now());
         let mut rows = Vec::with_capacity(n);
         let mut origins = HashMap::with_capacity(n);
         let batch: Vec<PersistChannelMessage> = self.lanes[lane].pending.drain(..n).collect();
@@ -61,7 +52,13 @@ impl DbActor {
         ctx.spawn(commit_isolating(store, rows, limit).into_actor(self).map(
             move |result, act, ctx| {
                 act.finish_batch(result, origins, started);
-                act.flush(ctx, lane);
+                act.lanes[lane].committing_since = None;
+                act.schedule(ctx, Some(lane));
+                if act.idle() {
+                    for waiter in act.drain_waiters.drain(..) {
+                        let _ = waiter.send(());
+                    }
+                }
             },
         ));
     }
@@ -320,8 +317,8 @@ impl Handler<PersistChannelMessage> for DbActor {
         }
         let lane = self.lane_of(&msg.channel_id);
         self.lanes[lane].pending.push_back(msg);
-        if !self.lanes[lane].flushing {
-            self.flush(ctx, lane);
+        if self.lanes[lane].committing_since.is_none() {
+            self.schedule(ctx, None);
         }
     }
 }

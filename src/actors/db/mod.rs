@@ -25,7 +25,8 @@
 //! hash of their channel (so a channel always uses the same lane). Each lane commits one batch
 //! (≤ `DIALTONE_DB_BATCH_MAX`) at a time, in one transaction on a connection of its own, and its
 //! next batch forms while it commits; lanes commit side by side, and as they never share a
-//! channel, their counter locks never meet. Only after the commit is a batch handed to the hub
+//! channel, their counter locks never meet. A lane starts alongside another lane's commit only
+//! when that pays (see `lanes`): with a backlog, or when the other commit is slow. Only after the commit is a batch handed to the hub
 //! for fan-out (the echo is the acknowledgement): per channel, in commit order.
 //! A resend of a stored `(sender, client_message_id)` is not stored again: its sender alone gets
 //! the original (same id, same `sent_at`) as the echo.
@@ -33,9 +34,9 @@
 //! equals its commit order (across channels, lanes may commit in either order).
 
 mod commit;
+mod lanes;
 mod ops;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ use crate::metrics::{MailboxMeter, Metrics};
 use crate::service::{ServiceError, ServiceResult, Store};
 
 pub use commit::{CommittedBatch, CommittedMessage, PersistChannelMessage};
+use lanes::Lane;
+pub use lanes::commit_lane;
 use ops::Request;
 pub use ops::*;
 
@@ -78,6 +81,8 @@ pub struct DbActor {
     last_sent_at: DateTime<Utc>,
     fanout: Option<(Recipient<CommittedBatch>, MailboxMeter)>,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// A wake-up is set for lanes held back from overlapping (see `lanes`).
+    overlap_wake: bool,
 }
 
 impl DbActor {
@@ -110,6 +115,7 @@ impl DbActor {
                 last_sent_at: DateTime::<Utc>::MIN_UTC,
                 fanout: None,
                 drain_waiters: Vec::new(),
+                overlap_wake: false,
             }
         });
         (
@@ -144,39 +150,6 @@ impl DbActor {
         };
         self.last_sent_at = t;
         Time(t)
-    }
-}
-
-/// One group-commit lane: its queue and whether a batch of it is committing.
-#[derive(Default)]
-struct Lane {
-    pending: VecDeque<PersistChannelMessage>,
-    flushing: bool,
-}
-
-/// The commit lane of `channel_id` among `lanes`: fixed for the process's life (a keyless hash of
-/// the id), so one channel's batches commit one after the other.
-pub fn commit_lane(channel_id: &str, lanes: usize) -> usize {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel_id);
-    (hash % lanes.max(1) as u64) as usize
-}
-
-impl DbActor {
-    fn lane_of(&self, channel_id: &str) -> usize {
-        commit_lane(channel_id, self.lanes.len())
-    }
-
-    /// Messages waiting in all lanes (bounded by `max_pending`).
-    fn pending(&self) -> usize {
-        self.lanes.iter().map(|l| l.pending.len()).sum()
-    }
-
-    /// No message waits and no batch commits.
-    fn idle(&self) -> bool {
-        self.lanes
-            .iter()
-            .all(|l| !l.flushing && l.pending.is_empty())
     }
 }
 
