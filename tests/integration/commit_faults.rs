@@ -377,17 +377,8 @@ async fn a_channel_deleted_while_its_messages_commit_leaves_none_behind() {
         let id = channel.id.clone();
         tokio::spawn(async move { rest.delete_channel(&id).await })
     };
-    if server.db.backend() == Backend::Postgres {
-        // The deletion waits for the commit's row lock on the channel: two writers are stopped.
-        eventually("the deletion waits behind the commit", || async {
-            server
-                .db
-                .count("SELECT count(*) AS v FROM pg_locks WHERE NOT granted")
-                .await
-                >= 2
-        })
-        .await;
-    }
+    // The deletion waits for the commit's row lock on the channel: two writers are stopped.
+    gate.wait_for_blocked_writers(&server.db, 2).await;
     gate.release().await;
     deletion.await.unwrap().unwrap();
     let stored = format!(
@@ -453,17 +444,8 @@ async fn messages_committing_behind_their_channels_deletion_are_refused_and_not_
             .await
             .unwrap();
     }
-    eventually("the commit waits behind the deletion", || async {
-        server
-            .db
-            .count(
-                "SELECT count(*) AS v FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await
-            >= 2
-    })
-    .await;
+    // The commit waits behind the deletion.
+    gate.wait_for_blocked_writers(&server.db, 2).await;
     gate.release().await;
     deletion.await.unwrap().unwrap();
     let mut refused = std::collections::BTreeSet::new();

@@ -110,18 +110,24 @@ impl WriteGate {
     /// started and is blocked). SQLite shows no lock waiters to another connection: there this
     /// returns at once, and tests rely on their probe round trips instead.
     pub async fn wait_for_blocked_writer(&self, db: &TestDb) {
+        self.wait_for_blocked_writers(db, 1).await;
+    }
+
+    /// [`wait_for_blocked_writer`](Self::wait_for_blocked_writer) for `n` server statements
+    /// waiting on locks at once (behind the gate, or behind one another).
+    pub async fn wait_for_blocked_writers(&self, db: &TestDb, n: i64) {
         if self.backend == Backend::Sqlite {
             return;
         }
         // Any lock wait in this test's database (a table or a row lock): only the server's
         // statements run there.
-        eventually("a server write waits behind the gate", || async {
+        eventually("server writes wait behind the gate", || async {
             db.count(
                 "SELECT count(*) AS v FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
             .await
-                > 0
+                >= n
         })
         .await;
     }
