@@ -381,11 +381,7 @@ async fn a_channel_deleted_while_its_messages_commit_leaves_none_behind() {
     gate.wait_for_blocked_writers(&server.db, 2).await;
     gate.release().await;
     deletion.await.unwrap().unwrap();
-    let stored = format!(
-        "SELECT count(*) AS v FROM channel_messages WHERE channel_id = '{}'",
-        channel.id
-    );
-    assert_eq!(server.db.count(&stored).await, 0);
+    assert_eq!(server.db.messages_in(&channel.id).await, 0);
     // Every send is answered: committed before the deletion (and deleted with the channel), or
     // refused after it.
     let (mut echoed, mut refused) = (0, 0);
@@ -400,7 +396,7 @@ async fn a_channel_deleted_while_its_messages_commit_leaves_none_behind() {
         }
     }
     assert_eq!(
-        server.db.count(&stored).await,
+        server.db.messages_in(&channel.id).await,
         0,
         "{echoed} echoed, {refused} refused"
     );
@@ -462,16 +458,7 @@ async fn messages_committing_behind_their_channels_deletion_are_refused_and_not_
     }
     let want: std::collections::BTreeSet<String> = (0..N).map(|i| format!("d{i}")).collect();
     assert_eq!(refused, want);
-    assert_eq!(
-        server
-            .db
-            .count(&format!(
-                "SELECT count(*) AS v FROM channel_messages WHERE channel_id = '{}'",
-                channel.id
-            ))
-            .await,
-        0
-    );
+    assert_eq!(server.db.messages_in(&channel.id).await, 0);
     assert_eq!(
         counter(&server, "dialtone_messages_rejected_total").await,
         N as f64

@@ -13,15 +13,6 @@ fn message(channel: &str, client_id: &str) -> ClientFrame {
     ClientFrame::channel_message(channel, "eA==", "bmFtZQ==", Some(client_id.to_owned()))
 }
 
-async fn stored_in(server: &TestServer, channel: &str) -> i64 {
-    server
-        .db
-        .count(&format!(
-            "SELECT count(*) AS v FROM channel_messages WHERE channel_id = '{channel}'"
-        ))
-        .await
-}
-
 #[tokio::test]
 async fn a_commit_waiting_on_one_channel_holds_up_only_its_own_lane() {
     if backend() == Backend::Sqlite {
@@ -61,9 +52,9 @@ async fn a_commit_waiting_on_one_channel_holds_up_only_its_own_lane() {
         .await
         .unwrap();
     assert_eq!(e.client_message_id.as_deref(), Some("o"), "{e:?}");
-    assert_eq!(stored_in(&server, &other).await, 1);
-    assert_eq!(stored_in(&server, &held).await, 0);
-    assert_eq!(stored_in(&server, &same).await, 0, "its lane was free");
+    assert_eq!(server.db.messages_in(&other).await, 1);
+    assert_eq!(server.db.messages_in(&held).await, 0);
+    assert_eq!(server.db.messages_in(&same).await, 0, "its lane was free");
 
     gate.release().await;
     for id in ["h", "s"] {

@@ -73,20 +73,22 @@ impl DbActor {
     pub(super) fn schedule(&mut self, ctx: &mut Context<Self>, after: Option<usize>) {
         let n = self.lanes.len();
         let first = after.map_or(0, |l| l + 1);
+        let mut oldest = self
+            .lanes
+            .iter()
+            .filter_map(|l| l.committing_since)
+            .min()
+            .map(|since| since.elapsed());
         let mut held_back = None;
         for lane in (0..n).map(|i| (first + i) % n) {
             let l = &self.lanes[lane];
             if l.committing_since.is_some() || l.pending.is_empty() {
                 continue;
             }
-            let oldest = self
-                .lanes
-                .iter()
-                .filter_map(|l| l.committing_since)
-                .min()
-                .map(|since| since.elapsed());
             if may_start(l.pending.len(), oldest, self.config.batch_max) {
                 self.start_batch(ctx, lane);
+                // A commit is in flight now, if none was.
+                oldest = oldest.or(Some(Duration::ZERO));
             } else {
                 held_back = oldest;
             }

@@ -61,7 +61,7 @@ pub struct DbActorConfig {
     pub mailbox: usize,
     pub max_inflight: usize,
     pub batch_max: usize,
-    /// Group commits in flight at once (1 on SQLite).
+    /// Group commits in flight at most (1 on SQLite); see `lanes` for when they overlap.
     pub commit_lanes: usize,
     /// Channel messages waiting for a commit, over all lanes.
     pub max_pending: usize,

@@ -211,6 +211,20 @@ impl TestDb {
             .unwrap_or_else(|| panic!("count query gave {v:?}, not a number: {sql}"))
     }
 
+    /// How many messages of `channel_id` are stored.
+    pub async fn messages_in(&self, channel_id: &str) -> i64 {
+        assert!(
+            channel_id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-'),
+            "the id is spliced into SQL"
+        );
+        self.count(&format!(
+            "SELECT count(*) AS v FROM channel_messages WHERE channel_id = '{channel_id}'"
+        ))
+        .await
+    }
+
     /// Every value of every column of every table, as `(table, column, text)`.
     pub async fn dump(&self) -> Vec<(String, String, String)> {
         let columns: Vec<(String, String)> = match self.backend {
