@@ -115,7 +115,9 @@ pub(crate) async fn command(cli: &Cli, chat: &mut Chat) -> Result<(), ChatError>
             Ok(())
         }
         Command::Identity { action } => crate::identity::identity(chat, action).await,
-        Command::Verify { user, mark } => crate::identity::verify(chat, user, *mark).await,
+        Command::Verify { user, mark } => {
+            crate::identity::verify(chat, user, mark.as_deref()).await
+        }
         Command::Members { action } => crate::members::members(chat, action).await,
         Command::Dm { user } => crate::members::dm(chat, user).await,
         Command::Users => {

@@ -116,17 +116,21 @@ pub(crate) async fn after_sign_in(chat: &mut Chat) {
     }
 }
 
-/// `verify USER [--mark]`.
-pub(crate) async fn verify(chat: &mut Chat, user: &str, mark: bool) -> Result<(), ChatError> {
+/// `verify USER [--mark SAFETY_NUMBER]`.
+pub(crate) async fn verify(
+    chat: &mut Chat,
+    user: &str,
+    mark: Option<&str>,
+) -> Result<(), ChatError> {
     let (user_id, name) = resolve_user(chat, Some(user)).await?;
     if user_id == chat.user_id() {
         return Err(ChatError::Invalid(
             "a safety number is between you and someone else".into(),
         ));
     }
-    if mark {
+    if let Some(compared) = mark {
         let (rest, store) = chat.rest_and_store();
-        let pin = identity::mark_verified(rest, store, &user_id).await?;
+        let pin = identity::mark_verified(rest, store, &user_id, compared).await?;
         out(&format!(
             "{name} verified (identity list version {}); you will be warned if their identity changes",
             pin.version
@@ -157,7 +161,8 @@ pub(crate) async fn verify(chat: &mut Chat, user: &str, mark: bool) -> Result<()
     }
     eprintln!(
         "compare these 60 digits with {name} in person or on a call; if they match, run \
-         `verify {user} --mark`"
+         `verify {user} --mark {}`",
+        view.number
     );
     Ok(())
 }

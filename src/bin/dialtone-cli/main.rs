@@ -126,13 +126,15 @@ enum Command {
     /// List people (published profiles) and who is online.
     Users,
     /// Show the safety number you share with a user (60 digits and a QR code) to compare with
-    /// them; `--mark` once they matched.
+    /// them; `--mark NUMBER` once they matched.
     Verify {
         /// User id or published name.
         user: String,
-        /// The numbers matched: mark this contact verified (also accepts a changed identity).
-        #[arg(long)]
-        mark: bool,
+        /// The 60 digits you compared (spaces allowed): they matched, so mark this contact
+        /// verified (also accepts a changed identity). Refused unless the contact's identity
+        /// still gives this number.
+        #[arg(long, value_name = "SAFETY_NUMBER")]
+        mark: Option<String>,
     },
     /// Trust v2: this account's identity and signed device list, and contacts' identities.
     Identity {

@@ -188,11 +188,42 @@ impl Chat {
             .collect()
     }
 
-    /// The wrap inside a v2 envelope addressed to this device, once its signature verifies with
-    /// the sender device's key and the sender's X25519 key is the one its verified list names.
-    /// A sender with no list (v1 rules) is taken as the server names it.
+    /// Refuse to hand out a generation key signed by this device unless it is on its user's
+    /// signed device list: every other member refuses envelopes from a user with no list
+    /// ([`Chat::checked_wrap`]), so the key would reach nobody.
+    pub(super) async fn require_own_list(&mut self) -> ChatResult<()> {
+        let (user, device) = (self.user_id.clone(), self.device_id.clone());
+        match self
+            .authors
+            .device(&self.rest, &mut self.store, &user, &device)
+            .await
+        {
+            Ok(Author::Listed(_)) => Ok(()),
+            Ok(Author::NoList) => Err(ChatError::Invalid(
+                "this account has no signed device list: publish its identity first \
+                 (`identity init`); other members refuse private-channel keys from a user \
+                 without one"
+                    .into(),
+            )),
+            Err(AuthorError::Trust(TrustError::Client(e))) => Err(e.into()),
+            Err(e) => Err(ChatError::Invalid(format!(
+                "this device cannot hand out private-channel keys: {e}"
+            ))),
+        }
+    }
+
+    /// The wrap inside the v2 envelope of `channel_id`'s generation `generation` addressed to
+    /// this device, once its signature verifies — over the channel and generation asked for, not
+    /// those the server's answer names — with the sender device's key, and the sender's X25519
+    /// key is the one its verified list names.
+    ///
+    /// A sender with no signed device list is refused: taken on the server's word, any key the
+    /// server wrapped (under a device of a list-less account of its own) would become the
+    /// channel's. Every v2 client publishes a list with its account's first device (TRUST §2.5),
+    /// and v1 clients cannot read v2 texts, so no client that can use the key is shut out.
     pub(super) async fn checked_wrap(
         &mut self,
+        channel_id: &str,
         env: &ChannelKeyEnvelope,
         generation: i64,
         what: &str,
@@ -201,6 +232,19 @@ impl Chat {
             what: what.to_owned(),
             reason,
         };
+        if env.channel_id != channel_id
+            || env.device_id != self.device_id
+            || env.generation.is_some_and(|g| g != generation)
+        {
+            return Err(refused(format!(
+                "the server answered with the envelope of channel {} generation {} for device \
+                 {}: not the one asked for, refused",
+                env.channel_id,
+                env.generation
+                    .map_or_else(|| "?".to_owned(), |g| g.to_string()),
+                env.device_id
+            )));
+        }
         let (user, wrap, signature) = bound::parse_envelope(&env.envelope)
             .ok_or_else(|| refused("the envelope is not signed (a v2 envelope must be)".into()))?;
         let author = self
@@ -217,7 +261,7 @@ impl Chat {
                     )));
                 }
                 let bytes = bound::envelope_bytes(
-                    &env.channel_id,
+                    channel_id,
                     generation,
                     &self.device_id,
                     &env.sender_device_id,
@@ -229,7 +273,12 @@ impl Chat {
                     |_| refused("the envelope's signature does not verify: forged, refused".into()),
                 )?;
             }
-            Ok(Author::NoList) => {}
+            Ok(Author::NoList) => {
+                return Err(refused(format!(
+                    "signed by user {user}, who has no signed device list: a v2 envelope must \
+                     come from a device on its sender's list, refused"
+                )));
+            }
             Err(AuthorError::Trust(TrustError::Client(e))) => return Err(e.into()),
             Err(e) => return Err(refused(e.to_string())),
         }

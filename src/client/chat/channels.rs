@@ -196,8 +196,14 @@ impl Chat {
         channel_id: &str,
         text: &str,
     ) -> ChatResult<ChatMessage> {
-        let (body, sender_name_enc) = match self.store.channel_key(channel_id).cloned() {
-            // A held v1 key means a public channel: no round trip to look the channel up.
+        let v1_key = self
+            .store
+            .channel_key(channel_id)
+            .filter(|_| self.store.newest_generation(channel_id).is_none())
+            .cloned();
+        let (body, sender_name_enc) = match v1_key {
+            // A held v1 key, and no generation held, means a public channel: no round trip to
+            // look the channel up.
             Some(key) => {
                 let sealed = sealing::seal_message(&key, &self.username, text);
                 (sealed.body, sealed.sender_name_enc)

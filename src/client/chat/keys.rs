@@ -90,6 +90,16 @@ impl Chat {
         if let Some(k) = self.store.channel_key(channel_id) {
             return Ok(Some(k.clone()));
         }
+        if self.store.newest_generation(channel_id).is_some() {
+            // This device knows the channel as private: a v1 key for it can only be one the
+            // server made, and everything sealed under it would be the server's to read.
+            return Err(ChatError::Decrypt {
+                what: format!("a v1 key for channel {channel_id}"),
+                reason: "this device holds the channel's key generations (it is private): a v1 \
+                         text or key for it is the server's, refused"
+                    .into(),
+            });
+        }
         // A private channel's envelopes are per generation (`generation_key`), never a v1 key.
         let Some(env) = self
             .rest

@@ -12,7 +12,7 @@ use crate::client::sealing::{self, Authenticity, ChatMessage};
 use crate::client::trust::bound::{self, Binding, Kind};
 use crate::crypto::e2e::{self, SymmetricKey};
 use crate::protocol::members::{MembersResponse, RotateKeyRequest, role};
-use crate::protocol::rest::{Channel, ChannelKeysUpload, ChannelMessage};
+use crate::protocol::rest::{Channel, ChannelKeysUpload, ChannelMessage, DeviceKey};
 
 use super::*;
 
@@ -37,7 +37,9 @@ impl Chat {
             });
         };
         let what = format!("generation {generation} of channel {channel_id}'s key");
-        let wrap = self.checked_wrap(&env, generation, &what).await?;
+        let wrap = self
+            .checked_wrap(channel_id, &env, generation, &what)
+            .await?;
         let key =
             sealing::unwrap_envelope(self.store.device(), &env.sender_public_key, &wrap, &what)?;
         self.store
@@ -140,11 +142,24 @@ impl Chat {
         channel: &Channel,
         text: &str,
     ) -> ChatResult<(String, String)> {
+        let held = self.store.newest_generation(&channel.id);
         let Some(generation) = channel.key_generation.filter(|_| channel.kind.is_some()) else {
+            if channel.kind.is_some() || held.is_some() {
+                // Sealing v1 here would put this private channel's text under whatever v1 key
+                // the server hands out.
+                return Err(ChatError::Invalid(format!(
+                    "the server lists private channel {} without its key generation (or as \
+                     public): not sealing it under a v1 key, refused",
+                    channel.id
+                )));
+            }
             let key = self.channel_key(&channel.id).await?;
             let sealed = sealing::seal_message(&key, &self.username, text);
             return Ok((sealed.body, sealed.sender_name_enc));
         };
+        if let Some(newest) = held.filter(|&g| g > generation) {
+            return Err(older_generation(&channel.id, generation, newest));
+        }
         if channel.rotation_required == Some(true) || generation == 0 {
             return Err(ChatError::Refused {
                 code: crate::protocol::ws::error_code::ROTATION_REQUIRED.into(),
@@ -209,8 +224,27 @@ impl Chat {
     /// Post the next generation of a private channel, wrapped for every active member device.
     /// Returns the new generation.
     pub async fn rotate_channel(&mut self, channel_id: &str) -> ChatResult<i64> {
-        let members = self.rest.members(channel_id).await?;
+        self.rotate_channel_without(channel_id, None).await
+    }
+
+    /// [`Chat::rotate_channel`], leaving out `removed`'s devices whatever the server still lists.
+    async fn rotate_channel_without(
+        &mut self,
+        channel_id: &str,
+        removed: Option<&str>,
+    ) -> ChatResult<i64> {
+        let mut members = self.rest.members(channel_id).await?;
+        if let Some(gone) = removed {
+            members.members.retain(|m| m.user_id != gone);
+        }
         let generation = members.key_generation + 1;
+        if let Some(newest) = self
+            .store
+            .newest_generation(channel_id)
+            .filter(|&g| g >= generation)
+        {
+            return Err(older_generation(channel_id, members.key_generation, newest));
+        }
         let admin = self.is_channel_admin(&members);
         let name = match self.channel(channel_id).await {
             Ok(c) => self
@@ -248,8 +282,14 @@ impl Chat {
         rename_to: Option<&str>,
     ) -> ChatResult<()> {
         let channel_id = members.channel_id.as_str();
+        self.require_own_list().await?;
+        if self.store.generation_key(channel_id, generation).is_some() {
+            // Replacing it would lose what was sealed under the held key.
+            return Err(older_generation(channel_id, generation - 1, generation));
+        }
+        let me = self.user_id.clone();
         let (wanted, withheld) = self
-            .trusted_device_keys_where(|d| members.device_ids.contains(&d.device_id))
+            .trusted_device_keys_where(|d| is_member_device(members, &me, d))
             .await?;
         let blocked: Vec<String> = withheld
             .iter()
@@ -306,6 +346,15 @@ impl Chat {
         if !members.rotation_required || !self.is_channel_admin(&members) {
             return Ok(None);
         }
+        if self
+            .store
+            .newest_generation(channel_id)
+            .is_some_and(|g| g > members.key_generation)
+        {
+            // This device's own rotation (a `remove_member` beside a running `tail`) is being
+            // posted: rotating again would only be refused as a rollback.
+            return Ok(None);
+        }
         match self.rotate_channel(channel_id).await {
             Ok(g) => Ok(Some(g)),
             Err(ChatError::Client(ClientError::Api { code, .. }))
@@ -350,7 +399,10 @@ impl Chat {
         if user_id == self.user_id {
             return Ok(None);
         }
-        Ok(Some(self.rotate_channel(channel_id).await?))
+        Ok(Some(
+            self.rotate_channel_without(channel_id, Some(user_id))
+                .await?,
+        ))
     }
 
     /// Share the current generation with active member devices that lack it (a new member, a
@@ -367,11 +419,12 @@ impl Chat {
             return Ok(report);
         }
         let key = self.generation_key(channel_id, generation).await?;
-        let me = self.device_id.clone();
+        self.require_own_list().await?;
+        let (me, my_device) = (self.user_id.clone(), self.device_id.clone());
         let (devices, withheld) = self
             .trusted_device_keys_where(|d| {
-                d.device_id != me
-                    && members.device_ids.contains(&d.device_id)
+                d.device_id != my_device
+                    && is_member_device(&members, &me, d)
                     && device_id.is_none_or(|o| d.device_id == o)
             })
             .await?;
@@ -407,6 +460,28 @@ impl Chat {
         }
         Ok(report)
     }
+}
+
+/// A device a generation may be wrapped for: listed for the channel, and owned by one of its
+/// active members (`me` owns this user's devices, listed without a user id). `device_ids` alone is
+/// the server's word; the member list at least ties each device to a user it names as a member
+/// (TRUST §4 says what remains).
+fn is_member_device(members: &MembersResponse, me: &str, d: &DeviceKey) -> bool {
+    let owner = d.user_id.as_deref().unwrap_or(me);
+    members.device_ids.contains(&d.device_id)
+        && members
+            .members
+            .iter()
+            .any(|m| m.user_id == owner && m.removed_at.is_none())
+}
+
+/// The server announced `announced` for a channel of which this device holds `newest`: a removed
+/// member may hold the older one, so nothing is sealed or rotated from it.
+fn older_generation(channel_id: &str, announced: i64, newest: i64) -> ChatError {
+    ChatError::Invalid(format!(
+        "the server announces key generation {announced} of channel {channel_id}, but this \
+         device already holds generation {newest}: rolled back, refused"
+    ))
 }
 
 impl Chat {

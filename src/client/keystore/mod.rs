@@ -338,6 +338,12 @@ impl KeyStore {
         self.forgotten_generations.insert(slot);
     }
 
+    /// The newest generation of a private channel this device holds: the floor below which no
+    /// server announcement may take it (an older generation may be held by a removed member).
+    pub fn newest_generation(&self, channel_id: &str) -> Option<i64> {
+        self.generations(channel_id).into_iter().max()
+    }
+
     /// The generations of a private channel this device holds, ascending.
     pub fn generations(&self, channel_id: &str) -> Vec<i64> {
         self.generation_keys

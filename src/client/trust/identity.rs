@@ -318,17 +318,24 @@ pub async fn safety(
     })
 }
 
-/// The user compared safety numbers with `user_id` and they matched: pin the contact's current
-/// identity as verified (this also accepts a changed identity).
+/// The user compared the safety number `compared` with `user_id` and it matched: pin the
+/// contact's identity as verified (this also accepts a changed identity) — only if it is the
+/// identity that number was computed from. The identity is fetched again here, so without that
+/// check a server could show one identity for the comparison and another for the mark.
 pub async fn mark_verified(
     rest: &RestClient,
     store: &mut KeyStore,
     user_id: &str,
+    compared: &str,
 ) -> Result<Pin, TrustError> {
-    let (_, verdict) = verified_devices(rest, user_id, store.pin(user_id)).await?;
+    let view = safety(rest, store, user_id).await?;
+    let digits: String = compared.chars().filter(|c| !c.is_whitespace()).collect();
+    if digits != view.number {
+        return Err(TrustError::SafetyNumberMismatch);
+    }
     let pin = Pin {
         verified: true,
-        ..verdict.into_newest()
+        ..view.verdict.into_newest()
     };
     store.set_pin(pin.clone());
     store.save()?;

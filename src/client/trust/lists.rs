@@ -50,6 +50,12 @@ pub enum TrustError {
          not approve it"
     )]
     CodeMismatch,
+    #[error(
+        "the safety number the server's answer gives now is not the one you compared: the \
+         contact's identity changed in between (or a digit was mistyped); run `verify` again and \
+         compare the new number, refused"
+    )]
+    SafetyNumberMismatch,
     #[error("bad pairing offer: {0}")]
     BadOffer(String),
     #[error(
@@ -64,7 +70,7 @@ pub enum TrustError {
     IdentityChanged { user: String, version: u64 },
     #[error(
         "you had verified this contact, and their identity key changed: compare safety numbers \
-         with them again (`verify USER`), then `verify USER --mark`"
+         with them again (`verify USER`), then `verify USER --mark NUMBER`"
     )]
     ReverifyNeeded,
 }
@@ -98,7 +104,7 @@ pub async fn verified_devices(
 ) -> Result<(CheckedList, Verdict), TrustError> {
     let mut at: Option<CheckedList> = None;
     let after = pinned.map_or(0, |p| p.version.saturating_sub(1));
-    each_page(rest, user_id, after, |page| {
+    let walked = each_page(rest, user_id, after, |page| {
         if let Some(p) = pinned
             && page.latest_version < p.version
         {
@@ -124,7 +130,18 @@ pub async fn verified_devices(
         let reached = at.as_ref().map_or(0, |l| l.statement.version);
         Ok((reached, rest_of_page.len()))
     })
-    .await?;
+    .await;
+    match (walked, pinned) {
+        // A pinned user's lists cannot vanish: "unknown user" or "no trust v2 here" (404) would
+        // put them back on v1 rules, where every device the server adds gets keys.
+        (Err(TrustError::Client(ClientError::Api { status: 404, .. })), Some(p)) => {
+            return Err(TrustError::Rollback {
+                pinned: p.version,
+                served: 0,
+            });
+        }
+        (walked, _) => walked?,
+    }
     let newest = at.ok_or_else(|| TrustError::NoList(user_id.to_owned()))?;
     let verdict = Verdict::judge(pinned, &newest);
     Ok((newest, verdict))

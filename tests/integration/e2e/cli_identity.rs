@@ -159,7 +159,23 @@ async fn e2e_cli_identity_init_pair_show_reset_and_accept() {
         from_bob.contains('█') || from_bob.contains('▀'),
         "a QR code: {from_bob}"
     );
-    cli.ok("bob", bob, &["verify", &alice_id, "--mark"]).await;
+    // A number other than the one the identity gives is refused, and marks nothing.
+    let mut wrong = digits(&from_bob);
+    wrong.replace_range(0..1, if wrong.starts_with('0') { "1" } else { "0" });
+    let err = cli
+        .fails("bob", bob, &["verify", &alice_id, "--mark", &wrong])
+        .await;
+    assert!(err.contains("not the one you compared"), "{err}");
+    let shown = cli.run("bob", bob, &["verify", &alice_id]).await;
+    assert!(!shown.stderr.contains("is verified"), "{}", shown.stderr);
+    cli.ok(
+        "bob",
+        bob,
+        &["verify", &alice_id, "--mark", &digits(&from_bob)],
+    )
+    .await;
+    let shown = cli.run("bob", bob, &["verify", &alice_id]).await;
+    assert!(shown.stderr.contains("is verified"), "{}", shown.stderr);
 
     // alice resets on her second device: bob is stopped, and must verify her again.
     let out = cli.ok("a2", user, &["identity", "reset"]).await;
@@ -186,7 +202,21 @@ async fn e2e_cli_identity_init_pair_show_reset_and_accept() {
         digits(&from_bob),
         "a new identity, new numbers"
     );
-    cli.ok("bob", bob, &["verify", &alice_id, "--mark"]).await;
+    // The number compared before the reset no longer marks her.
+    let err = cli
+        .fails(
+            "bob",
+            bob,
+            &["verify", &alice_id, "--mark", &digits(&from_bob)],
+        )
+        .await;
+    assert!(err.contains("not the one you compared"), "{err}");
+    cli.ok(
+        "bob",
+        bob,
+        &["verify", &alice_id, "--mark", &digits(&after.stdout)],
+    )
+    .await;
     let out = cli.ok("bob", bob, &["identity", "show", &alice_id]).await;
     assert_eq!(out.matches("  device ").count(), 1, "{out}");
     // The first device, which pinned the old identity, is warned too.

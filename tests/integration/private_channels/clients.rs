@@ -24,8 +24,8 @@ async fn texts(chat: &mut dialtone::client::Chat, channel: &str) -> Vec<Result<S
 async fn members_chat_and_a_removed_member_reads_nothing_sent_after() {
     let server = TestServer::start().await;
     let _admin = register(&server, ADMIN).await;
-    let mut ann = register(&server, ANN).await;
-    let mut bob = register(&server, BOB).await;
+    let mut ann = register_listed(&server, ANN).await;
+    let mut bob = register_listed(&server, BOB).await;
     let c = ann.create_private_channel("plans").await.unwrap();
     assert_eq!(c.key_generation, Some(1));
     let report = ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
@@ -86,8 +86,8 @@ async fn members_chat_and_a_removed_member_reads_nothing_sent_after() {
 async fn the_server_cannot_move_or_reattribute_a_private_message() {
     let server = TestServer::start().await;
     let _admin = register(&server, ADMIN).await;
-    let mut ann = register(&server, ANN).await;
-    let mut bob = register(&server, BOB).await;
+    let mut ann = register_listed(&server, ANN).await;
+    let mut bob = register_listed(&server, BOB).await;
     let a = ann.create_private_channel("a").await.unwrap();
     let b = ann.create_private_channel("b").await.unwrap();
     for c in [&a, &b] {
@@ -129,8 +129,8 @@ async fn the_server_cannot_move_or_reattribute_a_private_message() {
 async fn tail_rotates_the_key_when_a_member_leaves() {
     let server = TestServer::start().await;
     let _admin = register(&server, ADMIN).await;
-    let mut ann = register(&server, ANN).await;
-    let bob = register(&server, BOB).await;
+    let mut ann = register_listed(&server, ANN).await;
+    let bob = register_listed(&server, BOB).await;
     let c = ann.create_private_channel("rotating").await.unwrap();
     ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
     let mut follower = follow(ann.chat, FollowOptions::default());
@@ -164,8 +164,8 @@ async fn tail_rotates_the_key_when_a_member_leaves() {
 async fn a_direct_channel_whose_first_generation_the_other_side_posts_has_a_readable_name() {
     let server = TestServer::start().await;
     let _admin = register(&server, ADMIN).await;
-    let mut ann = register(&server, ANN).await;
-    let mut bob = register(&server, BOB).await;
+    let mut ann = register_listed(&server, ANN).await;
+    let mut bob = register_listed(&server, BOB).await;
     // ann's client opened the channel and stopped before posting generation 1.
     let opened = ann
         .rest()
@@ -201,8 +201,8 @@ async fn a_direct_channel_whose_first_generation_the_other_side_posts_has_a_read
 async fn two_admins_rotating_at_once_end_with_one_key_per_generation() {
     let server = TestServer::start().await;
     let _admin = register(&server, ADMIN).await;
-    let mut ann = register(&server, ANN).await;
-    let mut bob = register(&server, BOB).await;
+    let mut ann = register_listed(&server, ANN).await;
+    let mut bob = register_listed(&server, BOB).await;
     let c = ann.create_private_channel("race").await.unwrap();
     ann.add_member(&c.id, bob.user_id(), true).await.unwrap();
     let mut conflicts = 0;

@@ -34,6 +34,17 @@ pub(super) fn wrap(from: &TestUser, to: &TestUser) -> EnvelopeUpload {
     }
 }
 
+/// A user of the real client library with a published identity (a signed device list): private
+/// channels take generation keys only from such users.
+pub(super) async fn register_listed(server: &TestServer, name: &str) -> crate::e2e::Device {
+    let mut d = crate::e2e::register(server, name).await;
+    let (rest, store) = d.rest_and_store();
+    dialtone::client::trust::identity::init(rest, store)
+        .await
+        .unwrap();
+    d
+}
+
 pub(super) async fn private_channel(owner: &TestUser) -> Channel {
     let c = owner.rest.create_channel_of(NAME_ENC, true).await.unwrap();
     assert_eq!(c.kind.as_deref(), Some("private"), "{c:?}");

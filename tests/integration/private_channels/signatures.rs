@@ -212,3 +212,61 @@ async fn plant_sender_key(server: &TestServer, table: &str, channel: &str, devic
         ))
         .await;
 }
+
+#[tokio::test]
+async fn a_generation_key_wrapped_by_a_user_without_a_device_list_is_refused() {
+    let server = TestServer::start().await;
+    let (_admin, mut ann, mut bob) = three(&server).await;
+    // An account that never published a device list: what the server can always make of its own.
+    let eve = register(&server, "eve").await;
+    let c = ann.create_private_channel("planted").await.unwrap();
+    ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
+    // The hostile server swaps bob's envelope for a key of its own, wrapped by eve's device.
+    let bob_key = bob.store().device().public_key_b64();
+    let wrap = eve.store().device().wrap_for(&bob_key, &[9u8; 32]).unwrap();
+    server
+        .db
+        .execute(&format!(
+            "UPDATE channel_generation_envelopes SET envelope = 'v2.{eve}.{wrap}.c2lnbmVk', \
+             sender_device_id = '{eve_dev}', sender_public_key = '{eve_key}' \
+             WHERE channel_id = '{c}' AND generation = 1 AND device_id = '{bob_dev}'",
+            eve = eve.user_id(),
+            eve_dev = eve.device_id(),
+            eve_key = eve.store().device().public_key_b64(),
+            c = c.id,
+            bob_dev = bob.device_id(),
+        ))
+        .await;
+    let e = bob.generation_key(&c.id, 1).await.unwrap_err().to_string();
+    assert!(e.contains("has no signed device list"), "{e}");
+    assert!(bob.store().generation_key(&c.id, 1).is_none());
+    // Nothing is sealed under the planted key either.
+    assert!(bob.send(&c.id, "for ann only").await.is_err());
+    assert_eq!(server.db.messages_in(&c.id).await, 0);
+}
+
+#[tokio::test]
+async fn a_key_generation_the_server_rolls_back_is_neither_sealed_under_nor_rotated_over() {
+    let server = TestServer::start().await;
+    let (_admin, mut ann, mut bob) = three(&server).await;
+    let c = ann.create_private_channel("floor").await.unwrap();
+    ann.add_member(&c.id, bob.user_id(), false).await.unwrap();
+    let g = ann.rotate_channel(&c.id).await.unwrap();
+    bob.send(&c.id, "under the newest").await.unwrap();
+    // The server announces the previous generation again (one a removed member may hold).
+    server
+        .db
+        .execute(&format!(
+            "UPDATE channels SET key_generation = {} WHERE id = '{}'",
+            g - 1,
+            c.id
+        ))
+        .await;
+    let e = bob.send(&c.id, "under the old one?").await.unwrap_err();
+    assert!(e.to_string().contains("rolled back"), "{e}");
+    // Rotating from it would overwrite the held generation `g`.
+    let e = ann.rotate_channel(&c.id).await.unwrap_err();
+    assert!(e.to_string().contains("rolled back"), "{e}");
+    assert!(ann.store().generation_key(&c.id, g).is_some());
+    assert_eq!(server.db.messages_in(&c.id).await, 1);
+}
