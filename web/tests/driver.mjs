@@ -27,6 +27,11 @@ const browser = await chromium.launch({
 });
 const contexts = new Map();
 
+/** Whether `url` is a request for `path` whose query holds every pair of `where`. */
+function matches(path, where) {
+  return (url) => url.pathname === path && Object.entries(where).every(([k, v]) => url.searchParams.get(k) === v);
+}
+
 /** Answers that are protocol, not faults: a key this device has no envelope for (404), an
  *  envelope some device already holds (409). */
 function expected(status, method, path) {
@@ -231,13 +236,24 @@ const ops = {
     return { channels: await p.locator('#channel-list li').allTextContents() };
   },
 
+  /** Make a channel on the page, which opens it: its id. */
   async createChannel({ ctx, name, private: priv = true }) {
     const p = await page(ctx);
     if (!(await p.isDisabled('#new-channel-private'))) await p.setChecked('#new-channel-private', priv);
     await p.fill('#new-channel-name', name);
     await p.click('#new-channel button[type=submit]');
     await p.locator('#room-title', { hasText: name }).waitFor({ timeout: WAIT });
-    return {};
+    // Opening a channel drops the attribute before the title changes and sets it when done.
+    await p.waitForSelector('#messages[data-channel]', { timeout: WAIT });
+    return { id: await p.getAttribute('#messages', 'data-channel') };
+  },
+
+  /** Wait until an entry of the channel list shows `text` (e.g. why a channel stays locked). */
+  async waitChannel({ ctx, text }) {
+    const p = await page(ctx);
+    const item = p.locator('#channel-list li', { hasText: text }).first();
+    await item.waitFor({ timeout: WAIT });
+    return { text: await item.textContent() };
   },
 
   /** In the open private channel's members panel: add `name`. */
@@ -338,6 +354,7 @@ const ops = {
       lis.map((li) => ({
         name: li.querySelector('.name')?.textContent || '',
         verified: Boolean(li.querySelector('.badge.ok')),
+        unverified: [...li.querySelectorAll('.badge')].some((b) => b.textContent === 'unverified'),
         text: li.querySelector('.text')?.textContent ?? null,
         problem: li.querySelector('.problem')?.textContent ?? null,
       })),
@@ -428,6 +445,58 @@ const ops = {
       }
       return { keys: out };
     });
+  },
+
+  /** What the page's current device holds, by name only (never a key's value): its ids, the
+   *  channels it has a v1 key for, its generation slots (`channel/generation`), the kinds it
+   *  recorded and the users it pinned. */
+  async keyState({ ctx }) {
+    const p = await page(ctx);
+    return p.evaluate(async () => {
+      const db = await new Promise((res, rej) => {
+        const r = indexedDB.open('dialtone');
+        r.onsuccess = () => res(r.result);
+        r.onerror = () => rej(r.error);
+      });
+      const get = (store, key) =>
+        new Promise((res, rej) => {
+          const r = db.transaction(store).objectStore(store).get(key);
+          r.onsuccess = () => res(r.result);
+          r.onerror = () => rej(r.error);
+        });
+      const d = await get('devices', await get('meta', 'current'));
+      return {
+        userId: d.user_id,
+        deviceId: d.device_id,
+        publicKey: d.public_key,
+        channelKeys: Object.keys(d.channel_keys),
+        generations: Object.keys(d.generation_keys),
+        kinds: d.channel_kinds || {},
+        pins: Object.keys(d.pins),
+      };
+    });
+  },
+
+  /** The hostile server, in the page's network: from now on the page's requests for `path`
+   *  whose query holds every pair of `where` get `status` and the JSON `body` instead. */
+  async serve({ ctx, path, where = {}, status = 200, body = {} }) {
+    const p = await page(ctx);
+    await p.route(matches(path, where), (route) =>
+      route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(body) }),
+    );
+    return {};
+  },
+
+  /** As `serve`, answering with the server's own answer to the same request with the query
+   *  pairs of `swap` put in (e.g. another channel's envelope for this one). */
+  async serveFrom({ ctx, path, where = {}, swap }) {
+    const p = await page(ctx);
+    await p.route(matches(path, where), async (route) => {
+      const url = new URL(route.request().url());
+      for (const [k, v] of Object.entries(swap)) url.searchParams.set(k, v);
+      await route.fulfill({ response: await route.fetch({ url: url.toString() }) });
+    });
+    return {};
   },
 
   async screenshot({ ctx, name }) {

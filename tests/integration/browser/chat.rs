@@ -135,6 +135,15 @@ async fn browsers_and_the_rust_client_chat_end_to_end() {
         [(ADMIN, true), (ALICE, true), (BOB, true)],
         "names from signed profiles: {shown}"
     );
+    // A public channel's texts are v1, signed by nobody: each is marked, whatever its name.
+    assert!(
+        shown["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["unverified"] == json!(true)),
+        "every v1 text is marked unverified: {shown}"
+    );
     b.cmd(json!({"op": "screenshot", "ctx": "alice", "name": "chat"}))
         .await;
     b.cmd(json!({"op": "screenshot", "ctx": "bob", "name": "chat-phone"}))

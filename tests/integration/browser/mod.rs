@@ -4,6 +4,7 @@
 
 mod chat;
 mod headers;
+mod hostile;
 mod ops;
 mod private;
 mod reconnect;

@@ -91,9 +91,13 @@ async fn private_channels_dms_removal_and_safety_numbers_across_browsers_and_the
         .unwrap()
         .clone();
     assert_eq!(
-        (last["name"].as_str(), last["verified"].as_bool()),
-        (Some(ADMIN), Some(true)),
-        "{shown}"
+        (
+            last["name"].as_str(),
+            last["verified"].as_bool(),
+            last["unverified"].as_bool()
+        ),
+        (Some(ADMIN), Some(true), Some(false)),
+        "a signed text from a listed device carries no unverified mark: {shown}"
     );
 
     // Direct messages: bob opens one from his people list; the CLI opens one with bob.

@@ -1,12 +1,13 @@
 // One signed-in device's chat (the browser's counterpart of the Rust `client::Chat`): the
 // directory key and signed profile names, public channels under their v1 channel keys, history,
 // sealing a send, and sharing the keys this device holds with devices that join — only with
-// devices the trust screen allows.
+// devices the trust screen allows. A channel once seen private stays private here: it never gets,
+// uses or shares a v1 key, whatever the server lists later.
 
 import { Api, ApiError, q } from './api.js';
 import { utf8 } from './b64.js';
 import * as c from './crypto.js';
-import { TrustError, afterSignIn, screen, verifiedDevices } from './trust.js';
+import { afterSignIn, isNoList, screen, verifiedDevices } from './trust.js';
 import { saveDevice } from './store.js';
 import { isBound } from './bound.js';
 import * as priv from './private.js';
@@ -14,6 +15,8 @@ import * as priv from './private.js';
 export const PAGE = 50;
 
 export class ChatError extends Error {}
+
+const V1_UNSIGNED = 'not signed (dialtone v1): any member holding the channel key could have written it, under any name';
 
 export class Chat {
   constructor(device) {
@@ -25,6 +28,10 @@ export class Chat {
     this.lists = new Map();
     /** device id → owner user id, as the server listed it. */
     this.owners = new Map();
+    // Records made before kinds were kept have none yet.
+    device.channel_kinds = device.channel_kinds || {};
+    /** Whether `kindOf` recorded a kind not saved yet. */
+    this.kindsChanged = false;
   }
 
   save() {
@@ -100,12 +107,14 @@ export class Chat {
     await this.save();
   }
 
-  /** A user's verified device list, or null when they have none (a v1 client). */
+  /** A user's verified device list, or null when they have none (a v1 client, never pinned). */
   async listOf(userId) {
-    if (this.lists.has(userId)) return this.lists.get(userId);
+    const pin = this.device.pins[userId];
+    // A "no list" learned before the user was pinned (by the trust screen) no longer holds.
+    if (this.lists.has(userId) && (this.lists.get(userId) || !pin)) return this.lists.get(userId);
     let list = null;
     try {
-      const r = await verifiedDevices(this.api, userId, this.device.pins[userId]);
+      const r = await verifiedDevices(this.api, userId, pin);
       if (r.verdict === 'changed') {
         throw new ChatError(`${this.nameOf(userId)}’s identity key changed: nothing they signed is trusted until you accept it`);
       }
@@ -115,7 +124,7 @@ export class Chat {
       }
       list = r.list;
     } catch (e) {
-      if (!(e instanceof TrustError && e.kind === 'no_list') && e.status !== 404) throw e;
+      if (!isNoList(e, pin)) throw e;
     }
     this.lists.set(userId, list);
     return list;
@@ -186,12 +195,37 @@ export class Chat {
 
   // ---- channels ----
 
+  /**
+   * `private` or `direct` when this browser knows the channel as such: it was listed so once, or
+   * a generation key is held for it; null otherwise. Sticky: a server that lists it as public
+   * later would have it sealed v1 under a key of the server's own.
+   */
+  knownKind(channelId) {
+    if (this.device.channel_kinds[channelId]) return this.device.channel_kinds[channelId];
+    return priv.heldGenerations(this.device, channelId).length ? 'private' : null;
+  }
+
+  /** The kind `ch` is treated as: the known one, else as listed. Records a private kind listed. */
+  kindOf(ch) {
+    if (ch.kind && ch.kind !== 'public' && !this.device.channel_kinds[ch.id]) {
+      this.device.channel_kinds[ch.id] = ch.kind;
+      this.kindsChanged = true;
+    }
+    return this.knownKind(ch.id) || 'public';
+  }
+
+  async saveKinds() {
+    if (!this.kindsChanged) return;
+    this.kindsChanged = false;
+    await this.save();
+  }
+
   /** The channels this user may read, newest first, with decrypted names (a DM: the other person). */
   async channels() {
     const res = await this.api.get('/channels');
     const out = [];
     for (const ch of res.channels) {
-      const kind = ch.kind || 'public';
+      const kind = this.kindOf(ch);
       let name = null;
       let problem = null;
       let peer = null;
@@ -200,6 +234,8 @@ export class Chat {
           const key = await this.channelKey(ch.id);
           if (key) name = await c.openText(key, ch.name_enc);
           else problem = 'waiting for its key from another member';
+        } else if (ch.key_generation == null) {
+          problem = 'the server lists this private channel as if it were public: refused';
         } else if (kind === 'direct') {
           const m = await priv.members(this, ch.id);
           peer = m.members.find((x) => x.user_id !== this.userId)?.user_id || this.userId;
@@ -224,6 +260,7 @@ export class Chat {
         rotation_required: ch.rotation_required,
       });
     }
+    await this.saveKinds();
     return out;
   }
 
@@ -232,11 +269,16 @@ export class Chat {
     const res = await this.api.get('/channels');
     const ch = res.channels.find((x) => x.id === channelId);
     if (!ch) throw new ChatError('This channel is gone, or you are no longer a member.');
+    this.kindOf(ch);
+    await this.saveKinds();
     return ch;
   }
 
   /** The channel's v1 key: held, or fetched from this device's envelope (null: none yet). */
   async channelKey(channelId) {
+    if (this.knownKind(channelId)) {
+      throw new ChatError('this is a private channel: no v1 channel key is fetched or used for it, refused');
+    }
     const held = this.device.channel_keys[channelId];
     if (held) return held;
     const env = await this.api.maybe(`/channels/keys?channel_id=${q(channelId)}`);
@@ -261,7 +303,6 @@ export class Chat {
 
   /** A stored message (REST or a `channel.message.new` event) decrypted. */
   async open(m) {
-    const key = isBound(m.body) ? null : await this.channelKey(m.channel_id);
     const base = {
       id: m.id || m.message_id,
       channel_id: m.channel_id,
@@ -281,22 +322,30 @@ export class Chat {
           name: verifiedName ? profile.name : o.claimed,
           nameVerified: Boolean(verifiedName),
           signed: o.signed,
+          why: o.why,
         };
       } catch (e) {
         return { ...base, problem: `cannot open this message: ${e.message}` };
       }
     }
+    if (this.knownKind(m.channel_id)) {
+      return { ...base, problem: 'an unsigned (v1) text in a private channel: the server wrote it, or moved it here; refused' };
+    }
+    const key = await this.channelKey(m.channel_id);
     if (!key) return { ...base, problem: 'this device has no key for this channel yet' };
     try {
       const text = await c.openText(key, m.body);
       const claimed = await c.openText(key, m.sender_name_enc);
       const profile = this.names.get(base.sender_id);
       const verifiedName = profile && profile.verified;
+      // Marked like a v2 text whose signer has no list: nothing ties a v1 text to its sender.
       return {
         ...base,
         text,
         name: verifiedName ? profile.name : claimed,
         nameVerified: Boolean(verifiedName),
+        signed: false,
+        why: V1_UNSIGNED,
       };
     } catch (e) {
       return { ...base, problem: `cannot decrypt this message: ${e.message}` };
@@ -312,12 +361,10 @@ export class Chat {
     return { messages: out, more: res.messages.length === PAGE };
   }
 
-  /** The frame that sends `text` to a public channel. */
+  /** The frame that sends `text` to a channel: private by its known kind, never by a v1 key held. */
   async sealSend(channelId, text, clientMessageId) {
-    if (!this.device.channel_keys[channelId]) {
-      const ch = await this.channel(channelId);
-      if (ch.kind && ch.kind !== 'public') return priv.sealSend(this, ch, text, clientMessageId);
-    }
+    const ch = await this.channel(channelId);
+    if (this.kindOf(ch) !== 'public') return priv.sealSend(this, ch, text, clientMessageId);
     const key = await this.channelKey(channelId);
     if (!key) throw new ChatError('This device has no key for this channel yet; a member’s device shares it when they are online.');
     return {
@@ -333,7 +380,8 @@ export class Chat {
 
   /** Devices that may get keys (all, or those of `userId`), as the trust screen allows. */
   /** Only the users of the devices kept are screened (`deviceIds`: e.g. a channel's members). */
-  async allowedDevices(userId, { includeSelf = false, deviceIds = null } = {}) {
+  /** `owners`: the only users (a Set) whose devices may be kept, e.g. a channel's active members. */
+  async allowedDevices(userId, { includeSelf = false, deviceIds = null, owners = null } = {}) {
     const all = await this.api.get('/devices/keys?all=1');
     const keys = all.keys
       .map((k) => ({ ...k, user_id: k.user_id || this.userId }))
@@ -341,7 +389,8 @@ export class Chat {
         (k) =>
           (includeSelf || k.device_id !== this.device.device_id) &&
           (!userId || k.user_id === userId) &&
-          (!deviceIds || deviceIds.includes(k.device_id)),
+          (!deviceIds || deviceIds.includes(k.device_id)) &&
+          (!owners || owners.has(k.user_id)),
       );
     return screen(this.api, this.device, keys, (d) => saveDevice(d));
   }
@@ -376,7 +425,8 @@ export class Chat {
   /** Share a channel's v1 key with `devices` (default: every device the screen allows). */
   async shareChannelKey(channelId, userId, devices) {
     const key = this.device.channel_keys[channelId];
-    if (!key) return;
+    // A v1 key held for a channel known private (from before kinds were kept) is never passed on.
+    if (!key || this.knownKind(channelId)) return;
     const allowed = devices || (await this.allowedDevices(userId)).allowed;
     await this.upload('/channels/keys', { channel_id: channelId, envelopes: await this.envelopes(key, allowed) });
   }

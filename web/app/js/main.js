@@ -245,7 +245,8 @@ async function onEvent(e) {
           if (e.channel_id === state.active) leftChannel('You are no longer a member of this channel.');
           return await loadChannels();
         }
-        await priv.rotateIfRequired(chat, e.channel_id);
+        // Whatever the server lists next, the user it says left gets no new key from here.
+        await priv.rotateIfRequired(chat, e.channel_id, e.sender);
         return await refreshMembers(e.channel_id);
       case 'key.rotated':
         return await loadChannels();
@@ -425,9 +426,7 @@ function messageItem(m) {
       { class: 'meta' },
       el('span', { class: 'name' }, name || ''),
       m.nameVerified ? el('span', { class: 'badge ok', title: 'name from a signed profile' }, '✓') : null,
-      m.signed === false
-        ? el('span', { class: 'badge', title: 'the sender has no signed device list, so the signature cannot be checked' }, 'unverified')
-        : null,
+      m.signed === false ? el('span', { class: 'badge', title: m.why }, 'unverified') : null,
       time(m.sent_at),
     ),
     m.problem ? el('div', { class: 'problem' }, m.problem) : el('div', { class: 'text' }, m.text),

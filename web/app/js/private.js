@@ -1,7 +1,8 @@
 // Private and direct channels in the browser (docs/TRUST.md §6), as the Rust client does them:
 // keys per generation in signed envelopes, texts sealed and signed with `bound.js`, every signer
 // checked against its user's verified device list, new generations wrapped for exactly the
-// members' devices the trust screen allows.
+// active members' devices the trust screen allows. Nothing the server says may take a channel
+// back: no envelope from a signer without a list, no generation older than one held.
 
 import { ApiError, q } from './api.js';
 import * as c from './crypto.js';
@@ -21,6 +22,44 @@ import { TrustError, check, verifiedDevices } from './trust.js';
 export const DIRECT_NAME = 'direct';
 
 const slot = (channelId, generation) => `${channelId}/${generation}`;
+
+/** The generations of `channelId` whose key this browser holds. */
+export function heldGenerations(device, channelId) {
+  const prefix = `${channelId}/`;
+  return Object.keys(device.generation_keys)
+    .filter((s) => s.startsWith(prefix))
+    .map((s) => Number(s.slice(prefix.length)));
+}
+
+/**
+ * Refuse `generation` when this browser holds a newer one (`rotating`: one as new or newer). The
+ * server announces the current generation; one it takes back may be held by a removed member.
+ */
+function refuseOlder(chat, channelId, generation, rotating) {
+  const floor = Math.max(0, ...heldGenerations(chat.device, channelId));
+  if (generation < floor || (rotating && generation <= floor)) {
+    throw new c.CryptoError(
+      `the server announced generation ${generation} of this channel, older than generation ${floor} this browser already holds: refused (a removed member may hold the older key)`,
+    );
+  }
+}
+
+const sameBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Keep a generation's key; a different key already held for it is never replaced. */
+async function keepGeneration(chat, channelId, generation, key) {
+  const held = chat.device.generation_keys[slot(channelId, generation)];
+  if (held && !sameBytes(held, key)) {
+    throw new c.CryptoError(`this browser already holds another key for generation ${generation} of this channel: refused`);
+  }
+  chat.device.generation_keys[slot(channelId, generation)] = key;
+  await chat.save();
+}
+
+/** The users who may get a generation: the active members, less one just removed here. */
+function activeMembers(m, removed = null) {
+  return new Set(m.members.filter((x) => !x.removed_at && x.user_id !== removed).map((x) => x.user_id));
+}
 
 function signer(chat) {
   return { userId: chat.userId, deviceId: chat.device.device_id, keyPair: chat.device.signing };
@@ -55,28 +94,46 @@ async function author(chat, userId, deviceId) {
   throw new TrustError('not_listed', `device ${deviceId} was never on ${chat.nameOf(userId)}’s signed device list: refused`);
 }
 
-/** The wrap inside a v2 envelope for this device, once its signature checks out. */
-async function checkedWrap(chat, env, generation) {
+/**
+ * The wrap inside the v2 envelope of `channelId`'s `generation` for this device, once its
+ * signature checks out over the channel and generation asked for (never those the answer names:
+ * channel A's genuine envelope would otherwise pass as channel B's).
+ */
+async function checkedWrap(chat, channelId, env, generation) {
+  if (
+    env.channel_id !== channelId ||
+    env.device_id !== chat.device.device_id ||
+    (env.generation != null && env.generation !== generation)
+  ) {
+    throw new c.CryptoError(
+      `the server answered with the envelope of channel ${env.channel_id} generation ${env.generation ?? '?'} for device ${env.device_id}: not the one asked for, refused`,
+    );
+  }
   const parts = parseEnvelope(env.envelope);
   if (!parts) throw new c.CryptoError('the envelope is not signed (a v2 envelope must be)');
   const [user, wrap, sig] = parts;
   const a = await author(chat, user, env.sender_device_id);
-  if (a.listed) {
-    if (a.listed.public_key !== env.sender_public_key) {
-      throw new c.CryptoError('the envelope names a sender key other than its signed device list: the server substituted it, refused');
-    }
-    const bytes = envelopeBytes(
-      env.channel_id,
-      generation,
-      chat.device.device_id,
-      env.sender_device_id,
-      env.sender_public_key,
-      user,
-      wrap,
+  // Taken unchecked, any key the server wrapped under a list-less account of its own would
+  // become the channel's. Every v2 client publishes a list, and v1 clients cannot read v2 texts.
+  if (!a.listed) {
+    throw new c.CryptoError(
+      `signed by ${chat.nameOf(user)}, who has no signed device list: a v2 envelope must be signed by a device of its sender’s signed device list, refused`,
     );
-    if (!(await c.verify(a.listed.signing_key, c.Context.envelope, bytes, sig))) {
-      throw new c.CryptoError('the envelope’s signature does not verify: forged, refused');
-    }
+  }
+  if (a.listed.public_key !== env.sender_public_key) {
+    throw new c.CryptoError('the envelope names a sender key other than its signed device list: the server substituted it, refused');
+  }
+  const bytes = envelopeBytes(
+    channelId,
+    generation,
+    chat.device.device_id,
+    env.sender_device_id,
+    env.sender_public_key,
+    user,
+    wrap,
+  );
+  if (!(await c.verify(a.listed.signing_key, c.Context.envelope, bytes, sig))) {
+    throw new c.CryptoError('the envelope’s signature does not verify: forged, refused');
   }
   return wrap;
 }
@@ -87,10 +144,9 @@ export async function generationKey(chat, channelId, generation) {
   if (held) return held;
   const env = await chat.api.maybe(`/channels/keys?channel_id=${q(channelId)}&generation=${generation}`);
   if (!env) throw new c.CryptoError(`this device has no key for generation ${generation} of this channel`);
-  const wrap = await checkedWrap(chat, env, generation);
+  const wrap = await checkedWrap(chat, channelId, env, generation);
   const key = await c.unwrapFrom(chat.device.x25519, env.sender_public_key, wrap);
-  chat.device.generation_keys[slot(channelId, generation)] = key;
-  await chat.save();
+  await keepGeneration(chat, channelId, generation, key);
   return key;
 }
 
@@ -104,7 +160,7 @@ export async function openText(chat, channelId, kind, senderId, sealed) {
   const b = { kind, channelId, generation: p.generation };
   const text = await openBound(p, key, b);
   const a = await author(chat, p.signerUser, p.signerDevice);
-  if (a.noList) return { text, verified: false, why: 'the sender has no signed device list' };
+  if (a.noList) return { text, verified: false, why: 'the sender has no signed device list, so the signature cannot be checked' };
   if (!(await verifyBound(p, b, a.listed.signing_key))) {
     throw new c.CryptoError('the signature does not verify: forged or tampered, refused');
   }
@@ -114,19 +170,25 @@ export async function openText(chat, channelId, kind, senderId, sealed) {
 export async function openMessage(chat, m, base) {
   const body = await openText(chat, m.channel_id, Kind.body, base.sender_id, m.body);
   const name = await openText(chat, m.channel_id, Kind.senderName, base.sender_id, m.sender_name_enc);
-  return { text: body.text, claimed: name.text, signed: body.verified };
+  return { text: body.text, claimed: name.text, signed: body.verified, why: body.why };
 }
 
 export async function channelName(chat, ch) {
-  if (!isBound(ch.name_enc)) return null;
+  // A v1 name would need a v1 channel key, which a private channel never has.
+  if (!isBound(ch.name_enc)) throw new c.CryptoError('the channel’s name is not signed (v1), as a private channel’s must be: refused');
   return (await openText(chat, ch.id, Kind.channelName, null, ch.name_enc)).text;
 }
 
+/** The frame that sends `text` to a private or direct channel `ch` (as the server lists it now). */
 export async function sealSend(chat, ch, text, clientMessageId) {
-  const generation = ch.key_generation || 0;
+  if (ch.key_generation == null) {
+    throw new c.CryptoError('The server lists this private channel without its key generation, as if it were public: refused (a private channel is never sealed v1).');
+  }
+  const generation = ch.key_generation;
   if (ch.rotation_required || generation === 0) {
     throw new c.CryptoError('This channel needs a new key first (a member or a device left); a channel admin’s client posts it.');
   }
+  refuseOlder(chat, ch.id, generation, false);
   const key = await generationKey(chat, ch.id, generation);
   const b = (kind) => ({ kind, channelId: ch.id, generation });
   return {
@@ -165,19 +227,25 @@ async function signedUploads(chat, channelId, generation, key, devices) {
   return out;
 }
 
-/** Wrap `key` as `generation` for exactly the members' devices and post it; rename under it. */
-async function postGeneration(chat, m, generation, key, renameTo) {
+/**
+ * Wrap `key` as `generation` for the members' devices and post it; rename under it. Only devices
+ * of active members in the same answer get it (never `removed`, whom this page just removed):
+ * the server's `device_ids` alone could name anyone's.
+ */
+async function postGeneration(chat, m, generation, key, renameTo, removed = null) {
+  refuseOlder(chat, m.channel_id, generation, true);
   const { allowed: wanted, skipped: blocked } = await chat.allowedDevices(null, {
     includeSelf: true,
     deviceIds: m.device_ids,
+    owners: activeMembers(m, removed),
   });
   if (blocked.length) {
     throw new c.CryptoError(
       `cannot post a new key: these member devices may not get keys (${blocked.map((d) => d.reason).join('; ')}). Verify or accept their users’ identities first.`,
     );
   }
-  chat.device.generation_keys[slot(m.channel_id, generation)] = key;
-  await chat.save();
+  // Above the floor, so no key of this generation was held: the one dropped below is this one.
+  await keepGeneration(chat, m.channel_id, generation, key);
   try {
     await chat.api.post('/channels/rotate', {
       channel_id: m.channel_id,
@@ -222,31 +290,56 @@ export async function openDirect(chat, userId) {
   return ch;
 }
 
-export async function rotate(chat, channelId) {
+/** This page's rotations, per channel: the last one queued. */
+const rotations = new Map();
+
+/**
+ * Run `fn` once this page's previous rotation of the channel settled: two racing for the same
+ * generation would each keep a key for it, and a held generation key is never replaced.
+ */
+function oneAtATime(channelId, fn) {
+  const run = (rotations.get(channelId) || Promise.resolve()).catch(() => {}).then(fn);
+  rotations.set(channelId, run);
+  return run;
+}
+
+/** Removals this page is making (`channel/user`): each is followed by its own rotation. */
+const removing = new Set();
+
+async function postNext(chat, channelId, removed) {
   const m = await members(chat, channelId);
   let name = null;
   const ch = (await chat.api.get('/channels')).channels.find((x) => x.id === channelId);
   if (ch && isAdminOf(chat, m)) name = await channelName(chat, ch).catch(() => null);
-  await postGeneration(chat, m, m.key_generation + 1, c.randomKey(), name);
+  await postGeneration(chat, m, m.key_generation + 1, c.randomKey(), name, removed);
   return m.key_generation + 1;
 }
 
-/** As a channel admin, post the next generation when the channel waits for one. */
-export async function rotateIfRequired(chat, channelId) {
-  let m;
-  try {
-    m = await members(chat, channelId);
-  } catch (e) {
-    if (e instanceof ApiError && (e.status === 404 || e.status === 403)) return null;
-    throw e;
-  }
-  if (!m.rotation_required || !isAdminOf(chat, m)) return null;
-  try {
-    return await rotate(chat, channelId);
-  } catch (e) {
-    if (e instanceof ApiError && e.code === 'generation_conflict') return null;
-    throw e;
-  }
+/** Post the next generation (`removed`: a user just removed, left out whatever the server lists). */
+export function rotate(chat, channelId, removed = null) {
+  return oneAtATime(channelId, () => postNext(chat, channelId, removed));
+}
+
+/** As a channel admin, post the next generation when the channel waits for one (`removed`: as `rotate`). */
+export async function rotateIfRequired(chat, channelId, removed = null) {
+  // The page's own removal rotates by itself; this (its `member.removed`) would race it.
+  if (removed && removing.has(`${channelId}/${removed}`)) return null;
+  return oneAtATime(channelId, async () => {
+    let m;
+    try {
+      m = await members(chat, channelId);
+    } catch (e) {
+      if (e instanceof ApiError && (e.status === 404 || e.status === 403)) return null;
+      throw e;
+    }
+    if (!m.rotation_required || !isAdminOf(chat, m)) return null;
+    try {
+      return await postNext(chat, channelId, removed);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === 'generation_conflict') return null;
+      throw e;
+    }
+  });
 }
 
 /** Add a member and share the current generation with their allowed devices. */
@@ -263,7 +356,11 @@ export async function shareGeneration(chat, channelId, userId) {
   const m = await members(chat, channelId);
   if (m.key_generation === 0) return;
   const key = await generationKey(chat, channelId, m.key_generation);
-  const { allowed: devices } = await chat.allowedDevices(userId, { deviceIds: m.device_ids });
+  // A `device.joined` names any user: only an active member's devices may get the key.
+  const { allowed: devices } = await chat.allowedDevices(userId, {
+    deviceIds: m.device_ids,
+    owners: activeMembers(m),
+  });
   if (devices.length === 0) return;
   try {
     await chat.api.post('/channels/keys', {
@@ -291,16 +388,20 @@ export async function shareGenerations(chat, userId) {
 
 /** Remove a member (or leave); someone who stays rotates at once. */
 export async function removeMember(chat, channelId, userId) {
-  await chat.api.call('DELETE', `/channels/members?channel_id=${q(channelId)}&user_id=${q(userId)}`);
-  if (userId === chat.userId) return;
+  removing.add(`${channelId}/${userId}`);
   try {
-    await rotate(chat, channelId);
-  } catch (e) {
-    // Another rotation won: this page's own `member.removed` handler, or another admin. The
-    // server took it only if it covers exactly the members left, so the removed user is out of
-    // it; rotate again only if the channel still waits for one.
-    if (!(e instanceof ApiError && e.code === 'generation_conflict')) throw e;
-    if ((await members(chat, channelId)).rotation_required) await rotate(chat, channelId);
+    await chat.api.call('DELETE', `/channels/members?channel_id=${q(channelId)}&user_id=${q(userId)}`);
+    if (userId === chat.userId) return;
+    try {
+      await rotate(chat, channelId, userId);
+    } catch (e) {
+      // Another admin's rotation won. The server took it only if it covers exactly the members
+      // left, so the removed user is out of it; rotate again only if the channel still waits.
+      if (!(e instanceof ApiError && e.code === 'generation_conflict')) throw e;
+      if ((await members(chat, channelId)).rotation_required) await rotate(chat, channelId, userId);
+    }
+  } finally {
+    removing.delete(`${channelId}/${userId}`);
   }
 }
 

@@ -1,7 +1,8 @@
 // This browser's devices, kept in IndexedDB: one record per account signed in here, holding the
 // device's non-extractable X25519 and Ed25519 keys (CryptoKey objects, stored as they are), the
 // identity key on the device that made it, the channel and directory keys it received, the
-// identities it pinned, and the session token. Clearing the site's data loses all of it.
+// channels it saw listed as private or direct, the identities it pinned, and the session token.
+// Clearing the site's data loses all of it.
 
 const DB_NAME = 'dialtone';
 const DB_VERSION = 1;
@@ -82,6 +83,8 @@ export function newDevice(username, x25519, signing, publics) {
     directory_key: null,
     channel_keys: {},
     generation_keys: {},
+    /** channel id → `private` or `direct`, as first listed (a kind never goes back to public). */
+    channel_kinds: {},
     pins: {},
     profile_published: false,
   };

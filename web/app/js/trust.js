@@ -129,6 +129,30 @@ export async function check(signed, userId, prev) {
 }
 
 /**
+ * Whether `e`, from `verifiedDevices` with `pin`, means the user has no list (v1 rules). Never
+ * for a pinned user: their lists cannot vanish, and "no list" would let every device the server
+ * adds get keys and every envelope pass (docs/TRUST.md §2.6).
+ */
+export function isNoList(e, pin) {
+  return !pin && ((e instanceof TrustError && e.kind === 'no_list') || e.status === 404);
+}
+
+/** One page of a user's lists; with a pin, a 404 ("unknown user", "no trust v2") is a rollback. */
+async function listPage(api, userId, after, pin) {
+  let page;
+  try {
+    page = await api.get(`/devices/list?user_id=${q(userId)}&after_version=${after}`);
+  } catch (e) {
+    if (!(pin && e.status === 404)) throw e;
+    page = null;
+  }
+  if (!page && pin) {
+    refuse('rollback', `the server says it has no device list of a user already seen at version ${pin.version}: a rollback, refused`);
+  }
+  return page || { lists: [], latest_version: 0 };
+}
+
+/**
  * A user's newest list, verified from `pin` on (from version 1 without one), and how it compares
  * with the pin: `first`, `same` or `changed` (docs/TRUST.md §2.4).
  */
@@ -136,7 +160,7 @@ export async function verifiedDevices(api, userId, pin) {
   let at = null;
   let after = pin ? Math.max(pin.version - 1, 0) : 0;
   for (;;) {
-    const page = await api.get(`/devices/list?user_id=${q(userId)}&after_version=${after}`);
+    const page = await listPage(api, userId, after, pin);
     if (pin && page.latest_version < pin.version) {
       refuse(
         'rollback',
@@ -232,8 +256,9 @@ export async function afterSignIn(api, device, save) {
 
 /**
  * Which of `keys` (as `GET /devices/keys?all=1` lists them) may get a key: per user, the devices
- * of their verified list with the same X25519 key; every device of a user with no list (v1); none
- * of a user whose identity changed or whose list does not verify. Pins learned are stored.
+ * of their verified list with the same X25519 key; every device of an unpinned user with no list
+ * (v1); none of a user whose identity changed, whose list does not verify, or who is pinned and
+ * suddenly has no list (a rollback). Pins learned are stored.
  */
 export async function screen(api, device, keys, save) {
   const byUser = new Map();
@@ -246,8 +271,9 @@ export async function screen(api, device, keys, save) {
   const skipped = [];
   let pinsChanged = false;
   for (const [user, devices] of byUser) {
+    const pin = device.pins[user];
     try {
-      const r = await verifiedDevices(api, user, device.pins[user]);
+      const r = await verifiedDevices(api, user, pin);
       if (r.verdict === 'changed') {
         for (const d of devices) skipped.push({ ...d, reason: "its user's identity key changed" });
         continue;
@@ -262,7 +288,7 @@ export async function screen(api, device, keys, save) {
         else skipped.push({ ...d, reason: "not on its user's signed device list" });
       }
     } catch (e) {
-      if ((e instanceof TrustError && e.kind === 'no_list') || e.status === 404) {
+      if (isNoList(e, pin)) {
         allowed.push(...devices);
       } else {
         for (const d of devices) skipped.push({ ...d, reason: `device list not verified: ${e.message}` });
