@@ -33,6 +33,13 @@ impl AppState {
     pub fn notify(&self, notice: Notice) {
         self.hub.tell(notice);
     }
+
+    /// [`AppState::notify`] for a database operation to call once it committed
+    /// ([`DbHandle::call_then`]): the notice then cannot be lost to a caller that gave up.
+    pub fn notifier(&self) -> impl Fn(Notice) + Send + 'static {
+        let hub = self.hub.clone();
+        move |notice| hub.tell(notice)
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).

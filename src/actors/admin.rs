@@ -220,20 +220,23 @@ impl Handler<SetUserDisabled> for AdminActor {
         let db = self.db.clone();
         let hub = self.hub.clone();
         Box::pin(async move {
-            let revoked = db
-                .call(dbmsg::SetUserDisabled {
-                    user_id: msg.user_id.clone(),
-                    disabled: msg.disabled,
-                })
-                .await?;
-            if msg.disabled {
-                hub.tell(Notice::SessionsRevoked {
-                    session_ids: revoked,
-                });
-                hub.tell(Notice::UserDisabled {
-                    user_id: msg.user_id,
-                });
-            }
+            let op = dbmsg::SetUserDisabled {
+                user_id: msg.user_id.clone(),
+                disabled: msg.disabled,
+            };
+            // The notices go with the commit, so an admin call that timed out still closes the
+            // disabled user's sockets.
+            db.call_then(op, move |revoked| {
+                if msg.disabled {
+                    hub.tell(Notice::SessionsRevoked {
+                        session_ids: revoked.clone(),
+                    });
+                    hub.tell(Notice::UserDisabled {
+                        user_id: msg.user_id,
+                    });
+                }
+            })
+            .await?;
             Ok(())
         })
     }

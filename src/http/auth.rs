@@ -84,14 +84,15 @@ pub async fn login(
     )
 )]
 pub async fn logout(state: web::Data<AppState>, Auth(ctx): Auth) -> Result<HttpResponse, AppError> {
+    let notify = state.notifier();
+    let session_id = ctx.session_id.clone();
     state
         .db
-        .call(Logout {
-            session_id: ctx.session_id.clone(),
+        .call_then(Logout { session_id }, move |_| {
+            notify(Notice::SessionsRevoked {
+                session_ids: vec![ctx.session_id],
+            })
         })
         .await?;
-    state.notify(Notice::SessionsRevoked {
-        session_ids: vec![ctx.session_id],
-    });
     Ok(HttpResponse::NoContent().finish())
 }

@@ -54,22 +54,25 @@ pub async fn create(
     state: web::Data<AppState>,
     NewChannel(ctx, req): NewChannel,
 ) -> Result<HttpResponse, AppError> {
+    let notify = state.notifier();
+    let op = CreateChannel {
+        ctx,
+        name_enc: req.name_enc,
+        private: req.private,
+    };
     let channel = state
         .db
-        .call(CreateChannel {
-            ctx,
-            name_enc: req.name_enc,
-            private: req.private,
+        .call_then(op, move |channel| {
+            notify(if req.private {
+                Notice::PrivateChannelCreated {
+                    channel: channel.clone(),
+                    members: vec![channel.created_by.clone()],
+                }
+            } else {
+                Notice::ChannelCreated(channel.clone())
+            })
         })
         .await?;
-    state.notify(if req.private {
-        Notice::PrivateChannelCreated {
-            channel: channel.clone(),
-            members: vec![channel.created_by.clone()],
-        }
-    } else {
-        Notice::ChannelCreated(channel.clone())
-    });
     Ok(HttpResponse::Created().json(ChannelResponse { channel }))
 }
 
@@ -95,15 +98,18 @@ pub async fn rename(
     Auth(ctx): Auth,
     Json(req): Json<UpdateChannelRequest>,
 ) -> Result<HttpResponse, AppError> {
+    let notify = state.notifier();
+    let op = RenameChannel {
+        ctx,
+        channel_id: req.channel_id,
+        name_enc: req.name_enc,
+    };
     let channel = state
         .db
-        .call(RenameChannel {
-            ctx,
-            channel_id: req.channel_id,
-            name_enc: req.name_enc,
+        .call_then(op, move |channel| {
+            notify(Notice::ChannelUpdated(channel.clone()))
         })
         .await?;
-    state.notify(Notice::ChannelUpdated(channel.clone()));
     Ok(HttpResponse::Ok().json(ChannelResponse { channel }))
 }
 
@@ -139,14 +145,15 @@ pub async fn delete(
     Auth(ctx): Auth,
     query: web::Query<ChannelQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let id = state
+    let notify = state.notifier();
+    let op = DeleteChannel {
+        ctx,
+        channel_id: query.into_inner().channel_id,
+    };
+    state
         .db
-        .call(DeleteChannel {
-            ctx,
-            channel_id: query.into_inner().channel_id,
-        })
+        .call_then(op, move |id| notify(Notice::ChannelDeleted(id.clone())))
         .await?;
-    state.notify(Notice::ChannelDeleted(id));
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -38,11 +38,16 @@ pub async fn publish(
     Json(list): Json<SignedDeviceList>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = ctx.user_id.clone();
-    let accepted = state.db.call(PublishDeviceList { ctx, list }).await?;
-    state.notify(Notice::DeviceListUpdated {
-        user_id,
-        version: accepted.version,
-    });
+    let notify = state.notifier();
+    let accepted = state
+        .db
+        .call_then(PublishDeviceList { ctx, list }, move |accepted| {
+            notify(Notice::DeviceListUpdated {
+                user_id,
+                version: accepted.version,
+            })
+        })
+        .await?;
     Ok(HttpResponse::Created().json(accepted))
 }
 

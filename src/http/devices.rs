@@ -37,13 +37,18 @@ pub async fn create(
     Json(req): Json<CreateDeviceRequest>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = ctx.user_id.clone();
-    let (device, new) = state.db.call(CreateDevice { ctx, req }).await?;
-    if new {
-        state.notify(Notice::DeviceJoined {
-            user_id,
-            device_id: device.id.clone(),
-        });
-    }
+    let notify = state.notifier();
+    let (device, _) = state
+        .db
+        .call_then(CreateDevice { ctx, req }, move |(device, new)| {
+            if *new {
+                notify(Notice::DeviceJoined {
+                    user_id,
+                    device_id: device.id.clone(),
+                })
+            }
+        })
+        .await?;
     // v1 clients expect 201 whether the key was new or already registered.
     Ok(HttpResponse::Created().json(device))
 }
@@ -130,19 +135,23 @@ pub async fn delete(
     Auth(ctx): Auth,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let removed = state
+    let notify = state.notifier();
+    let op = DeleteDevice {
+        ctx,
+        device_id: path.into_inner(),
+    };
+    state
         .db
-        .call(DeleteDevice {
-            ctx,
-            device_id: path.into_inner(),
+        .call_then(op, move |removed| {
+            notify(Notice::SessionsRevoked {
+                session_ids: removed.session_ids.clone(),
+            });
+            // Its user's private channels now wait for a new key generation: their members
+            // hear it.
+            for channel in &removed.channels {
+                notify(Notice::ChannelUpdated(channel.clone()));
+            }
         })
         .await?;
-    state.notify(Notice::SessionsRevoked {
-        session_ids: removed.session_ids,
-    });
-    // Its user's private channels now wait for a new key generation: their members hear it.
-    for channel in removed.channels {
-        state.notify(Notice::ChannelUpdated(channel));
-    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -77,12 +77,17 @@ pub async fn add(
     Throttled(ctx, _): Throttled<Membership>,
     Json(req): Json<AddMemberRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let added = state.db.call(AddMember { ctx, req }).await?;
-    state.notify(Notice::MemberAdded {
-        channel_id: added.channel_id,
-        user_id: added.user_id,
-        role: added.role,
-    });
+    let notify = state.notifier();
+    state
+        .db
+        .call_then(AddMember { ctx, req }, move |added| {
+            notify(Notice::MemberAdded {
+                channel_id: added.channel_id.clone(),
+                user_id: added.user_id.clone(),
+                role: added.role.clone(),
+            })
+        })
+        .await?;
     Ok(HttpResponse::Created().json(StatusOk::ok()))
 }
 
@@ -122,18 +127,21 @@ pub async fn remove(
     query: web::Query<MemberQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();
-    let removed = state
+    let notify = state.notifier();
+    let op = RemoveMember {
+        ctx,
+        channel_id: q.channel_id,
+        user_id: q.user_id,
+    };
+    state
         .db
-        .call(RemoveMember {
-            ctx,
-            channel_id: q.channel_id,
-            user_id: q.user_id,
+        .call_then(op, move |removed| {
+            notify(Notice::MemberRemoved {
+                channel_id: removed.channel_id.clone(),
+                user_id: removed.user_id.clone(),
+            })
         })
         .await?;
-    state.notify(Notice::MemberRemoved {
-        channel_id: removed.channel_id,
-        user_id: removed.user_id,
-    });
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -161,11 +169,16 @@ pub async fn rotate(
     Throttled(ctx, _): Throttled<Membership>,
     Json(req): Json<RotateKeyRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let rotated = state.db.call(RotateKey { ctx, req }).await?;
-    state.notify(Notice::KeyRotated {
-        channel_id: rotated.channel_id.clone(),
-        generation: rotated.generation,
-    });
+    let notify = state.notifier();
+    let rotated = state
+        .db
+        .call_then(RotateKey { ctx, req }, move |rotated| {
+            notify(Notice::KeyRotated {
+                channel_id: rotated.channel_id.clone(),
+                generation: rotated.generation,
+            })
+        })
+        .await?;
     Ok(HttpResponse::Created().json(rotated))
 }
 
@@ -192,13 +205,20 @@ pub async fn open_direct(
     Json(req): Json<OpenDirectRequest>,
 ) -> Result<HttpResponse, AppError> {
     let members = vec![ctx.user_id.clone(), req.user_id.trim().to_owned()];
-    let (channel, created) = state.db.call(OpenDirect { ctx, req }).await?;
+    let notify = state.notifier();
+    let (channel, created) = state
+        .db
+        .call_then(OpenDirect { ctx, req }, move |(channel, created)| {
+            if *created {
+                notify(Notice::PrivateChannelCreated {
+                    channel: channel.clone(),
+                    members,
+                })
+            }
+        })
+        .await?;
     if !created {
         return Ok(HttpResponse::Ok().json(ChannelResponse { channel }));
     }
-    state.notify(Notice::PrivateChannelCreated {
-        channel: channel.clone(),
-        members,
-    });
     Ok(HttpResponse::Created().json(ChannelResponse { channel }))
 }

@@ -90,8 +90,13 @@ pub async fn upsert_profile(
     Json(req): Json<ProfileRequest>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = ctx.user_id.clone();
-    state.db.call(UpsertProfile { ctx, req }).await?;
-    state.notify(Notice::ProfileUpdated { user_id });
+    let notify = state.notifier();
+    state
+        .db
+        .call_then(UpsertProfile { ctx, req }, move |_| {
+            notify(Notice::ProfileUpdated { user_id })
+        })
+        .await?;
     Ok(HttpResponse::Created().json(StatusOk::ok()))
 }
 

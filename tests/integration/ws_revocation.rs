@@ -152,3 +152,34 @@ async fn deleting_a_device_closes_sockets_whose_upgrade_was_in_flight() {
     let mut ws = server.ws(&alice).await;
     ws_ready(&mut ws).await;
 }
+
+/// A revocation that commits after its caller gave up (the call timed out while the deletion
+/// waited for the table) still closes the session's sockets: the notice goes with the commit,
+/// not with the answer. A retry would find nothing left to revoke (401).
+#[tokio::test]
+async fn a_logout_that_commits_after_its_call_timed_out_still_closes_the_socket() {
+    let server = TestServer::start_with(|s| {
+        // Calls give up after 4 × 250 ms; statements may wait far longer.
+        s.set("DIALTONE_DB_TIMEOUT_MS", "250")
+            .set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "30000");
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let mut ws = server.ws(&alice).await;
+    let gate = WriteGate::hold_table(&server.db, "sessions").await;
+    match alice.rest.logout().await {
+        Err(dialtone::client::ClientError::Api { status: 503, .. }) => {}
+        other => panic!("the call should time out behind the gate: {other:?}"),
+    }
+    gate.wait_for_blocked_writer(&server.db).await;
+    gate.release().await;
+    assert_eq!(wait_closed(&mut ws).await, close_code::NORMAL);
+    let gone = alice.rest.logout().await;
+    assert!(
+        matches!(
+            gone,
+            Err(dialtone::client::ClientError::Api { status: 401, .. })
+        ),
+        "the logout committed: {gone:?}"
+    );
+}

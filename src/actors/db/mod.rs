@@ -177,6 +177,27 @@ impl DbHandle {
     /// Run one operation and wait for its result. Overload, a stopped actor or an operation that
     /// outlives the call timeout is `Busy` (503); an operation not started by then never runs.
     pub async fn call<Op: DbOp>(&self, op: Op) -> ServiceResult<Op::Output> {
+        self.call_with(op, None).await
+    }
+
+    /// [`DbHandle::call`], and `then` with the result once the operation succeeded — run by the
+    /// operation itself, so it still runs when this call timed out after the operation started,
+    /// or the caller (an HTTP handler whose client went away) was dropped. For the notices a
+    /// committed change owes the hub: a revocation whose notice is lost would leave the revoked
+    /// socket open, and a retry finds nothing left to revoke.
+    pub async fn call_then<Op: DbOp>(
+        &self,
+        op: Op,
+        then: impl FnOnce(&Op::Output) + Send + 'static,
+    ) -> ServiceResult<Op::Output> {
+        self.call_with(op, Some(Box::new(then))).await
+    }
+
+    async fn call_with<Op: DbOp>(
+        &self,
+        op: Op,
+        then: Option<ops::Then<Op::Output>>,
+    ) -> ServiceResult<Op::Output> {
         let call = async {
             let slot = self
                 .slots
@@ -186,7 +207,13 @@ impl DbHandle {
                 .map_err(|_| ServiceError::Busy("server shutting down"))?;
             let (reply, answer) = oneshot::channel();
             self.meter.queued();
-            if self.addr.send(Request { op, slot, reply }).await.is_err() {
+            let request = Request {
+                op,
+                slot,
+                reply,
+                then,
+            };
+            if self.addr.send(request).await.is_err() {
                 self.meter.handled();
                 return Err(ServiceError::Busy("server shutting down"));
             }

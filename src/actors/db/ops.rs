@@ -35,11 +35,16 @@ pub trait DbOp: Send + 'static {
     fn run(self, store: Arc<Store>) -> BoxFuture<'static, ServiceResult<Self::Output>>;
 }
 
+/// What must follow an operation's success even when its caller is gone (see
+/// [`super::DbHandle::call_then`]).
+pub(super) type Then<Out> = Box<dyn FnOnce(&Out) + Send>;
+
 /// An operation on its way to the actor, with the caller's slot and reply channel.
 pub(super) struct Request<Op: DbOp> {
     pub(super) op: Op,
     pub(super) slot: OwnedSemaphorePermit,
     pub(super) reply: oneshot::Sender<ServiceResult<Op::Output>>,
+    pub(super) then: Option<Then<Op::Output>>,
 }
 
 impl<Op: DbOp> Message for Request<Op> {
@@ -51,7 +56,12 @@ impl<Op: DbOp> Handler<Request<Op>> for DbActor {
 
     fn handle(&mut self, req: Request<Op>, ctx: &mut Context<Self>) {
         self.mailbox.handled();
-        let Request { op, slot, reply } = req;
+        let Request {
+            op,
+            slot,
+            reply,
+            then,
+        } = req;
         if reply.is_closed() {
             // The caller gave up while this waited in the mailbox: do not start it.
             return;
@@ -74,6 +84,9 @@ impl<Op: DbOp> Handler<Request<Op>> for DbActor {
                         .await
                         .unwrap_or_else(|_| Err(abandoned(limit))),
                 };
+                if let (Ok(out), Some(then)) = (&result, then) {
+                    then(out);
+                }
                 let _ = reply.send(result);
                 drop(slot);
             }

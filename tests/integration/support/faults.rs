@@ -59,6 +59,16 @@ impl WriteGate {
         Self::hold_with(db, sql).await
     }
 
+    /// Hold writes to one table (PostgreSQL: `EXCLUSIVE`, so plain reads still pass; SQLite: the
+    /// database's one write lock, as [`WriteGate::hold`]).
+    pub async fn hold_table(db: &TestDb, table: &str) -> Self {
+        assert!(
+            table.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "the name is spliced into SQL"
+        );
+        Self::hold_with(db, format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE")).await
+    }
+
     async fn hold_with(db: &TestDb, sql: String) -> Self {
         let (held_tx, held_rx) = tokio::sync::oneshot::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
