@@ -8,7 +8,6 @@ use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
 use super::schema::channel_messages as m;
-use super::types::Time;
 use super::{Db, DbResult};
 use crate::dispatch;
 
@@ -140,32 +139,26 @@ pub async fn by_client_ids(
         .await)?)
 }
 
-/// Where a page starts: by message id, history is ordered by `(sent_at, id)`; by seq, in seq order
-/// (the same order for what one node committed).
+/// Where a page starts. History is in `seq` order, the channel's commit order on every node (a
+/// message id cursor is resolved to its message's `seq` first): `sent_at` is taken when a batch
+/// forms, on each node's clock, so across nodes it can disagree with the commit order, and a
+/// page after a message by time could skip one committed after it.
 #[derive(Debug, Clone)]
 pub enum Cursor {
     /// The newest messages.
     Latest,
-    /// Strictly older than this position.
-    Before(Time, String),
-    /// Strictly newer than this position.
-    After(Time, String),
     /// `seq` strictly below this.
     BeforeSeq(i64),
     /// `seq` strictly above this.
     AfterSeq(i64),
 }
 
-/// The position of `message_id` within `channel_id`, if it is there.
-pub async fn position(
-    db: &mut Db<'_>,
-    channel_id: &str,
-    message_id: &str,
-) -> DbResult<Option<(Time, String)>> {
+/// The `seq` of `message_id` within `channel_id`, if it is there.
+pub async fn seq_of(db: &mut Db<'_>, channel_id: &str, message_id: &str) -> DbResult<Option<i64>> {
     Ok(dispatch!(db, |c| m::table
         .filter(m::id.eq(message_id))
         .filter(m::channel_id.eq(channel_id))
-        .select((m::sent_at, m::id))
+        .select(m::seq)
         .first(c)
         .await
         .optional())?)
@@ -183,23 +176,7 @@ pub async fn page(
     let mut rows: Vec<MessageRow> = match cursor {
         Cursor::Latest => dispatch!(db, |c| m::table
             .filter(m::channel_id.eq(channel_id))
-            .order((m::sent_at.desc(), m::id.desc()))
-            .limit(fetch)
-            .select(MessageRow::as_select())
-            .load(c)
-            .await)?,
-        Cursor::Before(t, id) => dispatch!(db, |c| m::table
-            .filter(m::channel_id.eq(channel_id))
-            .filter(m::sent_at.lt(*t).or(m::sent_at.eq(*t).and(m::id.lt(id))))
-            .order((m::sent_at.desc(), m::id.desc()))
-            .limit(fetch)
-            .select(MessageRow::as_select())
-            .load(c)
-            .await)?,
-        Cursor::After(t, id) => dispatch!(db, |c| m::table
-            .filter(m::channel_id.eq(channel_id))
-            .filter(m::sent_at.gt(*t).or(m::sent_at.eq(*t).and(m::id.gt(id))))
-            .order((m::sent_at.asc(), m::id.asc()))
+            .order(m::seq.desc())
             .limit(fetch)
             .select(MessageRow::as_select())
             .load(c)
@@ -223,7 +200,7 @@ pub async fn page(
     };
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    if !matches!(cursor, Cursor::After(..) | Cursor::AfterSeq(..)) {
+    if !matches!(cursor, Cursor::AfterSeq(..)) {
         rows.reverse();
     }
     Ok((rows, has_more))

@@ -249,11 +249,9 @@ pub async fn history(
         validate::storable("cursor", cursor)?;
     }
     let cursor = if let Some(id) = page.before {
-        let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
-        Cursor::Before(t, id)
+        Cursor::BeforeSeq(cursor_seq(&mut db, &channel_id, &id).await?)
     } else if let Some(id) = page.after {
-        let (t, id) = cursor_position(&mut db, &channel_id, &id).await?;
-        Cursor::After(t, id)
+        Cursor::AfterSeq(cursor_seq(&mut db, &channel_id, &id).await?)
     } else if let Some(seq) = page.before_seq {
         Cursor::BeforeSeq(seq)
     } else if let Some(seq) = page.after_seq {
@@ -269,12 +267,9 @@ pub async fn history(
     })
 }
 
-async fn cursor_position(
-    db: &mut db::Db<'_>,
-    channel_id: &str,
-    message_id: &str,
-) -> ServiceResult<(Time, String)> {
-    db::messages::position(db, channel_id, message_id.trim())
+/// A v1 cursor (a message id) as the `seq` of its message.
+async fn cursor_seq(db: &mut db::Db<'_>, channel_id: &str, message_id: &str) -> ServiceResult<i64> {
+    db::messages::seq_of(db, channel_id, message_id.trim())
         .await?
         .ok_or_else(|| ServiceError::invalid("cursor message is not in this channel"))
 }
