@@ -22,8 +22,10 @@ pub struct Rate {
 pub struct LimitsConfig {
     /// `POST /auth/login` per client address.
     pub login_ip: Option<Rate>,
-    /// `POST /auth/login` per account (keyed hash of the normalized username).
+    /// `POST /auth/login` per account (keyed hash of the normalized username) and client address.
     pub login_account: Option<Rate>,
+    /// `POST /auth/login` per account, all addresses together.
+    pub login_account_all: Option<Rate>,
     pub register_ip: Option<Rate>,
     pub register_account: Option<Rate>,
     /// `GET /ws` upgrades per client address.
@@ -61,6 +63,7 @@ impl LimitsConfig {
         Ok(Self {
             login_ip: rate(env, "DIALTONE_LIMIT_LOGIN_IP", "60/min")?,
             login_account: rate(env, "DIALTONE_LIMIT_LOGIN_ACCOUNT", "20/min")?,
+            login_account_all: rate(env, "DIALTONE_LIMIT_LOGIN_ACCOUNT_ALL", "200/min")?,
             register_ip: rate(env, "DIALTONE_LIMIT_REGISTER_IP", "300/hour")?,
             register_account: rate(env, "DIALTONE_LIMIT_REGISTER_ACCOUNT", "20/min")?,
             ws_upgrade_ip: rate(env, "DIALTONE_LIMIT_WS_UPGRADE_IP", "600/min")?,

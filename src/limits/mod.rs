@@ -43,6 +43,7 @@ pub const CAP_RETRY_AFTER_SECS: u64 = 60;
 pub mod label {
     pub const LOGIN_IP: &str = "login_ip";
     pub const LOGIN_ACCOUNT: &str = "login_account";
+    pub const LOGIN_ACCOUNT_ALL: &str = "login_account_all";
     pub const REGISTER_IP: &str = "register_ip";
     pub const REGISTER_ACCOUNT: &str = "register_account";
     pub const WS_UPGRADE_IP: &str = "ws_upgrade_ip";
@@ -160,7 +161,10 @@ pub struct Limits {
     login_ip: Keyed<IpAddr>,
     register_ip: Keyed<IpAddr>,
     ws_upgrade_ip: Keyed<IpAddr>,
+    /// Per account *and* client address: a stranger spending it cannot lock the owner out.
     login_account: Keyed<String>,
+    /// Per account, every address together: the ceiling on guesses spread over many addresses.
+    login_account_all: Keyed<String>,
     register_account: Keyed<String>,
     user_messages: Keyed<String>,
     user_bytes: Keyed<String>,
@@ -197,6 +201,7 @@ impl Limits {
             register_ip: Keyed::new(l::REGISTER_IP, config.register_ip),
             ws_upgrade_ip: Keyed::new(l::WS_UPGRADE_IP, config.ws_upgrade_ip),
             login_account: Keyed::new(l::LOGIN_ACCOUNT, config.login_account),
+            login_account_all: Keyed::new(l::LOGIN_ACCOUNT_ALL, config.login_account_all),
             register_account: Keyed::new(l::REGISTER_ACCOUNT, config.register_account),
             user_messages: Keyed::new(l::USER_MESSAGES, config.user_messages),
             user_bytes: Keyed::new(l::USER_BYTES, config.user_bytes),
@@ -233,17 +238,41 @@ impl Limits {
         self.counted(keyed.check_n(&client_ip::bucket_key(ip), 1, &self.clock))
     }
 
-    /// Take one token from the account's bucket; `normalized` is hashed here and dropped.
-    pub fn check_account(&self, limit: AccountLimit, normalized: &str) -> Result<(), Refused> {
-        let keyed = match limit {
-            AccountLimit::Login => &self.login_account,
-            AccountLimit::Register => &self.register_account,
+    /// Take one token from the account's buckets; `normalized` is hashed here and dropped.
+    ///
+    /// A login takes from the account's bucket *for its client address* (`from`), then from the
+    /// account's bucket across addresses: someone guessing from one address spends only their
+    /// own, so the owner signing in from elsewhere is not locked out, while guesses spread over
+    /// many addresses still meet the account-wide ceiling.
+    pub fn check_account(
+        &self,
+        limit: AccountLimit,
+        normalized: &str,
+        from: Option<IpAddr>,
+    ) -> Result<(), Refused> {
+        let (keyed, all) = match limit {
+            AccountLimit::Login => (&self.login_account, Some(&self.login_account_all)),
+            AccountLimit::Register => (&self.register_account, None),
         };
-        if keyed.limiter.is_none() {
+        if keyed.limiter.is_none() && all.is_none_or(|a| a.limiter.is_none()) {
             return Ok(());
         }
-        let key = self.hasher.username_hash(normalized);
-        self.counted(keyed.check_n(&key, 1, &self.clock))
+        let account = self.hasher.username_hash(normalized);
+        if keyed.limiter.is_some() {
+            let key = match (limit, from) {
+                (AccountLimit::Login, Some(ip)) => {
+                    format!("{account}/{}", client_ip::bucket_key(ip))
+                }
+                _ => account.clone(),
+            };
+            self.counted(keyed.check_n(&key, 1, &self.clock))?;
+        }
+        match all {
+            Some(all) if all.limiter.is_some() => {
+                self.counted(all.check_n(&account, 1, &self.clock))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Take `n` tokens from the user's bucket of `limit`.
@@ -308,6 +337,7 @@ impl Limits {
         let ips = [&self.login_ip, &self.register_ip, &self.ws_upgrade_ip];
         let users = [
             &self.login_account,
+            &self.login_account_all,
             &self.register_account,
             &self.user_messages,
             &self.user_bytes,

@@ -110,11 +110,16 @@ impl<T: AccountAttempt> FromRequest for Attempt<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let body = Json::<T>::from_request(req, payload);
         let state = state(req);
+        let from = state
+            .as_ref()
+            .ok()
+            .and_then(|s| client_addr(req, &s.limits));
         Box::pin(async move {
             let Json(body) = body.await?;
             let name = normalize_username(body.username())
                 .unwrap_or_else(|_| body.username().trim().to_lowercase());
-            state?.limits.check_account(T::LIMIT, &name)?;
+            let limits = &state?.limits;
+            limits.check_account(T::LIMIT, &name, from)?;
             Ok(Attempt(body))
         })
     }

@@ -4,6 +4,8 @@
 //! public key, so nobody can plant an envelope that claims to come from someone else's device, and
 //! the caller must hold the key ([`super::key_authority`]): a refusal is a 409 naming the devices.
 
+use std::collections::HashSet;
+
 use futures_util::FutureExt;
 
 use super::auth::AuthContext;
@@ -134,13 +136,11 @@ impl From<Declined> for ServiceError {
 
 /// The target device ids of `rows`, in upload order, each once (for a `not_key_holder` refusal).
 fn targets<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for id in ids {
-        if !out.iter().any(|o| o == id) {
-            out.push(id.to_owned());
-        }
-    }
-    out
+    // A set, not a scan of what was kept: an upload may name thousands of ids.
+    let mut seen = HashSet::new();
+    ids.filter(|id| seen.insert(*id))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn sealed_channel(row: &ChannelEnvelopeRow) -> Sealed<'_> {
@@ -243,6 +243,7 @@ async fn write_envelopes<R: EnvelopeRow>(
     rows: &[R],
 ) -> db::DbResult<Result<(), Declined>> {
     let mut conflicts: Vec<String> = Vec::new();
+    let mut conflicted = HashSet::new();
     for row in rows {
         if db::devices::find(db, row.device_id()).await?.is_none() {
             return Ok(Err(Declined::Device));
@@ -261,7 +262,7 @@ async fn write_envelopes<R: EnvelopeRow>(
             Write::Unchanged => true,
             Write::Conflict => false,
         };
-        if !written && !conflicts.iter().any(|c| c == row.device_id()) {
+        if !written && conflicted.insert(row.device_id()) {
             conflicts.push(row.device_id().to_owned());
         }
     }

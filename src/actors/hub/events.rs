@@ -3,6 +3,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use super::*;
 
@@ -169,30 +170,71 @@ impl Handler<Broadcast> for Hub {
 
 impl Hub {
     /// A stored broadcast from this node or another: each connected device gets its envelope.
+    ///
+    /// The frame differs per device only by its envelope, so it is serialized once around an
+    /// empty envelope and each device's is spliced in: serializing the whole event (a body of up
+    /// to 16 KiB) per session would make one broadcast cost the hub thread, which every upgrade,
+    /// subscribe and commit also waits on, a full serialization per connected session.
     pub(super) fn apply_broadcast(&mut self, msg: Broadcast) {
         let b = msg.0;
-        let base = Event {
+        let event = Event {
+            kind: crate::protocol::ws::event_type::MESSAGE_BROADCAST.to_owned(),
             message_id: b.id.clone(),
             sender: b.sender_id.clone(),
             body: b.body.clone(),
             sent_at: b.sent_at.wire(),
             sender_name_enc: Some(b.sender_name_enc.clone()),
             sender_public_key: Some(b.sender_public_key.clone()),
+            key_envelope: Some(String::new()),
             ..Event::default()
         };
+        let frame_for = EnvelopeSlot::of(&event);
         for entry in self.sessions.values() {
-            // Each device sees only its own envelope, so this frame is per device.
-            let event = Event {
-                kind: crate::protocol::ws::event_type::MESSAGE_BROADCAST.to_owned(),
-                key_envelope: Some(
-                    b.key_envelopes
-                        .get(&entry.device_id)
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
-                ..base.clone()
-            };
-            entry.handle.send_frames(Arc::from(vec![frame(&event)]));
+            let envelope = b
+                .key_envelopes
+                .get(&entry.device_id)
+                .map_or("", String::as_str);
+            entry
+                .handle
+                .send_frames(Arc::from(vec![frame_for(envelope)]));
+        }
+    }
+}
+
+/// A serialized event with its `key_envelope` left open: the JSON before and after the value.
+pub(super) struct EnvelopeSlot {
+    before: String,
+    after: String,
+}
+
+impl EnvelopeSlot {
+    /// How to make `event`'s frame (serialized with an empty `key_envelope`) for any envelope.
+    pub(super) fn of(event: &Event) -> impl Fn(&str) -> ByteString + use<> {
+        // Unambiguous: inside a JSON string a quote is escaped, so `"key_envelope":""` with bare
+        // quotes can only be the field itself.
+        const EMPTY: &str = r#""key_envelope":"""#;
+        let whole = serde_json::to_string(event).unwrap_or_default();
+        let slot = whole.find(EMPTY).map(|at| {
+            let open = at + EMPTY.len() - 2;
+            EnvelopeSlot {
+                before: whole[..open].to_owned(),
+                after: whole[open + 2..].to_owned(),
+            }
+        });
+        let event = event.clone();
+        move |envelope| match &slot {
+            Some(s) => {
+                let value = serde_json::to_string(envelope).unwrap_or_default();
+                let mut f = String::with_capacity(s.before.len() + value.len() + s.after.len());
+                f.push_str(&s.before);
+                f.push_str(&value);
+                f.push_str(&s.after);
+                ByteString::from(f)
+            }
+            None => frame(&Event {
+                key_envelope: Some(envelope.to_owned()),
+                ..event.clone()
+            }),
         }
     }
 }

@@ -162,3 +162,26 @@ async fn a_wedged_or_stopped_channel_arbiter_fails_the_liveness_probe() {
 }
 
 const PROBE: Duration = crate::actors::liveness::PROBE_BOUND;
+
+#[test]
+fn a_spliced_broadcast_frame_is_byte_for_byte_the_frame_of_the_event_with_that_envelope() {
+    let event = crate::protocol::ws::Event {
+        kind: "message.broadcast".into(),
+        message_id: "m-1".into(),
+        sender: "u-1".into(),
+        body: "Ym9keQ==".into(),
+        sent_at: "2026-12-03T10:00:00.000000Z".into(),
+        sender_name_enc: Some("bmFtZQ==".into()),
+        sender_public_key: Some("a2V5".into()),
+        key_envelope: Some(String::new()),
+        ..Default::default()
+    };
+    let make = events::EnvelopeSlot::of(&event);
+    for envelope in ["", "djIuZW52ZWxvcGU=", "a \"quoted\" \\ value\u{1}\n"] {
+        let whole = crate::actors::frame(&crate::protocol::ws::Event {
+            key_envelope: Some(envelope.into()),
+            ..event.clone()
+        });
+        assert_eq!(make(envelope), whole, "envelope {envelope:?}");
+    }
+}

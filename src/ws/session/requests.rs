@@ -116,7 +116,15 @@ impl WsSession {
                 ctx,
             );
         };
-        if let Err(refused) = self.budget.send(body.len()) {
+        // Everything stored counts, the envelopes too: they are most of a broadcast to many
+        // devices, and would otherwise be stored (and never pruned) outside the byte budget.
+        let stored_bytes = body.len()
+            + name.len()
+            + envelopes
+                .iter()
+                .map(|(device, envelope)| device.len() + envelope.len())
+                .sum::<usize>();
+        if let Err(refused) = self.budget.send(stored_bytes) {
             return self.rate_limited(refused.to_string(), refused.retry_after_secs, &frame, ctx);
         }
         let req = BroadcastRequest {
@@ -199,7 +207,30 @@ impl WsSession {
                 ctx,
             );
         }
-        match self.budget.sync(frame.clone()) {
+        // What a queued `sync` needs, and no more: up to `DIALTONE_MAX_QUEUED_SYNCS` of them wait
+        // per socket, and a whole 64 KiB frame (stuffed with fields `sync` ignores) each would
+        // let one socket hold a gigabyte while its first sync is slow.
+        let ids = [&frame.channel_id, &frame.after, &frame.client_message_id];
+        if ids
+            .iter()
+            .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_SYNC_ID))
+        {
+            return self.error(
+                error_code::INVALID_MESSAGE,
+                "sync's channel_id, after and client_message_id are ids (at most 128 bytes)",
+                &frame,
+                ctx,
+            );
+        }
+        let sync = ClientFrame {
+            kind: frame.kind.clone(),
+            channel_id: frame.channel_id.clone(),
+            client_message_id: frame.client_message_id.clone(),
+            after: frame.after.clone(),
+            after_seq: frame.after_seq,
+            ..ClientFrame::default()
+        };
+        match self.budget.sync(sync) {
             Ok(SyncTurn::Run(frame)) => self.run_sync(frame, ctx),
             Ok(SyncTurn::Queued) => {}
             Err(refused) => {
@@ -270,6 +301,10 @@ impl WsSession {
         );
     }
 }
+
+/// The longest id a `sync` names (`channel_id`, `after`, `client_message_id`): server ids are
+/// UUIDs, and `client_message_id` is at most as long.
+const MAX_SYNC_ID: usize = crate::service::validate::MAX_CLIENT_MESSAGE_ID;
 
 /// Map a service error to a WebSocket error event (internal details stay in the log).
 fn ws_error(e: &ServiceError) -> Event {

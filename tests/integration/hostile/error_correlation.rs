@@ -152,3 +152,31 @@ async fn rate_limited_sends_are_named() {
     }
     assert!(!named.is_empty(), "the limit refused something");
 }
+
+/// A `sync` carries ids only: one whose `after` is kilobytes long is refused at once, by name,
+/// rather than queued whole (a socket may queue many syncs), and the socket carries on.
+#[tokio::test]
+async fn a_sync_with_an_oversized_cursor_is_refused_by_name() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let channel = alice.rest.create_channel("Z2VuZXJhbA==").await.unwrap();
+    let mut ws = server.ws(&alice).await;
+    ws_ready(&mut ws).await;
+    let frame = ClientFrame {
+        client_message_id: Some("s1".into()),
+        ..ClientFrame::sync(&channel.id, Some("a".repeat(10_000)))
+    };
+    ws.send(&frame).await.unwrap();
+    let e = next_error(&mut ws).await;
+    assert_names(&e, error_code::INVALID_MESSAGE, &channel.id, "s1");
+    assert!(
+        e.message.as_deref().unwrap_or_default().contains("ids"),
+        "{e:?}"
+    );
+    ws.send(&ClientFrame::sync(&channel.id, None))
+        .await
+        .unwrap();
+    ws.expect_event(event_type::SYNC_COMPLETE, WAIT)
+        .await
+        .unwrap();
+}

@@ -89,6 +89,43 @@ async fn login_per_account_is_keyed_by_the_normalized_username() {
     );
 }
 
+/// Someone guessing an account's password from one address spends that address's bucket of the
+/// account, not the account's owner's: the owner still signs in from elsewhere. Guesses spread
+/// over many addresses meet the account-wide ceiling.
+#[tokio::test]
+async fn wrong_guesses_from_one_address_do_not_lock_the_owner_out() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_LOGIN_IP", "off")
+            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT", "2/hour")
+            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT_ALL", "4/hour")
+            .set("DIALTONE_TRUSTED_PROXIES", "127.0.0.0/8");
+    })
+    .await;
+    let _alice = server.user("alice").await;
+    let guess = login_body("alice", "wrong-password-1");
+    let attacker = Some("203.0.113.9");
+    for _ in 0..2 {
+        assert_eq!(login_from(&server, attacker, &guess).await.0, 401);
+    }
+    assert_limited(
+        &login_from(&server, attacker, &guess).await,
+        "login_account",
+    );
+    let owner = login_body("alice", &password("alice"));
+    let got = login_from(&server, Some("198.51.100.7"), &owner).await;
+    assert_eq!(got.0, 200, "the owner, from another address: {:?}", got.2);
+    // A second address's guesses reach the ceiling of the account across addresses (2 + 1 + 1).
+    let other = Some("192.0.2.44");
+    assert_eq!(login_from(&server, other, &guess).await.0, 401);
+    assert_limited(
+        &login_from(&server, other, &guess).await,
+        "login_account_all",
+    );
+    let m = Scrape::of(&server).await;
+    assert_eq!(m.counter(&limited("login_account")), 1);
+    assert_eq!(m.counter(&limited("login_account_all")), 1);
+}
+
 #[tokio::test]
 async fn registration_per_address_and_per_account() {
     let server = TestServer::start_with(|s| {
