@@ -90,6 +90,7 @@ impl Hub {
                 self.tell_audience(&channel.id, &event);
             }
             Notice::PrivateChannelCreated { channel, members } => {
+                self.membership_changed();
                 self.private_appeared(&channel.id, members.into_iter().collect());
                 let event = Event::channel_updated(channel.id.clone(), channel.name_enc);
                 self.tell_audience(&channel.id, &event);
@@ -99,6 +100,7 @@ impl Hub {
                 user_id,
                 role,
             } => {
+                self.membership_changed();
                 self.member_joined(&channel_id, &user_id);
                 let event = Event::member_added(channel_id.clone(), user_id, role);
                 self.tell_audience(&channel_id, &event);
@@ -107,6 +109,7 @@ impl Hub {
                 channel_id,
                 user_id,
             } => {
+                self.membership_changed();
                 self.member_left(&channel_id, &user_id);
                 let event = Event::member_removed(channel_id.clone(), user_id.clone());
                 self.tell_audience(&channel_id, &event);

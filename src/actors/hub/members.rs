@@ -91,6 +91,24 @@ impl Hub {
     /// Bring the view in line with the database's (a cluster repair): members added or removed
     /// by notices this node never got are applied as those notices would have been, without
     /// their events (the clients' own refresh finds them).
+    /// Count a membership notice (see `Node::membership_changes`).
+    pub(super) fn membership_changed(&mut self) {
+        if let Some(node) = self.cluster.as_mut() {
+            node.membership_changes += 1;
+        }
+    }
+
+    /// Of a membership snapshot a newer notice overtook, only what no notice can have changed
+    /// here: the members of private channels this node does not track yet (so the channel pass
+    /// that follows does not take them for public ones).
+    pub(super) fn reconcile_new_private(&mut self, snapshot: Vec<(String, Vec<String>)>) {
+        for (channel_id, users) in snapshot {
+            if !self.channels.contains_key(&channel_id) && !self.private.contains_key(&channel_id) {
+                self.private.insert(channel_id, users.into_iter().collect());
+            }
+        }
+    }
+
     pub(super) fn reconcile_members(&mut self, snapshot: Vec<(String, Vec<String>)>) {
         let snapshot: HashMap<String, HashSet<String>> = snapshot
             .into_iter()

@@ -130,6 +130,9 @@ pub(super) struct Node {
     /// Channel deletions applied so far: a repair read that a deletion overtook must not bring
     /// the channel back.
     pub(super) deletions: u64,
+    /// Membership notices applied so far (private channels created, members added or removed):
+    /// a repair whose membership read one of them overtook must not apply that older snapshot.
+    pub(super) membership_changes: u64,
     round: u64,
     connects: u64,
     status: watch::Receiver<BusStatus>,
@@ -146,6 +149,7 @@ impl Node {
             seq: Sequencer::new(link.seqs),
             peers: Peers::new(timeout),
             deletions: 0,
+            membership_changes: 0,
             round: 0,
             connects,
             status,

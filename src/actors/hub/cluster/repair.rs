@@ -94,9 +94,14 @@ impl Hub {
         let db = node.db.clone();
         let known: HashSet<String> = self.channels.keys().cloned().collect();
         let deletions = node.deletions;
+        let memberships = node.membership_changes;
+        // The channels first, then their members: a private channel created between the reads
+        // is then absent from both (the next repair finds it), never listed as a channel whose
+        // members were read before it existed — which would make it public here, joined by
+        // every session that follows all channels.
         let read = async move {
-            let private = db.call(PrivateMembers {}).await?;
             let seqs = db.call(ChannelSeqs {}).await?;
+            let private = db.call(PrivateMembers {}).await?;
             Ok::<_, crate::service::ServiceError>((private, seqs))
         };
         ctx.spawn(read.into_actor(self).map(move |result, hub, ctx| {
@@ -108,8 +113,18 @@ impl Hub {
                 }
             };
             // Membership first: a private channel this node learns of below must not be joined
-            // by sessions that merely follow every channel.
-            hub.reconcile_members(private);
+            // by sessions that merely follow every channel. A membership notice applied while
+            // the read ran is newer than the snapshot: applying the snapshot would revive a
+            // removed member or drop an added one, so its reconcile waits for the next repair.
+            let stale = hub
+                .cluster
+                .as_ref()
+                .is_some_and(|n| n.membership_changes != memberships);
+            if stale {
+                hub.reconcile_new_private(private);
+            } else {
+                hub.reconcile_members(private);
+            }
             let now = Instant::now();
             let in_db: HashSet<&str> = seqs.iter().map(|(id, _)| id.as_str()).collect();
             let vanished: Vec<String> = known
