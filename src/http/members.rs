@@ -204,7 +204,11 @@ pub async fn open_direct(
     Throttled(ctx, _): Throttled<Membership>,
     Json(req): Json<OpenDirectRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let members = vec![ctx.user_id.clone(), req.user_id.trim().to_owned()];
+    // The hub compares ids as the database spells them: another spelling of the peer's UUID
+    // (upper case, braces) would leave the peer's sockets out of the channel they belong to.
+    let peer = req.user_id.trim();
+    let peer = uuid::Uuid::parse_str(peer).map_or_else(|_| peer.to_owned(), |u| u.to_string());
+    let members = vec![ctx.user_id.clone(), peer];
     let notify = state.notifier();
     let (channel, created) = state
         .db

@@ -183,3 +183,24 @@ async fn a_logout_that_commits_after_its_call_timed_out_still_closes_the_socket(
         "the logout committed: {gone:?}"
     );
 }
+
+/// Deleting a device closes every socket of it, not only those of the sessions the deletion read
+/// first: a session made meanwhile (a login racing the deletion) is covered. Simulated by taking
+/// the socket's session row away before the deletion reads them.
+#[tokio::test]
+async fn deleting_a_device_closes_its_sockets_whatever_session_they_run_on() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let doomed = server.new_device(&alice).await;
+    let mut ws = server.ws(&doomed).await;
+    ws_ready(&mut ws).await;
+    server
+        .db
+        .execute(&format!(
+            "DELETE FROM sessions WHERE device_id = '{}'",
+            doomed.device()
+        ))
+        .await;
+    alice.rest.delete_device(doomed.device()).await.unwrap();
+    assert_eq!(wait_closed(&mut ws).await, close_code::NORMAL);
+}

@@ -152,6 +152,11 @@ impl Hub {
                     ids.contains(e.db_session_id.as_str())
                 });
             }
+            Notice::DeviceRemoved { device_id } => {
+                self.close_where(close_code::NORMAL, "session revoked", |e| {
+                    e.device_id == device_id
+                });
+            }
             Notice::UserDisabled { user_id } => {
                 self.close_where(close_code::NORMAL, "account disabled", |e| {
                     e.user_id == user_id

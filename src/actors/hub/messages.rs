@@ -84,6 +84,11 @@ pub enum Notice {
     SessionsRevoked {
         session_ids: Vec<String>,
     },
+    /// The device was deleted: close every socket of it, whatever session it runs on (the
+    /// sessions revoked with it were read before the deletion; one made meanwhile is covered).
+    DeviceRemoved {
+        device_id: String,
+    },
     /// The user was disabled: close every socket of theirs.
     UserDisabled {
         user_id: String,

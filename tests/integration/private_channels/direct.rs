@@ -118,3 +118,24 @@ async fn two_users_opening_at_once_get_one_channel() {
         1
     );
 }
+
+/// The peer's id in another spelling of the same UUID still names the peer: their socket hears
+/// of the new channel and gets its messages live.
+#[tokio::test]
+async fn a_direct_channel_opened_with_an_upper_case_id_reaches_the_peer_live() {
+    let server = TestServer::start().await;
+    let ann = server.user("ann").await;
+    let bob = server.user("bob").await;
+    let mut bob_ws = server.ws(&bob).await;
+    ws_ready(&mut bob_ws).await;
+    let c = ann
+        .rest
+        .open_direct(&bob.id().to_uppercase(), NAME_ENC)
+        .await
+        .unwrap();
+    let e = bob_ws
+        .expect_event(event_type::CHANNEL_UPDATED, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(e.channel_id.as_deref(), Some(c.id.as_str()), "{e:?}");
+}
