@@ -348,7 +348,14 @@ impl Running {
         }
         tracing::info!("shutting down: draining in-flight messages");
         handle.pause().await;
-        let _ = self.hub.ask(Quiesce).await;
+        // The hub's steps wait on every session and channel actor: one wedged arbiter (what the
+        // liveness probe exists for) must not hang the shutdown either.
+        if tokio::time::timeout(self.shutdown_timeout, self.hub.ask(Quiesce))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: the hub did not quiesce in time; going on");
+        }
         // A database that hangs must not hold the shutdown: what has not committed by then was
         // never acknowledged, so giving up loses nothing a client was told is saved.
         if tokio::time::timeout(self.shutdown_timeout, self.storage.db.drain())
@@ -360,7 +367,12 @@ impl Running {
                 "shutdown: the database did not drain in time; unacknowledged messages dropped"
             );
         }
-        let _ = self.hub.ask(Shutdown).await;
+        if tokio::time::timeout(self.shutdown_timeout, self.hub.ask(Shutdown))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: the hub did not flush its channels in time; going on");
+        }
         // Every session now has its 1001 queued: let the connections write it and close
         // (each bounded by its own close grace), within the shutdown bound.
         if tokio::time::timeout(self.shutdown_timeout, self.connections.drained())

@@ -69,15 +69,24 @@ impl From<DieselError> for DbError {
 }
 
 /// Failures that say nothing about the statement itself: the database was too slow or too busy
-/// (a timeout fired, a lock could not be had). diesel exposes no SQLSTATE, so this reads the
-/// server's message, which PostgreSQL sends in English unless `lc_messages` says otherwise.
+/// (a timeout fired, a lock could not be had) or out of a resource (PostgreSQL's class 53: disk,
+/// memory, connections; SQLite's full disk). Such an error fails a group commit as a whole
+/// instead of sending it row by row in search of an offending row that does not exist. diesel
+/// exposes no SQLSTATE, so this reads the server's message, which PostgreSQL sends in English
+/// unless `lc_messages` says otherwise.
 fn is_transient(message: &str) -> bool {
-    const TRANSIENT: [&str; 5] = [
+    const TRANSIENT: [&str; 11] = [
         "canceling statement due to",
         "lock timeout",
         "deadlock detected",
         "terminating connection",
         "database is locked",
+        "No space left on device",
+        "could not extend file",
+        "out of memory",
+        "too many clients",
+        "remaining connection slots are reserved",
+        "database or disk is full",
     ];
     TRANSIENT.iter().any(|t| message.contains(t))
 }
@@ -361,4 +370,28 @@ async fn open_sqlite(
         .await
         .map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    #[test]
+    fn resource_exhaustion_is_transient_and_a_bad_row_is_not() {
+        for m in [
+            "could not extend file \"base/16384/16500\": No space left on device",
+            "out of memory",
+            "sorry, too many clients already",
+            "database or disk is full",
+            "canceling statement due to statement timeout",
+        ] {
+            assert!(is_transient(m), "{m}");
+        }
+        for m in [
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+            "duplicate key value violates unique constraint \"channel_messages_pkey\"",
+        ] {
+            assert!(!is_transient(m), "{m}");
+        }
+    }
 }
