@@ -19,6 +19,7 @@
 
 mod authorship;
 mod channels;
+mod generations;
 mod keys;
 mod private;
 #[cfg(test)]

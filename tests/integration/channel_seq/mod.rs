@@ -1,7 +1,7 @@
 //! Per-channel sequence numbers (issue 11, item 1): assigned inside the group commit, 1, 2, 3, ...
 //! per channel with no gap and no duplicate, in the order sockets receive them — under concurrent
 //! senders, across a refused row's isolation, for idempotent resends — plus `sync` by `after_seq`,
-//! history by seq, and the migration that numbers existing rows.
+//! history by seq (message-id cursors too: `cursors`), and the migration that numbers existing rows.
 
 use std::collections::HashMap;
 
@@ -10,6 +10,8 @@ use dialtone::protocol::ws::{ClientFrame, Event, error_code, event_type};
 use reqwest::Method;
 
 use crate::support::*;
+
+mod cursors;
 
 fn message(channel: &str, body: &str, client_id: &str) -> ClientFrame {
     ClientFrame::channel_message(channel, body, "bmFtZQ==", Some(client_id.to_owned()))
@@ -281,59 +283,6 @@ async fn sync_after_seq_returns_exactly_the_tail_and_history_pages_by_seq() {
     assert_eq!(status, 400, "{body}");
 }
 
-/// The ids of one history page.
-async fn history_ids(
-    user: &TestUser,
-    channel: &str,
-    before: Option<String>,
-    after: Option<String>,
-) -> Vec<String> {
-    let page = dialtone::client::rest::Page {
-        limit: None,
-        before,
-        after,
-    };
-    let res = user.rest.messages(channel, &page).await.unwrap();
-    res.messages.into_iter().map(|m| m.id).collect()
-}
-
-/// Two nodes stamp `sent_at` on their own clocks when a batch forms, so a message committed later
-/// (higher `seq`) can carry an earlier time. History and `sync` by message id page in commit
-/// order: the cursor is resolved to its message's `seq`, so no such message is skipped.
-#[tokio::test]
-async fn message_id_cursors_page_by_seq_whatever_the_sent_at_times_say() {
-    let server = TestServer::start().await;
-    let alice = server.user("alice").await;
-    let channel = alice.rest.create_channel("Yg==").await.unwrap();
-    let echoes = send_messages(&server, &alice, &channel.id, 3).await;
-    let ids: Vec<String> = echoes.iter().map(|e| e.message_id.clone()).collect();
-    // seq 2 as a node with a slow clock would have stamped it: before seq 1.
-    server
-        .db
-        .execute(&format!(
-            "UPDATE channel_messages SET sent_at = '2000-01-01T00:00:00.000000Z' \
-             WHERE channel_id = '{}' AND seq = 2",
-            channel.id
-        ))
-        .await;
-    let history = |before: Option<&String>, after: Option<&String>| {
-        history_ids(&alice, &channel.id, before.cloned(), after.cloned())
-    };
-    assert_eq!(history(None, None).await, ids, "newest page");
-    assert_eq!(history(None, Some(&ids[0])).await, ids[1..]);
-    assert_eq!(history(Some(&ids[2]), None).await, ids[..2]);
-
-    let mut ws = connected(&server, &alice).await;
-    ws.send(&ClientFrame::sync(&channel.id, Some(ids[0].clone())))
-        .await
-        .unwrap();
-    let (tail, _) = synced(&mut ws, &channel.id).await;
-    assert_eq!(
-        tail.iter().map(|e| e.seq.unwrap()).collect::<Vec<_>>(),
-        [2, 3]
-    );
-}
-
 #[tokio::test]
 async fn a_refused_row_and_a_failed_batch_leave_no_gap() {
     let mut server = TestServer::start().await;
@@ -424,11 +373,11 @@ fn seq_migration(db: &TestDb) -> (&'static str, &'static str) {
     match db.backend() {
         Backend::Postgres => (
             "20261201000004",
-            include_str!("../../migrations/postgres/2026-12-01-000004_channel_seq/down.sql"),
+            include_str!("../../../migrations/postgres/2026-12-01-000004_channel_seq/down.sql"),
         ),
         Backend::Sqlite => (
             "20261201000003",
-            include_str!("../../migrations/sqlite/2026-12-01-000003_channel_seq/down.sql"),
+            include_str!("../../../migrations/sqlite/2026-12-01-000003_channel_seq/down.sql"),
         ),
     }
 }
