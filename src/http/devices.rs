@@ -136,12 +136,9 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let notify = state.notifier();
-    let device_id = path.into_inner();
-    // The hub holds ids as the database spells them.
-    let device_id = uuid::Uuid::parse_str(device_id.trim()).map_or(device_id, |u| u.to_string());
     let op = DeleteDevice {
         ctx,
-        device_id: device_id.clone(),
+        device_id: path.into_inner(),
     };
     state
         .db
@@ -150,7 +147,7 @@ pub async fn delete(
                 session_ids: removed.session_ids.clone(),
             });
             notify(Notice::DeviceRemoved {
-                device_id: device_id.clone(),
+                device_id: removed.device_id.clone(),
             });
             // Its user's private channels now wait for a new key generation: their members
             // hear it.

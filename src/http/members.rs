@@ -204,24 +204,19 @@ pub async fn open_direct(
     Throttled(ctx, _): Throttled<Membership>,
     Json(req): Json<OpenDirectRequest>,
 ) -> Result<HttpResponse, AppError> {
-    // The hub compares ids as the database spells them: another spelling of the peer's UUID
-    // (upper case, braces) would leave the peer's sockets out of the channel they belong to.
-    let peer = req.user_id.trim();
-    let peer = uuid::Uuid::parse_str(peer).map_or_else(|_| peer.to_owned(), |u| u.to_string());
-    let members = vec![ctx.user_id.clone(), peer];
     let notify = state.notifier();
     let (channel, created) = state
         .db
-        .call_then(OpenDirect { ctx, req }, move |(channel, created)| {
-            if *created {
+        .call_then(OpenDirect { ctx, req }, move |(channel, members)| {
+            if let Some(members) = members {
                 notify(Notice::PrivateChannelCreated {
                     channel: channel.clone(),
-                    members,
+                    members: members.clone(),
                 })
             }
         })
         .await?;
-    if !created {
+    if created.is_none() {
         return Ok(HttpResponse::Ok().json(ChannelResponse { channel }));
     }
     Ok(HttpResponse::Created().json(ChannelResponse { channel }))

@@ -193,6 +193,8 @@ pub async fn keys(
 /// addressed to it. Returns the revoked session ids (their sockets are closed).
 /// What removing a device did.
 pub struct Removed {
+    /// Its id, as stored (the hub compares it with its sessions').
+    pub device_id: String,
     /// Its login sessions, now revoked: their sockets close.
     pub session_ids: Vec<String>,
     /// The private channels its user is in: each now needs a new key generation (the device
@@ -217,6 +219,7 @@ pub async fn delete(store: &Store, ctx: &AuthContext, device_id: &str) -> Servic
     db::devices::delete(&mut db, &device_id).await?;
     tracing::info!(user_id = %ctx.user_id, device_id = %device_id, "device removed");
     Ok(Removed {
+        device_id,
         session_ids: sessions,
         channels: channels.into_iter().map(super::channels::wire).collect(),
     })

@@ -295,14 +295,14 @@ fn direct_pair(a: &str, b: &str) -> String {
 }
 
 /// `POST /channels/direct`: the caller's direct channel with another user, created on the first
-/// open (both members admins, waiting for generation 1) and found again on the next. `true` when
-/// it was created now.
+/// open (both members admins, waiting for generation 1) and found again on the next. With its two
+/// members' ids, as stored (the hub compares them with its sessions'), when it was created now.
 pub async fn open_direct(
     store: &Store,
     ctx: &AuthContext,
     other: &str,
     name_enc: String,
-) -> ServiceResult<(Channel, bool)> {
+) -> ServiceResult<(Channel, Option<Vec<String>>)> {
     let other = validate::id("user_id", other)?;
     if other == ctx.user_id {
         return Err(ServiceError::invalid(
@@ -314,7 +314,7 @@ pub async fn open_direct(
     let mut conn = store.pool.get().await?;
     let mut db = conn.db();
     if let Some(found) = db::channels::find_direct(&mut db, &pair).await? {
-        return Ok((super::channels::wire(found), false));
+        return Ok((super::channels::wire(found), None));
     }
     match db::users::find(&mut db, &other).await? {
         Some(u) if u.disabled_at.is_none() => {}
@@ -331,8 +331,10 @@ pub async fn open_direct(
         rotation_required: true,
         direct_pair: Some(pair.clone()),
     };
-    let members: Vec<MemberRow> = [ctx.user_id.clone(), other]
-        .into_iter()
+    let pair_ids = vec![ctx.user_id.clone(), other];
+    let members: Vec<MemberRow> = pair_ids
+        .iter()
+        .cloned()
         .map(|user_id| MemberRow {
             channel_id: row.id.clone(),
             user_id,
@@ -362,12 +364,12 @@ pub async fn open_direct(
             let found = db::channels::find_direct(&mut conn.db(), &pair)
                 .await?
                 .ok_or_else(|| ServiceError::Internal("direct channel vanished".into()))?;
-            return Ok((super::channels::wire(found), false));
+            return Ok((super::channels::wire(found), None));
         }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(channel_id = %created.id, "direct channel created");
-    Ok((super::channels::wire(created), true))
+    Ok((super::channels::wire(created), Some(pair_ids)))
 }
 
 /// Every private and direct channel with its active members (the hub's view, at start and on

@@ -203,7 +203,7 @@ db_requests! {
     /// `POST /channels/rotate` (trust v2).
     RotateKey { ctx: AuthContext, req: RotateKeyRequest } -> KeyRotated => |s, m| generations::rotate(s, &m.ctx, m.req);
     /// `POST /channels/direct` (trust v2): the channel, and whether it was created now.
-    OpenDirect { ctx: AuthContext, req: OpenDirectRequest } -> (Channel, bool) => |s, m| members::open_direct(s, &m.ctx, &m.req.user_id, m.req.name_enc);
+    OpenDirect { ctx: AuthContext, req: OpenDirectRequest } -> (Channel, Option<Vec<String>>) => |s, m| members::open_direct(s, &m.ctx, &m.req.user_id, m.req.name_enc);
     /// Every private channel with its active members (the hub at start and on cluster repair).
     PrivateMembers {} -> Vec<(String, Vec<String>)> => |s, m| members::private_members(s);
     /// Mint an invite (sent by the admin actor).

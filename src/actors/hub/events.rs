@@ -9,7 +9,7 @@ use super::*;
 
 use crate::actors::channel::{Publish, Retire};
 use crate::actors::db::{CommittedBatch, CommittedMessage};
-use crate::actors::{SessionKey, frame, message_frame};
+use crate::actors::{SessionKey, message_frame};
 use crate::protocol::ws::{Event, close_code};
 
 impl Handler<CommittedBatch> for Hub {
@@ -196,7 +196,7 @@ impl Hub {
             key_envelope: Some(String::new()),
             ..Event::default()
         };
-        let frame_for = EnvelopeSlot::of(&event);
+        let slot = EnvelopeSlot::of(&event);
         for entry in self.sessions.values() {
             let envelope = b
                 .key_envelopes
@@ -204,7 +204,7 @@ impl Hub {
                 .map_or("", String::as_str);
             entry
                 .handle
-                .send_frames(Arc::from(vec![frame_for(envelope)]));
+                .send_frames(Arc::from(vec![slot.frame(envelope)]));
         }
     }
 }
@@ -216,34 +216,39 @@ pub(super) struct EnvelopeSlot {
 }
 
 impl EnvelopeSlot {
-    /// How to make `event`'s frame (serialized with an empty `key_envelope`) for any envelope.
-    pub(super) fn of(event: &Event) -> impl Fn(&str) -> ByteString + use<> {
+    /// `event` serialized around its `key_envelope`, which must be `Some("")`.
+    pub(super) fn of(event: &Event) -> Self {
         // Unambiguous: inside a JSON string a quote is escaped, so `"key_envelope":""` with bare
         // quotes can only be the field itself.
         const EMPTY: &str = r#""key_envelope":"""#;
         let whole = serde_json::to_string(event).unwrap_or_default();
-        let slot = whole.find(EMPTY).map(|at| {
-            let open = at + EMPTY.len() - 2;
-            EnvelopeSlot {
-                before: whole[..open].to_owned(),
-                after: whole[open + 2..].to_owned(),
+        match whole.find(EMPTY) {
+            Some(at) => {
+                let open = at + EMPTY.len() - 2;
+                EnvelopeSlot {
+                    before: whole[..open].to_owned(),
+                    after: whole[open + 2..].to_owned(),
+                }
             }
-        });
-        let event = event.clone();
-        move |envelope| match &slot {
-            Some(s) => {
-                let value = serde_json::to_string(envelope).unwrap_or_default();
-                let mut f = String::with_capacity(s.before.len() + value.len() + s.after.len());
-                f.push_str(&s.before);
-                f.push_str(&value);
-                f.push_str(&s.after);
-                ByteString::from(f)
-            }
-            None => frame(&Event {
-                key_envelope: Some(envelope.to_owned()),
-                ..event.clone()
-            }),
+            // Not reachable with `Some("")`; the frame then carries the empty envelope.
+            None => EnvelopeSlot {
+                before: whole,
+                after: String::new(),
+            },
         }
+    }
+
+    /// The frame with `envelope` in the slot.
+    pub(super) fn frame(&self, envelope: &str) -> ByteString {
+        if self.after.is_empty() {
+            return ByteString::from(self.before.clone());
+        }
+        let value = serde_json::to_string(envelope).unwrap_or_default();
+        let mut f = String::with_capacity(self.before.len() + value.len() + self.after.len());
+        f.push_str(&self.before);
+        f.push_str(&value);
+        f.push_str(&self.after);
+        ByteString::from(f)
     }
 }
 

@@ -176,12 +176,12 @@ fn a_spliced_broadcast_frame_is_byte_for_byte_the_frame_of_the_event_with_that_e
         key_envelope: Some(String::new()),
         ..Default::default()
     };
-    let make = events::EnvelopeSlot::of(&event);
+    let slot = events::EnvelopeSlot::of(&event);
     for envelope in ["", "djIuZW52ZWxvcGU=", "a \"quoted\" \\ value\u{1}\n"] {
         let whole = crate::actors::frame(&crate::protocol::ws::Event {
             key_envelope: Some(envelope.into()),
             ..event.clone()
         });
-        assert_eq!(make(envelope), whole, "envelope {envelope:?}");
+        assert_eq!(slot.frame(envelope), whole, "envelope {envelope:?}");
     }
 }
