@@ -2,17 +2,21 @@
 //! reach, and how a request presents its bearer token. `http` routes to `ws`; both depend on this,
 //! neither on the other's internals.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
 
 use crate::actors::admin::AdminHandle;
-use crate::actors::db::DbHandle;
+use crate::actors::db::{Authenticate, DbHandle};
 use crate::actors::hashing::PasswordQueue;
 use crate::actors::hub::{HubHandle, Notice};
 use crate::config::{Secret, WsConfig};
+use crate::error::AppError;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::service::ServiceError;
+use crate::service::auth::AuthContext;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -29,6 +33,29 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Resolve a bearer token from client address `from`, under
+    /// `DIALTONE_LIMIT_AUTH_FAILURES_IP`: an address that keeps presenting unknown tokens is
+    /// refused (`429`) without a database lookup, and each refused token counts against it.
+    pub async fn authenticate(
+        &self,
+        from: Option<IpAddr>,
+        token: String,
+    ) -> Result<AuthContext, AppError> {
+        if let Some(ip) = from {
+            self.limits.check_credentials(ip)?;
+        }
+        match self.db.call(Authenticate { token }).await {
+            Ok(ctx) => Ok(ctx),
+            Err(ServiceError::Unauthorized) => {
+                if let Some(ip) = from {
+                    self.limits.credentials_refused(ip);
+                }
+                Err(ServiceError::Unauthorized.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The notifier seam: REST changes that WebSocket clients must hear about.
     pub fn notify(&self, notice: Notice) {
         self.hub.tell(notice);

@@ -96,6 +96,7 @@ impl Storage {
                 caps: Caps {
                     devices_per_user: config.limits.devices_per_user,
                     sessions_per_user: config.limits.sessions_per_user,
+                    channels_per_user: config.limits.channels_per_user,
                     envelopes_per_request: config.limits.envelopes_per_request,
                 },
             },

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::db::CommittedMessage;
+use super::db::{CommittedMessage, FanoutTicket};
 use super::{Frames, SessionHandle, SessionKey, ShardGroups, message_frame};
 use crate::metrics::{MailboxMeter, Metrics};
 
@@ -60,10 +60,11 @@ pub struct Join(pub SessionHandle);
 #[rtype(result = "()")]
 pub struct Leave(pub SessionKey);
 
-/// Committed messages of this channel, in commit order.
+/// Committed messages of this channel, in commit order, with their batch's fan-out ticket
+/// (`None` for messages from another node), released once they are delivered.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Publish(pub Vec<CommittedMessage>);
+pub struct Publish(pub Vec<CommittedMessage>, pub Option<Arc<FanoutTicket>>);
 
 /// Resolves once every message sent before it has been fanned out.
 #[derive(Message)]
@@ -103,9 +104,9 @@ impl Handler<Publish> for ChannelActor {
 
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
         self.mailbox.handled();
-        let messages = msg.0;
+        let Publish(messages, ticket) = msg;
         let frames: Frames = messages.iter().map(|m| message_frame(&m.row)).collect();
-        self.subscribers.deliver(&frames);
+        self.subscribers.deliver(&frames, ticket.as_ref());
 
         // The echo is the sender's acknowledgement: a sender that is not subscribed still gets
         // its own messages.
@@ -185,15 +186,21 @@ mod tests {
         channel.send(Join(h2.clone())).await.unwrap();
         assert_eq!(channel.send(SubscriberCount).await.unwrap(), 2);
 
+        let gauge = crate::actors::db::FanoutGauge::default();
         channel
-            .send(Publish(vec![
-                committed("c1", "m1", &h1),
-                committed("c1", "m2", &h2),
-            ]))
+            .send(Publish(
+                vec![committed("c1", "m1", &h1), committed("c1", "m2", &h2)],
+                Some(gauge.ticket(2)),
+            ))
             .await
             .unwrap();
         p1.send(Sync).await.unwrap();
         p2.send(Sync).await.unwrap();
+        assert_eq!(
+            gauge.get(),
+            0,
+            "delivered: no longer counted against the bound"
+        );
         assert_eq!(ids(&log1), ["m1", "m2"]);
         assert_eq!(ids(&log2), ["m1", "m2"]);
         let first = log1.lock().unwrap().events[0].clone();
@@ -203,7 +210,7 @@ mod tests {
 
         channel.send(Leave(h1.key)).await.unwrap();
         channel
-            .send(Publish(vec![committed("c1", "m3", &h2)]))
+            .send(Publish(vec![committed("c1", "m3", &h2)], None))
             .await
             .unwrap();
         p1.send(Sync).await.unwrap();
@@ -220,10 +227,10 @@ mod tests {
         let (p2, h2, log2) = probe::spawn(&metrics);
         channel.send(Join(h2.clone())).await.unwrap();
         channel
-            .send(Publish(vec![
-                committed("c1", "m1", &h1),
-                committed("c1", "m2", &h2),
-            ]))
+            .send(Publish(
+                vec![committed("c1", "m1", &h1), committed("c1", "m2", &h2)],
+                None,
+            ))
             .await
             .unwrap();
         p1.send(Sync).await.unwrap();
@@ -250,7 +257,7 @@ mod tests {
         }
         assert_eq!(channel.send(SubscriberCount).await.unwrap(), 3);
         channel
-            .send(Publish(vec![committed("c1", "m1", &h)]))
+            .send(Publish(vec![committed("c1", "m1", &h)], None))
             .await
             .unwrap();
         p.send(Sync).await.unwrap();

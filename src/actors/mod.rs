@@ -65,6 +65,8 @@ pub enum Outbound {
 pub struct Deliver {
     pub frames: Frames,
     pub keys: Arc<[SessionKey]>,
+    /// Committed messages count against `DIALTONE_DB_MAX_PENDING` until written to the outboxes.
+    pub ticket: Option<Arc<db::FanoutTicket>>,
 }
 
 /// The delivery shard of one worker thread. Fan-out sends one [`Deliver`] per shard, not one
@@ -81,9 +83,18 @@ impl ShardHandle {
     /// Queue frames for these sessions. `do_send`: committed messages are never dropped; the
     /// volume is bounded upstream (`DIALTONE_DB_MAX_PENDING`), and each socket's own backlog is
     /// bounded by its outbox (slow consumers are closed there).
-    pub fn deliver(&self, frames: Frames, keys: Arc<[SessionKey]>) {
+    pub fn deliver(
+        &self,
+        frames: Frames,
+        keys: Arc<[SessionKey]>,
+        ticket: Option<Arc<db::FanoutTicket>>,
+    ) {
         self.meter.queued();
-        self.deliver.do_send(Deliver { frames, keys });
+        self.deliver.do_send(Deliver {
+            frames,
+            keys,
+            ticket,
+        });
     }
 }
 
@@ -98,7 +109,7 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Frames for this session alone.
     pub fn send_frames(&self, frames: Frames) {
-        self.shard.deliver(frames, Arc::from([self.key]));
+        self.shard.deliver(frames, Arc::from([self.key]), None);
     }
 
     /// Close the socket. `do_send` bypasses the mailbox bound: a close must always get through.
@@ -177,13 +188,14 @@ impl ShardGroups {
     }
 
     /// Send `frames` to every member, one message per shard; returns the number of sessions.
-    pub fn deliver(&mut self, frames: &Frames) -> usize {
+    /// `ticket` (committed messages) goes with every shard's share.
+    pub fn deliver(&mut self, frames: &Frames, ticket: Option<&Arc<db::FanoutTicket>>) -> usize {
         for group in self.groups.values_mut() {
             let keys = group
                 .shared
                 .get_or_insert_with(|| Arc::from(group.keys.as_slice()))
                 .clone();
-            group.shard.deliver(frames.clone(), keys);
+            group.shard.deliver(frames.clone(), keys, ticket.cloned());
         }
         self.members.len()
     }

@@ -30,6 +30,9 @@ pub struct LimitsConfig {
     pub register_account: Option<Rate>,
     /// `GET /ws` upgrades per client address.
     pub ws_upgrade_ip: Option<Rate>,
+    /// Refused credentials (an unknown or expired bearer token, a wrong `X-Admin-Token`) per client
+    /// address; once spent, that address's credentials are refused unchecked until it refills.
+    pub auth_failures_ip: Option<Rate>,
     /// Sends (`channel.message.send`, `message.broadcast`) per user, all sockets together.
     pub user_messages: Option<Rate>,
     /// Body bytes of those sends per user, all sockets together.
@@ -50,6 +53,8 @@ pub struct LimitsConfig {
     pub devices_per_user: usize,
     /// Live sessions per user (0 = no cap).
     pub sessions_per_user: usize,
+    /// Private and direct channels one user has created (0 = no cap).
+    pub channels_per_user: usize,
     /// `sync` frames one socket may have waiting behind the one in flight.
     pub queued_syncs: usize,
     /// Envelopes in one key upload (0 = no cap).
@@ -67,6 +72,7 @@ impl LimitsConfig {
             register_ip: rate(env, "DIALTONE_LIMIT_REGISTER_IP", "300/hour")?,
             register_account: rate(env, "DIALTONE_LIMIT_REGISTER_ACCOUNT", "20/min")?,
             ws_upgrade_ip: rate(env, "DIALTONE_LIMIT_WS_UPGRADE_IP", "600/min")?,
+            auth_failures_ip: rate(env, "DIALTONE_LIMIT_AUTH_FAILURES_IP", "120/min")?,
             user_messages: rate(env, "DIALTONE_LIMIT_USER_MESSAGES", "5000/10s")?,
             user_bytes: rate(env, "DIALTONE_LIMIT_USER_BYTES", "64MiB/10s")?,
             history: rate(env, "DIALTONE_LIMIT_HISTORY", "1200/min")?,
@@ -77,6 +83,7 @@ impl LimitsConfig {
             sockets_per_user: env.num("DIALTONE_MAX_SOCKETS_PER_USER", 100, 0, 10_000_000)?,
             devices_per_user: env.num("DIALTONE_MAX_DEVICES_PER_USER", 100, 0, 1_000_000)?,
             sessions_per_user: env.num("DIALTONE_MAX_SESSIONS_PER_USER", 1000, 0, 10_000_000)?,
+            channels_per_user: env.num("DIALTONE_MAX_CHANNELS_PER_USER", 10_000, 0, 10_000_000)?,
             queued_syncs: env.num("DIALTONE_MAX_QUEUED_SYNCS", 1024, 0, 1 << 20)?,
             envelopes_per_request: env.num(
                 "DIALTONE_MAX_ENVELOPES_PER_REQUEST",

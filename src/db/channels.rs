@@ -30,6 +30,17 @@ pub async fn list_visible(db: &mut Db<'_>, user_id: &str) -> DbResult<Vec<Channe
         .await)?)
 }
 
+/// How many private and direct channels `user_id` created (still existing).
+pub async fn count_created_by(db: &mut Db<'_>, user_id: &str) -> DbResult<usize> {
+    let n: i64 = dispatch!(db, |c| channels::table
+        .filter(channels::created_by.eq(user_id))
+        .filter(channels::kind.ne(channel_kind::PUBLIC))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// The channel, its row locked until the transaction ends (membership changes and rotations of
 /// one channel run one at a time; SQLite's write transaction already excludes other writers).
 pub async fn lock(db: &mut Db<'_>, id: &str) -> DbResult<Option<ChannelRow>> {

@@ -26,6 +26,26 @@ pub async fn find(db: &mut Db<'_>, id: &str) -> DbResult<Option<UserRow>> {
         .optional())?)
 }
 
+/// The user, its row locked until the transaction ends: a user's device and session counts change
+/// one at a time, and a disable committed meanwhile is seen (SQLite's write transaction already
+/// excludes other writers).
+pub async fn lock(db: &mut Db<'_>, id: &str) -> DbResult<Option<UserRow>> {
+    let query = users::table.find(id);
+    Ok(match db {
+        Db::Postgres(c) => query
+            .select(UserRow::as_select())
+            .for_update()
+            .first(&mut **c)
+            .await
+            .optional()?,
+        Db::Sqlite(c) => query
+            .select(UserRow::as_select())
+            .first(&mut **c)
+            .await
+            .optional()?,
+    })
+}
+
 pub async fn find_by_hash(db: &mut Db<'_>, username_hash: &str) -> DbResult<Option<UserRow>> {
     Ok(dispatch!(db, |c| users::table
         .filter(users::username_hash.eq(username_hash))

@@ -3,6 +3,7 @@
 //! sessions; admin identity (admin user or `X-Admin-Token`, compared in constant time).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
@@ -11,7 +12,6 @@ use actix_web::{FromRequest, HttpRequest, web};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::actors::db::Authenticate;
 use crate::crypto::token::secrets_equal;
 use crate::error::AppError;
 use crate::service::ServiceError;
@@ -107,12 +107,18 @@ impl FromRequest for Auth {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = state(req);
+        let from = client_from(req);
         Box::pin(async move {
             let token = token.ok_or(ServiceError::Unauthorized)?;
-            let ctx = state?.db.call(Authenticate { token }).await?;
-            Ok(Auth(ctx))
+            Ok(Auth(state?.authenticate(from, token).await?))
         })
     }
+}
+
+/// The client address of `req` as the limits see it (`None` without a peer address).
+fn client_from(req: &HttpRequest) -> Option<IpAddr> {
+    let state = req.app_data::<web::Data<AppState>>()?;
+    crate::limits::rest::client_addr(req, &state.limits)
 }
 
 /// Who is acting as admin.
@@ -147,17 +153,24 @@ impl FromRequest for Admin {
             .map(|v| v.to_str().unwrap_or_default().to_owned());
         let token = bearer_token(req);
         let state = state(req);
+        let from = client_from(req);
         Box::pin(async move {
             let state = state?;
             if let Some(given) = admin_token {
+                if let Some(ip) = from {
+                    state.limits.check_credentials(ip)?;
+                }
                 return if secrets_equal(&given, state.admin_token.expose()) {
                     Ok(Admin(AdminIdentity::Token))
                 } else {
+                    if let Some(ip) = from {
+                        state.limits.credentials_refused(ip);
+                    }
                     Err(ServiceError::Unauthorized.into())
                 };
             }
             let token = token.ok_or(ServiceError::Unauthorized)?;
-            let ctx = state.db.call(Authenticate { token }).await?;
+            let ctx = state.authenticate(from, token).await?;
             if !ctx.is_admin {
                 return Err(ServiceError::Forbidden("admin only").into());
             }

@@ -9,7 +9,9 @@
 //! Owns: the keyed bucket maps and the open-socket count per user. Bound: a bucket whose key has
 //! been idle for its refill time is indistinguishable from a fresh one and is dropped by the
 //! pruner every [`PRUNE_EVERY`]; so the maps hold at most the keys seen within one refill time
-//! plus one prune interval. The socket map holds one entry per user with an open socket.
+//! plus one prune interval. The socket map holds one entry per user with an open socket; the
+//! map of addresses whose credentials are refused unchecked holds those that spent their failure
+//! bucket, each until it refills (expired entries go with the same pruner).
 //! Overflow policy: a request over a limit is refused (REST `429 rate_limited` with
 //! `Retry-After`, WebSocket a `rate_limited` error event naming the frame) and counted in
 //! `dialtone_rate_limited_total{limit}`; nothing is queued.
@@ -23,7 +25,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -47,6 +49,7 @@ pub mod label {
     pub const REGISTER_IP: &str = "register_ip";
     pub const REGISTER_ACCOUNT: &str = "register_account";
     pub const WS_UPGRADE_IP: &str = "ws_upgrade_ip";
+    pub const AUTH_FAILURES_IP: &str = "auth_failures_ip";
     pub const SOCKETS_PER_USER: &str = "sockets_per_user";
     pub const SOCKET_MESSAGES: &str = "socket_messages";
     pub const USER_MESSAGES: &str = "user_messages";
@@ -59,6 +62,7 @@ pub mod label {
     pub const ENVELOPES: &str = "envelopes";
     pub const DEVICES_PER_USER: &str = "devices_per_user";
     pub const SESSIONS_PER_USER: &str = "sessions_per_user";
+    pub const CHANNELS_PER_USER: &str = "channels_per_user";
     pub const ENVELOPES_PER_REQUEST: &str = "envelopes_per_request";
 }
 
@@ -161,6 +165,9 @@ pub struct Limits {
     login_ip: Keyed<IpAddr>,
     register_ip: Keyed<IpAddr>,
     ws_upgrade_ip: Keyed<IpAddr>,
+    /// Refused credentials per address; `refusing` holds the addresses that spent it, until when.
+    auth_failures_ip: Keyed<IpAddr>,
+    refusing: Mutex<HashMap<IpAddr, Instant>>,
     /// Per account *and* client address: a stranger spending it cannot lock the owner out.
     login_account: Keyed<String>,
     /// Per account, every address together: the ceiling on guesses spread over many addresses.
@@ -200,6 +207,8 @@ impl Limits {
             login_ip: Keyed::new(l::LOGIN_IP, config.login_ip),
             register_ip: Keyed::new(l::REGISTER_IP, config.register_ip),
             ws_upgrade_ip: Keyed::new(l::WS_UPGRADE_IP, config.ws_upgrade_ip),
+            auth_failures_ip: Keyed::new(l::AUTH_FAILURES_IP, config.auth_failures_ip),
+            refusing: Mutex::new(HashMap::new()),
             login_account: Keyed::new(l::LOGIN_ACCOUNT, config.login_account),
             login_account_all: Keyed::new(l::LOGIN_ACCOUNT_ALL, config.login_account_all),
             register_account: Keyed::new(l::REGISTER_ACCOUNT, config.register_account),
@@ -236,6 +245,38 @@ impl Limits {
             IpLimit::WsUpgrade => &self.ws_upgrade_ip,
         };
         self.counted(keyed.check_n(&client_ip::bucket_key(ip), 1, &self.clock))
+    }
+
+    /// Refuse `ip`'s credentials unchecked while it is over `DIALTONE_LIMIT_AUTH_FAILURES_IP`:
+    /// a flood of junk tokens then costs no database lookup.
+    pub fn check_credentials(&self, ip: IpAddr) -> Result<(), Refused> {
+        let key = client_ip::bucket_key(ip);
+        let refusing = self.refusing.lock().unwrap_or_else(|e| e.into_inner());
+        match refusing.get(&key) {
+            Some(until) => {
+                let wait = until.saturating_duration_since(Instant::now());
+                drop(refusing);
+                if wait.is_zero() {
+                    return Ok(());
+                }
+                self.counted(Err(self.auth_failures_ip.refused(wait)))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `ip` presented credentials that were refused: take a token from its failure bucket. One
+    /// refused beyond the bucket (itself already answered 401) starts the refusal of everything
+    /// `ip` presents, unchecked, until a token is back.
+    pub fn credentials_refused(&self, ip: IpAddr) {
+        let key = client_ip::bucket_key(ip);
+        if let Err(refused) = self.auth_failures_ip.check_n(&key, 1, &self.clock) {
+            let until = Instant::now() + Duration::from_secs(refused.retry_after_secs);
+            self.refusing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, until);
+        }
     }
 
     /// Take one token from the account's buckets; `normalized` is hashed here and dropped.
@@ -334,7 +375,17 @@ impl Limits {
 
     /// Drop idle buckets; returns how many keys are still held (for the log).
     pub fn prune(&self) -> usize {
-        let ips = [&self.login_ip, &self.register_ip, &self.ws_upgrade_ip];
+        let now = Instant::now();
+        self.refusing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, until| *until > now);
+        let ips = [
+            &self.login_ip,
+            &self.register_ip,
+            &self.ws_upgrade_ip,
+            &self.auth_failures_ip,
+        ];
         let users = [
             &self.login_account,
             &self.login_account_all,

@@ -268,44 +268,58 @@ pub async fn complete_login(store: &Store, grant: LoginGrant) -> ServiceResult<S
     }
 
     let now = Time::now();
-    let live = db::sessions::count_live_for_user(&mut conn.db(), &user.id, now).await?;
-    Caps::check(
-        store.settings.caps.sessions_per_user,
-        live,
-        label::SESSIONS_PER_USER,
-    )?;
-    let (device_id, new_device) =
-        match super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await? {
-            Some(device) => {
-                db::devices::touch(&mut conn.db(), &device.id, now).await?;
-                (device.id, false)
-            }
-            None => {
-                let device = super::devices::insert_device(
-                    store,
-                    &mut conn.db(),
-                    &user.id,
-                    &public_key,
-                    now,
-                )
-                .await?;
-                (device.id, true)
-            }
-        };
+    let known = super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await?;
+    let (device_id, new_device_row) = match known {
+        Some(device) => {
+            db::devices::touch(&mut conn.db(), &device.id, now).await?;
+            (device.id, None)
+        }
+        None => {
+            let row = super::devices::new_device_row(store, &user.id, &public_key, now);
+            (row.id.clone(), Some(row))
+        }
+    };
+    let new_device = new_device_row.is_some();
     let token = generate_token();
     let expires_at = expiry(now, store.settings.session_ttl);
-    db::sessions::insert(
-        &mut conn.db(),
-        &SessionRow {
-            id: new_id(),
-            token_hash: token_hash(&token),
-            user_id: user.id.clone(),
-            device_id: device_id.clone(),
-            created_at: now,
-            expires_at,
-        },
-    )
-    .await?;
+    let session = SessionRow {
+        id: new_id(),
+        token_hash: token_hash(&token),
+        user_id: user.id.clone(),
+        device_id: device_id.clone(),
+        created_at: now,
+        expires_at,
+    };
+    let caps = store.settings.caps;
+    // One transaction under the user's row lock: the caps cannot be overrun by concurrent logins,
+    // and a disable committed since the lookup above refuses this one.
+    let user = conn
+        .transaction(move |mut db| {
+            async move {
+                let Some(user) = db::users::lock(&mut db, &session.user_id)
+                    .await?
+                    .filter(|u| u.disabled_at.is_none())
+                else {
+                    return Ok(Err(ServiceError::Unauthorized));
+                };
+                let live = db::sessions::count_live_for_user(&mut db, &user.id, now).await?;
+                if let Err(refused) =
+                    Caps::check(caps.sessions_per_user, live, label::SESSIONS_PER_USER)
+                {
+                    return Ok(Err(refused));
+                }
+                if let Some(row) = &new_device_row
+                    && let Err(refused) =
+                        super::devices::insert_capped(&mut db, row, caps.devices_per_user).await?
+                {
+                    return Ok(Err(refused));
+                }
+                db::sessions::insert(&mut db, &session).await?;
+                Ok(Ok(user))
+            }
+            .boxed()
+        })
+        .await??;
     tracing::info!(user_id = %user.id, device_id = %device_id, new_device, "user logged in");
     Ok(SignedIn {
         response: AuthResponse {

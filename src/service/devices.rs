@@ -1,12 +1,14 @@
 //! Devices and their public keys (encrypted at rest, looked up by keyed hash).
 
+use futures_util::FutureExt;
+
 use super::context::AuthContext;
 use super::validate;
 use super::{Caps, ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
 use crate::db::models::DeviceRow;
 use crate::db::types::Time;
-use crate::db::{self, Db};
+use crate::db::{self, Db, DbResult};
 use crate::limits::label;
 use crate::protocol::rest::{CreateDeviceRequest, Device, DeviceKey, DeviceKeysResponse};
 
@@ -67,22 +69,10 @@ pub async fn find_by_key(
     }
 }
 
-/// Insert a new device (key encrypted, hash filled).
-pub async fn insert_device(
-    store: &Store,
-    db: &mut Db<'_>,
-    user_id: &str,
-    public_key: &str,
-    now: Time,
-) -> ServiceResult<DeviceRow> {
-    let count = db::devices::count_for_user(db, user_id).await?;
-    Caps::check(
-        store.settings.caps.devices_per_user,
-        count,
-        label::DEVICES_PER_USER,
-    )?;
+/// A new device row for `public_key` (key encrypted, hash filled), not yet stored.
+pub fn new_device_row(store: &Store, user_id: &str, public_key: &str, now: Time) -> DeviceRow {
     let id = new_id();
-    let row = DeviceRow {
+    DeviceRow {
         public_key: store
             .cipher()
             .encrypt(Column::DevicesPublicKey, &id, public_key),
@@ -91,9 +81,22 @@ pub async fn insert_device(
         user_id: user_id.to_owned(),
         created_at: now,
         last_seen_at: Some(now),
-    };
-    db::devices::insert(db, &row).await?;
-    Ok(row)
+    }
+}
+
+/// Store `row` unless its user already holds `cap` devices. Runs in a transaction that holds its
+/// user's row lock ([`db::users::lock`]), so two concurrent additions cannot both pass the count.
+pub async fn insert_capped(
+    db: &mut Db<'_>,
+    row: &DeviceRow,
+    cap: usize,
+) -> DbResult<Result<(), ServiceError>> {
+    let count = db::devices::count_for_user(db, &row.user_id).await?;
+    if let Err(refused) = Caps::check(cap, count, label::DEVICES_PER_USER) {
+        return Ok(Err(refused));
+    }
+    db::devices::insert(db, row).await?;
+    Ok(Ok(()))
 }
 
 fn wire(d: &OpenDevice) -> Device {
@@ -125,7 +128,19 @@ pub async fn create(
         let device = open(store, &mut db, row).await?;
         return Ok((wire(&device), false));
     }
-    let row = insert_device(store, &mut db, &ctx.user_id, &public_key, Time::now()).await?;
+    let row = new_device_row(store, &ctx.user_id, &public_key, Time::now());
+    let cap = store.settings.caps.devices_per_user;
+    let stored = row.clone();
+    conn.transaction(move |mut db| {
+        async move {
+            if db::users::lock(&mut db, &stored.user_id).await?.is_none() {
+                return Ok(Err(ServiceError::Unauthorized));
+            }
+            insert_capped(&mut db, &stored, cap).await
+        }
+        .boxed()
+    })
+    .await??;
     tracing::info!(user_id = %ctx.user_id, device_id = %row.id, "device added");
     Ok((wire(&OpenDevice { row, public_key }), true))
 }

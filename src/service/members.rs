@@ -10,10 +10,11 @@ use futures_util::FutureExt;
 
 use super::auth::AuthContext;
 use super::validate::{self, MAX_NAME_ENC};
-use super::{ServiceError, ServiceResult, Store, new_id};
+use super::{Caps, ServiceError, ServiceResult, Store, new_id};
 use crate::db::models::{ChannelRow, MemberRow, channel_kind};
 use crate::db::types::Time;
-use crate::db::{self, Db};
+use crate::db::{self, Db, DbResult};
+use crate::limits::label;
 use crate::protocol::members::{AddMemberRequest, ChannelMember, MembersResponse, role};
 use crate::protocol::rest::Channel;
 
@@ -119,9 +120,13 @@ pub async fn create_private(
         removed_at: None,
     };
     let created = row.clone();
+    let cap = store.settings.caps.channels_per_user;
     let mut conn = store.pool.get().await?;
     conn.transaction(move |mut db| {
         async move {
+            if let Err(refused) = within_channel_cap(&mut db, &member.user_id, cap).await? {
+                return Ok(Err(refused));
+            }
             db::channels::insert(&mut db, &row).await?;
             db::members::upsert(&mut db, &member).await?;
             Ok(Ok::<(), ServiceError>(()))
@@ -131,6 +136,21 @@ pub async fn create_private(
     .await??;
     tracing::info!(channel_id = %created.id, "private channel created");
     Ok(super::channels::wire(created))
+}
+
+/// Whether `user_id` may create one more private or direct channel under `cap`
+/// (`DIALTONE_MAX_CHANNELS_PER_USER`). Takes the user's row lock, so concurrent creations are
+/// counted one after the other; a user gone meanwhile is refused.
+async fn within_channel_cap(
+    db: &mut Db<'_>,
+    user_id: &str,
+    cap: usize,
+) -> DbResult<Result<(), ServiceError>> {
+    if db::users::lock(db, user_id).await?.is_none() {
+        return Ok(Err(ServiceError::Unauthorized));
+    }
+    let count = db::channels::count_created_by(db, user_id).await?;
+    Ok(Caps::check(cap, count, label::CHANNELS_PER_USER))
 }
 
 /// `GET /channels/members`: for the channel's active members (and global admins, who moderate).
@@ -345,9 +365,14 @@ pub async fn open_direct(
         })
         .collect();
     let created = row.clone();
+    let cap = store.settings.caps.channels_per_user;
     let inserted = conn
         .transaction(move |mut db| {
             async move {
+                let creator = row.created_by.as_deref().unwrap_or_default();
+                if let Err(refused) = within_channel_cap(&mut db, creator, cap).await? {
+                    return Ok(Err(refused));
+                }
                 db::channels::insert(&mut db, &row).await?;
                 for m in &members {
                     db::members::upsert(&mut db, m).await?;

@@ -47,11 +47,12 @@ pub struct Settings {
     pub caps: Caps,
 }
 
-/// The caps of `DIALTONE_MAX_{DEVICES,SESSIONS}_PER_USER` and `DIALTONE_MAX_ENVELOPES_PER_REQUEST`.
+/// The caps of `DIALTONE_MAX_{DEVICES,SESSIONS,CHANNELS}_PER_USER` and `DIALTONE_MAX_ENVELOPES_PER_REQUEST`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Caps {
     pub devices_per_user: usize,
     pub sessions_per_user: usize,
+    pub channels_per_user: usize,
     pub envelopes_per_request: usize,
 }
 

@@ -100,12 +100,8 @@ pub async fn upgrade(
     let token = bearer_token(&req)
         .or_else(|| subprotocol_token(&req))
         .ok_or(ServiceError::Unauthorized)?;
-    let auth = state
-        .db
-        .call(Authenticate {
-            token: token.clone(),
-        })
-        .await?;
+    let from = crate::limits::rest::client_addr(&req, &state.limits);
+    let auth = state.authenticate(from, token.clone()).await?;
     // Held by the session until it stops; refused here, before the upgrade, when the user already
     // has DIALTONE_MAX_SOCKETS_PER_USER open.
     let slot = state.limits.acquire_socket(&auth.user_id)?;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -117,11 +118,12 @@ impl DbActor {
                     })
                     .collect();
                 match &self.fanout {
-                    // do_send: committed messages are never dropped; the volume in flight is bounded
-                    // upstream by DIALTONE_DB_MAX_PENDING.
+                    // do_send: committed messages are never dropped; the volume in flight is
+                    // bounded by DIALTONE_DB_MAX_PENDING, which counts them until delivered.
                     Some((hub, meter)) => {
                         meter.queued();
-                        hub.do_send(CommittedBatch(batch));
+                        let ticket = self.in_fanout.ticket(batch.len());
+                        hub.do_send(CommittedBatch(batch, ticket));
                     }
                     None => tracing::error!("group commit finished with no fan-out attached"),
                 }
@@ -295,17 +297,54 @@ pub struct CommittedMessage {
     pub origin: Option<SessionHandle>,
 }
 
-/// A committed batch, in commit order, for fan-out.
+/// A committed batch, in commit order, for fan-out, with its ticket: the batch counts against
+/// `DIALTONE_DB_MAX_PENDING` until the fan-out is done with it.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CommittedBatch(pub Vec<CommittedMessage>);
+pub struct CommittedBatch(pub Vec<CommittedMessage>, pub Arc<FanoutTicket>);
+
+/// How many committed messages are still on their way through the fan-out (the hub's and the
+/// channel actors' mailboxes): admission counts them with the messages waiting for a commit, so
+/// a fan-out that falls behind makes new sends wait (`rate_limited`) instead of letting committed
+/// batches pile up in mailboxes without a bound.
+#[derive(Debug, Clone, Default)]
+pub struct FanoutGauge(Arc<AtomicUsize>);
+
+impl FanoutGauge {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `n` messages leave for the fan-out; they count until the ticket's last holder drops it.
+    pub fn ticket(&self, n: usize) -> Arc<FanoutTicket> {
+        self.0.fetch_add(n, Ordering::Relaxed);
+        Arc::new(FanoutTicket {
+            gauge: self.clone(),
+            n,
+        })
+    }
+}
+
+/// `n` committed messages in the fan-out; every part of the batch (a channel actor's share)
+/// holds a clone, and the count goes down when the last part has been delivered.
+#[derive(Debug)]
+pub struct FanoutTicket {
+    gauge: FanoutGauge,
+    n: usize,
+}
+
+impl Drop for FanoutTicket {
+    fn drop(&mut self) {
+        self.gauge.0.fetch_sub(self.n, Ordering::Relaxed);
+    }
+}
 
 impl Handler<PersistChannelMessage> for DbActor {
     type Result = ();
 
     fn handle(&mut self, msg: PersistChannelMessage, ctx: &mut Context<Self>) {
         self.mailbox.handled();
-        if self.pending() >= self.config.max_pending {
+        if self.pending() + self.in_fanout.get() >= self.config.max_pending {
             self.metrics.messages_rejected.inc();
             // do_send: one refusal per send the socket made, and a socket's sends are bounded by
             // its own and its user's budgets before they reach this mailbox.

@@ -49,7 +49,9 @@ use crate::db::types::Time;
 use crate::metrics::{MailboxMeter, Metrics};
 use crate::service::{ServiceError, ServiceResult, Store};
 
-pub use commit::{CommittedBatch, CommittedMessage, PersistChannelMessage};
+pub use commit::{
+    CommittedBatch, CommittedMessage, FanoutGauge, FanoutTicket, PersistChannelMessage,
+};
 use lanes::Lane;
 pub use lanes::commit_lane;
 use ops::Request;
@@ -80,6 +82,8 @@ pub struct DbActor {
     lanes: Vec<Lane>,
     last_sent_at: DateTime<Utc>,
     fanout: Option<(Recipient<CommittedBatch>, MailboxMeter)>,
+    /// Committed messages not yet delivered (counted with `pending` against `max_pending`).
+    in_fanout: FanoutGauge,
     drain_waiters: Vec<oneshot::Sender<()>>,
     /// A wake-up is set for lanes held back from overlapping (see `lanes`).
     overlap_wake: bool,
@@ -114,6 +118,7 @@ impl DbActor {
                 lanes,
                 last_sent_at: DateTime::<Utc>::MIN_UTC,
                 fanout: None,
+                in_fanout: FanoutGauge::default(),
                 drain_waiters: Vec::new(),
                 overlap_wake: false,
             }

@@ -19,7 +19,8 @@ impl Handler<CommittedBatch> for Hub {
         self.mailbox.handled();
         // Group by channel, keeping commit order within each.
         let mut by_channel: Vec<(String, Vec<CommittedMessage>)> = Vec::new();
-        for m in msg.0 {
+        let CommittedBatch(batch, ticket) = msg;
+        for m in batch {
             match by_channel
                 .iter_mut()
                 .find(|(id, _)| *id == m.row.channel_id)
@@ -36,7 +37,7 @@ impl Handler<CommittedBatch> for Hub {
             match self.channels.get(&channel_id) {
                 Some(Some(addr)) => {
                     let addr = addr.clone();
-                    self.send_channel(&addr, Publish(messages));
+                    self.send_channel(&addr, Publish(messages, Some(ticket.clone())));
                 }
                 // No actor means no subscribers: only the senders need their echo.
                 _ => {

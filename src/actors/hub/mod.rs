@@ -255,11 +255,10 @@ impl Hub {
         }
     }
 
-    /// Offer one event to every session (serialized once).
     /// One event to every session: serialized once, one message per delivery shard.
     fn tell_everyone(&mut self, event: &Event) {
         let frames: Frames = Arc::from(vec![frame(event)]);
-        self.everyone.deliver(&frames);
+        self.everyone.deliver(&frames, None);
     }
 
     fn close_where(&self, code: u16, reason: &'static str, pred: impl Fn(&SessionEntry) -> bool) {

@@ -332,3 +332,112 @@ async fn devices_sessions_and_envelopes_per_request_and_per_broadcast_are_capped
     assert_eq!(m.counter(&limited("sessions_per_user")), 1);
     assert_eq!(m.counter(&limited("envelopes_per_request")), 1);
 }
+
+#[tokio::test]
+async fn concurrent_device_additions_and_logins_cannot_overrun_the_caps() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_MAX_DEVICES_PER_USER", "3")
+            .set("DIALTONE_MAX_SESSIONS_PER_USER", "6")
+            .set("DIALTONE_LIMIT_DEVICES", "1000/min")
+            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT", "1000/min")
+            .set("DIALTONE_LIMIT_LOGIN_IP", "1000/min")
+            .set("DIALTONE_PASSWORD_QUEUE", "64");
+    })
+    .await;
+    let alice = server.user("alice").await; // device 1, session 1
+    let additions = (0..12).map(|_| {
+        let key = dialtone::crypto::e2e::DeviceKeypair::generate().public_key_b64();
+        let rest = alice.rest.clone();
+        let user_id = alice.id().to_owned();
+        async move { rest.add_device(&user_id, &key).await.is_ok() }
+    });
+    let added = futures_util::future::join_all(additions)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(added, 2, "two more devices fit under the cap of 3");
+    let devices = format!(
+        "SELECT count(*) AS v FROM devices WHERE user_id = '{}'",
+        alice.id()
+    );
+    assert_eq!(server.db.count(&devices).await, 3);
+
+    // Known-device logins race for the 5 sessions left.
+    let again = LoginRequest {
+        public_key: alice.keys.public_key_b64(),
+        ..login_body("alice", &password("alice"))
+    };
+    let logins = (0..10).map(|_| login_from(&server, None, &again));
+    let statuses: Vec<u16> = futures_util::future::join_all(logins)
+        .await
+        .into_iter()
+        .map(|got| got.0)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let sessions = format!(
+        "SELECT count(*) AS v FROM sessions WHERE user_id = '{}'",
+        alice.id()
+    );
+    assert_eq!(server.db.count(&sessions).await, 6);
+}
+
+#[tokio::test]
+async fn private_and_direct_channels_are_capped_per_creator() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_MAX_CHANNELS_PER_USER", "2");
+    })
+    .await;
+    let admin = server.user("admin").await; // the first user: an admin
+    let bob = server.user("bob").await;
+    let carol = server.user("carol").await;
+    bob.rest.create_channel_of("Y2hhbg==", true).await.unwrap();
+    bob.rest.open_direct(carol.id(), "ZG0=").await.unwrap();
+    let over =
+        |path: &str, body: serde_json::Value| bob.rest.request(Method::POST, path).json(&body);
+    assert_limited(
+        &send(over(
+            "/channels",
+            serde_json::json!({"name_enc": "Y2hhbg==", "private": true}),
+        ))
+        .await,
+        "channels_per_user",
+    );
+    assert_limited(
+        &send(over(
+            "/channels/direct",
+            serde_json::json!({"user_id": admin.id(), "name_enc": "ZG0="}),
+        ))
+        .await,
+        "channels_per_user",
+    );
+    // An existing direct channel is found, not created; others' caps and public channels are
+    // untouched, and being a member of bob's channels costs carol nothing.
+    bob.rest.open_direct(carol.id(), "ZG0=").await.unwrap();
+    carol
+        .rest
+        .create_channel_of("Y2hhbg==", true)
+        .await
+        .unwrap();
+    carol.rest.open_direct(admin.id(), "ZG0=").await.unwrap();
+    admin.rest.create_channel("Y2hhbg==").await.unwrap();
+    let created = format!(
+        "SELECT count(*) AS v FROM channels WHERE created_by = '{}'",
+        bob.id()
+    );
+    assert_eq!(server.db.count(&created).await, 2);
+    assert_eq!(
+        Scrape::of(&server)
+            .await
+            .counter(&limited("channels_per_user")),
+        2
+    );
+}

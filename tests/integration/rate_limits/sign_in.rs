@@ -1,7 +1,11 @@
 //! Limits on signing in: login and registration per address and per account, WebSocket
-//! upgrades per address, and `X-Forwarded-For` from trusted proxies only.
+//! upgrades per address, refused credentials per address, and `X-Forwarded-For` from trusted
+//! proxies only.
 
-use dialtone::client::WsClient;
+use std::net::IpAddr;
+
+use dialtone::client::{RestClient, WsClient};
+use reqwest::Method;
 
 use crate::support::*;
 
@@ -169,5 +173,62 @@ async fn websocket_upgrades_per_address() {
     assert_eq!(
         Scrape::of(&server).await.counter(&limited("ws_upgrade_ip")),
         1
+    );
+}
+
+#[tokio::test]
+async fn an_address_presenting_junk_credentials_is_refused_unchecked_and_others_are_not() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_AUTH_FAILURES_IP", "3/hour");
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let (bad, other) = (IpAddr::from([127, 0, 0, 7]), IpAddr::from([127, 0, 0, 8]));
+    let from = |ip: IpAddr| RestClient::from_address(&server.base_url, &server.trust(), Some(ip));
+    let junk = |ip| {
+        from(ip)
+            .unwrap()
+            .with_token("not-a-session-token")
+            .request(Method::GET, "/channels")
+    };
+    let wrong_admin = |ip| {
+        from(ip)
+            .unwrap()
+            .request(Method::GET, "/admin/users")
+            .header("x-admin-token", "not-the-admin-token")
+    };
+    // Three refused credentials (bearer or admin token) spend the address's bucket; the fourth
+    // is still looked up (and refused as wrong), and exceeds it...
+    for req in [junk(bad), wrong_admin(bad), junk(bad), junk(bad)] {
+        let got = send(req).await;
+        assert_eq!(got.0, 401, "{:?}", got.2);
+    }
+    // ...then its credentials are refused without being looked up, good ones included, on REST,
+    // admin and upgrades alike.
+    assert_limited(&send(junk(bad)).await, "auth_failures_ip");
+    assert_limited(&send(wrong_admin(bad)).await, "auth_failures_ip");
+    let good = from(bad)
+        .unwrap()
+        .with_token(alice.token())
+        .request(Method::GET, "/channels");
+    assert_limited(&send(good).await, "auth_failures_ip");
+    let mut upgrade = server.ws_options(alice.token());
+    upgrade.local_addr = Some(bad);
+    assert_error(
+        WsClient::connect(&upgrade).await.map(|_| ()),
+        429,
+        "rate_limited",
+    );
+    // Another address is untouched.
+    let got = send(junk(other)).await;
+    assert_eq!(got.0, 401, "{:?}", got.2);
+    alice.rest.channels().await.expect("GET /channels");
+    let mut ws = server.ws(&alice).await;
+    ws_ready(&mut ws).await;
+    assert_eq!(
+        Scrape::of(&server)
+            .await
+            .counter(&limited("auth_failures_ip")),
+        4
     );
 }

@@ -386,7 +386,7 @@ impl Hub {
         match self.channels.get(channel_id) {
             Some(Some(addr)) => {
                 let addr = addr.clone();
-                self.send_channel(&addr, crate::actors::channel::Publish(ready));
+                self.send_channel(&addr, crate::actors::channel::Publish(ready, None));
             }
             _ => {
                 for m in ready {

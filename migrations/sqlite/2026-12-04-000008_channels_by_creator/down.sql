@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS channels_created_by;
