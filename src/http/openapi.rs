@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
 use serde::Serialize;
+use utoipa::openapi::RefOr;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -92,7 +93,7 @@ pub enum UserAction {
         crate::ws::upgrade,
     ),
     components(schemas(ClientFrame, Event, MailboxStats, UserAction, crate::ws::SubscribeMode)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CredentialLimit),
     tags(
         (name = "health", description = "Liveness, readiness, metrics and this document"),
         (name = "auth", description = "Registration and sessions"),
@@ -132,6 +133,39 @@ impl Modify for SecuritySchemes {
                  endpoints accept it or the bearer session of an admin user.",
             ))),
         );
+    }
+}
+
+/// Every operation that can answer 401 can also answer 429 `auth_failures_ip` (the address
+/// presented too many refused credentials, README "Rate limits"): added here, not by hand, so no
+/// authenticated endpoint can leave it out.
+struct CredentialLimit;
+
+impl Modify for CredentialLimit {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        const ADDED: &str = "`rate_limited`: too many requests, or (`auth_failures_ip`) this address \
+                             presented too many refused credentials and its credentials are \
+                             refused unchecked; retry after `Retry-After` seconds";
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                let Some(RefOr::T(unauthorized)) = responses.get("401") else {
+                    continue;
+                };
+                let mut limited = unauthorized.clone();
+                limited.description = ADDED.to_owned();
+                responses
+                    .entry("429".to_owned())
+                    .or_insert(RefOr::T(limited));
+            }
+        }
     }
 }
 

@@ -127,6 +127,11 @@ async fn document_describes_every_registered_route() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().expect("responses");
             assert!(!responses.is_empty(), "{method} {path}: no responses");
+            // Refused credentials count per address (`auth_failures_ip`): whatever can say 401
+            // can also say 429.
+            if responses.contains_key("401") {
+                assert!(responses.contains_key("429"), "{method} {path}: no 429");
+            }
             for (status, response) in responses {
                 if status.starts_with('4') || status.starts_with('5') {
                     assert_eq!(
