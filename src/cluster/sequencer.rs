@@ -8,9 +8,17 @@
 //! Bound: `held` only grows while a gap is open. Seqs have no gaps within a channel, so a gap
 //! closes as soon as a read sees the missing seqs (one hold plus one read, more while the
 //! database is down); a deleted channel's state, held messages included, is dropped with it.
+//! While the gap stays open (this node cannot read the database, the others can still commit),
+//! at most [`MAX_HELD_PER_CHANNEL`] messages are held per channel. Overflow policy: the highest
+//! seq is let go (handed back as `evicted`); `head` still counts it, so the fill reads it from
+//! the database in order when the gap closes. Nothing is lost, only held in the database
+//! instead of in memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+
+/// Messages held ahead of one channel's gap, at most.
+pub const MAX_HELD_PER_CHANNEL: usize = 10_000;
 
 struct Stream<T> {
     delivered: i64,
@@ -65,6 +73,9 @@ pub struct Offered<T> {
     pub ready: Vec<T>,
     /// The message itself, handed back: it had already been delivered or is already held.
     pub duplicate: Option<T>,
+    /// A held message let go to keep the channel within [`MAX_HELD_PER_CHANNEL`] (the highest
+    /// seq, maybe this one): the fill will read it from the database.
+    pub evicted: Option<T>,
 }
 
 /// A gap to fill: read the channel's messages after `after_seq`.
@@ -113,20 +124,26 @@ impl<T> Sequencer<T> {
             return Offered {
                 ready,
                 duplicate: Some(item),
+                evicted: None,
             };
         }
         s.head = s.head.max(seq);
+        let mut evicted = None;
         if seq == s.delivered + 1 {
             ready.push(item);
             s.delivered = seq;
             s.drain(&mut ready);
         } else {
             s.held.insert(seq, item);
+            if s.held.len() > MAX_HELD_PER_CHANNEL {
+                evicted = s.held.pop_last().map(|(_, item)| item);
+            }
         }
         s.settle(now);
         Offered {
             ready,
             duplicate: None,
+            evicted,
         }
     }
 
@@ -179,7 +196,8 @@ impl<T> Sequencer<T> {
                 s.held.remove(&seq);
                 ready.push(item);
                 s.delivered = seq;
-            } else if seq > s.delivered + 1 {
+            } else if seq > s.delivered + 1 && s.held.len() < MAX_HELD_PER_CHANNEL {
+                // Beyond the bound a row is simply not kept: the next fill reads it again.
                 s.held.entry(seq).or_insert(item);
             }
             s.drain(&mut ready);
@@ -279,6 +297,34 @@ mod tests {
             s.due(t + HOLD, HOLD).is_empty(),
             "caught up: nothing to fill"
         );
+    }
+
+    #[test]
+    fn a_full_hold_lets_the_highest_seq_go_and_the_fill_reads_it_in_order() {
+        let t = Instant::now();
+        let mut s: Sequencer<i64> = Sequencer::new([("c".to_owned(), 0)]);
+        let last = MAX_HELD_PER_CHANNEL as i64 + 2;
+        // Seq 1 is missing; 2..=last arrive: one more than the hold keeps.
+        let mut evicted = Vec::new();
+        for seq in 2..=last {
+            let o = s.offer("c", seq, seq, t);
+            assert!(o.ready.is_empty() && o.duplicate.is_none());
+            evicted.extend(o.evicted);
+        }
+        assert_eq!(evicted, vec![last], "the newest is let go");
+        assert_eq!(s.held(), MAX_HELD_PER_CHANNEL);
+        // It is still known to exist: the fill reads from the gap on and delivers everything,
+        // the evicted seq included, once and in order.
+        let due = s.due(t + HOLD, HOLD);
+        assert_eq!(due[0].after_seq, 0);
+        let out = s.filled("c", (1..=last).map(|q| (q, -q)).collect(), true, t + HOLD);
+        let expected: Vec<i64> = std::iter::once(-1)
+            .chain(2..last)
+            .chain(std::iter::once(-last))
+            .collect();
+        assert_eq!(out, expected);
+        assert_eq!(s.delivered("c"), last);
+        assert_eq!(s.held(), 0);
     }
 
     #[test]

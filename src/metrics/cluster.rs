@@ -16,6 +16,7 @@ pub struct ClusterMetrics {
     pub repairs: Counter,
     pub duplicates_dropped: Counter,
     pub held: Gauge,
+    pub held_evicted: Counter,
     pub peers: Gauge,
     pub connected: Gauge,
     pub reconnects: Counter,
@@ -70,6 +71,11 @@ impl ClusterMetrics {
             "held_messages",
             "Channel messages waiting behind a seq gap",
             self.held.clone(),
+        );
+        r.register(
+            "held_evicted",
+            "Messages let go from a full gap hold (MAX_HELD_PER_CHANNEL); the gap fill reads them",
+            self.held_evicted.clone(),
         );
         r.register(
             "peers",

@@ -20,6 +20,7 @@
 //! `inbound` what the node makes of bus messages, connection changes and presence heartbeats;
 //! `repair` the gap fills, the periodic repair and the session re-check.
 
+mod chunks;
 mod inbound;
 mod repair;
 
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use self::chunks::payload_chunks;
 use super::{Hub, Notice};
 use crate::actors::db::{CommittedMessage, DbHandle};
 use crate::actors::message_frame;
@@ -188,29 +190,6 @@ fn unix_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// One channel's committed rows in bus-sized parts, in order (a body is at most 16 KiB, and a
-/// group commit may hold hundreds of one channel's messages).
-fn payload_chunks(messages: &[CommittedMessage]) -> Vec<Vec<MessageRow>> {
-    // JSON field names, ids, timestamps and escaping, generously.
-    const ROW_OVERHEAD: usize = 512;
-    let mut chunks = Vec::new();
-    let mut chunk: Vec<MessageRow> = Vec::new();
-    let mut size = 0;
-    for m in messages {
-        let row = m.row.body.len() + m.row.sender_name_enc.len() + ROW_OVERHEAD;
-        if !chunk.is_empty() && size + row > MAX_BUS_PAYLOAD - 4096 {
-            chunks.push(std::mem::take(&mut chunk));
-            size = 0;
-        }
-        size += row;
-        chunk.push(m.row.clone());
-    }
-    if !chunk.is_empty() {
-        chunks.push(chunk);
-    }
-    chunks
-}
-
 impl Hub {
     /// Publish one event; a full or closed bus loses it for the peers (counted; repair heals it).
     fn publish(&self, tail: &str, event: PeerEvent) {
@@ -361,10 +340,16 @@ impl Hub {
                 self.metrics.cluster.duplicates_dropped.inc();
                 duplicates.push(dup);
             }
+            // Let go from a full hold: the gap fill delivers it to the subscribers later, so
+            // only an unsubscribed sender needs its echo now, like a duplicate's.
+            if let Some(evicted) = offered.evicted {
+                self.metrics.cluster.held_evicted.inc();
+                duplicates.push(evicted);
+            }
             ready.extend(offered.ready);
         }
-        // A local message a gap fill already delivered (to subscribers) still owes its sender
-        // the echo when the sender is not subscribed.
+        // A local message a gap fill already delivered (or will deliver) to subscribers still
+        // owes its sender the echo when the sender is not subscribed.
         for dup in duplicates {
             if let Some(origin) = &dup.origin {
                 let subscribed = self
