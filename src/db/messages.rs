@@ -124,6 +124,15 @@ impl QueryFragment<Pg> for InsertUnnest<'_> {
     }
 }
 
+/// Those of the messages `ids` that are stored.
+pub async fn by_ids(db: &mut Db<'_>, ids: &[&str]) -> DbResult<Vec<MessageRow>> {
+    Ok(dispatch!(db, |c| m::table
+        .filter(m::id.eq_any(ids))
+        .select(MessageRow::as_select())
+        .load(c)
+        .await)?)
+}
+
 /// The stored messages of any of `sender_ids` with any of `client_message_ids` (a superset of the
 /// pairs asked for: the caller matches exact pairs).
 pub async fn by_client_ids(

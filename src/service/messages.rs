@@ -80,6 +80,50 @@ pub async fn commit_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult
     )))
 }
 
+/// What a group commit of unknown outcome turned out to have done.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Stored (as the database has them, seq included), in seq order.
+    pub stored: Vec<MessageRow>,
+    /// Not stored.
+    pub absent: Vec<MessageRow>,
+}
+
+/// Settle a group commit that failed without the database saying no: its connection broke or
+/// it took too long, maybe after `COMMIT` had been sent, so it may have committed. That
+/// transaction holds its channels' counter locks until it has committed or rolled back, and on
+/// PostgreSQL its backend finishes even after its client went away; taking the same locks is the
+/// fence, and the read behind it sees the final outcome.
+pub async fn resolve_batch(store: &Store, rows: Vec<MessageRow>) -> ServiceResult<Resolved> {
+    let mut conn = store.pool.get().await?;
+    let channel_ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.channel_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut stored = conn
+        .transaction(move |mut db| {
+            async move {
+                let channels: Vec<&str> = channel_ids.iter().map(String::as_str).collect();
+                db::channels::lock_counters(&mut db, &channels).await?;
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let stored = db::messages::by_ids(&mut db, &ids).await?;
+                Ok(Ok::<_, ServiceError>(stored))
+            }
+            .boxed()
+        })
+        .await??;
+    stored.sort_by_key(|r| r.seq);
+    let found: HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
+    let absent = rows
+        .into_iter()
+        .filter(|r| !found.contains(r.id.as_str()))
+        .collect();
+    Ok(Resolved { stored, absent })
+}
+
 /// Why an attempt rolled back without a database error.
 enum Retry {
     /// The insert skipped rows (resends): try again, with the rows handed back in batch order.

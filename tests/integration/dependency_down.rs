@@ -301,3 +301,76 @@ async fn a_database_restart_under_load_loses_no_acknowledged_message() {
     );
     server.stop().await.unwrap();
 }
+
+/// The network fails between a group commit's `COMMIT` and its answer: the message is stored,
+/// but the server never hears so. It must not tell the sender "not saved" (a lie) nor leave the
+/// other subscribers without it: it settles the outcome behind the channel's counter lock, then
+/// acknowledges and fans the message out like any other.
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_settled_acknowledged_and_delivered() {
+    let Some((mut server, proxy)) = proxied_server_with(|s| {
+        s.set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "1000");
+    })
+    .await
+    else {
+        return;
+    };
+    server.expect_error("group commit failed");
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let channel = alice.rest.create_channel("Yg==").await.unwrap();
+    let mut a = server.ws(&alice).await;
+    let mut b = server.ws(&bob).await;
+    ws_ready(&mut a).await;
+    ws_ready(&mut b).await;
+
+    proxy.lose_next_commit_reply();
+    a.send(&ClientFrame::channel_message(
+        &channel.id,
+        "bG9zdA==",
+        "bmFtZQ==",
+        Some("lost-reply".into()),
+    ))
+    .await
+    .unwrap();
+    let echo = a
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, HUNG)
+        .await
+        .unwrap();
+    assert!(
+        proxy.commit_reply_lost(),
+        "the trap fired on the group commit"
+    );
+    assert_eq!(echo.client_message_id.as_deref(), Some("lost-reply"));
+    let seen = b
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, HUNG)
+        .await
+        .unwrap();
+    assert_eq!(seen.message_id, echo.message_id);
+    assert_eq!(seen.seq, Some(1));
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM channel_messages")
+            .await,
+        1
+    );
+
+    // The lane goes on: the next message commits and is numbered after it.
+    a.send(&ClientFrame::channel_message(
+        &channel.id,
+        "bmV4dA==",
+        "bmFtZQ==",
+        Some("next".into()),
+    ))
+    .await
+    .unwrap();
+    let next = b
+        .expect_event(event_type::CHANNEL_MESSAGE_NEW, HUNG)
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.client_message_id.as_deref(), next.seq),
+        (Some("next"), Some(2))
+    );
+}

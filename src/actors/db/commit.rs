@@ -71,11 +71,21 @@ impl DbActor {
         started: Instant,
     ) {
         match result {
-            Ok(Isolated { committed, refused }) => {
+            Ok(Isolated {
+                committed,
+                refused,
+                unknown,
+            }) => {
                 for row in refused {
                     if let Some(origin) = origins.remove(&row.id) {
                         self.metrics.messages_rejected.inc();
                         origin.reject(error_code::SERVER_ERROR, "message not saved; please retry");
+                    }
+                }
+                for row in unknown {
+                    if let Some(origin) = origins.remove(&row.id) {
+                        self.metrics.messages_rejected.inc();
+                        origin.reject(error_code::SERVER_ERROR, OUTCOME_UNKNOWN);
                     }
                 }
                 let n = committed.rows.len();
@@ -139,11 +149,18 @@ impl DbActor {
     }
 }
 
-/// A group commit's outcome once a refused batch has been split up.
+/// What a sender whose message's commit outcome could not be settled is told: it may be stored,
+/// and a resend with the same `client_message_id` is answered with the original if it is.
+const OUTCOME_UNKNOWN: &str = "the database did not answer; the message may be saved: resend it with the same client_message_id";
+
+/// A group commit's outcome once a refused batch has been split up, or an unanswered one settled.
 struct Isolated {
     committed: messages::Committed,
-    /// Rows the database refused on their own (each was retried alone).
+    /// Rows the database refused on their own (each was retried alone), or that a failed commit
+    /// turned out not to have stored.
     refused: Vec<MessageRow>,
+    /// Rows of a failed commit whose outcome could not be settled in time.
+    unknown: Vec<MessageRow>,
 }
 
 /// Commit `rows` as one batch. When the database refuses the batch (a constraint, a value it cannot
@@ -174,24 +191,33 @@ async fn commit_isolating(
             }
         }
     };
-    // Kept only to split the batch if it is refused; SQLite's insert copies the rows anyway.
-    let retry = (rows.len() > 1).then(|| rows.clone());
+    // Kept to split the batch if it is refused, or to settle a failure that had no answer.
+    let retry = rows.clone();
     let err = match bounded(rows).await {
         Ok(committed) => {
             return Ok(Isolated {
                 committed,
                 refused: Vec::new(),
+                unknown: Vec::new(),
             });
         }
         Err(e) => e,
     };
-    let Some(rows) = retry.filter(|_| is_refusal(&err)) else {
+    if !is_refusal(&err) {
+        return match limit {
+            Some(limit) => Ok(settle(&store, retry, limit, &err).await),
+            None => Err(err),
+        };
+    }
+    if retry.len() < 2 {
         return Err(err);
-    };
+    }
+    let rows = retry;
     tracing::warn!(error = %err, batch = rows.len(), "group commit refused; committing its rows one by one");
     let mut out = Isolated {
         committed: messages::Committed::default(),
         refused: Vec::new(),
+        unknown: Vec::new(),
     };
     let mut reachable = true;
     for row in rows {
@@ -219,6 +245,59 @@ async fn commit_isolating(
         }
     }
     Ok(out)
+}
+
+/// A batch whose commit failed without the database refusing it (PostgreSQL): the connection broke
+/// or the commit outlived `limit`, maybe after `COMMIT` was sent, so it may be stored. Telling its
+/// senders "not saved" could be false, and what did commit would never be fanned out; so the
+/// outcome is settled first ([`messages::resolve_batch`], within `limit` again): what is stored is
+/// acknowledged and fanned out, in order (this lane waits), and what is not is refused. Only if
+/// the database still does not answer are the senders told the outcome is unknown.
+async fn settle(
+    store: &Arc<Store>,
+    rows: Vec<MessageRow>,
+    limit: Duration,
+    err: &ServiceError,
+) -> Isolated {
+    tracing::error!(error = %err, batch = rows.len(), "group commit failed without an answer; settling its outcome");
+    let ids: Vec<MessageRow> = rows.clone();
+    match tokio::time::timeout(limit, messages::resolve_batch(store, rows)).await {
+        Ok(Ok(resolved)) => {
+            if !resolved.stored.is_empty() {
+                tracing::warn!(
+                    stored = resolved.stored.len(),
+                    absent = resolved.absent.len(),
+                    "the failed group commit had committed; acknowledging it"
+                );
+            }
+            Isolated {
+                committed: messages::Committed {
+                    rows: resolved.stored,
+                    ..Default::default()
+                },
+                refused: resolved.absent,
+                unknown: Vec::new(),
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "group commit failed and its outcome is unknown; senders told to resend");
+            unsettled(ids)
+        }
+        Err(_) => {
+            tracing::error!(
+                "group commit failed and its outcome is unknown (no answer); senders told to resend"
+            );
+            unsettled(ids)
+        }
+    }
+}
+
+fn unsettled(rows: Vec<MessageRow>) -> Isolated {
+    Isolated {
+        committed: messages::Committed::default(),
+        refused: Vec::new(),
+        unknown: rows,
+    }
 }
 
 pub(super) fn abandoned(limit: Duration) -> ServiceError {

@@ -10,6 +10,10 @@
 //!   forwarded (both ends stay open): the dependency stopped answering without a reset, so the
 //!   peer hangs until its own timeouts fire.
 //!
+//! [`Proxy::lose_next_commit_reply`] arms a one-shot trap: the first connection to send `COMMIT`
+//! afterwards has it forwarded, and then gets nothing back (its transaction commits, but the
+//! client never hears so), as when a network fails between a commit and its answer.
+//!
 //! Leaving `Blackhole` cuts the connections it held (their streams lost bytes mid-way and cannot
 //! be resumed); leaving `Refuse` affects only new connections. The proxy runs on its own thread
 //! and runtime, so it keeps working while the test's runtime is blocked (e.g. joining a server
@@ -18,9 +22,10 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -45,6 +50,7 @@ pub struct Proxy {
     addr: SocketAddr,
     state: watch::Sender<State>,
     accepted: Arc<AtomicUsize>,
+    commit_trap: Arc<AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -64,6 +70,8 @@ impl Proxy {
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
+        let commit_trap = Arc::new(AtomicBool::new(false));
+        let trap = commit_trap.clone();
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
             .spawn(move || {
@@ -74,7 +82,7 @@ impl Proxy {
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener).expect("proxy listener");
                     tokio::select! {
-                        () = accept_loop(listener, target, state_rx, counter) => {}
+                        () = accept_loop(listener, target, state_rx, counter, trap) => {}
                         _ = stop_rx => {}
                     }
                 });
@@ -85,6 +93,7 @@ impl Proxy {
             addr,
             state,
             accepted,
+            commit_trap,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -117,6 +126,17 @@ impl Proxy {
         });
     }
 
+    /// Arm the one-shot trap (see the module doc): the next `COMMIT` goes through, its reply
+    /// and everything after it on that connection do not.
+    pub fn lose_next_commit_reply(&self) {
+        self.commit_trap.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the trap has fired since it was armed.
+    pub fn commit_reply_lost(&self) -> bool {
+        !self.commit_trap.load(Ordering::SeqCst)
+    }
+
     pub fn mode(&self) -> ProxyMode {
         self.state.borrow().mode
     }
@@ -143,6 +163,7 @@ async fn accept_loop(
     target: SocketAddr,
     state: watch::Receiver<State>,
     accepted: Arc<AtomicUsize>,
+    trap: Arc<AtomicBool>,
 ) {
     loop {
         let client = match listener.accept().await {
@@ -156,13 +177,18 @@ async fn accept_loop(
         accepted.fetch_add(1, Ordering::SeqCst);
         // Dropped right away in `Refuse`: the peer sees its connection closed.
         if state.borrow().mode != ProxyMode::Refuse {
-            tokio::spawn(connection(client, target, state.clone()));
+            tokio::spawn(connection(client, target, state.clone(), trap.clone()));
         }
     }
 }
 
 /// One proxied connection, for as long as the mode lets it live.
-async fn connection(mut client: TcpStream, target: SocketAddr, mut state: watch::Receiver<State>) {
+async fn connection(
+    mut client: TcpStream,
+    target: SocketAddr,
+    mut state: watch::Receiver<State>,
+    trap: Arc<AtomicBool>,
+) {
     let State { mode, epoch } = *state.borrow_and_update();
     if mode == ProxyMode::Blackhole {
         return hold(&mut state, epoch).await;
@@ -171,7 +197,7 @@ async fn connection(mut client: TcpStream, target: SocketAddr, mut state: watch:
         return;
     };
     let blackholed = {
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        let copy = pump(&mut client, &mut upstream, &trap);
         tokio::pin!(copy);
         loop {
             tokio::select! {
@@ -195,6 +221,41 @@ async fn connection(mut client: TcpStream, target: SocketAddr, mut state: watch:
         // Both sockets stay open and nothing moves: the peers wait on each other.
         hold(&mut state, epoch).await;
     }
+}
+
+/// Copy both ways until both ends are done, as `copy_bidirectional`, except that once this
+/// connection has sent the `COMMIT` an armed trap was waiting for, nothing comes back.
+async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, trap: &AtomicBool) {
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_upstream, mut to_upstream) = upstream.split();
+    let swallow = AtomicBool::new(false);
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_client.read(&mut buf).await?;
+            if n == 0 {
+                return to_upstream.shutdown().await;
+            }
+            let chunk = &buf[..n];
+            if chunk.windows(6).any(|w| w == b"COMMIT") && trap.swap(false, Ordering::SeqCst) {
+                swallow.store(true, Ordering::SeqCst);
+            }
+            to_upstream.write_all(chunk).await?;
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_upstream.read(&mut buf).await?;
+            if n == 0 {
+                return to_client.shutdown().await;
+            }
+            if !swallow.load(Ordering::SeqCst) {
+                to_client.write_all(&buf[..n]).await?;
+            }
+        }
+    };
+    let _: std::io::Result<((), ())> = tokio::try_join!(up, down);
 }
 
 /// Wait until open connections must end (or the proxy stops).
