@@ -47,6 +47,9 @@ pub struct LimitsConfig {
     pub profiles: Option<Rate>,
     /// `POST /channels/keys` and `POST /directory/keys` per user.
     pub envelopes: Option<Rate>,
+    /// Reads whose cost grows with the deployment (channel, member, key, device, device-list and
+    /// profile listings) per user.
+    pub reads: Option<Rate>,
     /// Open WebSockets per user (0 = no cap).
     pub sockets_per_user: usize,
     /// Devices per user (0 = no cap).
@@ -80,6 +83,7 @@ impl LimitsConfig {
             devices: rate(env, "DIALTONE_LIMIT_DEVICES", "60/hour")?,
             profiles: rate(env, "DIALTONE_LIMIT_PROFILES", "120/min")?,
             envelopes: rate(env, "DIALTONE_LIMIT_ENVELOPES", "600/min")?,
+            reads: rate(env, "DIALTONE_LIMIT_READS", "3000/min")?,
             sockets_per_user: env.num("DIALTONE_MAX_SOCKETS_PER_USER", 100, 0, 10_000_000)?,
             devices_per_user: env.num("DIALTONE_MAX_DEVICES_PER_USER", 100, 0, 1_000_000)?,
             sessions_per_user: env.num("DIALTONE_MAX_SESSIONS_PER_USER", 1000, 0, 10_000_000)?,

@@ -9,7 +9,7 @@ use super::extract::{Auth, Json};
 use crate::actors::db::{CreateChannel, DeleteChannel, History, ListChannels, RenameChannel};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
-use crate::limits::rest::{History as HistoryLimit, NewChannel, Throttled};
+use crate::limits::rest::{History as HistoryLimit, NewChannel, Reads, Throttled};
 use crate::protocol::rest::{
     ChannelResponse, ChannelsResponse, CreateChannelRequest, ErrorBody, MessagesResponse,
     UpdateChannelRequest,
@@ -28,7 +28,10 @@ use crate::service::channels::PageRequest;
         (status = 503, description = "`unavailable`: database unavailable or a queue full; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
-pub async fn list(state: web::Data<AppState>, Auth(ctx): Auth) -> Result<HttpResponse, AppError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    Throttled(ctx, _): Throttled<Reads>,
+) -> Result<HttpResponse, AppError> {
     let channels = state.db.call(ListChannels { ctx }).await?;
     Ok(HttpResponse::Ok().json(ChannelsResponse { channels }))
 }

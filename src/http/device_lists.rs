@@ -5,11 +5,11 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::Json;
 use crate::actors::db::{FetchDeviceLists, PublishDeviceList};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
-use crate::limits::rest::{DeviceListUpload, Throttled};
+use crate::limits::rest::{DeviceListUpload, Reads, Throttled};
 use crate::protocol::rest::ErrorBody;
 use crate::protocol::trust::{DeviceListAccepted, DeviceListsResponse, SignedDeviceList};
 use crate::service::validate;
@@ -78,7 +78,7 @@ pub struct ListQuery {
 )]
 pub async fn fetch(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Reads>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();

@@ -9,7 +9,7 @@ use super::extract::{Auth, Json};
 use crate::actors::db::{CreateDevice, DeleteDevice, DeviceKeys, ListOwnDevices};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
-use crate::limits::rest::{DeviceCreation, Throttled};
+use crate::limits::rest::{DeviceCreation, Reads, Throttled};
 use crate::protocol::rest::{
     CreateDeviceRequest, Device, DeviceKeysResponse, DevicesResponse, ErrorBody,
 };
@@ -67,7 +67,7 @@ pub async fn create(
 )]
 pub async fn list_own(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Reads>,
 ) -> Result<HttpResponse, AppError> {
     let devices = state.db.call(ListOwnDevices { ctx }).await?;
     Ok(HttpResponse::Ok().json(DevicesResponse { devices }))
@@ -99,7 +99,7 @@ pub struct KeysQuery {
 )]
 pub async fn keys(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Reads>,
     query: web::Query<KeysQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();

@@ -11,7 +11,7 @@ use crate::actors::db::{
     UploadDirectoryKeys,
 };
 use crate::error::AppError;
-use crate::limits::rest::{EnvelopeUpload, Throttled};
+use crate::limits::rest::{EnvelopeUpload, Reads, Throttled};
 use crate::protocol::rest::{
     ChannelKeyEnvelope, ChannelKeysUpload, DirectoryKeyEnvelope, DirectoryKeysUpload, ErrorBody,
     StatusOk,
@@ -58,7 +58,7 @@ pub struct ChannelKeyQuery {
 )]
 pub async fn get_channel_key(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Reads>,
     query: web::Query<ChannelKeyQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();
@@ -116,7 +116,7 @@ pub async fn upload_channel_keys(
 )]
 pub async fn get_directory_key(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Reads>,
 ) -> Result<HttpResponse, AppError> {
     Ok(match state.db.call(GetDirectoryKey { ctx }).await? {
         Some(envelope) => HttpResponse::Ok().json(envelope),

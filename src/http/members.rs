@@ -6,11 +6,11 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::Json;
 use crate::actors::db::{AddMember, ListMembers, OpenDirect, RemoveMember, RotateKey};
 use crate::actors::hub::Notice;
 use crate::error::AppError;
-use crate::limits::rest::{Membership, Throttled};
+use crate::limits::rest::{Membership, Reads, Throttled};
 use crate::protocol::members::{
     AddMemberRequest, KeyRotated, MembersResponse, OpenDirectRequest, RotateKeyRequest,
 };
@@ -42,7 +42,7 @@ pub struct MembersQuery {
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Reads>,
     query: web::Query<MembersQuery>,
 ) -> Result<HttpResponse, AppError> {
     let members = state

@@ -7,7 +7,7 @@ use super::extract::{Admin, Auth, Json};
 use crate::actors::db::{AdminFlags, CreatePlaceholderUser, ListProfiles, UpsertProfile};
 use crate::actors::hub::{Notice, Presence};
 use crate::error::AppError;
-use crate::limits::rest::{ProfileUpload, Throttled};
+use crate::limits::rest::{ProfileUpload, Reads, Throttled};
 use crate::protocol::rest::{
     CreateUserRequest, ErrorBody, PresenceRequest, PresenceResponse, ProfileRequest,
     ProfilesResponse, StatusOk, User,
@@ -61,7 +61,7 @@ pub async fn create(
 )]
 pub async fn profiles(
     state: web::Data<AppState>,
-    Auth(ctx): Auth,
+    Throttled(ctx, _): Throttled<Reads>,
 ) -> Result<HttpResponse, AppError> {
     let profiles = state.db.call(ListProfiles { ctx }).await?;
     Ok(HttpResponse::Ok().json(ProfilesResponse { profiles }))

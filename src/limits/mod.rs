@@ -60,6 +60,7 @@ pub mod label {
     pub const DEVICES: &str = "devices";
     pub const PROFILES: &str = "profiles";
     pub const ENVELOPES: &str = "envelopes";
+    pub const READS: &str = "reads";
     pub const DEVICES_PER_USER: &str = "devices_per_user";
     pub const SESSIONS_PER_USER: &str = "sessions_per_user";
     pub const CHANNELS_PER_USER: &str = "channels_per_user";
@@ -99,6 +100,7 @@ pub enum UserLimit {
     Devices,
     Profiles,
     Envelopes,
+    Reads,
 }
 
 /// One keyed bucket map (`None`: that limit is off).
@@ -180,6 +182,7 @@ pub struct Limits {
     devices: Keyed<String>,
     profiles: Keyed<String>,
     envelopes: Keyed<String>,
+    reads: Keyed<String>,
     /// Per-socket send bucket (`DIALTONE_WS_SEND_RATE`/`_BURST`), one limiter per socket.
     socket_sends: Option<Quota>,
     /// Open sockets per user id; an entry goes when its count reaches 0.
@@ -219,6 +222,7 @@ impl Limits {
             devices: Keyed::new(l::DEVICES, config.devices),
             profiles: Keyed::new(l::PROFILES, config.profiles),
             envelopes: Keyed::new(l::ENVELOPES, config.envelopes),
+            reads: Keyed::new(l::READS, config.reads),
             config: config.clone(),
             socket_sends,
             sockets: Mutex::new(HashMap::new()),
@@ -326,6 +330,7 @@ impl Limits {
             UserLimit::Devices => &self.devices,
             UserLimit::Profiles => &self.profiles,
             UserLimit::Envelopes => &self.envelopes,
+            UserLimit::Reads => &self.reads,
         };
         if keyed.limiter.is_none() {
             return Ok(());
@@ -397,6 +402,7 @@ impl Limits {
             &self.devices,
             &self.profiles,
             &self.envelopes,
+            &self.reads,
         ];
         ips.iter().map(|k| k.prune()).sum::<usize>()
             + users.iter().map(|k| k.prune()).sum::<usize>()

@@ -143,6 +143,10 @@ pub struct EnvelopeUpload;
 /// Trust v2 channel changes: `POST|DELETE /channels/members`, `POST /channels/rotate`, `POST /channels/direct`. They share
 /// the envelope bucket: each one hands out or withdraws keys.
 pub struct Membership;
+/// Listings whose cost grows with the deployment: `GET /channels`, `/channels/members`,
+/// `/channels/keys`, `/directory/keys`, `/devices`, `/devices/keys`, `/devices/list`,
+/// `/users/profiles`.
+pub struct Reads;
 
 impl Throttle for History {
     const LIMIT: UserLimit = UserLimit::History;
@@ -161,6 +165,9 @@ impl Throttle for EnvelopeUpload {
 }
 impl Throttle for Membership {
     const LIMIT: UserLimit = UserLimit::Envelopes;
+}
+impl Throttle for Reads {
+    const LIMIT: UserLimit = UserLimit::Reads;
 }
 
 /// An authenticated session whose user had a token left in bucket `T`.

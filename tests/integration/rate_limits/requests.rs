@@ -441,3 +441,34 @@ async fn private_and_direct_channels_are_capped_per_creator() {
         2
     );
 }
+
+#[tokio::test]
+async fn listings_share_one_read_bucket_per_user() {
+    let server = TestServer::start_with(|s| {
+        s.set("DIALTONE_LIMIT_READS", "3/hour");
+    })
+    .await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let channel = alice.rest.create_channel("Y2hhbg==").await.unwrap();
+    for path in ["/channels", "/devices", "/users/profiles"] {
+        let got = send(alice.rest.request(Method::GET, path)).await;
+        assert_eq!(got.0, 200, "{path}: {:?}", got.2);
+    }
+    for path in [
+        "/devices/keys?all=1".to_owned(),
+        format!("/channels/keys?channel_id={}", channel.id),
+        "/directory/keys".to_owned(),
+        "/channels".to_owned(),
+    ] {
+        assert_limited(&send(alice.rest.request(Method::GET, &path)).await, "reads");
+    }
+    // History has its own bucket, and bob his own.
+    let history = format!("/channels/messages?channel_id={}", channel.id);
+    assert_eq!(send(alice.rest.request(Method::GET, &history)).await.0, 200);
+    assert_eq!(
+        send(bob.rest.request(Method::GET, "/channels")).await.0,
+        200
+    );
+    assert_eq!(Scrape::of(&server).await.counter(&limited("reads")), 4);
+}
