@@ -30,7 +30,7 @@ pub struct LimitsConfig {
     pub register_account: Option<Rate>,
     /// `GET /ws` upgrades per client address.
     pub ws_upgrade_ip: Option<Rate>,
-    /// Refused credentials (an unknown or expired bearer token, a wrong `X-Admin-Token`) per client
+    /// Refused credentials (an unknown or revoked bearer token, a wrong `X-Admin-Token`) per client
     /// address; once spent, that address's credentials are refused unchecked until it refills.
     pub auth_failures_ip: Option<Rate>,
     /// Sends (`channel.message.send`, `message.broadcast`) per user, all sockets together.

@@ -27,14 +27,17 @@ pub async fn find(db: &mut Db<'_>, id: &str) -> DbResult<Option<UserRow>> {
 }
 
 /// The user, its row locked until the transaction ends: a user's device and session counts change
-/// one at a time, and a disable committed meanwhile is seen (SQLite's write transaction already
+/// one at a time, and a disable committed meanwhile is seen. `FOR NO KEY UPDATE`, not `FOR
+/// UPDATE`: the foreign-key checks of rows referencing the user (members, sessions, devices)
+/// take `FOR KEY SHARE`, which it does not block, so two users opening direct channels with each
+/// other cannot deadlock (SQLite's write transaction already
 /// excludes other writers).
 pub async fn lock(db: &mut Db<'_>, id: &str) -> DbResult<Option<UserRow>> {
     let query = users::table.find(id);
     Ok(match db {
         Db::Postgres(c) => query
             .select(UserRow::as_select())
-            .for_update()
+            .for_no_key_update()
             .first(&mut **c)
             .await
             .optional()?,

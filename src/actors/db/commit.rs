@@ -205,8 +205,8 @@ async fn commit_isolating(
     };
     if !is_refusal(&err) {
         return match limit {
-            Some(limit) => Ok(settle(&store, retry, limit, &err).await),
-            None => Err(err),
+            Some(limit) if may_have_committed(&err) => Ok(settle(&store, retry, limit, &err).await),
+            _ => Err(err),
         };
     }
     if retry.len() < 2 {
@@ -314,6 +314,25 @@ fn private_refusal(code: &str) -> &'static str {
     } else {
         "not saved: sealed under an old key generation; fetch the current key and send again"
     }
+}
+
+/// A failure after which the commit may still have happened: no answer in time, or the connection
+/// lost mid-transaction. Not a connection that could not be had (nothing was sent), nor one the
+/// server answered with an error (a cancelled statement, a deadlock, a full disk): those rolled
+/// back, and settling them would only hold the lane longer.
+fn may_have_committed(e: &ServiceError) -> bool {
+    const SETTLED: [&str; 8] = [
+        "creating a new object",
+        "canceling statement due to",
+        "lock timeout",
+        "deadlock detected",
+        "No space left on device",
+        "could not extend file",
+        "out of memory",
+        "too many clients",
+    ];
+    let text = e.to_string();
+    !SETTLED.iter().any(|s| text.contains(s))
 }
 
 /// The database answered and said no (as opposed to: it could not be reached or timed out).

@@ -11,7 +11,7 @@
 //!   peer hangs until its own timeouts fire.
 //!
 //! [`Proxy::lose_next_commit_reply`] arms a one-shot trap: the first connection to send `COMMIT`
-//! afterwards has it forwarded, and then gets nothing back (its transaction commits, but the
+//! afterwards in a transaction that inserted channel messages (a group commit) has it forwarded, and then gets nothing back (its transaction commits, but the
 //! client never hears so), as when a network fails between a commit and its answer.
 //!
 //! Leaving `Blackhole` cuts the connections it held (their streams lost bytes mid-way and cannot
@@ -229,6 +229,8 @@ async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, trap: &AtomicBoo
     let (mut from_client, mut to_client) = client.split();
     let (mut from_upstream, mut to_upstream) = upstream.split();
     let swallow = AtomicBool::new(false);
+    // Only a group commit's COMMIT (its transaction inserted channel messages) springs the trap.
+    let mut inserted = false;
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -237,8 +239,12 @@ async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, trap: &AtomicBoo
                 return to_upstream.shutdown().await;
             }
             let chunk = &buf[..n];
-            if chunk.windows(6).any(|w| w == b"COMMIT") && trap.swap(false, Ordering::SeqCst) {
-                swallow.store(true, Ordering::SeqCst);
+            inserted |= chunk.windows(16).any(|w| w == b"channel_messages");
+            if chunk.windows(6).any(|w| w == b"COMMIT") {
+                if inserted && trap.swap(false, Ordering::SeqCst) {
+                    swallow.store(true, Ordering::SeqCst);
+                }
+                inserted = false;
             }
             to_upstream.write_all(chunk).await?;
         }
