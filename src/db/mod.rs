@@ -91,7 +91,25 @@ fn is_transient(message: &str) -> bool {
     TRANSIENT.iter().any(|t| message.contains(t))
 }
 
+/// How [`Pool::get`]'s failures begin: no connection was had, so nothing was sent.
+const NO_CONNECTION: &str = "no connection";
+
 impl DbError {
+    /// Whether a transaction that failed with this error certainly did not commit: no connection
+    /// was had, or the database answered with an error (a refusal, a cancelled statement, a
+    /// deadlock, a full disk). `false` when no answer came (a timeout of the caller's, a
+    /// connection lost or terminated mid-transaction): it may have committed after `COMMIT` was
+    /// sent.
+    pub fn certainly_rolled_back(&self) -> bool {
+        match self {
+            DbError::Unavailable(m) => {
+                m.starts_with(NO_CONNECTION)
+                    || (is_transient(m) && !m.contains("terminating connection"))
+            }
+            DbError::Query(_) | DbError::Setup(_) => true,
+        }
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         matches!(
             self,
@@ -325,7 +343,7 @@ impl Pool {
             Pool::Postgres(p) => p.get().await.map(Conn::Postgres),
             Pool::Sqlite(p) => p.get().await.map(Conn::Sqlite),
         }
-        .map_err(|e| DbError::Unavailable(e.to_string()))
+        .map_err(|e| DbError::Unavailable(format!("{NO_CONNECTION}: {e}")))
     }
 
     /// `SELECT 1`: does the database answer?
@@ -374,7 +392,7 @@ async fn open_sqlite(
 
 #[cfg(test)]
 mod tests {
-    use super::is_transient;
+    use super::{DbError, NO_CONNECTION, is_transient};
 
     #[test]
     fn resource_exhaustion_is_transient_and_a_bad_row_is_not() {
@@ -392,6 +410,27 @@ mod tests {
             "duplicate key value violates unique constraint \"channel_messages_pkey\"",
         ] {
             assert!(!is_transient(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn only_a_failure_without_an_answer_may_have_committed() {
+        let unavailable = |m: &str| DbError::Unavailable(m.to_owned());
+        for settled in [
+            unavailable(&format!(
+                "{NO_CONNECTION}: Timeout occurred while creating a new object"
+            )),
+            unavailable("canceling statement due to statement timeout"),
+            unavailable("deadlock detected"),
+        ] {
+            assert!(settled.certainly_rolled_back(), "{settled}");
+        }
+        for open in [
+            unavailable("group commit took longer than 1000 ms"),
+            unavailable("connection closed"),
+            unavailable("terminating connection due to administrator command"),
+        ] {
+            assert!(!open.certainly_rolled_back(), "{open}");
         }
     }
 }

@@ -316,23 +316,11 @@ fn private_refusal(code: &str) -> &'static str {
     }
 }
 
-/// A failure after which the commit may still have happened: no answer in time, or the connection
-/// lost mid-transaction. Not a connection that could not be had (nothing was sent), nor one the
-/// server answered with an error (a cancelled statement, a deadlock, a full disk): those rolled
-/// back, and settling them would only hold the lane longer.
+/// A failure after which the commit may still have happened (see
+/// [`crate::db::DbError::certainly_rolled_back`]); settling anything else would only hold the
+/// lane longer.
 fn may_have_committed(e: &ServiceError) -> bool {
-    const SETTLED: [&str; 8] = [
-        "creating a new object",
-        "canceling statement due to",
-        "lock timeout",
-        "deadlock detected",
-        "No space left on device",
-        "could not extend file",
-        "out of memory",
-        "too many clients",
-    ];
-    let text = e.to_string();
-    !SETTLED.iter().any(|s| text.contains(s))
+    !matches!(e, ServiceError::Db(db) if db.certainly_rolled_back())
 }
 
 /// The database answered and said no (as opposed to: it could not be reached or timed out).
