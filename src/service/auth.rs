@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use chrono::Utc;
 use futures_util::FutureExt;
 
+use super::devices::Claimed;
 use super::validate::{check_password, new_username, normalize_username, public_key};
 use super::{Caps, ServiceError, ServiceResult, Store, new_id};
 use crate::crypto::field::Column;
@@ -268,35 +269,23 @@ pub async fn complete_login(store: &Store, grant: LoginGrant) -> ServiceResult<S
     }
 
     let now = Time::now();
-    let known = super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await?;
-    let (device_id, new_device_row) = match known {
-        Some(device) => {
-            db::devices::touch(&mut conn.db(), &device.id, now).await?;
-            (device.id, None)
-        }
-        None => {
-            let row = super::devices::new_device_row(store, &user.id, &public_key, now);
-            (row.id.clone(), Some(row))
-        }
-    };
-    let new_device = new_device_row.is_some();
+    // Moves a legacy or old-key row of this key to the current key's hash; the lookup that
+    // counts is the one under the lock below.
+    super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await?;
+    let candidate = super::devices::new_device_row(store, &user.id, &public_key, now);
     let token = generate_token();
     let expires_at = expiry(now, store.settings.session_ttl);
-    let session = SessionRow {
-        id: new_id(),
-        token_hash: token_hash(&token),
-        user_id: user.id.clone(),
-        device_id: device_id.clone(),
-        created_at: now,
-        expires_at,
-    };
+    let session_token_hash = token_hash(&token);
     let caps = store.settings.caps;
-    // One transaction under the user's row lock: the caps cannot be overrun by concurrent logins,
-    // and a disable committed since the lookup above refuses this one.
-    let user = conn
+    let user_id = user.id.clone();
+    // One transaction under the user's row lock, which device additions and deletions take too:
+    // the caps cannot be overrun by concurrent logins, two logins with one new key make one
+    // device, a device deleted meanwhile is not signed into, and a disable committed since the
+    // lookup above refuses this login.
+    let (user, device_id, new_device) = conn
         .transaction(move |mut db| {
             async move {
-                let Some(user) = db::users::lock(&mut db, &session.user_id)
+                let Some(user) = db::users::lock(&mut db, &user_id)
                     .await?
                     .filter(|u| u.disabled_at.is_none())
                 else {
@@ -308,14 +297,33 @@ pub async fn complete_login(store: &Store, grant: LoginGrant) -> ServiceResult<S
                 {
                     return Ok(Err(refused));
                 }
-                if let Some(row) = &new_device_row
-                    && let Err(refused) =
-                        super::devices::insert_capped(&mut db, row, caps.devices_per_user).await?
+                let claimed = match super::devices::claim(
+                    &mut db,
+                    &candidate,
+                    caps.devices_per_user,
+                )
+                .await?
                 {
-                    return Ok(Err(refused));
-                }
+                    Ok(claimed) => claimed,
+                    Err(refused) => return Ok(Err(refused)),
+                };
+                let (device_id, new_device) = match claimed {
+                    Claimed::Existing(device) => {
+                        db::devices::touch(&mut db, &device.id, now).await?;
+                        (device.id, false)
+                    }
+                    Claimed::Added => (candidate.id, true),
+                };
+                let session = SessionRow {
+                    id: new_id(),
+                    token_hash: session_token_hash,
+                    user_id: user.id.clone(),
+                    device_id: device_id.clone(),
+                    created_at: now,
+                    expires_at,
+                };
                 db::sessions::insert(&mut db, &session).await?;
-                Ok(Ok(user))
+                Ok(Ok((user, device_id, new_device)))
             }
             .boxed()
         })

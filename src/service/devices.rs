@@ -84,19 +84,39 @@ pub fn new_device_row(store: &Store, user_id: &str, public_key: &str, now: Time)
     }
 }
 
-/// Store `row` unless its user already holds `cap` devices. Runs in a transaction that holds its
-/// user's row lock ([`db::users::lock`]), so two concurrent additions cannot both pass the count.
-pub async fn insert_capped(
+/// What [`claim`] found or did.
+pub enum Claimed {
+    /// The user already has a device with this key (two logins or additions with one new key
+    /// raced, or it was registered before).
+    Existing(DeviceRow),
+    /// The candidate row was stored.
+    Added,
+}
+
+/// The user's device with `candidate`'s key, or `candidate` stored unless its user already holds
+/// `cap` devices. Runs in a transaction that holds its user's row lock ([`db::users::lock`]), which
+/// device additions, logins and deletions all take: the lookup here is the authoritative one (a
+/// lookup before the lock may have raced a concurrent addition of the same key, or a deletion),
+/// and two concurrent additions cannot both pass the count. Looks up by the current key's hash
+/// only: [`find_by_key`] has already moved older rows to it.
+pub async fn claim(
     db: &mut Db<'_>,
-    row: &DeviceRow,
+    candidate: &DeviceRow,
     cap: usize,
-) -> DbResult<Result<(), ServiceError>> {
-    let count = db::devices::count_for_user(db, &row.user_id).await?;
+) -> DbResult<Result<Claimed, ServiceError>> {
+    if let Some(hash) = &candidate.public_key_hash
+        && let Some(existing) =
+            db::devices::find_by_key_hash(db, &candidate.user_id, std::slice::from_ref(hash))
+                .await?
+    {
+        return Ok(Ok(Claimed::Existing(existing)));
+    }
+    let count = db::devices::count_for_user(db, &candidate.user_id).await?;
     if let Err(refused) = Caps::check(cap, count, label::DEVICES_PER_USER) {
         return Ok(Err(refused));
     }
-    db::devices::insert(db, row).await?;
-    Ok(Ok(()))
+    db::devices::insert(db, candidate).await?;
+    Ok(Ok(Claimed::Added))
 }
 
 fn wire(d: &OpenDevice) -> Device {
@@ -130,19 +150,31 @@ pub async fn create(
     }
     let row = new_device_row(store, &ctx.user_id, &public_key, Time::now());
     let cap = store.settings.caps.devices_per_user;
-    let stored = row.clone();
-    conn.transaction(move |mut db| {
-        async move {
-            if db::users::lock(&mut db, &stored.user_id).await?.is_none() {
-                return Ok(Err(ServiceError::Unauthorized));
+    let candidate = row.clone();
+    let claimed = conn
+        .transaction(move |mut db| {
+            async move {
+                if db::users::lock(&mut db, &candidate.user_id)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(Err(ServiceError::Unauthorized));
+                }
+                claim(&mut db, &candidate, cap).await
             }
-            insert_capped(&mut db, &stored, cap).await
+            .boxed()
+        })
+        .await??;
+    match claimed {
+        Claimed::Existing(existing) => {
+            let device = open(store, &mut conn.db(), existing).await?;
+            Ok((wire(&device), false))
         }
-        .boxed()
-    })
-    .await??;
-    tracing::info!(user_id = %ctx.user_id, device_id = %row.id, "device added");
-    Ok((wire(&OpenDevice { row, public_key }), true))
+        Claimed::Added => {
+            tracing::info!(user_id = %ctx.user_id, device_id = %row.id, "device added");
+            Ok((wire(&OpenDevice { row, public_key }), true))
+        }
+    }
 }
 
 /// `GET /devices`: the caller's devices.
@@ -204,8 +236,6 @@ pub async fn keys(
     Ok(DeviceKeysResponse { user_id, keys })
 }
 
-/// `DELETE /devices/{id}`: remove one of the caller's devices with its sessions and the envelopes
-/// addressed to it. Returns the revoked session ids (their sockets are closed).
 /// What removing a device did.
 pub struct Removed {
     /// Its id, as stored (the hub compares it with its sessions').
@@ -217,25 +247,41 @@ pub struct Removed {
     pub channels: Vec<crate::protocol::rest::Channel>,
 }
 
+/// `DELETE /devices/{id}`: remove one of the caller's devices with its sessions and the envelopes
+/// addressed to it.
 pub async fn delete(store: &Store, ctx: &AuthContext, device_id: &str) -> ServiceResult<Removed> {
     let device_id =
         validate::id("device id", device_id).map_err(|_| ServiceError::NotFound("device"))?;
     let mut conn = store.pool.get().await?;
-    let mut db = conn.db();
-    let Some(row) = db::devices::find(&mut db, &device_id).await? else {
-        return Err(ServiceError::NotFound("device"));
-    };
-    if row.user_id != ctx.user_id {
-        return Err(ServiceError::Forbidden("not your device"));
-    }
-    let sessions = db::sessions::ids_for_device(&mut db, &device_id).await?;
-    // Marked before the delete: if the delete fails, a spare rotation costs nothing.
-    let channels = super::members::device_revoked(&mut db, &ctx.user_id).await?;
-    db::devices::delete(&mut db, &device_id).await?;
+    let user_id = ctx.user_id.clone();
+    let target = device_id.clone();
+    // Under the user's row lock, as logins and additions are: a login that picked this device
+    // either commits its session first (read below, so its socket is closed too) or runs after
+    // the delete and adds the key anew; never a session pointing at a deleted device.
+    let (session_ids, channels) = conn
+        .transaction(move |mut db| {
+            async move {
+                if db::users::lock(&mut db, &user_id).await?.is_none() {
+                    return Ok(Err(ServiceError::Unauthorized));
+                }
+                let Some(row) = db::devices::find(&mut db, &target).await? else {
+                    return Ok(Err(ServiceError::NotFound("device")));
+                };
+                if row.user_id != user_id {
+                    return Ok(Err(ServiceError::Forbidden("not your device")));
+                }
+                let sessions = db::sessions::ids_for_device(&mut db, &target).await?;
+                let channels = super::members::device_revoked(&mut db, &user_id).await?;
+                db::devices::delete(&mut db, &target).await?;
+                Ok(Ok((sessions, channels)))
+            }
+            .boxed()
+        })
+        .await??;
     tracing::info!(user_id = %ctx.user_id, device_id = %device_id, "device removed");
     Ok(Removed {
         device_id,
-        session_ids: sessions,
+        session_ids,
         channels: channels.into_iter().map(super::channels::wire).collect(),
     })
 }

@@ -299,10 +299,10 @@ pub async fn remove(
 
 /// A revoked device still holds every generation it was given: each private channel its user is
 /// in needs a new one. Runs in the transaction that deletes the device; returns those channels.
-pub async fn device_revoked(db: &mut Db<'_>, user_id: &str) -> ServiceResult<Vec<ChannelRow>> {
+pub async fn device_revoked(db: &mut Db<'_>, user_id: &str) -> DbResult<Vec<ChannelRow>> {
     let ids = db::members::channels_of(db, user_id).await?;
     db::channels::require_rotation(db, &ids).await?;
-    Ok(db::channels::find_many(db, &ids).await?)
+    db::channels::find_many(db, &ids).await
 }
 
 /// A direct channel's key: the two user ids, sorted.

@@ -21,6 +21,7 @@ mod concurrency;
 mod crash_safety;
 mod db_tls;
 mod dependency_down;
+mod device_races;
 pub(crate) mod e2e;
 mod embedded;
 mod hard_kill;
