@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use dialtone::client::RestClient;
-use dialtone::protocol::ws::{ClientFrame, close_code, event_type};
+use dialtone::protocol::ws::{ClientFrame, Event, close_code, event_type};
 use reqwest::Method;
 
 use crate::support::*;
@@ -372,5 +372,78 @@ async fn a_commit_whose_answer_is_lost_is_settled_acknowledged_and_delivered() {
     assert_eq!(
         (next.client_message_id.as_deref(), next.seq),
         (Some("next"), Some(2))
+    );
+}
+
+/// A batch the database refuses is split and its rows committed one by one; when the answer to
+/// one row's own commit is lost, that row is settled like a whole batch: it is stored, so it is
+/// acknowledged and delivered in order, not reported "not saved".
+#[tokio::test]
+async fn a_row_of_a_split_batch_whose_answer_is_lost_is_settled_too() {
+    // The gate below holds the first commit: the bound must outlast that setup.
+    let Some((mut server, proxy)) = proxied_server_with(|s| {
+        s.set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "3000");
+    })
+    .await
+    else {
+        return;
+    };
+    server.expect_error("group commit failed");
+    server.expect_error("message refused by the database");
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let channel = alice.rest.create_channel("Yg==").await.unwrap();
+    let mut a = server.ws(&alice).await;
+    let mut b = server.ws(&bob).await;
+    ws_ready(&mut a).await;
+    ws_ready(&mut b).await;
+    install_commit_fault(&server.db, "RkFVTFQ").await;
+    let send = |body: &str, id: &str| {
+        ClientFrame::channel_message(&channel.id, body, "bmFtZQ==", Some(id.into()))
+    };
+
+    // g0 commits alone (held by the gate); bad and g1 queue and form the next batch together.
+    let gate = WriteGate::hold(&server.db).await;
+    a.send(&send("ZzA=", "g0")).await.unwrap();
+    gate.wait_for_blocked_writer(&server.db).await;
+    a.send(&send("RkFVTFQ=", "bad")).await.unwrap();
+    b.send(&send("ZzE=", "g1")).await.unwrap();
+    assert_nothing_queued(&mut a, "before the batch formed").await;
+    assert_nothing_queued(&mut b, "before the batch formed").await;
+    // Group commits: g0, then g1 alone (the refused batch and `bad` alone roll back).
+    proxy.lose_commit_reply(2);
+    gate.release().await;
+
+    let ids = |events: &[Event]| -> Vec<(Option<String>, Option<i64>)> {
+        events
+            .iter()
+            .map(|e| (e.client_message_id.clone(), e.seq))
+            .collect()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(
+            b.expect_event(event_type::CHANNEL_MESSAGE_NEW, HUNG)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        ids(&seen),
+        [(Some("g0".into()), Some(1)), (Some("g1".into()), Some(2))]
+    );
+    assert!(proxy.commit_reply_lost(), "the trap fired on g1's commit");
+    let refused = a.expect_event(event_type::ERROR, HUNG).await.unwrap();
+    assert_eq!(
+        refused.client_message_id.as_deref(),
+        Some("bad"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        server
+            .db
+            .count("SELECT count(*) AS v FROM channel_messages")
+            .await,
+        2
     );
 }

@@ -232,15 +232,24 @@ async fn commit_isolating(
                 out.committed.refused.extend(one.refused);
                 out.committed.duplicates.extend(one.duplicates);
             }
-            Err(e) => {
-                if is_refusal(&e) {
-                    tracing::error!(error = %e, message_id = %row.id, "message refused by the database");
-                } else {
-                    // Unreachable now: the rest is refused too; what committed is fanned out.
-                    tracing::error!(error = %e, "group commit failed while isolating a refused row");
-                    reachable = false;
-                }
+            Err(e) if is_refusal(&e) => {
+                tracing::error!(error = %e, message_id = %row.id, "message refused by the database");
                 out.refused.push(row);
+            }
+            Err(e) => {
+                // Unreachable now: the rest is refused too (never tried); what committed is
+                // fanned out. This row's own commit may have happened: settled like a batch's.
+                tracing::error!(error = %e, "group commit failed while isolating a refused row");
+                reachable = false;
+                match limit {
+                    Some(limit) if may_have_committed(&e) => {
+                        let one = settle(&store, vec![row], limit, &e).await;
+                        out.committed.rows.extend(one.committed.rows);
+                        out.refused.extend(one.refused);
+                        out.unknown.extend(one.unknown);
+                    }
+                    _ => out.refused.push(row),
+                }
             }
         }
     }

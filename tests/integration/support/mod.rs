@@ -19,6 +19,7 @@ mod faults;
 mod incidents;
 mod logs;
 mod metrics;
+mod pg_frontend;
 mod proxy;
 mod rekey;
 mod server;

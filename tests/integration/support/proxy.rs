@@ -10,9 +10,10 @@
 //!   forwarded (both ends stay open): the dependency stopped answering without a reset, so the
 //!   peer hangs until its own timeouts fire.
 //!
-//! [`Proxy::lose_next_commit_reply`] arms a one-shot trap: the first connection to send `COMMIT`
-//! afterwards in a transaction that inserted channel messages (a group commit) has it forwarded, and then gets nothing back (its transaction commits, but the
-//! client never hears so), as when a network fails between a commit and its answer.
+//! [`Proxy::lose_commit_reply`] arms a one-shot trap: the `n`-th group commit afterwards (a
+//! transaction that inserted channel messages, told apart by [`GroupCommits`]) has its `COMMIT`
+//! forwarded, and then its connection gets nothing back (the transaction commits, but the client
+//! never hears so), as when a network fails between a commit and its answer.
 //!
 //! Leaving `Blackhole` cuts the connections it held (their streams lost bytes mid-way and cannot
 //! be resumed); leaving `Refuse` affects only new connections. The proxy runs on its own thread
@@ -23,6 +24,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::pg_frontend::GroupCommits;
 use std::thread::JoinHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,7 +53,8 @@ pub struct Proxy {
     addr: SocketAddr,
     state: watch::Sender<State>,
     accepted: Arc<AtomicUsize>,
-    commit_trap: Arc<AtomicBool>,
+    /// Group commits to go before the one whose reply is lost, plus one; 0 when not armed.
+    commit_trap: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -70,7 +74,7 @@ impl Proxy {
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
-        let commit_trap = Arc::new(AtomicBool::new(false));
+        let commit_trap = Arc::new(AtomicUsize::new(0));
         let trap = commit_trap.clone();
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
@@ -129,12 +133,17 @@ impl Proxy {
     /// Arm the one-shot trap (see the module doc): the next `COMMIT` goes through, its reply
     /// and everything after it on that connection do not.
     pub fn lose_next_commit_reply(&self) {
-        self.commit_trap.store(true, Ordering::SeqCst);
+        self.lose_commit_reply(1);
+    }
+
+    /// Arm the trap for the `nth` group commit from now (1 = the next).
+    pub fn lose_commit_reply(&self, nth: usize) {
+        self.commit_trap.store(nth, Ordering::SeqCst);
     }
 
     /// Whether the trap has fired since it was armed.
     pub fn commit_reply_lost(&self) -> bool {
-        !self.commit_trap.load(Ordering::SeqCst)
+        self.commit_trap.load(Ordering::SeqCst) == 0
     }
 
     pub fn mode(&self) -> ProxyMode {
@@ -163,7 +172,7 @@ async fn accept_loop(
     target: SocketAddr,
     state: watch::Receiver<State>,
     accepted: Arc<AtomicUsize>,
-    trap: Arc<AtomicBool>,
+    trap: Arc<AtomicUsize>,
 ) {
     loop {
         let client = match listener.accept().await {
@@ -187,7 +196,7 @@ async fn connection(
     mut client: TcpStream,
     target: SocketAddr,
     mut state: watch::Receiver<State>,
-    trap: Arc<AtomicBool>,
+    trap: Arc<AtomicUsize>,
 ) {
     let State { mode, epoch } = *state.borrow_and_update();
     if mode == ProxyMode::Blackhole {
@@ -225,12 +234,12 @@ async fn connection(
 
 /// Copy both ways until both ends are done, as `copy_bidirectional`, except that once this
 /// connection has sent the `COMMIT` an armed trap was waiting for, nothing comes back.
-async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, trap: &AtomicBool) {
+async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, trap: &AtomicUsize) {
     let (mut from_client, mut to_client) = client.split();
     let (mut from_upstream, mut to_upstream) = upstream.split();
     let swallow = AtomicBool::new(false);
-    // Only a group commit's COMMIT (its transaction inserted channel messages) springs the trap.
-    let mut inserted = false;
+    // Only a group commit's COMMIT springs the trap.
+    let mut group_commits = GroupCommits::default();
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -239,12 +248,12 @@ async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, trap: &AtomicBoo
                 return to_upstream.shutdown().await;
             }
             let chunk = &buf[..n];
-            inserted |= chunk.windows(16).any(|w| w == b"channel_messages");
-            if chunk.windows(6).any(|w| w == b"COMMIT") {
-                if inserted && trap.swap(false, Ordering::SeqCst) {
-                    swallow.store(true, Ordering::SeqCst);
-                }
-                inserted = false;
+            if group_commits.feed(chunk)
+                && trap.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                }) == Ok(1)
+            {
+                swallow.store(true, Ordering::SeqCst);
             }
             to_upstream.write_all(chunk).await?;
         }
