@@ -269,8 +269,8 @@ pub async fn complete_login(store: &Store, grant: LoginGrant) -> ServiceResult<S
     }
 
     let now = Time::now();
-    // Moves a legacy or old-key row of this key to the current key's hash; the lookup that
-    // counts is the one under the lock below.
+    // Brings the user's legacy and old-key rows to the current key's hash, so the lookup under
+    // the lock below (the one that counts) finds this key whatever form it was stored in.
     super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await?;
     let candidate = super::devices::new_device_row(store, &user.id, &public_key, now);
     let token = generate_token();

@@ -271,8 +271,10 @@ pub async fn delete(store: &Store, ctx: &AuthContext, device_id: &str) -> Servic
                     return Ok(Err(ServiceError::Forbidden("not your device")));
                 }
                 let sessions = db::sessions::ids_for_device(&mut db, &target).await?;
-                let channels = super::members::device_revoked(&mut db, &user_id).await?;
                 db::devices::delete(&mut db, &target).await?;
+                // Last: it locks the user's private channels, which message commits lock too,
+                // and they are held until this transaction commits.
+                let channels = super::members::device_revoked(&mut db, &user_id).await?;
                 Ok(Ok((sessions, channels)))
             }
             .boxed()

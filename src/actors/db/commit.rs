@@ -156,8 +156,8 @@ const OUTCOME_UNKNOWN: &str = "the database did not answer; the message may be s
 /// A group commit's outcome once a refused batch has been split up, or an unanswered one settled.
 struct Isolated {
     committed: messages::Committed,
-    /// Rows the database refused on their own (each was retried alone), or that a failed commit
-    /// turned out not to have stored.
+    /// Rows the database refused on their own (each was retried alone), that a failed commit
+    /// turned out not to have stored, or that were not tried once the database stopped answering.
     refused: Vec<MessageRow>,
     /// Rows of a failed commit whose outcome could not be settled in time.
     unknown: Vec<MessageRow>,
@@ -237,18 +237,22 @@ async fn commit_isolating(
                 out.refused.push(row);
             }
             Err(e) => {
-                // Unreachable now: the rest is refused too (never tried); what committed is
-                // fanned out. This row's own commit may have happened: settled like a batch's.
+                // This row's own commit may have happened: settled like a batch's. Unless the
+                // settle got an answer, the database is unreachable now: the rows after it are
+                // refused untried, and what committed is fanned out.
                 tracing::error!(error = %e, "group commit failed while isolating a refused row");
-                reachable = false;
                 match limit {
                     Some(limit) if may_have_committed(&e) => {
                         let one = settle(&store, vec![row], limit, &e).await;
+                        reachable = one.unknown.is_empty();
                         out.committed.rows.extend(one.committed.rows);
                         out.refused.extend(one.refused);
                         out.unknown.extend(one.unknown);
                     }
-                    _ => out.refused.push(row),
+                    _ => {
+                        reachable = false;
+                        out.refused.push(row);
+                    }
                 }
             }
         }

@@ -59,6 +59,22 @@ impl WriteGate {
         Self::hold_with(db, sql).await
     }
 
+    /// PostgreSQL only: hold one user's row as `db::users::lock` does, so logins, device
+    /// additions and deletions of that user queue behind the gate.
+    pub async fn hold_user(db: &TestDb, user_id: &str) -> Self {
+        assert_eq!(
+            db.backend(),
+            Backend::Postgres,
+            "row locks are PostgreSQL's"
+        );
+        assert!(
+            user_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+            "the id is spliced into SQL"
+        );
+        let sql = format!("BEGIN; SELECT 1 FROM users WHERE id = '{user_id}' FOR NO KEY UPDATE");
+        Self::hold_with(db, sql).await
+    }
+
     /// Hold writes to one table (PostgreSQL: `EXCLUSIVE`, so plain reads still pass; SQLite: the
     /// database's one write lock, as [`WriteGate::hold`]).
     pub async fn hold_table(db: &TestDb, table: &str) -> Self {

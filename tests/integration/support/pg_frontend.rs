@@ -20,11 +20,22 @@ pub(super) struct GroupCommits {
     inserting: HashSet<Vec<u8>>,
     /// The open transaction ran such an insert.
     inserted: bool,
+    /// The stream stopped making sense (TLS was negotiated, or a length is impossible): no
+    /// commit is reported any more and nothing is buffered.
+    lost: bool,
 }
+
+/// Larger than any message the server's client sends (PostgreSQL's own limit is 1 GiB).
+const MAX_MESSAGE: usize = 1 << 30;
+/// PostgreSQL's bound on the startup message (`MAX_STARTUP_PACKET_LENGTH`).
+const MAX_STARTUP: usize = 10_000;
 
 impl GroupCommits {
     /// Take the next bytes the client sent; true when they hold a group commit's `COMMIT`.
     pub(super) fn feed(&mut self, chunk: &[u8]) -> bool {
+        if self.lost {
+            return false;
+        }
         let mut buf = std::mem::take(&mut self.pending);
         buf.extend_from_slice(chunk);
         let mut committed = false;
@@ -35,18 +46,26 @@ impl GroupCommits {
                 let (Some(len), Some(code)) = (be32(rest, 0), be32(rest, 4)) else {
                     break;
                 };
+                if !(8..=MAX_STARTUP).contains(&len) {
+                    self.lost = true;
+                    return false;
+                }
                 if rest.len() < len {
                     break;
                 }
                 self.started = !PRE_STARTUP.contains(&(code as u32));
-                at += len.max(8);
+                at += len;
                 continue;
             }
             let Some(len) = be32(rest, 1) else {
                 break;
             };
+            if !(4..=MAX_MESSAGE).contains(&len) {
+                self.lost = true;
+                return false;
+            }
             let total = len + 1;
-            if total < 5 || rest.len() < total {
+            if rest.len() < total {
                 break;
             }
             committed |= self.message(rest[0], &rest[5..total]);
@@ -149,5 +168,17 @@ mod tests {
         w.feed(&bind);
         assert!(!w.feed(&msg(b'Q', &[b"ROLLBACK\0"])));
         assert!(!w.feed(&msg(b'Q', &[b"COMMIT\0"])), "rolled back");
+    }
+
+    #[test]
+    fn a_stream_that_turned_to_tls_is_given_up_without_buffering() {
+        let mut w = GroupCommits::default();
+        let mut ssl_request = 8u32.to_be_bytes().to_vec();
+        ssl_request.extend_from_slice(&80_877_103u32.to_be_bytes());
+        assert!(!w.feed(&ssl_request));
+        // A TLS ClientHello read as a startup message's length: impossible.
+        assert!(!w.feed(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]));
+        assert!(!w.feed(b"INSERT INTO channel_messages COMMIT"));
+        assert!(w.pending.is_empty());
     }
 }

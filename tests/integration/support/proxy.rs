@@ -24,13 +24,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use super::pg_frontend::GroupCommits;
 use std::thread::JoinHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use super::pg_frontend::GroupCommits;
 
 /// What the proxy does with connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +130,8 @@ impl Proxy {
         });
     }
 
-    /// Arm the one-shot trap (see the module doc): the next `COMMIT` goes through, its reply
-    /// and everything after it on that connection do not.
+    /// Arm the one-shot trap (see the module doc) for the next group commit: its `COMMIT` goes
+    /// through, its reply and everything after it on that connection do not.
     pub fn lose_next_commit_reply(&self) {
         self.lose_commit_reply(1);
     }
@@ -141,7 +141,7 @@ impl Proxy {
         self.commit_trap.store(nth, Ordering::SeqCst);
     }
 
-    /// Whether the trap has fired since it was armed.
+    /// Whether the trap has fired since it was armed (also true if it never was).
     pub fn commit_reply_lost(&self) -> bool {
         self.commit_trap.load(Ordering::SeqCst) == 0
     }
