@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use dialtone::client::RestClient;
+use dialtone::client::{RestClient, WsClient};
 use dialtone::protocol::ws::{ClientFrame, Event, close_code, event_type};
 use reqwest::Method;
 
@@ -302,19 +302,25 @@ async fn a_database_restart_under_load_loses_no_acknowledged_message() {
     server.stop().await.unwrap();
 }
 
-/// The network fails between a group commit's `COMMIT` and its answer: the message is stored,
-/// but the server never hears so. It must not tell the sender "not saved" (a lie) nor leave the
-/// other subscribers without it: it settles the outcome behind the channel's counter lock, then
-/// acknowledges and fans the message out like any other.
-#[tokio::test]
-async fn a_commit_whose_answer_is_lost_is_settled_acknowledged_and_delivered() {
-    let Some((mut server, proxy)) = proxied_server_with(|s| {
-        s.set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "1000");
+/// Two members of one public channel (`a` created it, `b` joined), both connected, on a proxied
+/// server whose commits are bounded by a statement timeout and may lose their answers.
+struct Lossy {
+    server: TestServer,
+    proxy: Proxy,
+    channel: dialtone::protocol::rest::Channel,
+    a: WsClient,
+    b: WsClient,
+}
+
+/// [`Lossy`] with `DIALTONE_DB_STATEMENT_TIMEOUT_MS` = `statement_timeout_ms`; `None` on SQLite.
+async fn lossy(statement_timeout_ms: u64) -> Option<Lossy> {
+    let (mut server, proxy) = proxied_server_with(|s| {
+        s.set(
+            "DIALTONE_DB_STATEMENT_TIMEOUT_MS",
+            statement_timeout_ms.to_string(),
+        );
     })
-    .await
-    else {
-        return;
-    };
+    .await?;
     server.expect_error("group commit failed");
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
@@ -323,6 +329,31 @@ async fn a_commit_whose_answer_is_lost_is_settled_acknowledged_and_delivered() {
     let mut b = server.ws(&bob).await;
     ws_ready(&mut a).await;
     ws_ready(&mut b).await;
+    Some(Lossy {
+        server,
+        proxy,
+        channel,
+        a,
+        b,
+    })
+}
+
+/// The network fails between a group commit's `COMMIT` and its answer: the message is stored,
+/// but the server never hears so. It must not tell the sender "not saved" (a lie) nor leave the
+/// other subscribers without it: it settles the outcome behind the channel's counter lock, then
+/// acknowledges and fans the message out like any other.
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_settled_acknowledged_and_delivered() {
+    let Some(Lossy {
+        server,
+        proxy,
+        channel,
+        mut a,
+        mut b,
+    }) = lossy(1000).await
+    else {
+        return;
+    };
 
     proxy.lose_next_commit_reply();
     a.send(&ClientFrame::channel_message(
@@ -381,22 +412,17 @@ async fn a_commit_whose_answer_is_lost_is_settled_acknowledged_and_delivered() {
 #[tokio::test]
 async fn a_row_of_a_split_batch_whose_answer_is_lost_is_settled_too() {
     // The gate below holds the first commit: the bound must outlast that setup.
-    let Some((mut server, proxy)) = proxied_server_with(|s| {
-        s.set("DIALTONE_DB_STATEMENT_TIMEOUT_MS", "3000");
-    })
-    .await
+    let Some(Lossy {
+        mut server,
+        proxy,
+        channel,
+        mut a,
+        mut b,
+    }) = lossy(3000).await
     else {
         return;
     };
-    server.expect_error("group commit failed");
     server.expect_error("message refused by the database");
-    let alice = server.user("alice").await;
-    let bob = server.user("bob").await;
-    let channel = alice.rest.create_channel("Yg==").await.unwrap();
-    let mut a = server.ws(&alice).await;
-    let mut b = server.ws(&bob).await;
-    ws_ready(&mut a).await;
-    ws_ready(&mut b).await;
     install_commit_fault(&server.db, "RkFVTFQ").await;
     let send = |body: &str, id: &str| {
         ClientFrame::channel_message(&channel.id, body, "bmFtZQ==", Some(id.into()))

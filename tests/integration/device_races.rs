@@ -55,13 +55,7 @@ fn login_all(
             })
         })
         .collect();
-    async move {
-        let mut out = Vec::new();
-        for task in tasks {
-            out.push(task.await.unwrap());
-        }
-        out
-    }
+    answers(tasks)
 }
 
 /// `POST /devices` of `public_key` for `user`, `n` times at once (started now, as [`login_all`]).
@@ -77,13 +71,16 @@ fn add_all(
             tokio::spawn(send_raw(req))
         })
         .collect();
-    async move {
-        let mut out = Vec::new();
-        for task in tasks {
-            out.push(task.await.unwrap());
-        }
-        out
+    answers(tasks)
+}
+
+/// The answers of requests running on their own tasks, in the order they were started.
+async fn answers<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.unwrap());
     }
+    out
 }
 
 fn devices_of(user: &TestUser) -> String {
