@@ -34,8 +34,12 @@ cleanup() {
 trap cleanup EXIT
 
 # Zero-config embedded store: the secrets land in $DATA/secrets.env, TLS uses the dev certificate.
+# The fuzzer sends thousands of requests from one address, many with junk credentials: with the
+# read bucket and the refused-credentials bucket on, most operations would answer 429 and the
+# logic behind them would go untested. Both have their own integration tests (rate_limits).
 env -u DIALTONE_DB_URL -u DIALTONE_ADMIN_TOKEN -u DIALTONE_USERNAME_PEPPER -u DIALTONE_CHANNEL_KEY \
     DIALTONE_DATA_DIR="$DATA" DIALTONE_LISTEN_ADDR="127.0.0.1:$PORT" RUST_LOG=info \
+    DIALTONE_LIMIT_READS=off DIALTONE_LIMIT_AUTH_FAILURES_IP=off \
     "$BIN" >"$LOG" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 100); do
@@ -57,8 +61,16 @@ TOKEN=$(curl -ksf -X POST "$BASE/auth/register" -d "{\"username\":\"fuzzer\",\"p
 # run's session. So those two operations run last, on their own, with the admin token as well.
 # Excluded: POST /auth/logout would revoke the session too; GET /ws, whose successful answer is an
 # upgraded socket, not an HTTP response (tests/integration/ws_fuzz.rs fuzzes the WebSocket).
-COMMON=(--tls-verify false --checks all --phases examples,coverage,fuzzing
+# Left out: positive_data_acceptance, which expects every request the document allows to
+# succeed. The server has rules JSON Schema cannot state (RELIABILITY.md, "API fuzzing"): one
+# history cursor at a time, no direct channel with oneself, a generation only for private
+# channels, a device list's statement and a profile's signature checked for what they say,
+# usernames without unassigned or invisible characters, integers written without a fraction.
+COMMON=(--tls-verify false --checks all --exclude-checks positive_data_acceptance
+    --phases examples,coverage,fuzzing
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" --report junit,ndjson --no-color)
+# The request count below reads this run's reports only.
+rm -rf "$REPORT_DIR"
 set +e
 st run "$BASE/openapi.json" "${COMMON[@]}" --report-dir "$REPORT_DIR/main" \
     -H "Authorization: Bearer $TOKEN" \

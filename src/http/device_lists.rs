@@ -55,6 +55,7 @@ pub async fn publish(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Whose lists (any user; default: the caller).
+    #[param(format = Uuid)]
     user_id: Option<String>,
     /// Every list after this version, ascending, at most 100 (to check the chain from a pinned
     /// version); without it, the newest list alone.

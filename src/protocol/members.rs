@@ -40,6 +40,7 @@ pub mod role {
 pub struct ChannelMember {
     pub user_id: String,
     /// `admin` or `member`.
+    #[schema(pattern = "^(admin|member)$")]
     pub role: String,
     pub joined_at: String,
     /// The generation current when the user (re)joined: the oldest one they may be given.
@@ -72,6 +73,7 @@ pub struct AddMemberRequest {
     pub user_id: String,
     /// `admin` or `member` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^\\s*(admin|member)\\s*$")]
     pub role: Option<String>,
 }
 

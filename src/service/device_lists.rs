@@ -136,7 +136,9 @@ pub async fn fetch(
     let rows = match after_version {
         None => newest.into_iter().collect(),
         Some(after) => {
-            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            // Versions are stored as BIGINT: a larger cursor names no version there can be.
+            let after = i64::try_from(after)
+                .map_err(|_| ServiceError::invalid("after_version is out of range"))?;
             db::device_lists::after(&mut db, user_id, after, PAGE).await?
         }
     };

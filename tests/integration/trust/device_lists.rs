@@ -196,6 +196,14 @@ async fn lists_the_server_cannot_vouch_for_are_refused_and_nothing_is_stored() {
     )
     .await;
     assert_eq!(status, 400);
+    // Versions are BIGINT: a cursor past the largest is refused, not read as "the end".
+    let (status, body) = send_raw(alice.rest.request(
+        reqwest::Method::GET,
+        "/devices/list?after_version=9223372036854775808",
+    ))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_error_body(&body, "invalid_request");
 }
 
 #[tokio::test]
