@@ -189,6 +189,23 @@ pub async fn pairing_offer(
     Ok(PairingOffer { offer, code })
 }
 
+/// The entry an offer carries, if the offer is exactly what [`pairing_offer`] makes of it. Any
+/// other spelling of the same entry (spaces, escapes, field order) is refused: each would give a
+/// code of its own, so whoever carries an offer could otherwise try spellings of a substitute,
+/// without signing anything anew, until one shows the code the new device shows. Canonical
+/// offers leave one spelling per signed entry: every try then costs a fresh device binding.
+fn decode_offer(offer: &str) -> Result<ListedDevice, TrustError> {
+    let bad = || TrustError::BadOffer("not a pairing offer".into());
+    let bytes = URL_SAFE_NO_PAD.decode(offer).map_err(|_| bad())?;
+    let entry: ListedDevice = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if serde_json::to_vec(&entry).ok().as_deref() != Some(bytes.as_slice()) {
+        return Err(TrustError::BadOffer(
+            "not in the form a dialtone device makes it".into(),
+        ));
+    }
+    Ok(entry)
+}
+
 /// On a device holding the identity key: check a new device's offer against the code its screen
 /// shows, then publish the next list with it.
 pub async fn approve(
@@ -203,11 +220,7 @@ pub async fn approve(
     if digits(&short_code(offer)) != digits(code) {
         return Err(TrustError::CodeMismatch);
     }
-    let entry: ListedDevice = URL_SAFE_NO_PAD
-        .decode(offer)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| TrustError::BadOffer("not a pairing offer".into()))?;
+    let entry = decode_offer(offer)?;
     let identity = store
         .identity_key()
         .cloned()
@@ -340,4 +353,43 @@ pub async fn mark_verified(
     store.set_pin(pin.clone());
     store.save()?;
     Ok(pin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> ListedDevice {
+        ListedDevice {
+            device_id: "0b7e6f0a-3c1d-4e5f-8a9b-0c1d2e3f4a5b".into(),
+            public_key: "a2V5".into(),
+            signing_key: "c2lnbg==".into(),
+            binding_signature: "c2ln".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_of_an_offer_is_taken() {
+        let canonical = serde_json::to_vec(&entry()).unwrap();
+        let offer = URL_SAFE_NO_PAD.encode(&canonical);
+        assert_eq!(decode_offer(&offer).unwrap(), entry());
+
+        let spaced = String::from_utf8(canonical.clone())
+            .unwrap()
+            .replace(',', ", ");
+        let escaped = String::from_utf8(canonical)
+            .unwrap()
+            .replace("device_id", "device\\u005fid");
+        for other in [spaced, escaped] {
+            let offer = URL_SAFE_NO_PAD.encode(other.as_bytes());
+            assert!(
+                matches!(decode_offer(&offer), Err(TrustError::BadOffer(_))),
+                "{other}"
+            );
+        }
+        assert!(matches!(
+            decode_offer("not base64 !"),
+            Err(TrustError::BadOffer(_))
+        ));
+    }
 }
