@@ -58,7 +58,8 @@ TOKEN=$(curl -ksf -X POST "$BASE/auth/register" -d "{\"username\":\"fuzzer\",\"p
 
 # No stateful phase, and two runs: schemathesis feeds ids it saw in responses (the run's own user
 # and device) into DELETE /devices/{id} and POST /admin/users/{id}/{action}, which revoke the
-# run's session. So those two operations run last, on their own, with the admin token as well.
+# run's session. So those two operations run last, on their own. Both runs send the admin token
+# too, so the admin operations (POST /users among them) are fuzzed past their 401.
 # Excluded: POST /auth/logout would revoke the session too; GET /ws, whose successful answer is an
 # upgraded socket, not an HTTP response (tests/integration/ws_fuzz.rs fuzzes the WebSocket).
 # Left out: positive_data_acceptance, which expects every request the document allows to
@@ -73,7 +74,7 @@ COMMON=(--tls-verify false --checks all --exclude-checks positive_data_acceptanc
 rm -rf "$REPORT_DIR"
 set +e
 st run "$BASE/openapi.json" "${COMMON[@]}" --report-dir "$REPORT_DIR/main" \
-    -H "Authorization: Bearer $TOKEN" \
+    -H "Authorization: Bearer $TOKEN" -H "X-Admin-Token: $ADMIN_TOKEN" \
     --exclude-path /auth/logout --exclude-path /ws \
     --exclude-path '/devices/{id}' --exclude-path '/admin/users/{id}/{action}' "$@"
 STATUS=$?
