@@ -269,9 +269,8 @@ pub async fn complete_login(store: &Store, grant: LoginGrant) -> ServiceResult<S
     }
 
     let now = Time::now();
-    // Brings the user's legacy and old-key rows to the current key's hash, so the lookup under
-    // the lock below (the one that counts) finds this key whatever form it was stored in.
-    super::devices::find_by_key(store, &mut conn.db(), &user.id, &public_key).await?;
+    // The lookup that counts is the one under the lock below, by the current key's hash.
+    super::devices::move_to_current_hash(store, &mut conn.db(), &user.id, &public_key).await?;
     let candidate = super::devices::new_device_row(store, &user.id, &public_key, now);
     let token = generate_token();
     let expires_at = expiry(now, store.settings.session_ttl);

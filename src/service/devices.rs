@@ -56,9 +56,7 @@ pub async fn find_by_key(
     user_id: &str,
     public_key: &str,
 ) -> ServiceResult<Option<DeviceRow>> {
-    for legacy in db::devices::legacy_for_user(db, user_id).await? {
-        open(store, db, legacy).await?;
-    }
+    upgrade_legacy(store, db, user_id).await?;
     let hashes = store.hasher().device_key_hashes(public_key);
     match db::devices::find_by_key_hash(db, user_id, &hashes).await? {
         Some(row) if row.public_key_hash.as_deref() != hashes.first().map(String::as_str) => {
@@ -67,6 +65,33 @@ pub async fn find_by_key(
         }
         other => Ok(other),
     }
+}
+
+/// Bring the user's stored rows for `public_key` to the current key's hash, so that a lookup by
+/// that hash alone ([`claim`]) finds the key whatever form it was stored in: legacy rows
+/// (plaintext key or no hash), and a row stored under a previous hashing key.
+pub async fn move_to_current_hash(
+    store: &Store,
+    db: &mut Db<'_>,
+    user_id: &str,
+    public_key: &str,
+) -> ServiceResult<()> {
+    upgrade_legacy(store, db, user_id).await?;
+    let hashes = store.hasher().device_key_hashes(public_key);
+    // Only previous keys' hashes: no query at all unless the hashing key has been rotated.
+    if let Some(previous) = hashes.get(1..).filter(|p| !p.is_empty())
+        && let Some(row) = db::devices::find_by_key_hash(db, user_id, previous).await?
+    {
+        open(store, db, row).await?;
+    }
+    Ok(())
+}
+
+async fn upgrade_legacy(store: &Store, db: &mut Db<'_>, user_id: &str) -> ServiceResult<()> {
+    for legacy in db::devices::legacy_for_user(db, user_id).await? {
+        open(store, db, legacy).await?;
+    }
+    Ok(())
 }
 
 /// A new device row for `public_key` (key encrypted, hash filled), not yet stored.
@@ -98,17 +123,14 @@ pub enum Claimed {
 /// device additions, logins and deletions all take: the lookup here is the authoritative one (a
 /// lookup before the lock may have raced a concurrent addition of the same key, or a deletion),
 /// and two concurrent additions cannot both pass the count. Looks up by the current key's hash
-/// only: [`find_by_key`] has already moved older rows to it.
+/// only: [`find_by_key`] or [`move_to_current_hash`] has moved older rows to it.
 pub async fn claim(
     db: &mut Db<'_>,
     candidate: &DeviceRow,
     cap: usize,
 ) -> DbResult<Result<Claimed, ServiceError>> {
-    if let Some(hash) = &candidate.public_key_hash
-        && let Some(existing) =
-            db::devices::find_by_key_hash(db, &candidate.user_id, std::slice::from_ref(hash))
-                .await?
-    {
+    let hash = candidate.public_key_hash.as_slice();
+    if let Some(existing) = db::devices::find_by_key_hash(db, &candidate.user_id, hash).await? {
         return Ok(Ok(Claimed::Existing(existing)));
     }
     let count = db::devices::count_for_user(db, &candidate.user_id).await?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use base64::Engine;
 use dialtone::crypto::e2e::DeviceKeypair;
 
 use super::*;
@@ -156,4 +157,38 @@ async fn legacy_plaintext_device_key_is_found_by_login() {
             (dev2.id.clone(), second_key.clone()),
         ])
     );
+}
+
+/// A device stored while the server ran on an older key, with no `dialtone rekey` since: its
+/// hash is the previous key's. A login with that device's key signs into it, not a new device,
+/// and moves its hash to the current key.
+#[tokio::test]
+async fn a_device_hashed_under_the_previous_key_is_found_by_login() {
+    let mut server = TestServer::start().await;
+    let user = server.user("oldhash").await;
+    let k1 = server.settings.vars["DIALTONE_CHANNEL_KEY"].clone();
+    let k2 = base64::engine::general_purpose::STANDARD.encode(dialtone::crypto::random_bytes(32));
+    let hash_of = |id: &str| format!("SELECT public_key_hash AS v FROM devices WHERE id = '{id}'");
+    let under_k1 = server.db.string(&hash_of(user.device())).await.unwrap();
+    server
+        .restart_with(move |s| {
+            s.set("DIALTONE_CHANNEL_KEY", k2)
+                .set("DIALTONE_CHANNEL_KEY_PREVIOUS", k1);
+        })
+        .await;
+
+    let auth = login(&server, &user.name, &user.keys.public_key_b64())
+        .await
+        .unwrap();
+    assert_eq!(auth.device_id, user.device());
+    assert_eq!(
+        server.db.count("SELECT COUNT(*) AS v FROM devices").await,
+        1
+    );
+    let now = server.db.string(&hash_of(user.device())).await.unwrap();
+    assert_ne!(now, under_k1, "the hash moved to the current key");
+    let again = login(&server, &user.name, &user.keys.public_key_b64())
+        .await
+        .unwrap();
+    assert_eq!(again.device_id, user.device());
 }
