@@ -1,15 +1,12 @@
 //! Races and lifecycles: concurrent registrations against invite use limits, duplicate usernames
 //! and the first-admin rule; sessions surviving a restart; logout revoking only its own session.
 
-use std::sync::Arc;
-
 use dialtone::client::WsClient;
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::{
     AuthResponse, CreateInviteRequest, ErrorBody, LoginRequest, RegisterRequest,
 };
 use dialtone::protocol::ws::{ClientFrame, close_code, event_type};
-use tokio::sync::Barrier;
 
 use crate::support::*;
 
@@ -23,32 +20,22 @@ enum Outcome {
 /// Run `requests` as simultaneous `POST /auth/register` calls (lined up on a barrier, each on its
 /// own task and connection).
 async fn register_all(server: &TestServer, requests: Vec<RegisterRequest>) -> Vec<Outcome> {
-    let barrier = Arc::new(Barrier::new(requests.len()));
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|req| {
-            let rest = server.rest();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let (status, body) = post_json(&rest, "/auth/register", &req).await;
-                if status == 201 {
-                    Outcome::Created(serde_json::from_value(body).expect("auth response"))
-                } else {
-                    Outcome::Failed(
-                        status,
-                        serde_json::from_value(body.clone())
-                            .unwrap_or_else(|_| panic!("error body: {body}")),
-                    )
-                }
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.expect("registration task"));
-    }
-    out
+    let calls = requests.into_iter().map(|req| {
+        let rest = server.rest();
+        async move {
+            let (status, body) = post_json(&rest, "/auth/register", &req).await;
+            if status == 201 {
+                Outcome::Created(serde_json::from_value(body).expect("auth response"))
+            } else {
+                Outcome::Failed(
+                    status,
+                    serde_json::from_value(body.clone())
+                        .unwrap_or_else(|_| panic!("error body: {body}")),
+                )
+            }
+        }
+    });
+    all_at_once(calls.collect()).await
 }
 
 /// A server whose password queue holds a whole race: these tests need every registration to reach

@@ -3,13 +3,11 @@
 //! user's row lock, which logins, additions and deletions all take.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use dialtone::crypto::e2e::DeviceKeypair;
 use dialtone::protocol::rest::LoginRequest;
 use reqwest::Method;
 use serde_json::json;
-use tokio::sync::Barrier;
 
 use crate::support::*;
 
@@ -18,12 +16,7 @@ use crate::support::*;
 /// the pool has a connection for each one waiting at the user's row lock at once.
 async fn racing_server() -> TestServer {
     TestServer::start_with(|s| {
-        s.set("DIALTONE_DB_POOL_SIZE", "16")
-            .set("DIALTONE_LIMIT_DEVICES", "1000/min")
-            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT", "1000/min")
-            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT_ALL", "1000/min")
-            .set("DIALTONE_LIMIT_LOGIN_IP", "1000/min")
-            .set("DIALTONE_PASSWORD_QUEUE", "64");
+        s.sign_in_unthrottled().set("DIALTONE_DB_POOL_SIZE", "16");
     })
     .await
 }
@@ -37,50 +30,38 @@ fn login_with(user: &TestUser, public_key: &str) -> LoginRequest {
     }
 }
 
-/// `(status, body)` of simultaneous logins, lined up on a barrier: started at once, each on its
-/// own task and connection; the future collects their answers.
+/// Simultaneous logins, each on its own connection (see [`all_at_once`]).
 fn login_all(
     server: &TestServer,
     bodies: Vec<LoginRequest>,
 ) -> impl Future<Output = Vec<(u16, serde_json::Value)>> + 'static {
-    let barrier = Arc::new(Barrier::new(bodies.len()));
-    let tasks: Vec<_> = bodies
-        .into_iter()
-        .map(|body| {
-            let rest = server.rest();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                send_raw(rest.request(Method::POST, "/auth/login").json(&body)).await
+    all_at_once(
+        bodies
+            .into_iter()
+            .map(|body| {
+                send_raw(
+                    server
+                        .rest()
+                        .request(Method::POST, "/auth/login")
+                        .json(&body),
+                )
             })
-        })
-        .collect();
-    answers(tasks)
+            .collect(),
+    )
 }
 
-/// `POST /devices` of `public_key` for `user`, `n` times at once (started now, as [`login_all`]).
+/// `POST /devices` of `public_key` for `user`, `n` times at once.
 fn add_all(
     user: &TestUser,
     public_key: &str,
     n: usize,
 ) -> impl Future<Output = Vec<(u16, serde_json::Value)>> + 'static {
     let body = json!({"user_id": user.id(), "public_key": public_key});
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let req = user.rest.request(Method::POST, "/devices").json(&body);
-            tokio::spawn(send_raw(req))
-        })
-        .collect();
-    answers(tasks)
-}
-
-/// The answers of requests running on their own tasks, in the order they were started.
-async fn answers<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
-    let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        out.push(task.await.unwrap());
-    }
-    out
+    all_at_once(
+        (0..n)
+            .map(|_| send_raw(user.rest.request(Method::POST, "/devices").json(&body)))
+            .collect(),
+    )
 }
 
 fn devices_of(user: &TestUser) -> String {

@@ -336,12 +336,9 @@ async fn devices_sessions_and_envelopes_per_request_and_per_broadcast_are_capped
 #[tokio::test]
 async fn concurrent_device_additions_and_logins_cannot_overrun_the_caps() {
     let server = TestServer::start_with(|s| {
-        s.set("DIALTONE_MAX_DEVICES_PER_USER", "3")
-            .set("DIALTONE_MAX_SESSIONS_PER_USER", "6")
-            .set("DIALTONE_LIMIT_DEVICES", "1000/min")
-            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT", "1000/min")
-            .set("DIALTONE_LIMIT_LOGIN_IP", "1000/min")
-            .set("DIALTONE_PASSWORD_QUEUE", "64");
+        s.sign_in_unthrottled()
+            .set("DIALTONE_MAX_DEVICES_PER_USER", "3")
+            .set("DIALTONE_MAX_SESSIONS_PER_USER", "6");
     })
     .await;
     let alice = server.user("alice").await; // device 1, session 1

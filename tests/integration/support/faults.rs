@@ -43,35 +43,27 @@ impl WriteGate {
     /// PostgreSQL only: hold one channel's counter row, which the group commit locks before it
     /// numbers that channel's messages, so only a commit that includes the channel waits.
     pub async fn hold_channel(db: &TestDb, channel_id: &str) -> Self {
-        assert_eq!(
-            db.backend(),
-            Backend::Postgres,
-            "row locks are PostgreSQL's"
-        );
-        assert!(
-            channel_id
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == '-'),
-            "the id is spliced into SQL"
-        );
-        let sql =
-            format!("BEGIN; SELECT 1 FROM channels WHERE id = '{channel_id}' FOR NO KEY UPDATE");
-        Self::hold_with(db, sql).await
+        Self::hold_row(db, "channels", channel_id).await
     }
 
     /// PostgreSQL only: hold one user's row as `db::users::lock` does, so logins, device
     /// additions and deletions of that user queue behind the gate.
     pub async fn hold_user(db: &TestDb, user_id: &str) -> Self {
+        Self::hold_row(db, "users", user_id).await
+    }
+
+    /// The row `id` of `table`, locked `FOR NO KEY UPDATE` as the server's own row locks are.
+    async fn hold_row(db: &TestDb, table: &str, id: &str) -> Self {
         assert_eq!(
             db.backend(),
             Backend::Postgres,
             "row locks are PostgreSQL's"
         );
         assert!(
-            user_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+            id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
             "the id is spliced into SQL"
         );
-        let sql = format!("BEGIN; SELECT 1 FROM users WHERE id = '{user_id}' FOR NO KEY UPDATE");
+        let sql = format!("BEGIN; SELECT 1 FROM {table} WHERE id = '{id}' FOR NO KEY UPDATE");
         Self::hold_with(db, sql).await
     }
 

@@ -63,6 +63,17 @@ impl ServerSettings {
         self.vars.insert(key.to_owned(), value.into());
         self
     }
+
+    /// Room for races on signing in: neither the per-account and per-address login buckets, the
+    /// device-creation bucket nor the password queue refuse a burst of them (each of those has
+    /// its own tests in `rate_limits` and `password_work`).
+    pub fn sign_in_unthrottled(&mut self) -> &mut Self {
+        self.set("DIALTONE_LIMIT_DEVICES", "1000/min")
+            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT", "1000/min")
+            .set("DIALTONE_LIMIT_LOGIN_ACCOUNT_ALL", "1000/min")
+            .set("DIALTONE_LIMIT_LOGIN_IP", "1000/min")
+            .set("DIALTONE_PASSWORD_QUEUE", "64")
+    }
 }
 
 /// A running server plus its database and data directory.
