@@ -28,21 +28,30 @@ pub async fn insert_batch(db: &mut Db<'_>, rows: &[MessageRow]) -> DbResult<usiz
             InsertUnnest(cols).execute(&mut **c).await?
         }
         // diesel implements SQLite's multi-row INSERT for its synchronous connection only, so the
-        // statement runs on the wrapper's blocking thread (inside the same transaction).
+        // statements run on the wrapper's blocking thread (inside the same transaction). A
+        // statement binds every value of its rows, and SQLite takes at most
+        // `SQLITE_MAX_VARIABLE_NUMBER` (32,766) of them, so a batch goes in pieces under it.
         Db::Sqlite(c) => {
             let owned = rows.to_vec();
             c.spawn_blocking(move |conn| {
-                diesel::RunQueryDsl::execute(
-                    diesel::insert_into(m::table)
-                        .values(&owned)
-                        .on_conflict_do_nothing(),
-                    conn,
-                )
+                let mut inserted = 0;
+                for piece in owned.chunks(SQLITE_ROWS_PER_INSERT) {
+                    inserted += diesel::RunQueryDsl::execute(
+                        diesel::insert_into(m::table)
+                            .values(piece)
+                            .on_conflict_do_nothing(),
+                        conn,
+                    )?;
+                }
+                Ok(inserted)
             })
             .await?
         }
     })
 }
+
+/// Rows per SQLite `INSERT`: 8 bound values each, under SQLite's default limit of 32,766.
+const SQLITE_ROWS_PER_INSERT: usize = 4_000;
 
 /// A batch of rows as one array per column, the parameters of `insert_batch`'s `unnest`.
 struct Columns<'a> {
@@ -213,4 +222,52 @@ pub async fn page(
         rows.reverse();
     }
     Ok((rows, has_more))
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel_async::AsyncConnection;
+    use diesel_async::SimpleAsyncConnection;
+
+    use super::*;
+    use crate::db::SqliteConn;
+
+    fn row(i: usize) -> MessageRow {
+        MessageRow {
+            id: format!("m-{i}"),
+            channel_id: "c".into(),
+            sender_id: "u".into(),
+            sender_name_enc: "bg".into(),
+            body: "eA".into(),
+            sent_at: chrono::Utc::now().into(),
+            client_message_id: Some(format!("k-{i}")),
+            seq: i as i64 + 1,
+        }
+    }
+
+    /// `DIALTONE_DB_BATCH_MAX` goes up to 10,000 rows: more values than one SQLite statement
+    /// can bind.
+    #[tokio::test]
+    async fn a_sqlite_batch_past_the_bound_value_limit_is_inserted_whole() {
+        let mut c = SqliteConn::establish(":memory:").await.unwrap();
+        c.batch_execute(
+            "CREATE TABLE channel_messages (id TEXT PRIMARY KEY NOT NULL, channel_id TEXT NOT NULL, \
+             sender_id TEXT NOT NULL, sender_name_enc TEXT NOT NULL, body TEXT NOT NULL, \
+             sent_at TEXT NOT NULL, client_message_id TEXT, seq BIGINT NOT NULL); \
+             CREATE UNIQUE INDEX k ON channel_messages (sender_id, client_message_id)",
+        )
+        .await
+        .unwrap();
+        let rows: Vec<MessageRow> = (0..10_000).map(row).collect();
+        assert_eq!(
+            insert_batch(&mut Db::Sqlite(&mut c), &rows).await.unwrap(),
+            10_000
+        );
+        // Already stored rows are skipped in every piece, not only the first.
+        let again: Vec<MessageRow> = (9_000..10_001).map(row).collect();
+        assert_eq!(
+            insert_batch(&mut Db::Sqlite(&mut c), &again).await.unwrap(),
+            1
+        );
+    }
 }
