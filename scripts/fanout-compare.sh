@@ -6,6 +6,9 @@
 #   usage: scripts/fanout-compare.sh LOAD_BIN NAME=DIR [NAME=DIR ...]   (DIR holds a `dialtone` binary)
 #   env:   RATES="1000 2000" RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
 #          SERVER_CPUS=0 LOAD_CPUS=1: pin the server and the generator (taskset) to those CPUs
+#          LO_STEER=rfs: receive flow steering on loopback (root; restored on exit), so that the
+#            kernel's receive work for a socket runs on the CPU of the process reading it, as it
+#            would on the receiving machine over a real network (see BENCHMARKS.md "Loopback")
 #          SCENARIO=connections CONNECTIONS=19000 HOLD=30: idle sessions instead (RATES is ignored)
 #          SCENARIO=persist SENDERS=50 WINDOW=64: durable commits/s instead (RATES is ignored; each
 #            sender on its own channel, a message counted when its post-commit echo arrives)
@@ -22,9 +25,34 @@ LPIN=(); [ -n "${LOAD_CPUS:-}" ] && LPIN=(taskset -c "$LOAD_CPUS")
 IDLE_ENV=(); [ "$SCENARIO" = connections ] && { RATES=idle
   IDLE_ENV=(DIALTONE_MAX_SOCKETS_PER_USER=0 DIALTONE_LIMIT_WS_UPGRADE_IP=off); }
 W=$(mktemp -d -t fanoutw.XXXX); DB=""; PID=""
+LO=/sys/class/net/lo/queues/rx-0; STEER_SAVED=""
+steer_restore() { [ -n "$STEER_SAVED" ] && { read -r a b c <<<"$STEER_SAVED"
+  echo "$a" >"$LO/rps_cpus"; echo "$b" >"$LO/rps_flow_cnt"; echo "$c" >/proc/sys/net/core/rps_sock_flow_entries; }; }
+case "${LO_STEER:-off}" in
+  off) ;;
+  rfs) STEER_SAVED="$(cat "$LO/rps_cpus") $(cat "$LO/rps_flow_cnt") $(cat /proc/sys/net/core/rps_sock_flow_entries)"
+       printf '%x' $(( (1 << $(nproc)) - 1 )) >"$LO/rps_cpus" && echo 32768 >"$LO/rps_flow_cnt" \
+         && echo 32768 >/proc/sys/net/core/rps_sock_flow_entries || { echo "LO_STEER=rfs needs root"; exit 1; } ;;
+  *) echo "LO_STEER is off or rfs"; exit 1 ;;
+esac
+# Per-CPU user, system and softirq seconds over a run, from /proc/stat (ticks of 10 ms).
+cpu_snap() { grep -E '^cpu[0-9]' /proc/stat; }
+cpu_delta() { # before after
+  python3 - "$1" "$2" <<'PY'
+import sys
+def rd(s): return {l.split()[0]: [int(x) for x in l.split()[1:]] for l in s.strip().splitlines()}
+a, b = rd(sys.argv[1]), rd(sys.argv[2])
+out = []
+for cpu in sorted(b):
+    d = [y - x for x, y in zip(a[cpu], b[cpu])]
+    tot = sum(d[:8]) or 1
+    out.append(f"{cpu} user {100*d[0]/tot:.0f}% sys {100*d[2]/tot:.0f}% softirq {100*d[6]/tot:.0f}% idle {100*d[3]/tot:.0f}%")
+print("  " + "; ".join(out))
+PY
+}
 stop() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; PID=""; }
          [ -n "$DB" ] && { psql -h 127.0.0.1 -U postgres -XAtqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; DB=""; }; }
-trap 'stop; rm -rf "$W"' EXIT
+trap 'stop; steer_restore; rm -rf "$W"' EXIT
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
 FP=$(openssl x509 -in "$W/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)
@@ -87,10 +115,12 @@ for r in $RATES; do
       else
         args=(fanout --channels "$CHANNELS" --members "$MEMBERS" --rate "$r" --duration "$DURATION" --warmup 5)
       fi
+      before=$(cpu_snap)
       "${LPIN[@]}" "$L" --server "https://127.0.0.1:$PORT" --fingerprint "$FP" --admin-token "$TOK" --server-pid "$PID" \
         --quiet --json "$OUT/$name-$r-$n.json" "${args[@]}" >"$OUT/$name-$r-$n.txt" 2>&1
       curl -sk -H "X-Admin-Token: $TOK" "https://127.0.0.1:$PORT/metrics" >"$OUT/$name-$r-$n.metrics"
-      report "$OUT/$name-$r-$n.json" "$name" "$r" "$n"; stop
+      after=$(cpu_snap)
+      report "$OUT/$name-$r-$n.json" "$name" "$r" "$n"; cpu_delta "$before" "$after"; stop
     done
   done
 done

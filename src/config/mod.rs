@@ -279,7 +279,7 @@ impl Config {
             )?),
             mailbox: env.num("DIALTONE_DB_MAILBOX", 4096, 16, 1 << 20)?,
             max_inflight: env.num("DIALTONE_DB_MAX_INFLIGHT", pool_size * 4, 1, 1 << 16)?,
-            batch_max: env.num("DIALTONE_DB_BATCH_MAX", 512, 1, 10_000)?,
+            batch_max: env.num("DIALTONE_DB_BATCH_MAX", 1024, 1, 10_000)?,
             commit_lanes: env.num("DIALTONE_DB_COMMIT_LANES", 2, 1, 16)?,
             max_pending: env.num("DIALTONE_DB_MAX_PENDING", 50_000, 1, 10_000_000)?,
         };

@@ -2,7 +2,7 @@
 //!
 //! A lane commits one batch at a time. When no other lane is committing it starts at once. While
 //! another one is, it starts alongside only if it holds a quarter of a full batch
-//! (`DIALTONE_DB_BATCH_MAX` / 4: 128 rows by default) or the oldest commit in flight has run for
+//! (`DIALTONE_DB_BATCH_MAX` / 4: 256 rows by default) or the oldest commit in flight has run for
 //! [`OVERLAP_AFTER`]; otherwise it waits for that commit to end (a wake-up makes sure it is looked
 //! at again after [`OVERLAP_AFTER`]). Measured at 100 k deliveries/s (1,000 messages/s), two lanes committing
 //! whenever they had anything made twice the commits of one lane, each half as full, and cost
