@@ -6,9 +6,10 @@
 #   usage: scripts/fanout-compare.sh LOAD_BIN NAME=DIR [NAME=DIR ...]   (DIR holds a `dialtone` binary)
 #   env:   RATES="1000 2000" RUNS=3 MEMBERS=100 CHANNELS=20 DURATION=20 OUT=dir
 #          SERVER_CPUS=0 LOAD_CPUS=1: pin the server and the generator (taskset) to those CPUs
-#          LO_STEER=rfs: receive flow steering on loopback (root; restored on exit), so that the
-#            kernel's receive work for a socket runs on the CPU of the process reading it, as it
-#            would on the receiving machine over a real network (see BENCHMARKS.md "Loopback")
+#          LO_STEER=rfs: receive flow steering on loopback (root; restored on exit): the kernel's
+#            receive work for a socket moves to the CPU of the process reading it, as over a real
+#            network, at the price of a cross-CPU hand-off per packet (BENCHMARKS.md, "Batch size,
+#            loopback steering and the shared frame")
 #          SCENARIO=connections CONNECTIONS=19000 HOLD=30: idle sessions instead (RATES is ignored)
 #          SCENARIO=persist SENDERS=50 WINDOW=64: durable commits/s instead (RATES is ignored; each
 #            sender on its own channel, a message counted when its post-commit echo arrives)
