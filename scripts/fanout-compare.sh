@@ -36,7 +36,7 @@ case "${LO_STEER:-off}" in
          && echo 32768 >/proc/sys/net/core/rps_sock_flow_entries || { echo "LO_STEER=rfs needs root"; exit 1; } ;;
   *) echo "LO_STEER is off or rfs"; exit 1 ;;
 esac
-# Per-CPU user, system and softirq seconds over a run, from /proc/stat (ticks of 10 ms).
+# Each CPU's split over a run (user, system, softirq and idle, as shares of its ticks), from /proc/stat.
 cpu_snap() { grep -E '^cpu[0-9]' /proc/stat; }
 cpu_delta() { # before after
   python3 - "$1" "$2" <<'PY'

@@ -226,11 +226,11 @@ pub async fn page(
 
 #[cfg(test)]
 mod tests {
-    use diesel_async::AsyncConnection;
-    use diesel_async::SimpleAsyncConnection;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
     use super::*;
-    use crate::db::SqliteConn;
+    use crate::config::DbUrl;
+    use crate::db::{SqliteConn, migrate};
 
     fn row(i: usize) -> MessageRow {
         MessageRow {
@@ -246,15 +246,16 @@ mod tests {
     }
 
     /// `DIALTONE_DB_BATCH_MAX` goes up to 10,000 rows: more values than one SQLite statement
-    /// can bind.
+    /// can bind. The store's own migrations make the tables.
     #[tokio::test]
     async fn a_sqlite_batch_past_the_bound_value_limit_is_inserted_whole() {
-        let mut c = SqliteConn::establish(":memory:").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        migrate::run(&DbUrl::Sqlite(path.clone())).await.unwrap();
+        let mut c = SqliteConn::establish(path.to_str().unwrap()).await.unwrap();
         c.batch_execute(
-            "CREATE TABLE channel_messages (id TEXT PRIMARY KEY NOT NULL, channel_id TEXT NOT NULL, \
-             sender_id TEXT NOT NULL, sender_name_enc TEXT NOT NULL, body TEXT NOT NULL, \
-             sent_at TEXT NOT NULL, client_message_id TEXT, seq BIGINT NOT NULL); \
-             CREATE UNIQUE INDEX k ON channel_messages (sender_id, client_message_id)",
+            "INSERT INTO users (id, username_hash, created_at) VALUES ('u', 'h', '2026-12-08T00:00:00.000000Z'); \
+             INSERT INTO channels (id, name_enc, created_at) VALUES ('c', 'bg', '2026-12-08T00:00:00.000000Z')",
         )
         .await
         .unwrap();
@@ -263,8 +264,9 @@ mod tests {
             insert_batch(&mut Db::Sqlite(&mut c), &rows).await.unwrap(),
             10_000
         );
-        // Already stored rows are skipped in every piece, not only the first.
-        let again: Vec<MessageRow> = (9_000..10_001).map(row).collect();
+        // Pieces of 4,000, 4,000 and 2,001 rows: stored rows are skipped in each, and the one
+        // new row, in the last piece, is inserted.
+        let again: Vec<MessageRow> = (0..10_001).map(row).collect();
         assert_eq!(
             insert_batch(&mut Db::Sqlite(&mut c), &again).await.unwrap(),
             1
